@@ -1,0 +1,73 @@
+"""The composition root: builds the real object graph from settings.
+
+Tests build the same graph with their own settings (and fakes where a unit test needs one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, inspect
+
+from pqsync.db.engine import make_engine
+from pqsync.intakeq.budget import DatabaseBudget
+from pqsync.intakeq.client import IntakeQClient
+from pqsync.services.sync import SyncService
+from pqsync.settings import Settings
+
+
+class NotSetUp(RuntimeError):
+    """The database has no schema yet."""
+
+    def __init__(self) -> None:
+        super().__init__("the database is not set up: run `pqsync db upgrade` first")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class App:
+    settings: Settings
+    engine: Engine
+    clock: Callable[[], datetime] = field(default=_utcnow)
+    _client: IntakeQClient | None = None
+
+    def require_schema(self) -> None:
+        if not inspect(self.engine).has_table("alembic_version"):
+            raise NotSetUp()
+
+    @property
+    def intakeq(self) -> IntakeQClient:
+        if self._client is None:
+            key = self.settings.intakeq_key()
+            budget = DatabaseBudget(
+                self.engine,
+                key,
+                minute_limit=self.settings.intakeq_minute_limit,
+                daily_limit=self.settings.intakeq_daily_limit,
+                clock=self.clock,
+            )
+            self._client = IntakeQClient(self.settings.intakeq_base_url, key, budget=budget)
+        return self._client
+
+    def sync_service(self) -> SyncService:
+        self.require_schema()
+        return SyncService(
+            self.engine,
+            self.intakeq,
+            clock=self.clock,
+            default_timezone=self.settings.timezone,
+        )
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self.engine.dispose()
+
+
+def build_app(settings: Settings, *, clock: Callable[[], datetime] = _utcnow) -> App:
+    return App(settings=settings, engine=make_engine(settings.database_url), clock=clock)

@@ -1,0 +1,1 @@
+"""Database: SQLAlchemy tables, engine, repositories and Alembic migrations."""

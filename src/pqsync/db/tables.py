@@ -1,0 +1,299 @@
+"""The schema (SQLAlchemy 2 typed ORM). Migrations in db/migrations must match it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Date,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC, returns aware UTC datetimes on every backend (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        utc = value.astimezone(UTC)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    slug: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64), default="America/Denver")
+    window_days_back: Mapped[int | None] = mapped_column(Integer)
+    window_days_ahead: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class PartnerUser(Base):
+    __tablename__ = "partner_users"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    organization_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    role: Mapped[str] = mapped_column(String(32))
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    is_active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class Patient(Base):
+    __tablename__ = "patients"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    first_name: Mapped[str] = mapped_column(String(100))
+    last_name: Mapped[str] = mapped_column(String(100))
+    # Stored lower-cased: IntakeQ's emails differ from ours in case.
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    date_of_birth: Mapped[date | None] = mapped_column(Date)
+    intakeq_client_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip()
+
+
+class Affiliation(Base):
+    __tablename__ = "patient_organization_affiliations"
+    __table_args__ = (UniqueConstraint("patient_id", "organization_id"),)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    roi_consent_status: Mapped[str] = mapped_column(String(32), default="missing")
+    roi_consent_expires_on: Mapped[date | None] = mapped_column(Date)
+    last_practiceq_sync_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+    patient: Mapped[Patient] = relationship(lazy="joined")
+
+
+class Provider(Base):
+    __tablename__ = "providers"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class ProviderIntakeQSettings(Base):
+    __tablename__ = "provider_intakeq_settings"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    provider_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("providers.id", ondelete="CASCADE"), unique=True
+    )
+    intakeq_practitioner_id: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class Service(Base):
+    __tablename__ = "services"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200))
+    intakeq_service_id: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class Appointment(Base):
+    __tablename__ = "appointments"
+    __table_args__ = (Index("ix_appointments_patient_start", "patient_id", "start_time"),)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    pq_appointment_id: Mapped[str] = mapped_column(String(64), unique=True)
+    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
+    provider_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("providers.id", ondelete="SET NULL")
+    )
+    service_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("services.id", ondelete="SET NULL")
+    )
+    intakeq_practitioner_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    intakeq_client_id: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(32))
+    intakeq_status: Mapped[str | None] = mapped_column(String(64))
+    start_time: Mapped[datetime] = mapped_column()
+    end_time: Mapped[datetime | None] = mapped_column()
+    location_name: Mapped[str | None] = mapped_column(String(200))
+    # `metadata` is reserved by SQLAlchemy's declarative base; the column keeps the name.
+    extra: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    intakeq_last_modified: Mapped[datetime | None] = mapped_column()
+    deleted_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    updated_at: Mapped[datetime] = mapped_column(default=_now)
+    last_synced_at: Mapped[datetime | None] = mapped_column()
+
+
+class SyncLog(Base):
+    __tablename__ = "sync_logs"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    sync_type: Mapped[str] = mapped_column(String(32))  # patient | organization | nightly
+    patient_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("patients.id", ondelete="SET NULL"), index=True
+    )
+    organization_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("organizations.id", ondelete="SET NULL"), index=True
+    )
+    triggered_by: Mapped[str] = mapped_column(String(32))  # user | schedule | webhook | cli
+    triggered_by_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("partner_users.id", ondelete="SET NULL")
+    )
+    status: Mapped[str] = mapped_column(String(16))  # running | success | partial | failed
+    date_range_start: Mapped[date | None] = mapped_column(Date)
+    date_range_end: Mapped[date | None] = mapped_column(Date)
+    appointments_new: Mapped[int] = mapped_column(default=0)
+    appointments_updated: Mapped[int] = mapped_column(default=0)
+    appointments_unchanged: Mapped[int] = mapped_column(default=0)
+    appointments_deleted: Mapped[int] = mapped_column(default=0)
+    appointments_errors: Mapped[int] = mapped_column(default=0)
+    requests_made: Mapped[int] = mapped_column(default=0)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    started_at: Mapped[datetime] = mapped_column(default=_now, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class PatientActivity(Base):
+    __tablename__ = "patient_activity_log"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    patient_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("patients.id", ondelete="CASCADE"), index=True
+    )
+    appointment_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("appointments.id", ondelete="SET NULL")
+    )
+    sync_log_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("sync_logs.id", ondelete="SET NULL"), index=True
+    )
+    activity_type: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text)
+    changes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    actor: Mapped[str] = mapped_column(String(32))  # user | schedule | webhook | cli
+    actor_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("partner_users.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=_now, index=True)
+
+
+class IntakeQRequest(Base):
+    """One request sent to IntakeQ, for the shared per-key budget (see intakeq/budget.py)."""
+
+    __tablename__ = "intakeq_request_log"
+    __table_args__ = (Index("ix_intakeq_request_log_key_sent", "key_fingerprint", "sent_at"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    key_fingerprint: Mapped[str] = mapped_column(String(64))
+    sent_at: Mapped[datetime] = mapped_column()
+
+
+class ApiToken(Base):
+    """A bearer token for the HTTP API; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("partner_users.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class UserSession(Base):
+    """A browser login; the cookie holds a random token whose SHA-256 is stored here."""
+
+    __tablename__ = "user_sessions"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("partner_users.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    expires_at: Mapped[datetime] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class LoginAttempt(Base):
+    """Failed and successful logins, to slow down guessing. Emails are stored hashed."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (Index("ix_login_attempts_email_at", "email_hash", "attempted_at"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    email_hash: Mapped[str] = mapped_column(String(64))
+    client_ip: Mapped[str | None] = mapped_column(String(64))
+    succeeded: Mapped[bool] = mapped_column(default=False)
+    attempted_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class SyncLock(Base):
+    """One running sync per scope, across processes: a lease that expires if its holder dies."""
+
+    __tablename__ = "sync_locks"
+    scope_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    holder: Mapped[str] = mapped_column(String(200))
+    acquired_at: Mapped[datetime] = mapped_column()
+    expires_at: Mapped[datetime] = mapped_column()
+
+
+class SyncState(Base):
+    """Small named facts the sync keeps between runs (watermarks, the practice's size)."""
+
+    __tablename__ = "sync_state"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=_now)

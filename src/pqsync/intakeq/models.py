@@ -1,0 +1,188 @@
+"""Typed IntakeQ records, parsed leniently: missing, null and unknown fields are tolerated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from pqsync.domain.times import TimeParseError, from_epoch_ms, parse_iso_utc
+
+# Fields we map to columns (or never keep); everything else IntakeQ sends is kept as metadata,
+# practitioner name and email included, for the staff's mapping page.
+_KNOWN_FIELDS = {
+    "Id",
+    "ClientId",
+    "ClientName",
+    "ClientEmail",
+    "PractitionerId",
+    "ServiceId",
+    "ServiceName",
+    "Status",
+    "StartDate",
+    "EndDate",
+    "StartDateIso",
+    "EndDateIso",
+    "LastModified",
+    # Patient identifiers we never copy into metadata.
+    "ClientPhone",
+    "ClientDateOfBirth",
+}
+
+
+class MalformedRecord(ValueError):
+    """One IntakeQ record that cannot be used. Never carries patient data in its message."""
+
+    def __init__(self, reason: str, appointment_id: str | None = None) -> None:
+        self.reason = reason
+        self.appointment_id = appointment_id
+        where = f" (appointment {appointment_id})" if appointment_id else ""
+        super().__init__(f"malformed IntakeQ appointment{where}: {reason}")
+
+
+@dataclass(frozen=True)
+class Appointment:
+    id: str
+    client_id: int | None
+    client_name: str | None
+    client_email: str | None
+    practitioner_id: str | None
+    practitioner_name: str | None
+    practitioner_email: str | None
+    service_id: str | None
+    service_name: str | None
+    status: str | None
+    start: datetime
+    end: datetime | None
+    last_modified: datetime | None
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def location_name(self) -> str | None:
+        value = self.metadata.get("LocationName")
+        return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True)
+class AppointmentQuery:
+    """Filters of `GET /appointments` (see INTAKEQ_API.md)."""
+
+    client: str | None = None
+    start_date: date | None = None
+    end_date: date | None = None
+    status: str | None = None
+    practitioner_email: str | None = None
+    updated_since: date | None = None
+    deleted_only: bool = False
+
+    def params(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        if self.client:
+            out["client"] = self.client
+        if self.start_date:
+            out["startDate"] = self.start_date.isoformat()
+        if self.end_date:
+            out["endDate"] = self.end_date.isoformat()
+        if self.status:
+            out["status"] = self.status
+        if self.practitioner_email:
+            out["practitionerEmail"] = self.practitioner_email
+        if self.updated_since:
+            out["updatedSince"] = self.updated_since.isoformat()
+        if self.deleted_only:
+            out["deletedOnly"] = "true"
+        return out
+
+
+def _text(raw: dict[str, Any], key: str) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _int(raw: dict[str, Any], key: str) -> int | None:
+    value = raw.get(key)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _moment(raw: dict[str, Any], ms_key: str, iso_key: str) -> datetime | None:
+    """Prefer epoch milliseconds, fall back to the ISO field; None when neither is present."""
+    ms = raw.get(ms_key)
+    if isinstance(ms, bool):
+        ms = None
+    if isinstance(ms, int | float):
+        return from_epoch_ms(ms)
+    if isinstance(ms, str) and ms.strip().lstrip("-").isdigit():
+        return from_epoch_ms(int(ms))
+    iso = raw.get(iso_key)
+    if isinstance(iso, str) and iso.strip():
+        return parse_iso_utc(iso)
+    if ms not in (None, ""):
+        raise TimeParseError(f"{ms_key} is not a timestamp")
+    return None
+
+
+def parse_appointment(raw: Any) -> Appointment:
+    """Parse one appointment object; raise MalformedRecord when it has no usable Id or start."""
+    if not isinstance(raw, dict):
+        raise MalformedRecord("not a JSON object")
+    appointment_id = _text(raw, "Id")
+    if appointment_id is None:
+        raise MalformedRecord("missing Id")
+    try:
+        start = _moment(raw, "StartDate", "StartDateIso")
+        end = _moment(raw, "EndDate", "EndDateIso")
+        last_modified = _moment(raw, "LastModified", "LastModifiedIso")
+    except TimeParseError as exc:
+        raise MalformedRecord(f"bad date ({exc})", appointment_id) from None
+    if start is None:
+        raise MalformedRecord("missing start date", appointment_id)
+    if end is None and isinstance(raw.get("Duration"), int | float):
+        from datetime import timedelta
+
+        end = start + timedelta(minutes=float(raw["Duration"]))
+    email = _text(raw, "ClientEmail")
+    return Appointment(
+        id=appointment_id,
+        client_id=_int(raw, "ClientId"),
+        client_name=_text(raw, "ClientName"),
+        client_email=email.lower() if email else None,
+        practitioner_id=_text(raw, "PractitionerId"),
+        practitioner_name=_text(raw, "PractitionerName"),
+        practitioner_email=_text(raw, "PractitionerEmail"),
+        service_id=_text(raw, "ServiceId"),
+        service_name=_text(raw, "ServiceName"),
+        status=_text(raw, "Status"),
+        start=start,
+        end=end,
+        last_modified=last_modified,
+        metadata={k: v for k, v in raw.items() if k not in _KNOWN_FIELDS and v is not None},
+    )
+
+
+@dataclass(frozen=True)
+class Practitioner:
+    id: str
+    name: str | None
+    email: str | None
+
+
+@dataclass(frozen=True)
+class PracticeSettings:
+    practitioners: list[Practitioner]
+    services: list[dict[str, Any]]
+    locations: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Client:
+    client_id: int
+    name: str | None
+    email: str | None

@@ -1,0 +1,1 @@
+"""Use cases: sync, directory import, and friends."""

@@ -1,0 +1,366 @@
+"""`pqsync directory import`: organisations, providers, services, patients, affiliations, users.
+
+Validated first, then written in one transaction: idempotent and all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from pqsync.db.tables import (
+    Affiliation,
+    Organization,
+    PartnerUser,
+    Patient,
+    Provider,
+    ProviderIntakeQSettings,
+    Service,
+)
+from pqsync.domain.roles import ROLES
+from pqsync.services.passwords import hash_password, verify_password
+
+
+class DirectoryError(ValueError):
+    """The directory file is invalid; the message names the bad entry (never patient data)."""
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class OrganizationEntry(_Entry):
+    slug: str = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    name: str = Field(min_length=1, max_length=200)
+    timezone: str = "America/Denver"
+    window_days_back: int | None = Field(None, ge=0, le=400)
+    window_days_ahead: int | None = Field(None, ge=0, le=400)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError("unknown IANA time zone") from exc
+        return value
+
+
+class ProviderEntry(_Entry):
+    email: EmailStr
+    name: str = Field(min_length=1, max_length=200)
+    intakeq_practitioner_id: str | None = Field(None, min_length=1, max_length=64)
+
+
+class ServiceEntry(_Entry):
+    name: str = Field(min_length=1, max_length=200)
+    intakeq_service_id: str = Field(min_length=1, max_length=64)
+
+
+class PatientEntry(_Entry):
+    id: uuid.UUID | None = None
+    first_name: str = Field(min_length=1, max_length=100)
+    last_name: str = Field(min_length=1, max_length=100)
+    email: EmailStr
+    date_of_birth: date | None = None
+    intakeq_client_id: int | None = Field(None, ge=1)
+
+
+class RoiConsent(_Entry):
+    status: Literal["active", "expired", "revoked", "missing"] = "missing"
+    expires_on: date | None = None
+
+
+class AffiliationEntry(_Entry):
+    patient: str = Field(min_length=1)
+    organization: str = Field(min_length=1)
+    roi_consent: RoiConsent = RoiConsent()
+
+
+class PartnerUserEntry(_Entry):
+    email: EmailStr
+    name: str = Field(min_length=1, max_length=200)
+    organization: str | None = None
+    role: str
+    password: str | None = Field(None, min_length=8)
+
+    @field_validator("role")
+    @classmethod
+    def _role(cls, value: str) -> str:
+        if value not in ROLES:
+            raise ValueError(f"must be one of {', '.join(ROLES)}")
+        return value
+
+
+class DirectoryFile(_Entry):
+    organizations: list[OrganizationEntry] = []
+    providers: list[ProviderEntry] = []
+    services: list[ServiceEntry] = []
+    patients: list[PatientEntry] = []
+    affiliations: list[AffiliationEntry] = []
+    partner_users: list[PartnerUserEntry] = []
+
+
+@dataclass
+class ImportCounts:
+    created: dict[str, int] = field(default_factory=dict)
+    updated: dict[str, int] = field(default_factory=dict)
+    unchanged: dict[str, int] = field(default_factory=dict)
+
+    def add(self, kind: str, outcome: str) -> None:
+        bucket = getattr(self, outcome)
+        bucket[kind] = bucket.get(kind, 0) + 1
+
+    def total_changed(self) -> int:
+        return sum(self.created.values()) + sum(self.updated.values())
+
+
+def _describe_validation_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    loc = list(first.get("loc", ()))
+    where = ""
+    for part in loc:
+        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+    return f"invalid directory entry {where or '(file)'}: {first['msg']}"
+
+
+def parse_directory(text: str) -> DirectoryFile:
+    """Parse and validate a directory file's text; raise DirectoryError naming the bad entry."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DirectoryError(f"not valid JSON (line {exc.lineno}, column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise DirectoryError("the directory file must be a JSON object")
+    try:
+        directory = DirectoryFile.model_validate(data)
+    except ValidationError as exc:
+        raise DirectoryError(_describe_validation_error(exc)) from None
+    _check_duplicates(directory)
+    return directory
+
+
+def _check_duplicates(directory: DirectoryFile) -> None:
+    def unique(kind: str, values: list[str]) -> None:
+        seen: set[str] = set()
+        for index, value in enumerate(values):
+            if value in seen:
+                raise DirectoryError(f"invalid directory entry {kind}[{index}]: duplicate entry")
+            seen.add(value)
+
+    unique("organizations", [o.slug for o in directory.organizations])
+    unique("providers", [p.email.lower() for p in directory.providers])
+    unique(
+        "providers",
+        [p.intakeq_practitioner_id for p in directory.providers if p.intakeq_practitioner_id],
+    )
+    unique("services", [s.intakeq_service_id for s in directory.services])
+    unique("patients", [p.email.lower() for p in directory.patients])
+    unique(
+        "patients", [str(p.intakeq_client_id) for p in directory.patients if p.intakeq_client_id]
+    )
+    unique("partner_users", [u.email.lower() for u in directory.partner_users])
+
+
+def _set(obj: Any, values: dict[str, Any]) -> bool:
+    changed = False
+    for key, value in values.items():
+        if getattr(obj, key) != value:
+            setattr(obj, key, value)
+            changed = True
+    return changed
+
+
+class _Importer:
+    def __init__(self, session: Session, counts: ImportCounts) -> None:
+        self.session = session
+        self.counts = counts
+
+    def _upsert(self, kind: str, existing: Any, make: Any, values: dict[str, Any]) -> Any:
+        if existing is None:
+            obj = make(**values)
+            self.session.add(obj)
+            self.session.flush()
+            self.counts.add(kind, "created")
+            return obj
+        self.counts.add(kind, "updated" if _set(existing, values) else "unchanged")
+        return existing
+
+    def organizations(self, entries: list[OrganizationEntry]) -> None:
+        for entry in entries:
+            found = self.session.scalar(select(Organization).filter_by(slug=entry.slug))
+            self._upsert("organizations", found, Organization, entry.model_dump())
+
+    def providers(self, entries: list[ProviderEntry]) -> None:
+        for index, entry in enumerate(entries):
+            email = entry.email.lower()
+            found = self.session.scalar(select(Provider).filter_by(email=email))
+            provider = self._upsert(
+                "providers", found, Provider, {"email": email, "name": entry.name}
+            )
+            if entry.intakeq_practitioner_id:
+                self._link_practitioner(index, provider, entry.intakeq_practitioner_id)
+
+    def _link_practitioner(self, index: int, provider: Provider, practitioner_id: str) -> None:
+        taken = self.session.scalar(
+            select(ProviderIntakeQSettings).filter_by(intakeq_practitioner_id=practitioner_id)
+        )
+        if taken is not None and taken.provider_id != provider.id:
+            raise DirectoryError(
+                f"invalid directory entry providers[{index}]: IntakeQ practitioner is already "
+                "mapped to another provider"
+            )
+        own = self.session.scalar(
+            select(ProviderIntakeQSettings).filter_by(provider_id=provider.id)
+        )
+        self._upsert(
+            "provider_intakeq_settings",
+            own,
+            ProviderIntakeQSettings,
+            {"provider_id": provider.id, "intakeq_practitioner_id": practitioner_id},
+        )
+
+    def services(self, entries: list[ServiceEntry]) -> None:
+        for entry in entries:
+            found = self.session.scalar(
+                select(Service).filter_by(intakeq_service_id=entry.intakeq_service_id)
+            )
+            self._upsert("services", found, Service, entry.model_dump())
+
+    def patients(self, entries: list[PatientEntry]) -> None:
+        for index, entry in enumerate(entries):
+            email = entry.email.lower()
+            by_email = self.session.scalar(select(Patient).filter_by(email=email))
+            by_id = self.session.get(Patient, entry.id) if entry.id else None
+            if by_id is not None and by_email is not None and by_id.id != by_email.id:
+                raise DirectoryError(
+                    f"invalid directory entry patients[{index}]: id and email belong to "
+                    "two different patients"
+                )
+            found = by_id or by_email
+            if entry.intakeq_client_id is not None:
+                holder = self.session.scalar(
+                    select(Patient).filter_by(intakeq_client_id=entry.intakeq_client_id)
+                )
+                if holder is not None and (found is None or holder.id != found.id):
+                    raise DirectoryError(
+                        f"invalid directory entry patients[{index}]: intakeq_client_id belongs "
+                        "to another patient"
+                    )
+            values: dict[str, Any] = {
+                "first_name": entry.first_name,
+                "last_name": entry.last_name,
+                "email": email,
+                "date_of_birth": entry.date_of_birth,
+            }
+            # A learned ClientId is kept unless the file states one.
+            if entry.intakeq_client_id is not None:
+                values["intakeq_client_id"] = entry.intakeq_client_id
+            if found is None and entry.id is not None:
+                values["id"] = entry.id
+            self._upsert("patients", found, Patient, values)
+
+    def _patient_ref(self, where: str, ref: str) -> Patient:
+        patient: Patient | None = None
+        try:
+            patient = self.session.get(Patient, uuid.UUID(ref))
+        except ValueError:
+            patient = self.session.scalar(select(Patient).filter_by(email=ref.lower()))
+        if patient is None:
+            raise DirectoryError(f"invalid directory entry {where}.patient: no such patient")
+        return patient
+
+    def _org_ref(self, where: str, ref: str) -> Organization:
+        org: Organization | None = None
+        try:
+            org = self.session.get(Organization, uuid.UUID(ref))
+        except ValueError:
+            org = self.session.scalar(select(Organization).filter_by(slug=ref))
+        if org is None:
+            raise DirectoryError(
+                f"invalid directory entry {where}.organization: no such organization"
+            )
+        return org
+
+    def affiliations(self, entries: list[AffiliationEntry]) -> None:
+        for index, entry in enumerate(entries):
+            where = f"affiliations[{index}]"
+            patient = self._patient_ref(where, entry.patient)
+            org = self._org_ref(where, entry.organization)
+            found = self.session.scalar(
+                select(Affiliation).filter_by(patient_id=patient.id, organization_id=org.id)
+            )
+            self._upsert(
+                "affiliations",
+                found,
+                Affiliation,
+                {
+                    "patient_id": patient.id,
+                    "organization_id": org.id,
+                    "roi_consent_status": entry.roi_consent.status,
+                    "roi_consent_expires_on": entry.roi_consent.expires_on,
+                },
+            )
+
+    def partner_users(self, entries: list[PartnerUserEntry]) -> None:
+        for index, entry in enumerate(entries):
+            where = f"partner_users[{index}]"
+            org_id: uuid.UUID | None = None
+            if entry.role == "staff_admin":
+                if entry.organization:
+                    raise DirectoryError(
+                        f"invalid directory entry {where}.organization: a staff_admin belongs "
+                        "to no organization"
+                    )
+            elif not entry.organization:
+                raise DirectoryError(
+                    f"invalid directory entry {where}.organization: required for role {entry.role}"
+                )
+            else:
+                org_id = self._org_ref(where, entry.organization).id
+            email = entry.email.lower()
+            found = self.session.scalar(select(PartnerUser).filter_by(email=email))
+            values: dict[str, Any] = {
+                "email": email,
+                "name": entry.name,
+                "organization_id": org_id,
+                "role": entry.role,
+            }
+            if entry.password is not None and (
+                found is None or not verify_password(found.password_hash, entry.password)
+            ):
+                values["password_hash"] = hash_password(entry.password)
+            self._upsert("partner_users", found, PartnerUser, values)
+
+
+def import_directory(engine: Engine, directory: DirectoryFile) -> ImportCounts:
+    """Write a validated directory in one transaction; any error rolls everything back."""
+    counts = ImportCounts()
+    with Session(engine) as session, session.begin():
+        importer = _Importer(session, counts)
+        importer.organizations(directory.organizations)
+        importer.providers(directory.providers)
+        importer.services(directory.services)
+        importer.patients(directory.patients)
+        importer.affiliations(directory.affiliations)
+        importer.partner_users(directory.partner_users)
+    return counts
+
+
+def import_directory_file(engine: Engine, path: Path) -> ImportCounts:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DirectoryError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise DirectoryError(f"{path} is not UTF-8 text") from None
+    return import_directory(engine, parse_directory(text))

@@ -1,0 +1,421 @@
+"""Writing what a sync fetched: match, diff, batched upsert, soft delete, audit.
+
+One page is written in one transaction: a select of the page's stored rows, one
+INSERT .. ON CONFLICT DO UPDATE for the new and changed rows, one insert of activity entries.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from pqsync.db.engine import begin_write
+from pqsync.db.tables import Appointment as AppointmentRow
+from pqsync.db.tables import Patient, PatientActivity, Provider, ProviderIntakeQSettings, Service
+from pqsync.domain.diff import (
+    TRACKED_FIELDS,
+    appointment_changes,
+    changes_as_json,
+    describe_changes,
+)
+from pqsync.domain.status import map_status
+from pqsync.domain.times import local_day_bounds
+from pqsync.domain.windows import Window
+from pqsync.intakeq.models import Appointment, MalformedRecord
+from pqsync.services.sync_types import (
+    Actor,
+    PatientResult,
+    SyncedAppointment,
+    SyncResult,
+)
+
+Record = Appointment | MalformedRecord
+
+# The most appointments one run lists as belonging to no known patient.
+MAX_LISTED_UNKNOWN = 200
+
+_UPSERT_COLUMNS = (
+    "patient_id",
+    "provider_id",
+    "service_id",
+    "intakeq_practitioner_id",
+    "intakeq_client_id",
+    "status",
+    "intakeq_status",
+    "start_time",
+    "end_time",
+    "location_name",
+    "metadata",
+    "intakeq_last_modified",
+    "deleted_at",
+    "updated_at",
+    "last_synced_at",
+)
+
+
+@dataclass
+class Lookups:
+    """Id maps loaded once per run."""
+
+    providers_by_practitioner: dict[str, uuid.UUID]
+    provider_names: dict[uuid.UUID, str]
+    services_by_intakeq: dict[str, uuid.UUID]
+
+    @classmethod
+    def load(cls, session: Session) -> Lookups:
+        mapped = session.execute(
+            select(ProviderIntakeQSettings.intakeq_practitioner_id, Provider.id).join(
+                Provider, Provider.id == ProviderIntakeQSettings.provider_id
+            )
+        ).all()
+        names = session.execute(select(Provider.id, Provider.name)).all()
+        services = session.execute(select(Service.intakeq_service_id, Service.id)).all()
+        return cls(
+            providers_by_practitioner=dict(mapped),
+            provider_names=dict(names),
+            services_by_intakeq=dict(services),
+        )
+
+
+class PatientMatcher:
+    """Exact matching of IntakeQ clients to our patients: ClientId first, else email.
+
+    Never trusts IntakeQ's partial-match `client` filter. A patient's ClientId is learned on
+    the first email match and used from then on.
+    """
+
+    def __init__(self, patients: Iterable[Patient]) -> None:
+        self.by_client_id: dict[int, Patient] = {}
+        self.by_email: dict[str, Patient] = {}
+        for patient in patients:
+            if patient.intakeq_client_id is not None:
+                self.by_client_id[patient.intakeq_client_id] = patient
+            self.by_email[patient.email.lower()] = patient
+        self.learned: dict[uuid.UUID, int] = {}
+
+    def match(self, appointment: Appointment) -> Patient | None:
+        if appointment.client_id is not None and appointment.client_id in self.by_client_id:
+            return self.by_client_id[appointment.client_id]
+        email = (appointment.client_email or "").lower()
+        patient = self.by_email.get(email) if email else None
+        if patient is None or patient.intakeq_client_id is not None:
+            # Unknown, or our email now belongs to another IntakeQ client: not this patient.
+            return None
+        if appointment.client_id is not None:
+            patient.intakeq_client_id = appointment.client_id
+            self.by_client_id[appointment.client_id] = patient
+            self.learned[patient.id] = appointment.client_id
+        return patient
+
+
+@dataclass
+class RunContext:
+    """What one run carries from page to page."""
+
+    run_id: uuid.UUID
+    actor: Actor
+    zone: ZoneInfo
+    lookups: Lookups
+    matcher: PatientMatcher
+    results: dict[uuid.UUID, PatientResult]
+    result: SyncResult
+    # Every Id IntakeQ returned in this run, matched or not: absence means only what it says.
+    fetched_ids: set[str] = field(default_factory=set)
+    # Ids written (or judged not ours) in this run, so overlapping fetches count once.
+    handled_ids: set[str] = field(default_factory=set)
+    # A malformed record without an Id makes absence unprovable for this run.
+    unidentified_malformed: bool = False
+
+
+class AppointmentStore:
+    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
+        self.engine = engine
+        self.clock = clock
+        self._insert: Any = (
+            postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        )
+
+    def write_page(
+        self,
+        session: Session,
+        ctx: RunContext,
+        page: list[Record],
+        *,
+        only_patient: uuid.UUID | None = None,
+    ) -> list[tuple[Appointment, Patient]]:
+        """Match, diff and write one page; return the records that belong to our patients.
+
+        With `only_patient`, records of other patients are left for their own query.
+        """
+        matched: list[tuple[Appointment, Patient]] = []
+        for record in page:
+            if isinstance(record, MalformedRecord):
+                ctx.result.malformed += 1
+                ctx.result.warnings.append(f"malformed record skipped: {record.reason}")
+                if record.appointment_id:
+                    ctx.fetched_ids.add(record.appointment_id)
+                else:
+                    ctx.unidentified_malformed = True
+                continue
+            ctx.fetched_ids.add(record.id)
+            if record.id in ctx.handled_ids:
+                continue  # already written in this run (pages shift, plans overlap)
+            patient = ctx.matcher.match(record)
+            if patient is not None and only_patient is not None and patient.id != only_patient:
+                continue
+            ctx.handled_ids.add(record.id)
+            if patient is None or patient.id not in ctx.results:
+                self._note_unknown(ctx, record)
+                continue
+            matched.append((record, patient))
+        begin_write(session)
+        if matched:
+            self._write(session, ctx, matched)
+        if ctx.matcher.learned:
+            for patient_id, client_id in ctx.matcher.learned.items():
+                session.execute(
+                    update(Patient)
+                    .where(Patient.id == patient_id)
+                    .values(intakeq_client_id=client_id)
+                )
+            ctx.matcher.learned.clear()
+        session.commit()
+        return matched
+
+    @staticmethod
+    def _note_unknown(ctx: RunContext, record: Appointment) -> None:
+        result = ctx.result
+        result.unknown_clients += 1
+        if len(result.unknown_appointments) < MAX_LISTED_UNKNOWN:
+            result.unknown_appointments.append(
+                {"clientId": record.client_id, "appointmentId": record.id}
+            )
+
+    def _write(
+        self, session: Session, ctx: RunContext, matched: list[tuple[Appointment, Patient]]
+    ) -> None:
+        now = self.clock()
+        existing = {
+            row.pq_appointment_id: row
+            for row in session.scalars(
+                select(AppointmentRow).where(
+                    AppointmentRow.pq_appointment_id.in_([a.id for a, _ in matched])
+                )
+            )
+        }
+        writes: list[dict[str, Any]] = []
+        activities: list[dict[str, Any]] = []
+        labels = {str(k): v for k, v in ctx.lookups.provider_names.items()}
+        for appointment, patient in matched:
+            incoming = self._row_values(ctx, appointment, patient)
+            stored = existing.get(appointment.id)
+            patient_result = ctx.results[patient.id]
+            provider_id = incoming["provider_id"]
+            provider_name = ctx.lookups.provider_names.get(provider_id) if provider_id else None
+            if stored is None:
+                row_id = uuid.uuid4()
+                action = "new"
+                patient_result.summary.new += 1
+                writes.append({"id": row_id, "created_at": now, **incoming})
+                when = appointment.start.astimezone(ctx.zone)
+                activities.append(
+                    self._activity(
+                        ctx,
+                        patient.id,
+                        row_id,
+                        "appointment_created",
+                        f"New appointment {appointment.id} on {when:%Y-%m-%d %H:%M %Z} "
+                        f"({incoming['status']}"
+                        + (f", {provider_name}" if provider_name else "")
+                        + ") synced from IntakeQ",
+                        {},
+                        now,
+                    )
+                )
+            else:
+                row_id = stored.id
+                stored_values = {name: getattr(stored, name) for name in TRACKED_FIELDS}
+                changes = appointment_changes(stored_values, incoming)
+                if changes:
+                    action = "updated"
+                    patient_result.summary.updated += 1
+                    writes.append({"id": row_id, "created_at": stored.created_at, **incoming})
+                    kind = (
+                        "appointment_restored"
+                        if "deleted_at" in changes and incoming["deleted_at"] is None
+                        else "appointment_updated"
+                    )
+                    activities.append(
+                        self._activity(
+                            ctx,
+                            patient.id,
+                            row_id,
+                            kind,
+                            f"Appointment {appointment.id} changed in IntakeQ: "
+                            + describe_changes(changes, labels),
+                            changes_as_json(changes),
+                            now,
+                        )
+                    )
+                else:
+                    action = "unchanged"
+                    patient_result.summary.unchanged += 1
+            patient_result.appointments.append(
+                SyncedAppointment(
+                    id=row_id,
+                    pq_appointment_id=appointment.id,
+                    start_time=appointment.start,
+                    provider_name=provider_name,
+                    status=incoming["status"],
+                    action=action,
+                )
+            )
+        if writes:
+            for values in writes:
+                values.update(updated_at=now, last_synced_at=now)
+                values["metadata"] = values.pop("extra")
+            statement = self._insert(AppointmentRow.__table__)
+            statement = statement.on_conflict_do_update(
+                index_elements=["pq_appointment_id"],
+                set_={name: getattr(statement.excluded, name) for name in _UPSERT_COLUMNS},
+            )
+            session.execute(statement, writes)
+        if activities:
+            session.execute(insert(PatientActivity), activities)
+
+    def _row_values(
+        self, ctx: RunContext, appointment: Appointment, patient: Patient
+    ) -> dict[str, Any]:
+        lookups = ctx.lookups
+        provider_id = None
+        if appointment.practitioner_id:
+            provider_id = lookups.providers_by_practitioner.get(appointment.practitioner_id)
+            if provider_id is None:
+                unmatched = ctx.result.unmatched_practitioners
+                key = appointment.practitioner_id
+                unmatched[key] = unmatched.get(key, 0) + 1
+        service_id = (
+            lookups.services_by_intakeq.get(appointment.service_id)
+            if appointment.service_id
+            else None
+        )
+        return {
+            "pq_appointment_id": appointment.id,
+            "patient_id": patient.id,
+            "provider_id": provider_id,
+            "service_id": service_id,
+            "intakeq_practitioner_id": appointment.practitioner_id,
+            "intakeq_client_id": appointment.client_id,
+            "status": map_status(appointment.status),
+            "intakeq_status": appointment.status,
+            "start_time": appointment.start,
+            "end_time": appointment.end,
+            "location_name": appointment.location_name,
+            "extra": appointment.metadata,
+            "intakeq_last_modified": appointment.last_modified,
+            "deleted_at": None,
+        }
+
+    def _activity(
+        self,
+        ctx: RunContext,
+        patient_id: uuid.UUID,
+        appointment_id: uuid.UUID,
+        activity_type: str,
+        description: str,
+        changes: dict[str, Any],
+        now: datetime,
+    ) -> dict[str, Any]:
+        return {
+            "id": uuid.uuid4(),
+            "patient_id": patient_id,
+            "appointment_id": appointment_id,
+            "sync_log_id": ctx.run_id,
+            "activity_type": activity_type,
+            "description": description,
+            "changes": changes,
+            "actor": ctx.actor.kind,
+            "actor_user_id": ctx.actor.user_id,
+            "created_at": now,
+        }
+
+    # -- deletions -----------------------------------------------------------------------
+
+    def absent_rows(
+        self,
+        session: Session,
+        ctx: RunContext,
+        patient_ids: Iterable[uuid.UUID],
+        window: Window,
+    ) -> list[AppointmentRow]:
+        """Live stored rows of these patients in the window that a complete fetch did not return."""
+        begin_write(session)  # the caller soft-deletes them in the same transaction
+        start, _ = local_day_bounds(window.start, ctx.zone)
+        _, end = local_day_bounds(window.end, ctx.zone)
+        rows = session.scalars(
+            select(AppointmentRow).where(
+                AppointmentRow.patient_id.in_(list(patient_ids)),
+                AppointmentRow.deleted_at.is_(None),
+                AppointmentRow.start_time >= start,
+                AppointmentRow.start_time < end,
+            )
+        )
+        return [row for row in rows if row.pq_appointment_id not in ctx.fetched_ids]
+
+    def rows_by_pq_id(self, session: Session, pq_ids: list[str]) -> list[AppointmentRow]:
+        if not pq_ids:
+            return []
+        return list(
+            session.scalars(
+                select(AppointmentRow).where(AppointmentRow.pq_appointment_id.in_(pq_ids))
+            )
+        )
+
+    def soft_delete(
+        self, session: Session, ctx: RunContext, rows: list[AppointmentRow], reason: str
+    ) -> None:
+        """Mark rows deleted (kept for history) and audit each; counts go to their patients."""
+        now = self.clock()
+        activities = []
+        for row in rows:
+            if row.deleted_at is not None:
+                continue
+            row.deleted_at = now
+            row.updated_at = now
+            patient_result = ctx.results.get(row.patient_id)
+            if patient_result is not None:
+                patient_result.summary.deleted += 1
+                patient_result.appointments.append(
+                    SyncedAppointment(
+                        id=row.id,
+                        pq_appointment_id=row.pq_appointment_id,
+                        start_time=row.start_time,
+                        provider_name=ctx.lookups.provider_names.get(row.provider_id)
+                        if row.provider_id
+                        else None,
+                        status=row.status,
+                        action="deleted",
+                    )
+                )
+            activities.append(
+                self._activity(
+                    ctx,
+                    row.patient_id,
+                    row.id,
+                    "appointment_deleted",
+                    f"Appointment {row.pq_appointment_id} was deleted in IntakeQ ({reason})",
+                    changes_as_json({"deleted_at": (None, now)}),
+                    now,
+                )
+            )
+        if activities:
+            session.execute(insert(PatientActivity), activities)
+        session.commit()

@@ -1,0 +1,116 @@
+"""What a sync run takes and returns."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pqsync.domain.windows import Window
+
+
+class SyncInputError(ValueError):
+    """Bad input to a sync (unknown patient or organisation); nothing was written."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who caused a run: `cli`, `user` (with id and name), `schedule` or `webhook`."""
+
+    kind: str = "cli"
+    user_id: uuid.UUID | None = None
+    name: str | None = None
+
+
+@dataclass
+class Summary:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    errors: int = 0
+
+    @property
+    def seen(self) -> int:
+        return self.new + self.updated + self.unchanged + self.deleted + self.errors
+
+    def add(self, other: Summary) -> None:
+        self.new += other.new
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.deleted += other.deleted
+        self.errors += other.errors
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "new": self.new,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "deleted": self.deleted,
+            "errors": self.errors,
+        }
+
+
+@dataclass
+class SyncedAppointment:
+    id: uuid.UUID
+    pq_appointment_id: str
+    start_time: datetime
+    provider_name: str | None
+    status: str
+    action: str  # new | updated | unchanged | deleted
+
+
+@dataclass
+class PatientResult:
+    patient_id: uuid.UUID
+    patient_name: str
+    summary: Summary = field(default_factory=Summary)
+    appointments: list[SyncedAppointment] = field(default_factory=list)
+    error: str | None = None
+    state: str = "pending"  # pending | running | done | failed
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run that holds its scope's lock and has its sync_logs row; `SyncService.run` it."""
+
+    run_id: uuid.UUID
+    scope: str  # patient | organization | nightly
+    scope_key: str
+    window: Window
+    actor: Actor
+    started_at: datetime
+    timezone: str
+    patient_ids: list[uuid.UUID]
+    organization_id: uuid.UUID | None = None
+    organization_name: str | None = None
+
+
+@dataclass
+class SyncResult:
+    run_id: uuid.UUID
+    scope: str
+    status: str  # running | success | partial | failed
+    window: Window
+    started_at: datetime
+    finished_at: datetime
+    summary: Summary
+    patients: list[PatientResult]
+    organization_id: uuid.UUID | None = None
+    organization_name: str | None = None
+    plan: str | None = None  # window | per_patient | incremental
+    error: str | None = None
+    error_kind: str | None = None  # unreachable | budget | auth | intakeq | internal
+    budget_frees_at: datetime | None = None
+    requests_made: int = 0
+    warnings: list[str] = field(default_factory=list)
+    unmatched_practitioners: dict[str, int] = field(default_factory=dict)
+    unknown_clients: int = 0
+    unknown_appointments: list[dict[str, Any]] = field(default_factory=list)
+    malformed: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("success", "partial")

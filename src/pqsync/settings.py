@@ -1,0 +1,92 @@
+"""Configuration from the environment (and `.env`), exactly as DESIGN.md's table."""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The key the bundled simulator accepts unless it is started with another one.
+SIMULATOR_API_KEY = "pqsync-simulator-key"
+DEV_SECRET = "dev-insecure-change-me"  # noqa: S105 - refused in production below
+
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+class SettingsError(ValueError):
+    """The configuration cannot be used; the message says which variable and why."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    env: Literal["development", "test", "production"] = Field(
+        "development", validation_alias="PQSYNC_ENV"
+    )
+    database_url: str = Field("sqlite:///var/pqsync.db", validation_alias="PQSYNC_DATABASE_URL")
+    queue_url: str = Field("sqlite:///var/queue.db", validation_alias="PQSYNC_QUEUE_URL")
+    intakeq_base_url: str = Field("https://intakeq.com/api/v1", validation_alias="INTAKEQ_BASE_URL")
+    intakeq_api_key: SecretStr | None = Field(None, validation_alias="INTAKEQ_API_KEY")
+    intakeq_minute_limit: int = Field(10, ge=1, validation_alias="INTAKEQ_MINUTE_LIMIT")
+    intakeq_daily_limit: int = Field(500, ge=1, validation_alias="INTAKEQ_DAILY_LIMIT")
+    secret_key: SecretStr = Field(SecretStr(DEV_SECRET), validation_alias="PQSYNC_SECRET_KEY")
+    cron_secret: SecretStr = Field(SecretStr(DEV_SECRET), validation_alias="PQSYNC_CRON_SECRET")
+    webhook_token: SecretStr = Field(SecretStr(DEV_SECRET), validation_alias="PQSYNC_WEBHOOK_TOKEN")
+    smtp_url: str | None = Field(None, validation_alias="PQSYNC_SMTP_URL")
+    alert_emails: str | None = Field(None, validation_alias="PQSYNC_ALERT_EMAILS")
+    timezone: str = Field("America/Denver", validation_alias="PQSYNC_TIMEZONE")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+    @field_validator("intakeq_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _production_secrets(self) -> Settings:
+        if self.env == "production":
+            for name, secret in (
+                ("PQSYNC_SECRET_KEY", self.secret_key),
+                ("PQSYNC_CRON_SECRET", self.cron_secret),
+                ("PQSYNC_WEBHOOK_TOKEN", self.webhook_token),
+            ):
+                if secret.get_secret_value() == DEV_SECRET:
+                    raise ValueError(f"{name} must be set in production (dev value refused)")
+        return self
+
+    @property
+    def intakeq_is_simulator(self) -> bool:
+        return (urlsplit(self.intakeq_base_url).hostname or "") in LOOPBACK_HOSTS
+
+    def intakeq_key(self) -> str:
+        """The key to send; the simulator's default when pointing at a local simulator."""
+        if self.intakeq_api_key is not None and self.intakeq_api_key.get_secret_value():
+            return self.intakeq_api_key.get_secret_value()
+        if self.intakeq_is_simulator:
+            return SIMULATOR_API_KEY
+        raise SettingsError(
+            "INTAKEQ_API_KEY is not set (required unless INTAKEQ_BASE_URL is a local simulator)"
+        )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; turn validation errors into one clear line."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first.get("loc", ())) or "settings"
+        raise SettingsError(f"invalid configuration {loc}: {first['msg']}") from None

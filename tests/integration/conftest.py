@@ -1,0 +1,52 @@
+"""Sync fixtures: a real simulator on loopback, our App on the test's database, seeded data."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+
+import pytest
+from sqlalchemy import Engine
+
+from pqsync.bootstrap import App
+from pqsync.intakeq.simulator import ManualClock, SimConfig, SimulatorServer, demo_directory
+from pqsync.services.directory import DirectoryFile, import_directory
+from pqsync.services.sync import SyncService
+from pqsync.settings import Settings
+
+NOW = datetime(2025, 10, 24, 16, 0, tzinfo=UTC)  # 10:00 in Denver; the window spans a DST change
+TODAY = date(2025, 10, 24)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(NOW)
+
+
+@pytest.fixture
+def sim(clock: ManualClock) -> Iterator[SimulatorServer]:
+    server = SimulatorServer(
+        today=TODAY, clock=clock, config=SimConfig(minute_limit=None, daily_limit=None)
+    )
+    with server:
+        yield server
+
+
+@pytest.fixture
+def pq(engine: Engine, sim: SimulatorServer, clock: ManualClock) -> Iterator[App]:
+    settings = Settings(
+        INTAKEQ_BASE_URL=sim.base_url,
+        INTAKEQ_MINUTE_LIMIT=100_000,
+        INTAKEQ_DAILY_LIMIT=100_000,
+        PQSYNC_DATABASE_URL="sqlite://",  # unused: the engine below is the test's
+    )
+    app = App(settings=settings, engine=engine, clock=clock)
+    import_directory(engine, DirectoryFile.model_validate(demo_directory(sim.dataset)))
+    yield app
+    if app._client is not None:
+        app._client.close()
+
+
+@pytest.fixture
+def service(pq: App) -> SyncService:
+    return pq.sync_service()
