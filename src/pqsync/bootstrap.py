@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, inspect
 
@@ -49,6 +49,7 @@ class App:
                 key,
                 minute_limit=self.settings.intakeq_minute_limit,
                 daily_limit=self.settings.intakeq_daily_limit,
+                minute_window=timedelta(seconds=self.settings.intakeq_minute_window_seconds),
                 clock=self.clock,
             )
             self._client = IntakeQClient(self.settings.intakeq_base_url, key, budget=budget)

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     intakeq_api_key: SecretStr | None = Field(None, validation_alias="INTAKEQ_API_KEY")
     intakeq_minute_limit: int = Field(10, ge=1, validation_alias="INTAKEQ_MINUTE_LIMIT")
     intakeq_daily_limit: int = Field(500, ge=1, validation_alias="INTAKEQ_DAILY_LIMIT")
+    # Length of the "minute" window; only tests and benchmarks shorten it.
+    intakeq_minute_window_seconds: float = Field(
+        60.0, gt=0, validation_alias="INTAKEQ_MINUTE_WINDOW_SECONDS"
+    )
     secret_key: SecretStr = Field(SecretStr(DEV_SECRET), validation_alias="PQSYNC_SECRET_KEY")
     cron_secret: SecretStr = Field(SecretStr(DEV_SECRET), validation_alias="PQSYNC_CRON_SECRET")
     webhook_token: SecretStr = Field(SecretStr(DEV_SECRET), validation_alias="PQSYNC_WEBHOOK_TOKEN")
