@@ -6,24 +6,33 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
+import leakcheck
 from pqsync.db.engine import make_engine
 from pqsync.db.migrate import upgrade
+from pqsync.intakeq.simulator import DEMO_PASSWORD, build_dataset
+from pqsync.logging import configure_logging, make_formatter
+from pqsync.settings import SIMULATOR_API_KEY
 
 TEST_DB = os.environ.get("PQSYNC_TEST_DB", "sqlite")
 POSTGRES_URL = os.environ.get(
     "PQSYNC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 DB_FIXTURES = {"engine", "database_url"}
+_LOG_HANDLER = pytest.StashKey[logging.Handler]()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -34,6 +43,52 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "db: uses a real database (run on SQLite and PostgreSQL)")
+    # Every log line of the run goes through the real redacting formatter into one file.
+    handle, name = tempfile.mkstemp(prefix="pqsync-test-log-", suffix=".jsonl")
+    os.close(handle)
+    os.environ[leakcheck.LOG_ENV] = name
+    configure_logging(level="DEBUG", stream=io.StringIO())
+    handler = logging.FileHandler(name, encoding="utf-8")
+    handler.setFormatter(make_formatter())
+    handler.setLevel(logging.DEBUG)
+    logging.getLogger().addHandler(handler)
+    config.stash[_LOG_HANDLER] = handler
+
+
+def _patient_secrets() -> list[str]:
+    """The simulator's clients' names (emails are caught by pattern) and the keys."""
+    dataset = build_dataset(1, date(2025, 10, 24))
+    names = [c.name for c in dataset.clients]
+    return [SIMULATOR_API_KEY, DEMO_PASSWORD, "wrong-key-do-not-print", *names]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    handler = session.config.stash.get(_LOG_HANDLER, None)
+    path = leakcheck.session_log()
+    if handler is None or path is None:
+        return
+    logging.getLogger().removeHandler(handler)
+    handler.close()
+    with path.open(encoding="utf-8") as lines:
+        leaks = leakcheck.find_leaks(lines, _patient_secrets())
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if leaks:
+        if reporter is not None:
+            reporter.write_line(
+                f"LEAK CHECK FAILED: {len(leaks)} log line(s) hold a key or "
+                f"patient data (log kept at {path}):",
+                red=True,
+            )
+            for line in leaks[:20]:
+                reporter.write_line(f"  {line[:300]}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    else:
+        if reporter is not None:
+            size = path.stat().st_size
+            reporter.write_line(
+                f"leak check: {size} bytes of logs scanned, no key or patient data found"
+            )
+        path.unlink()
 
 
 def _postgres_admin() -> Engine:

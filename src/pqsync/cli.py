@@ -83,8 +83,12 @@ def application() -> Iterator[App]:
 @cli.callback()
 def main_options(
     log_level: Annotated[
-        str, typer.Option("--log-level", help="Log level of the JSON log on stderr.")
-    ] = "WARNING",
+        str,
+        typer.Option(
+            "--log-level",
+            help="Level of the JSON log on stderr (INFO: one line per IntakeQ request).",
+        ),
+    ] = "ERROR",
 ) -> None:
     """pqsync keeps the clinic's database in step with IntakeQ appointments."""
     configure_logging(level=log_level.upper())
@@ -339,3 +343,7 @@ def demo(
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

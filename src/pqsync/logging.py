@@ -96,26 +96,23 @@ class _PqsyncHandler(logging.StreamHandler[TextIO]):
     """Marks the handler configure_logging installed, so calling it again replaces it."""
 
 
-def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | None = None) -> None:
-    """Send structlog events and stdlib records (uvicorn, httpx, ...) through one redacting
-    pipeline to `stream` (stderr by default): JSON lines with timestamp, level, logger, event.
+_SHARED: list[Processor] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+]
 
-    httpx and httpcore are held at WARNING because at INFO they log full request URLs,
-    query string included.
-    """
-    shared: list[Processor] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
+
+def make_formatter(json: bool = True) -> logging.Formatter:
+    """The redacting formatter every pqsync log handler uses (JSON lines, or plain text)."""
     renderer: Processor = (
         structlog.processors.JSONRenderer(default=str)
         if json
         else structlog.dev.ConsoleRenderer(colors=False)
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_SHARED,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             # Tracebacks become strings first so the redaction sees them too.
@@ -124,8 +121,17 @@ def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | N
             renderer,
         ],
     )
+
+
+def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | None = None) -> None:
+    """Send structlog events and stdlib records (uvicorn, httpx, ...) through one redacting
+    pipeline to `stream` (stderr by default): JSON lines with timestamp, level, logger, event.
+
+    httpx and httpcore are held at WARNING because at INFO they log full request URLs,
+    query string included.
+    """
     handler = _PqsyncHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(formatter)
+    handler.setFormatter(make_formatter(json))
 
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _PqsyncHandler)]:
@@ -138,7 +144,7 @@ def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | N
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
-            *shared,
+            *_SHARED,
             structlog.processors.StackInfoRenderer(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],

@@ -41,8 +41,13 @@ def test_it_parses_a_full_record() -> None:
 
 def test_it_tolerates_missing_and_null_fields() -> None:
     appointment = parse_appointment(
-        {"Id": "x1", "StartDateIso": "2025-11-15T14:00:00.0000000Z", "ClientId": None,
-         "PractitionerId": None, "Status": None}
+        {
+            "Id": "x1",
+            "StartDateIso": "2025-11-15T14:00:00.0000000Z",
+            "ClientId": None,
+            "PractitionerId": None,
+            "Status": None,
+        }
     )
     assert appointment.client_id is None
     assert appointment.practitioner_id is None
@@ -52,8 +57,12 @@ def test_it_tolerates_missing_and_null_fields() -> None:
 
 def test_it_falls_back_to_the_iso_field_and_duration() -> None:
     appointment = parse_appointment(
-        {"Id": "x2", "StartDate": None, "StartDateIso": "2025-11-15T14:00:00.0000000Z",
-         "Duration": 30}
+        {
+            "Id": "x2",
+            "StartDate": None,
+            "StartDateIso": "2025-11-15T14:00:00.0000000Z",
+            "Duration": 30,
+        }
     )
     assert appointment.end == datetime(2025, 11, 15, 14, 30, tzinfo=UTC)
 

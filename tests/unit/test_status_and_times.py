@@ -46,9 +46,7 @@ def test_it_parses_seven_decimal_iso_times() -> None:
     )
     assert parse_iso_utc("2025-10-24T15:00:00.1234567Z").microsecond == 123456
     assert parse_iso_utc("2025-10-24T15:00:00") == datetime(2025, 10, 24, 15, 0, tzinfo=UTC)
-    assert parse_iso_utc("2025-10-24T09:00:00-06:00") == datetime(
-        2025, 10, 24, 15, 0, tzinfo=UTC
-    )
+    assert parse_iso_utc("2025-10-24T09:00:00-06:00") == datetime(2025, 10, 24, 15, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("bad", ["", "yesterday", "2025-13-40T00:00:00Z", "2025-10-24T15:00:00.Z"])

@@ -1,0 +1,234 @@
+"""End to end: the `pqsync` command against a simulator process, both on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+import leakcheck
+from pqsync.db.tables import Appointment, Organization, SyncLog
+from pqsync.settings import SIMULATOR_API_KEY
+
+pytestmark = pytest.mark.e2e
+
+PQSYNC = [sys.executable, "-m", "pqsync.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def simulator() -> Iterator[str]:
+    """`pqsync simulator` as its own process; yields its root URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [*PQSYNC, "simulator", "--port", str(port), "--minute-limit", "0", "--daily-limit", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    ready = process.stdout.readline()
+    assert f"127.0.0.1:{port}" in ready, ready
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    _, errors = process.communicate(timeout=10)
+    leakcheck.append(errors)
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [*PQSYNC, "--log-level", "INFO", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    leakcheck.append(result.stderr)
+    # What a user sees: the JSON log lines are for operators.
+    lines = result.stderr.splitlines()
+    result.stderr = "\n".join(line for line in lines if not line.startswith("{"))
+    return result
+
+
+@pytest.fixture
+def env(simulator: str, database_url: str, tmp_path: Path) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PQSYNC_", "INTAKEQ_"))}
+    return {
+        **base,
+        "PQSYNC_DATABASE_URL": database_url,
+        "INTAKEQ_BASE_URL": f"{simulator}/api/v1",
+        "INTAKEQ_MINUTE_LIMIT": "1000",
+        "HOME": str(tmp_path),
+    }
+
+
+@pytest.fixture
+def directory_file(simulator: str, tmp_path: Path) -> Path:
+    path = tmp_path / "directory.json"
+    path.write_text(httpx.get(f"{simulator}/_sim/directory").text)
+    return path
+
+
+@pytest.fixture
+def imported(env: dict[str, str], directory_file: Path) -> dict[str, str]:
+    assert run(env, "db", "upgrade").returncode == 0
+    done = run(env, "directory", "import", str(directory_file))
+    assert done.returncode == 0, done.stderr
+    return env
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert SIMULATOR_API_KEY not in result.stderr + result.stdout
+    return lines[0]
+
+
+def test_sync_org_prints_the_summary_and_a_second_run_changes_nothing(
+    imported: dict[str, str], simulator: str, engine: Engine
+) -> None:
+    first = run(imported, "sync", "org", "first-step-house", "--json")
+    assert first.returncode == 0, first.stderr
+    summary: dict[str, Any] = json.loads(first.stdout)
+    assert summary["success"] is True
+    truth = httpx.get(f"{simulator}/_sim/info").json()
+    assert summary["summary"]["new"] > 100
+    assert summary["summary"]["errors"] == 0
+    assert summary["patientsProcessed"] == 12
+    with Session(engine) as session:
+        assert (
+            session.scalar(select(func.count()).select_from(Appointment))
+            == (summary["summary"]["new"])
+        )
+    second = run(imported, "sync", "org", "first-step-house", "--json")
+    again = json.loads(second.stdout)["summary"]
+    assert again == {
+        "new": 0,
+        "updated": 0,
+        "unchanged": summary["summary"]["new"],
+        "deleted": 0,
+        "errors": 0,
+    }
+    assert truth["today"]
+
+
+def test_sync_prints_a_human_summary(imported: dict[str, str]) -> None:
+    result = run(imported, "sync", "org", "first-step-house")
+    assert result.returncode == 0, result.stderr
+    assert re.search(
+        r"summary: new \d+, updated 0, unchanged 0, deleted 0, errors 0", result.stdout
+    )
+    assert "unmapped IntakeQ practitioner" in result.stdout
+
+
+def test_sync_patient_by_email(imported: dict[str, str]) -> None:
+    result = run(imported, "sync", "patient", "ann@firststephouse.org", "--json")
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["scope"] == "patient"
+    assert body["summary"]["new"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("sync", "org", "nowhere"), "error: no such organization: nowhere"),
+        (("sync", "patient", "ghost@example.org"), "error: no such patient"),
+        (
+            ("sync", "org", "first-step-house", "--start", "2025-02-30"),
+            "error: startDate: '2025-02-30' is not a real date",
+        ),
+        (
+            ("sync", "org", "first-step-house", "--start", "2025-03-01", "--end", "2025-02-01"),
+            "error: endDate: must not be before startDate",
+        ),
+        (
+            ("sync", "org", "first-step-house", "--start", "2024-01-01", "--end", "2025-12-31"),
+            "more than 400 days",
+        ),
+    ],
+)
+def test_bad_input_gets_one_clear_line_and_writes_nothing(
+    imported: dict[str, str], engine: Engine, args: tuple[str, ...], message: str
+) -> None:
+    line = one_error_line(run(imported, *args))
+    assert message in line
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(SyncLog)) == 0
+
+
+def test_an_invalid_directory_file_is_named_and_nothing_is_written(
+    env: dict[str, str], directory_file: Path, engine: Engine
+) -> None:
+    data = json.loads(directory_file.read_text())
+    data["patients"][3]["date_of_birth"] = "1990-02-30"
+    directory_file.write_text(json.dumps(data))
+    line = one_error_line(run(env, "directory", "import", str(directory_file)))
+    assert "patients[3].date_of_birth" in line
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Organization)) == 0
+
+
+def test_a_missing_directory_file_is_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    line = one_error_line(run(env, "directory", "import", str(tmp_path / "nope.json")))
+    assert "cannot read" in line
+
+
+def test_an_unreachable_intakeq_fails_clearly_and_is_logged(
+    imported: dict[str, str], engine: Engine
+) -> None:
+    closed = free_port()
+    env = {**imported, "INTAKEQ_BASE_URL": f"http://127.0.0.1:{closed}/api/v1"}
+    line = one_error_line(run(env, "sync", "org", "first-step-house"))
+    assert f"could not reach IntakeQ at 127.0.0.1:{closed}" in line
+    with Session(engine) as session:
+        log = session.scalars(select(SyncLog)).one()
+        assert log.status == "failed"
+        assert log.error_message and "could not reach" in log.error_message
+
+
+def test_a_rejected_key_fails_clearly_without_echoing_it(
+    imported: dict[str, str], engine: Engine
+) -> None:
+    env = {**imported, "INTAKEQ_API_KEY": "wrong-key-do-not-print"}
+    result = run(env, "sync", "org", "first-step-house")
+    line = one_error_line(result)
+    assert "IntakeQ rejected the API key" in line
+    assert "wrong-key-do-not-print" not in result.stderr + result.stdout
+
+
+def test_a_real_intakeq_url_needs_a_key(env: dict[str, str]) -> None:
+    env = {**env, "INTAKEQ_BASE_URL": "https://intakeq.com/api/v1"}
+    assert run(env, "db", "upgrade").returncode == 0
+    line = one_error_line(run(env, "sync", "org", "first-step-house"))
+    assert "INTAKEQ_API_KEY is not set" in line
+
+
+def test_a_database_without_schema_says_so(simulator: str, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PQSYNC_DATABASE_URL": f"sqlite:///{tmp_path}/empty.db",
+        "INTAKEQ_BASE_URL": f"{simulator}/api/v1",
+    }
+    line = one_error_line(run(env, "sync", "org", "first-step-house"))
+    assert "pqsync db upgrade" in line
