@@ -25,27 +25,46 @@ def directory() -> dict[str, Any]:
             {"slug": "first-step-house", "name": "First Step House", "timezone": "America/Denver"}
         ],
         "providers": [
-            {"email": "Dr.Sweeney@trymoonlit.com", "name": "Dr. C. Rufus Sweeney",
-             "intakeq_practitioner_id": "xyz789"}
+            {
+                "email": "Dr.Sweeney@trymoonlit.com",
+                "name": "Dr. C. Rufus Sweeney",
+                "intakeq_practitioner_id": "xyz789",
+            }
         ],
         "services": [{"name": "Follow-up", "intakeq_service_id": "service-123"}],
         "patients": [
-            {"id": "3adb45a7-c87a-404d-b52d-18281339723f", "first_name": "Austin",
-             "last_name": "Schneider", "email": "BWhipkey@firststephouse.org",
-             "date_of_birth": "1990-01-15", "intakeq_client_id": 5521},
+            {
+                "id": "3adb45a7-c87a-404d-b52d-18281339723f",
+                "first_name": "Austin",
+                "last_name": "Schneider",
+                "email": "BWhipkey@firststephouse.org",
+                "date_of_birth": "1990-01-15",
+                "intakeq_client_id": 5521,
+            },
             {"first_name": "Jo", "last_name": "Ann", "email": "joann@firststephouse.org"},
         ],
         "affiliations": [
-            {"patient": "bwhipkey@firststephouse.org", "organization": "first-step-house",
-             "roi_consent": {"status": "active", "expires_on": "2026-12-31"}},
+            {
+                "patient": "bwhipkey@firststephouse.org",
+                "organization": "first-step-house",
+                "roi_consent": {"status": "active", "expires_on": "2026-12-31"},
+            },
             {"patient": "joann@firststephouse.org", "organization": "first-step-house"},
         ],
         "partner_users": [
-            {"email": "beth@firststephouse.org", "name": "Beth Rodriguez",
-             "organization": "first-step-house", "role": "case_manager",
-             "password": "correct horse battery"},
-            {"email": "ops@clinic.example", "name": "Clinic Ops", "role": "staff_admin",
-             "password": "staff password 1"},
+            {
+                "email": "beth@firststephouse.org",
+                "name": "Beth Rodriguez",
+                "organization": "first-step-house",
+                "role": "case_manager",
+                "password": "correct horse battery",
+            },
+            {
+                "email": "ops@clinic.example",
+                "name": "Clinic Ops",
+                "role": "staff_admin",
+                "password": "staff password 1",
+            },
         ],
     }
 
@@ -60,8 +79,15 @@ def row_counts(engine: Engine) -> dict[str, int]:
     with Session(engine) as session:
         return {
             model.__tablename__: session.scalar(select(func.count()).select_from(model)) or 0
-            for model in (Organization, Provider, ProviderIntakeQSettings, Service, Patient,
-                          Affiliation, PartnerUser)
+            for model in (
+                Organization,
+                Provider,
+                ProviderIntakeQSettings,
+                Service,
+                Patient,
+                Affiliation,
+                PartnerUser,
+            )
         }
 
 
@@ -69,16 +95,16 @@ def test_it_imports_a_directory(engine: Engine, tmp_path: Path) -> None:
     counts = import_directory_file(engine, write(tmp_path, directory()))
     assert counts.created["patients"] == 2
     with Session(engine) as session:
-        austin = session.scalars(select(Patient).filter_by(email="bwhipkey@firststephouse.org")).one()
+        austin = session.scalars(
+            select(Patient).filter_by(email="bwhipkey@firststephouse.org")
+        ).one()
         assert str(austin.id) == "3adb45a7-c87a-404d-b52d-18281339723f"
         assert austin.intakeq_client_id == 5521
         beth = session.scalars(select(PartnerUser).filter_by(email="beth@firststephouse.org")).one()
         assert beth.role == "case_manager"
         assert verify_password(beth.password_hash, "correct horse battery")
         assert beth.password_hash != "correct horse battery"
-        affiliation = session.scalars(
-            select(Affiliation).filter_by(patient_id=austin.id)
-        ).one()
+        affiliation = session.scalars(select(Affiliation).filter_by(patient_id=austin.id)).one()
         assert affiliation.roi_consent_status == "active"
 
 
@@ -105,16 +131,24 @@ def test_a_changed_entry_is_updated_in_place(engine: Engine, tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d["patients"][1].update(date_of_birth="1990-02-30"),
-         "patients[1].date_of_birth"),
+        (
+            lambda d: d["patients"][1].update(date_of_birth="1990-02-30"),
+            "patients[1].date_of_birth",
+        ),
         (lambda d: d["patients"][1].update(email="not-an-email"), "patients[1].email"),
         (lambda d: d["partner_users"][0].update(role="owner"), "partner_users[0].role"),
-        (lambda d: d["affiliations"][1].update(organization="nowhere"),
-         "affiliations[1].organization: no such organization"),
-        (lambda d: d["affiliations"][1].update(patient="ghost@x.org"),
-         "affiliations[1].patient: no such patient"),
-        (lambda d: d["organizations"][0].update(timezone="Mars/Olympus"),
-         "organizations[0].timezone"),
+        (
+            lambda d: d["affiliations"][1].update(organization="nowhere"),
+            "affiliations[1].organization: no such organization",
+        ),
+        (
+            lambda d: d["affiliations"][1].update(patient="ghost@x.org"),
+            "affiliations[1].patient: no such patient",
+        ),
+        (
+            lambda d: d["organizations"][0].update(timezone="Mars/Olympus"),
+            "organizations[0].timezone",
+        ),
         (lambda d: d["patients"].append(dict(d["patients"][1])), "patients[2]: duplicate"),
         (lambda d: d.update(surprise=[]), "surprise"),
     ],

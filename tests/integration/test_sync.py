@@ -87,8 +87,13 @@ def test_statuses_times_providers_and_services_are_mapped(
 ) -> None:
     service.sync_organization("first-step-house")
     rows = stored(pq.engine)
-    mapping = {"Confirmed": "confirmed", "WaitingConfirmation": "scheduled",
-               "Canceled": "cancelled", "Declined": "declined", "Missed": "no_show"}
+    mapping = {
+        "Confirmed": "confirmed",
+        "WaitingConfirmation": "scheduled",
+        "Canceled": "cancelled",
+        "Declined": "declined",
+        "Missed": "no_show",
+    }
     unmapped = sim.dataset.special.unmapped_practitioner.id
     for pq_id, row in rows.items():
         source = sim.dataset.appointments[pq_id]
@@ -113,8 +118,12 @@ def test_the_unmapped_practitioner_is_reported_and_mapping_relinks(
     # A new provider for the practitioner: create it through the directory, then map.
     from pqsync.services.directory import DirectoryFile, import_directory
 
-    import_directory(pq.engine, DirectoryFile.model_validate(
-        {"providers": [{"email": "locum@clinic.example", "name": "Dr. Locum"}]}))
+    import_directory(
+        pq.engine,
+        DirectoryFile.model_validate(
+            {"providers": [{"email": "locum@clinic.example", "name": "Dr. Locum"}]}
+        ),
+    )
     relinked = map_practitioner(pq.engine, unmapped.id, "locum@clinic.example")
     assert relinked == result.unmatched_practitioners[unmapped.id]
     assert unmatched_practitioners(pq.engine) == []
@@ -150,9 +159,7 @@ def test_emails_differing_in_case_and_plus_addresses_match(
     start, end = sim.dataset.default_window()
     for client in (special.case_mismatch, special.plus_address):
         service.sync_patient(client.directory_email or client.email)
-        truth = {
-            a.id for a in sim.dataset.appointments_in_window(start, end, {client.client_id})
-        }
+        truth = {a.id for a in sim.dataset.appointments_in_window(start, end, {client.client_id})}
         assert truth
         assert truth <= set(stored(pq.engine))
 
@@ -173,8 +180,13 @@ def test_changes_in_intakeq_are_updated_and_audited(
     target = sorted(fsh_truth(sim))[0]
     source = sim.dataset.appointments[target]
     new_start = source.start + timedelta(days=1)
-    control(sim, "PATCH", f"/appointments/{target}",
-            StartDateIso=new_start.strftime("%Y-%m-%dT%H:%M:%S.0000000Z"), Status="Missed")
+    control(
+        sim,
+        "PATCH",
+        f"/appointments/{target}",
+        StartDateIso=new_start.strftime("%Y-%m-%dT%H:%M:%S.0000000Z"),
+        Status="Missed",
+    )
     result = service.sync_organization("first-step-house")
     assert result.summary.updated == 1
     row = stored(pq.engine)[target]
@@ -182,8 +194,9 @@ def test_changes_in_intakeq_are_updated_and_audited(
     assert row.status == "no_show"
     with Session(pq.engine) as session:
         entry = session.scalars(
-            select(PatientActivity).filter_by(appointment_id=row.id,
-                                              activity_type="appointment_updated")
+            select(PatientActivity).filter_by(
+                appointment_id=row.id, activity_type="appointment_updated"
+            )
         ).one()
     assert set(entry.changes) >= {"start_time", "status", "intakeq_status"}
     assert entry.changes["status"]["new"] == "no_show"
