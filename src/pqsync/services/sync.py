@@ -678,6 +678,12 @@ class SyncService:
         for patient_result in ctx.results.values():
             result.summary.add(patient_result.summary)
         result.summary.errors += result.malformed
+        failed = [r for r in ctx.results.values() if r.state == "failed"]
+        if result.status != "failed" and failed and len(failed) == len(ctx.results):
+            # Nobody could be synced: that is a failed run, not a partial one.
+            result.status = "failed"
+            result.error = failed[0].error
+            result.error_kind = "intakeq"
         if result.status != "failed":
             result.status = "partial" if result.summary.errors else "success"
         result.finished_at = self.clock()
