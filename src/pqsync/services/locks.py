@@ -47,10 +47,12 @@ class SyncLocks:
         self.clock = clock
         self.lease = lease
         self.holder = holder or default_holder()
+        self._renewed: dict[uuid.UUID, datetime] = {}
 
     def acquire(self, scope_key: str, run_id: uuid.UUID, label: str | None = None) -> None:
         """Take the scope for `run_id`, or raise SyncInProgress naming the running run."""
         now = self.clock()
+        self._renewed[run_id] = now
         values = {
             "scope_key": scope_key,
             "run_id": run_id,
@@ -78,14 +80,21 @@ class SyncLocks:
         raise SyncInProgress(label or scope_key, running)
 
     def renew(self, scope_key: str, run_id: uuid.UUID) -> None:
+        """Extend the lease; a no-op until a third of it has passed since the last renewal."""
+        now = self.clock()
+        last = self._renewed.get(run_id)
+        if last is not None and now - last < self.lease / 3:
+            return
         with self.engine.begin() as conn:
             conn.execute(
                 update(SyncLock)
                 .where(SyncLock.scope_key == scope_key, SyncLock.run_id == run_id)
-                .values(expires_at=self.clock() + self.lease)
+                .values(expires_at=now + self.lease)
             )
+        self._renewed[run_id] = now
 
     def release(self, scope_key: str, run_id: uuid.UUID) -> None:
+        self._renewed.pop(run_id, None)
         with self.engine.begin() as conn:
             conn.execute(
                 delete(SyncLock).where(SyncLock.scope_key == scope_key, SyncLock.run_id == run_id)

@@ -36,6 +36,7 @@ from pqsync.intakeq.errors import (
 from pqsync.intakeq.models import Appointment, AppointmentQuery, MalformedRecord
 from pqsync.logging import get_logger
 from pqsync.services.locks import SyncInProgress, SyncLocks
+from pqsync.services.prefetch import prefetched
 from pqsync.services.sync_store import AppointmentStore, Lookups, PatientMatcher, RunContext
 from pqsync.services.sync_types import (
     Actor,
@@ -435,8 +436,14 @@ class SyncService:
                 return
 
         def worth_continuing(first_page: list[Record]) -> bool:
+            if density is not None:
+                return True
             estimate = self._estimate_window_cost(first_page, prepared.window, ctx.zone)
-            return density is not None or estimate <= per_patient_cost + 1
+            if estimate <= per_patient_cost + 1:
+                return True
+            # Remember the estimate so later runs choose without spending a probe.
+            self._remember_density(session, estimate * PAGE_SIZE, prepared.window)
+            return False
 
         ctx.result.plan = "window"
         if not self._window_fetch(session, prepared, ctx, patients, progress, worth_continuing):
@@ -498,20 +505,20 @@ class SyncService:
         pages = self.source.appointment_pages(
             AppointmentQuery(start_date=window.start, end_date=window.end)
         )
-        records = 0
         try:
-            for number, page in enumerate(pages, start=1):
-                self.store.write_page(session, ctx, page)
-                records += len(page)
-                self.locks.renew(prepared.scope_key, prepared.run_id)
-                progress("pages", number, None)
-                if (
-                    number == 1
-                    and len(page) == PAGE_SIZE
-                    and keep_going is not None
-                    and not keep_going(page)
-                ):
-                    return False
+            first = next(pages, [])
+            self.store.write_page(session, ctx, first)
+            records = len(first)
+            progress("pages", 1, None)
+            if len(first) == PAGE_SIZE and keep_going is not None and not keep_going(first):
+                return False
+            if len(first) == PAGE_SIZE:
+                # Decided to go on: from here the next page is fetched while one is written.
+                for number, page in enumerate(prefetched(pages), start=2):
+                    self.store.write_page(session, ctx, page)
+                    records += len(page)
+                    self.locks.renew(prepared.scope_key, prepared.run_id)
+                    progress("pages", number, None)
         finally:
             pages.close()
         self._remember_density(session, records, window)

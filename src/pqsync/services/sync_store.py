@@ -10,10 +10,10 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, Table, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -38,6 +38,15 @@ from pqsync.services.sync_types import (
 )
 
 Record = Appointment | MalformedRecord
+
+ACTIVITY_TABLE = cast(Table, PatientActivity.__table__)
+PATIENT_TABLE = cast(Table, Patient.__table__)
+_STORED_COLUMNS = (
+    AppointmentRow.id,
+    AppointmentRow.pq_appointment_id,
+    AppointmentRow.created_at,
+    *(getattr(AppointmentRow, name) for name in TRACKED_FIELDS),
+)
 
 # The most appointments one run lists as belonging to no known patient.
 MAX_LISTED_UNKNOWN = 200
@@ -180,12 +189,15 @@ class AppointmentStore:
         if matched:
             self._write(session, ctx, matched)
         if ctx.matcher.learned:
-            for patient_id, client_id in ctx.matcher.learned.items():
-                session.execute(
-                    update(Patient)
-                    .where(Patient.id == patient_id)
-                    .values(intakeq_client_id=client_id)
-                )
+            session.execute(
+                update(PATIENT_TABLE)
+                .where(PATIENT_TABLE.c.id == bindparam("learned_id"))
+                .values(intakeq_client_id=bindparam("learned_client_id")),
+                [
+                    {"learned_id": patient_id, "learned_client_id": client_id}
+                    for patient_id, client_id in ctx.matcher.learned.items()
+                ],
+            )
             ctx.matcher.learned.clear()
         session.commit()
         return matched
@@ -203,10 +215,11 @@ class AppointmentStore:
         self, session: Session, ctx: RunContext, matched: list[tuple[Appointment, Patient]]
     ) -> None:
         now = self.clock()
+        # Plain rows of just the compared columns: ORM objects cost more than the write.
         existing = {
             row.pq_appointment_id: row
-            for row in session.scalars(
-                select(AppointmentRow).where(
+            for row in session.execute(
+                select(*_STORED_COLUMNS).where(
                     AppointmentRow.pq_appointment_id.in_([a.id for a, _ in matched])
                 )
             )
@@ -289,7 +302,7 @@ class AppointmentStore:
             )
             session.execute(statement, writes)
         if activities:
-            session.execute(insert(PatientActivity), activities)
+            session.execute(insert(ACTIVITY_TABLE), activities)
 
     def _row_values(
         self, ctx: RunContext, appointment: Appointment, patient: Patient
@@ -360,15 +373,24 @@ class AppointmentStore:
         begin_write(session)  # the caller soft-deletes them in the same transaction
         start, _ = local_day_bounds(window.start, ctx.zone)
         _, end = local_day_bounds(window.end, ctx.zone)
-        rows = session.scalars(
-            select(AppointmentRow).where(
-                AppointmentRow.patient_id.in_(list(patient_ids)),
+        stored = session.execute(
+            select(
+                AppointmentRow.id, AppointmentRow.pq_appointment_id, AppointmentRow.patient_id
+            ).where(
                 AppointmentRow.deleted_at.is_(None),
                 AppointmentRow.start_time >= start,
                 AppointmentRow.start_time < end,
             )
         )
-        return [row for row in rows if row.pq_appointment_id not in ctx.fetched_ids]
+        wanted = set(patient_ids)
+        absent = [
+            row.id
+            for row in stored
+            if row.patient_id in wanted and row.pq_appointment_id not in ctx.fetched_ids
+        ]
+        if not absent:
+            return []
+        return list(session.scalars(select(AppointmentRow).where(AppointmentRow.id.in_(absent))))
 
     def rows_by_pq_id(self, session: Session, pq_ids: list[str]) -> list[AppointmentRow]:
         if not pq_ids:
@@ -417,5 +439,5 @@ class AppointmentStore:
                 )
             )
         if activities:
-            session.execute(insert(PatientActivity), activities)
+            session.execute(insert(ACTIVITY_TABLE), activities)
         session.commit()

@@ -340,6 +340,20 @@ def _other_clients() -> list[Client]:
     ]
 
 
+def _generated_clinic_clients(count: int) -> list[Client]:
+    """More of the clinic's own clients (not FSH's) for a large practice: ~40 visits each."""
+    return [
+        _client(
+            2001 + n,
+            "Walkin",
+            f"Visitor{n}",
+            f"visitor{n}@clinic-clients.example",
+            date(1950 + n % 50, 1 + n % 12, 1 + n % 28),
+        )
+        for n in range(count)
+    ]
+
+
 def _generated_patient(index: int) -> Client:
     first = _FIRST_NAMES[index % len(_FIRST_NAMES)]
     combos = len(_FIRST_NAMES) * len(_LAST_NAMES)
@@ -533,15 +547,17 @@ def _scaled_schedule(
     total: int,
     special: SpecialCases,
     doctors: list[Practitioner],
+    fsh_share: float = 0.85,
 ) -> None:
-    """`total` appointments spread over the clients and 120 days either side of today."""
+    """`total` appointments spread over the clients and 120 days either side of today;
+    `fsh_share` of them go to First Step House patients, the rest to other clinic clients."""
     rng, today = b.rng, b.today
     everyone = [*doctors, special.unmapped_practitioner]
     primaries = {c.client_id: rng.choice(doctors) for c in clients}
     fsh = [c for c in clients if c.organization == FSH_SLUG]
     others = [c for c in clients if c.organization != FSH_SLUG]
     while len(b.appointments) < total:
-        pool = others if others and rng.random() < 0.15 else fsh
+        pool = others if others and rng.random() >= fsh_share else fsh
         client = pool[rng.randrange(len(pool))]
         practitioner = everyone[-1] if rng.random() < 0.03 else primaries[client.client_id]
         day = today + timedelta(days=rng.randint(-120, 120))
@@ -563,11 +579,13 @@ def build_dataset(
     patients: int = 12,
     appointments: int | None = None,
     timezone: str = "America/Denver",
+    fsh_share: float = 0.85,
 ) -> Dataset:
     """Build the practice deterministically: the same (seed, today, sizes) give the same data.
 
     `patients` First Step House patients (at least 5: the special cases); `appointments`
-    replaces the natural schedule with that many appointments in total (for benchmarks).
+    replaces the natural schedule with that many appointments in total (for benchmarks), of
+    which about `fsh_share` belong to First Step House.
     """
     special_patients = _special_patients()
     if patients < len(special_patients):
@@ -599,7 +617,8 @@ def build_dataset(
         _natural_schedule(builder, [*fsh, *others], special, doctors)
     else:
         del builder.appointments[appointments:]
-        _scaled_schedule(builder, [*fsh, *others], appointments, special, doctors)
+        others += _generated_clinic_clients(int(appointments * (1 - fsh_share)) // 40)
+        _scaled_schedule(builder, [*fsh, *others], appointments, special, doctors, fsh_share)
     if len(builder.appointments) > len(edge_ids) + 4:
         _soft_delete_some(builder, edge_ids)
     return Dataset(

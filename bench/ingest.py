@@ -1,0 +1,186 @@
+"""Benchmark 3: appointments per second ingesting ~100,000 appointments from the simulator
+(no latency) into PostgreSQL and into SQLite, and peak memory; against a baseline that
+selects then inserts each appointment (one transaction per appointment).
+
+Each measurement runs in a fresh child process (so peak RSS is that run's alone); the
+simulator is another process. Usage: python bench/ingest.py [--sizes 20000,100000]
+[--databases sqlite,postgresql] [--baseline-size N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from common import (
+    directory_of,
+    fresh_database,
+    import_demo_directory,
+    make_app,
+    row,
+    simulator_process,
+)
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from pqsync.db.engine import make_engine
+from pqsync.db.tables import Appointment, Patient
+from pqsync.domain.status import map_status
+from pqsync.domain.windows import Window
+from pqsync.intakeq.models import AppointmentQuery
+from pqsync.intakeq.models import Appointment as IntakeQAppointment
+
+FSH_SHARE = 0.85  # the simulator's default share of First Step House appointments
+PATIENTS = 2000
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def window_of(root: str) -> Window:
+    import httpx
+
+    today = date.fromisoformat(httpx.get(f"{root}/_sim/info").json()["today"])
+    # The scaled data set spreads appointments over 120 days either side of today.
+    return Window(today - timedelta(days=120), today + timedelta(days=120))
+
+
+def ours(url: str, root: str) -> dict[str, Any]:
+    engine = make_engine(url)
+    app = make_app(engine, f"{root}/api/v1")
+    service = app.sync_service()
+    window = window_of(root)
+    started = time.perf_counter()
+    result = service.sync_organization("first-step-house", window=window)
+    seconds = time.perf_counter() - started
+    assert result.status == "success", result.error
+    app.close()
+    return {"stored": result.summary.new, "seconds": seconds, "requests": result.requests_made,
+            "plan": result.plan}
+
+
+def baseline(url: str, root: str, limit: int) -> dict[str, Any]:
+    """Select, then insert or update, one appointment at a time, committing each."""
+    engine = make_engine(url)
+    app = make_app(engine, f"{root}/api/v1")
+    window = window_of(root)
+    with Session(engine) as session:
+        by_email = {p.email: p.id for p in session.scalars(select(Patient))}
+    stored = 0
+    started = time.perf_counter()
+    query = AppointmentQuery(start_date=window.start, end_date=window.end)
+    with Session(engine) as session:
+        for page in app.intakeq.appointment_pages(query):
+            for record in page:
+                if not isinstance(record, IntakeQAppointment):
+                    continue
+                patient_id = by_email.get(record.client_email or "")
+                if patient_id is None:
+                    continue
+                existing = session.scalar(
+                    select(Appointment).filter_by(pq_appointment_id=record.id)
+                )
+                values = {
+                    "patient_id": patient_id,
+                    "status": map_status(record.status),
+                    "intakeq_status": record.status,
+                    "start_time": record.start,
+                    "end_time": record.end,
+                    "intakeq_client_id": record.client_id,
+                    "intakeq_practitioner_id": record.practitioner_id,
+                    "location_name": record.location_name,
+                    "extra": record.metadata,
+                    "intakeq_last_modified": record.last_modified,
+                }
+                if existing is None:
+                    session.add(Appointment(id=uuid.uuid4(), pq_appointment_id=record.id,
+                                            **values))
+                else:
+                    for key, value in values.items():
+                        setattr(existing, key, value)
+                session.commit()
+                stored += 1
+            if stored >= limit:
+                break
+    seconds = time.perf_counter() - started
+    app.close()
+    return {"stored": stored, "seconds": seconds}
+
+
+def child(args: argparse.Namespace) -> None:
+    with fresh_database(args.database) as url:
+        engine = make_engine(url)
+        import_demo_directory(engine, directory_of(args.root))
+        engine.dispose()
+        rss_before = peak_rss_mb()
+        if args.method == "ours":
+            figures = ours(url, args.root)
+        else:
+            figures = baseline(url, args.root, args.limit)
+        check = make_engine(url)
+        with Session(check) as session:
+            figures["rows"] = session.scalar(select(func.count()).select_from(Appointment))
+        check.dispose()
+    figures["peak_rss_mb"] = peak_rss_mb()
+    figures["rss_before_mb"] = rss_before
+    print(json.dumps(figures))
+
+
+def run_child(root: str, database: str, method: str, limit: int) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", "--root", root, "--database", database,
+         "--method", method, "--limit", str(limit)],
+        capture_output=True, text=True, check=True,
+    )
+    figures: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child", action="store_true")
+    parser.add_argument("--root")
+    parser.add_argument("--database", default="sqlite")
+    parser.add_argument("--method", default="ours")
+    parser.add_argument("--limit", type=int, default=10**9)
+    parser.add_argument("--sizes", default="20000,100000")
+    parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--baseline-size", type=int, default=100_000)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    print("Benchmark 3: ingesting appointments from the simulator (no latency), "
+          f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    print(row("run", "stored", "appts/s", "peak RSS MB", widths=(46, 10, 12, 14)))
+    for size in [int(s) for s in args.sizes.split(",")]:
+        total = int(size / FSH_SHARE) + 1
+        sim_args = ("--appointments", str(total), "--patients", str(PATIENTS),
+                    "--minute-limit", "0", "--daily-limit", "0")
+        with simulator_process(*sim_args) as root:
+            for database in args.databases.split(","):
+                figures = run_child(root, database, "ours", 10**9)
+                rate = figures["stored"] / figures["seconds"]
+                print(row(f"pqsync, {database}, {size:,} target", figures["stored"],
+                          f"{rate:,.0f}", f"{figures['peak_rss_mb']:.0f}",
+                          widths=(46, 10, 12, 14)), flush=True)
+                if size == max(int(s) for s in args.sizes.split(",")):
+                    base = run_child(root, database, "baseline", args.baseline_size)
+                    base_rate = base["stored"] / base["seconds"]
+                    print(row(f"baseline select-then-insert, {database}", base["stored"],
+                              f"{base_rate:,.0f}", f"{base['peak_rss_mb']:.0f}",
+                              widths=(46, 10, 12, 14)), flush=True)
+                    print(f"  speed-up on {database}: {rate / base_rate:.1f}x "
+                          f"(target at least 10x)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

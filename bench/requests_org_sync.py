@@ -1,0 +1,80 @@
+"""Benchmark 1: IntakeQ requests to sync First Step House (12 patients, 90 days back and ahead).
+
+Ours (the cheaper of window / per-patient, cold and warm) against the baseline of one
+`client` query per patient (paged, as a correct per-patient sync must be), for a small
+practice and for one with thousands of appointments in the window.
+Target: at most min(P, ceil(A/100)) + 1 requests, P patients, A the practice's
+appointments in the window.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, date, datetime
+
+from common import fresh_database, import_demo_directory, make_app, row
+from pqsync.db.engine import make_engine
+from pqsync.intakeq.models import AppointmentQuery
+from pqsync.intakeq.simulator import (
+    ManualClock,
+    SimConfig,
+    SimulatorServer,
+    build_dataset,
+    demo_directory,
+)
+
+TODAY = date(2025, 10, 24)
+NOW = datetime(2025, 10, 24, 16, 0, tzinfo=UTC)
+
+
+def measure(label: str, dataset_kwargs: dict[str, object]) -> None:
+    dataset = build_dataset(1, TODAY, **dataset_kwargs)  # type: ignore[arg-type]
+    start, end = dataset.default_window()
+    practice = len(dataset.appointments_in_window(start, end))
+    patients = dataset.fsh_patients
+    target = min(len(patients), math.ceil(practice / 100)) + 1
+    clock = ManualClock(NOW)
+    config = SimConfig(minute_limit=None, daily_limit=None)
+    with SimulatorServer(dataset, clock=clock, config=config) as sim, fresh_database(
+        "sqlite"
+    ) as url:
+        engine = make_engine(url)
+        import_demo_directory(engine, demo_directory(dataset))
+        app = make_app(engine, sim.base_url)
+        app.clock = clock
+        service = app.sync_service()
+        cold = service.sync_organization("first-step-house")
+        warm = service.sync_organization("first-step-house")
+        client = app.intakeq
+        before = client.requests_sent
+        for patient in patients:
+            query = AppointmentQuery(
+                client=patient.directory_email or patient.email, start_date=start, end_date=end
+            )
+            for _page in client.appointment_pages(query):
+                pass
+        baseline = client.requests_sent - before
+        app.close()
+    print(f"\n{label}: P={len(patients)} patients, A={practice} practice appointments in "
+          f"the window {start}..{end}; target min(P, ceil(A/100)) + 1 = {target}")
+    print(row("run", "requests", "plan", "vs target"))
+    print(row("baseline: one client query per patient", baseline, "per_patient",
+              "ok" if baseline <= target else "over"))
+    for name, result in (("pqsync, first run (size unknown)", cold),
+                         ("pqsync, later runs (size known)", warm)):
+        print(row(name, result.requests_made, result.plan,
+                  "ok" if result.requests_made <= target else "over"))
+        assert result.status == "success", result.error
+
+
+def main() -> None:
+    print("Benchmark 1: IntakeQ requests for one First Step House sync")
+    measure("small practice (the demo data)", {})
+    measure(
+        "large practice (6,000 appointments over +-120 days, 5% of them First Step House)",
+        {"appointments": 6000, "fsh_share": 0.05},
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""Who is calling: password logins with sessions, bearer tokens, and login throttling.
+
+Only SHA-256 digests of session cookies and bearer tokens are stored; emails in
+`login_attempts` are keyed digests (HMAC-SHA256 with the secret key), never the address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from pqsync.db.engine import begin_write
+from pqsync.db.tables import ApiToken, LoginAttempt, Organization, PartnerUser, UserSession
+from pqsync.services.passwords import hash_password, verify_password
+
+SESSION_LIFETIME = timedelta(hours=12)
+THROTTLE_WINDOW = timedelta(minutes=15)
+MAX_FAILED_LOGINS = 5
+# Writing `last_used_at` on every request would turn each read into a write.
+TOKEN_USE_RESOLUTION = timedelta(minutes=5)
+
+Clock = Callable[[], datetime]
+
+
+def token_digest(token: str) -> str:
+    """The SHA-256 (hex) under which a session cookie or bearer token is stored."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token(prefix: str = "") -> str:
+    """A fresh random secret (256 bits), URL-safe."""
+    return prefix + secrets.token_urlsafe(32)
+
+
+def secrets_match(given: str | None, expected: str) -> bool:
+    """Constant-time comparison of a presented secret with the expected one."""
+    if given is None:
+        return False
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+@cache
+def _dummy_hash() -> str:
+    # Verifying against this when no user matches keeps the answer time the same.
+    return hash_password(secrets.token_urlsafe(16))
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated user and how they proved it (`cookie` or `bearer`)."""
+
+    user_id: uuid.UUID
+    email: str
+    name: str
+    role: str
+    organization_id: uuid.UUID | None
+    organization_name: str | None
+    via: str
+    session_id: uuid.UUID | None = None
+    csrf_token: str | None = None
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role == "staff_admin"
+
+
+class InvalidCredentials(Exception):
+    """Wrong email or password, or an inactive user (the caller is not told which)."""
+
+
+class LoginThrottled(Exception):
+    """Too many failed logins for this email or address; try again at `retry_at`."""
+
+    def __init__(self, retry_at: datetime) -> None:
+        self.retry_at = retry_at
+        super().__init__(f"too many failed logins; try again after {retry_at.isoformat()}")
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    principal: Principal
+    cookie_token: str
+    expires_at: datetime
+
+
+def _principal(
+    session: Session,
+    user: PartnerUser,
+    via: str,
+    session_id: uuid.UUID | None = None,
+    csrf_token: str | None = None,
+) -> Principal:
+    org_name = (
+        session.scalar(select(Organization.name).where(Organization.id == user.organization_id))
+        if user.organization_id is not None
+        else None
+    )
+    return Principal(
+        user_id=user.id,
+        email=user.email,
+        name=user.name,
+        role=user.role,
+        organization_id=user.organization_id,
+        organization_name=org_name,
+        via=via,
+        session_id=session_id,
+        csrf_token=csrf_token,
+    )
+
+
+class Authenticator:
+    """Logins, sessions and bearer tokens against the database, with an injected clock."""
+
+    def __init__(self, secret_key: str, clock: Clock) -> None:
+        self._secret_key = secret_key.encode()
+        self._clock = clock
+
+    def email_digest(self, email: str) -> str:
+        normalized = email.strip().lower().encode()
+        return hmac.new(self._secret_key, normalized, hashlib.sha256).hexdigest()
+
+    # -- logins --------------------------------------------------------------------------
+
+    def login(
+        self, session: Session, email: str, password: str, client_ip: str | None
+    ) -> LoginResult:
+        """Check a password login and open a session; raise LoginThrottled or
+        InvalidCredentials. Every attempt that is not throttled is recorded."""
+        now = self._clock()
+        email_hash = self.email_digest(email)
+        session.commit()
+        begin_write(session)
+        retry_at = self.login_retry_at(session, email_hash, client_ip, now)
+        if retry_at is not None:
+            raise LoginThrottled(retry_at)
+        user = session.scalar(select(PartnerUser).filter_by(email=email.strip().lower()))
+        password_hash = user.password_hash if user is not None else None
+        valid = verify_password(password_hash or _dummy_hash(), password)
+        succeeded = bool(valid and user is not None and password_hash and user.is_active)
+        session.add(
+            LoginAttempt(
+                email_hash=email_hash,
+                client_ip=client_ip,
+                succeeded=succeeded,
+                attempted_at=now,
+            )
+        )
+        if not succeeded or user is None:
+            session.commit()
+            raise InvalidCredentials()
+        cookie_token = new_token()
+        record = UserSession(
+            id=uuid.uuid4(),
+            user_id=user.id,
+            token_hash=token_digest(cookie_token),
+            csrf_token=new_token(),
+            created_at=now,
+            expires_at=now + SESSION_LIFETIME,
+        )
+        session.add(record)
+        session.commit()
+        principal = _principal(session, user, "cookie", record.id, record.csrf_token)
+        return LoginResult(principal, cookie_token, record.expires_at)
+
+    def login_retry_at(
+        self, session: Session, email_hash: str, client_ip: str | None, now: datetime
+    ) -> datetime | None:
+        """When the next login may be tried, or None if it may be tried now.
+
+        Sliding window: MAX_FAILED_LOGINS failures within THROTTLE_WINDOW, per email (since
+        its last successful login) and per client address.
+        """
+        window_start = now - THROTTLE_WINDOW
+        last_success = session.scalar(
+            select(LoginAttempt.attempted_at)
+            .where(LoginAttempt.email_hash == email_hash, LoginAttempt.succeeded.is_(True))
+            .order_by(LoginAttempt.attempted_at.desc())
+            .limit(1)
+        )
+        by_email = LoginAttempt.email_hash == email_hash
+        filters = [(by_email, max(window_start, last_success or window_start))]
+        if client_ip:
+            filters.append((LoginAttempt.client_ip == client_ip, window_start))
+        retry_at: datetime | None = None
+        for condition, since in filters:
+            failures = list(
+                session.scalars(
+                    select(LoginAttempt.attempted_at)
+                    .where(
+                        condition,
+                        LoginAttempt.succeeded.is_(False),
+                        LoginAttempt.attempted_at > since,
+                    )
+                    .order_by(LoginAttempt.attempted_at.desc())
+                    .limit(MAX_FAILED_LOGINS)
+                )
+            )
+            if len(failures) >= MAX_FAILED_LOGINS:
+                # The oldest of the last few failures leaves the window first.
+                frees = failures[-1] + THROTTLE_WINDOW
+                retry_at = frees if retry_at is None else max(retry_at, frees)
+        return retry_at
+
+    # -- sessions ------------------------------------------------------------------------
+
+    def from_session_cookie(self, session: Session, cookie_token: str) -> Principal | None:
+        """The user of a live (unexpired, unrevoked) session, or None."""
+        now = self._clock()
+        row = session.execute(
+            select(UserSession, PartnerUser)
+            .join(PartnerUser, PartnerUser.id == UserSession.user_id)
+            .where(
+                UserSession.token_hash == token_digest(cookie_token),
+                UserSession.revoked_at.is_(None),
+                UserSession.expires_at > now,
+                PartnerUser.is_active.is_(True),
+            )
+        ).first()
+        if row is None:
+            return None
+        record, user = row
+        return _principal(session, user, "cookie", record.id, record.csrf_token)
+
+    def logout(self, session: Session, session_id: uuid.UUID) -> None:
+        """Revoke a session so its cookie no longer works."""
+        session.commit()  # end the request's read before taking the write lock
+        begin_write(session)
+        session.execute(
+            update(UserSession)
+            .where(UserSession.id == session_id, UserSession.revoked_at.is_(None))
+            .values(revoked_at=self._clock())
+        )
+        session.commit()
+
+    # -- bearer tokens -------------------------------------------------------------------
+
+    def from_bearer(self, session: Session, token: str) -> Principal | None:
+        """The user of an unrevoked API token, or None; notes when it was last used."""
+        now = self._clock()
+        row = session.execute(
+            select(ApiToken, PartnerUser)
+            .join(PartnerUser, PartnerUser.id == ApiToken.user_id)
+            .where(
+                ApiToken.token_hash == token_digest(token),
+                ApiToken.revoked_at.is_(None),
+                PartnerUser.is_active.is_(True),
+            )
+        ).first()
+        if row is None:
+            return None
+        api_token, user = row
+        principal = _principal(session, user, "bearer")
+        if api_token.last_used_at is None or now - api_token.last_used_at > TOKEN_USE_RESOLUTION:
+            session.commit()  # end the read before taking the write lock
+            begin_write(session)
+            session.execute(
+                update(ApiToken).where(ApiToken.id == api_token.id).values(last_used_at=now)
+            )
+            session.commit()
+        return principal

@@ -1,0 +1,548 @@
+"""Read queries behind the partner dashboard: roster, appointments, sync history, run progress.
+
+Everything is scoped to the viewer: a partner reaches only patients affiliated with their own
+organisation (anything else raises NotVisible, exactly as if it did not exist) and sees
+appointment details only while that affiliation's ROI consent is active. Times come back in
+the organisation's zone, whole seconds.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.orm import Session, lazyload
+
+from pqsync.db.tables import (
+    Affiliation,
+    Appointment,
+    Organization,
+    PartnerUser,
+    Patient,
+    Provider,
+    SyncLog,
+)
+from pqsync.services.auth import Principal
+
+CONSENT_REQUIRED = "ROI consent required"
+# Not "next" in any useful sense for a case manager planning a ride.
+NOT_UPCOMING = ("cancelled", "declined", "no_show")
+TRIGGER_LABELS = {"schedule": "nightly schedule", "webhook": "webhook", "cli": "command line"}
+RUN_STATES = ("pending", "running", "done", "failed")
+HISTORY_LIMIT = 50
+# Organisation and nightly runs are checked in Python for the patient; this bounds the scan.
+HISTORY_SCAN = 500
+
+
+class NotVisible(LookupError):
+    """No such thing, or not the viewer's to see (the two are never told apart)."""
+
+
+class ConsentRequired(PermissionError):
+    """The patient is the viewer's, but ROI consent with their organisation is not active."""
+
+
+def organization_by_ref(session: Session, ref: str) -> Organization | None:
+    """An organisation by id or slug."""
+    try:
+        return session.get(Organization, uuid.UUID(ref))
+    except ValueError:
+        if "\x00" in ref:  # no slug holds one, and PostgreSQL refuses to compare it
+            return None
+        return session.scalar(select(Organization).filter_by(slug=ref.strip()))
+
+
+def local_time(moment: datetime, zone: ZoneInfo) -> datetime:
+    return moment.astimezone(zone).replace(microsecond=0)
+
+
+def optional_local_time(moment: datetime | None, zone: ZoneInfo) -> datetime | None:
+    return None if moment is None else local_time(moment, zone)
+
+
+def consent_active(affiliation: Affiliation | None, today: date) -> bool:
+    """Active status and not past its expiry date (the organisation's today)."""
+    if affiliation is None or affiliation.roi_consent_status != "active":
+        return False
+    expires = affiliation.roi_consent_expires_on
+    return expires is None or expires >= today
+
+
+@dataclass(frozen=True)
+class Summary:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    errors: int = 0
+
+    @classmethod
+    def from_mapping(cls, raw: object) -> Summary:
+        if not isinstance(raw, Mapping):
+            return cls()
+
+        def count(name: str) -> int:
+            value = raw.get(name, 0)
+            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+        return cls(count("new"), count("updated"), count("unchanged"), count("errors"))
+
+    @classmethod
+    def total(cls, summaries: Iterable[Summary]) -> Summary:
+        items = list(summaries)
+        return cls(
+            sum(s.new for s in items),
+            sum(s.updated for s in items),
+            sum(s.unchanged for s in items),
+            sum(s.errors for s in items),
+        )
+
+    @classmethod
+    def of_run(cls, run: SyncLog) -> Summary:
+        return cls(
+            run.appointments_new,
+            run.appointments_updated,
+            run.appointments_unchanged,
+            run.appointments_errors,
+        )
+
+
+@dataclass(frozen=True)
+class PatientRef:
+    id: uuid.UUID
+    name: str
+
+
+@dataclass(frozen=True)
+class PatientScope:
+    """A patient as one viewer sees them: through which organisation, in which zone."""
+
+    patient: Patient
+    organization: Organization | None
+    affiliation: Affiliation | None
+    zone: ZoneInfo
+    details_visible: bool
+
+    @property
+    def ref(self) -> PatientRef:
+        return PatientRef(self.patient.id, self.patient.full_name)
+
+
+@dataclass(frozen=True)
+class ConsentView:
+    status: str
+    expires_on: date | None
+    active: bool
+    message: str | None
+
+
+@dataclass(frozen=True)
+class NextAppointment:
+    start_time: datetime
+    provider_name: str | None
+    status: str
+
+
+@dataclass(frozen=True)
+class RosterRow:
+    id: uuid.UUID
+    name: str
+    organization_id: uuid.UUID
+    organization_name: str
+    roi_consent: ConsentView
+    next_appointment: NextAppointment | None
+    last_synced_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AppointmentView:
+    id: uuid.UUID
+    pq_appointment_id: str
+    start_time: datetime
+    end_time: datetime | None
+    provider_name: str | None
+    status: str
+    location_name: str | None
+    last_synced_at: datetime | None
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    synced_at: datetime
+    triggered_by: str
+    summary: Summary
+
+
+@dataclass(frozen=True)
+class SyncHistory:
+    patient: PatientRef
+    last_sync: datetime | None
+    history: list[HistoryEntry]
+
+
+@dataclass(frozen=True)
+class RunPatient:
+    patient_id: uuid.UUID
+    patient_name: str
+    state: str
+    summary: Summary
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    run_id: uuid.UUID
+    scope: str
+    status: str
+    triggered_by: str
+    organization_id: uuid.UUID | None
+    organization_name: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    patients_total: int
+    patients_done: int
+    summary: Summary
+    patients: list[RunPatient]
+    error: str | None
+
+
+def _detail_patients(details: Mapping[str, Any], finished: bool) -> list[RunPatient]:
+    """Per-patient state from a run's `details` (names are filled in by the caller)."""
+    raw = details.get("patients")
+    out: list[RunPatient] = []
+    for key, value in raw.items() if isinstance(raw, Mapping) else ():
+        try:
+            patient_id = uuid.UUID(str(key))
+        except ValueError:
+            continue
+        entry = value if isinstance(value, Mapping) else {}
+        state = entry.get("state")
+        if state not in RUN_STATES:
+            state = "done" if finished else "pending"
+        out.append(
+            RunPatient(patient_id, "", str(state), Summary.from_mapping(entry.get("summary")))
+        )
+    return out
+
+
+def _count(details: Mapping[str, Any], key: str, *, default: int) -> int:
+    value = details.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+class Dashboard:
+    """The dashboard's read side for one viewer at one moment."""
+
+    def __init__(
+        self, session: Session, viewer: Principal, *, now: datetime, default_timezone: str
+    ) -> None:
+        self.session = session
+        self.viewer = viewer
+        self.now = now
+        self.default_zone = ZoneInfo(default_timezone)
+
+    # -- scoping -------------------------------------------------------------------------
+
+    def zone_of(self, organization: Organization | None) -> ZoneInfo:
+        return ZoneInfo(organization.timezone) if organization is not None else self.default_zone
+
+    def today_in(self, zone: ZoneInfo) -> date:
+        return self.now.astimezone(zone).date()
+
+    def organization(self, ref: str) -> Organization:
+        """An organisation the viewer may act on (staff: any; partners: their own)."""
+        org = organization_by_ref(self.session, ref)
+        if org is None or not (self.viewer.is_staff or org.id == self.viewer.organization_id):
+            raise NotVisible("no such organization")
+        return org
+
+    def patient(self, patient_id: str) -> PatientScope:
+        """A patient the viewer may see, through the viewer's organisation (staff: the
+        patient's first organisation, and every detail)."""
+        try:
+            patient = self.session.get(Patient, uuid.UUID(patient_id))
+        except ValueError:
+            patient = None
+        if patient is None:
+            raise NotVisible("no such patient")
+        query = (
+            select(Affiliation, Organization)
+            .join(Organization, Organization.id == Affiliation.organization_id)
+            .where(Affiliation.patient_id == patient.id)
+            .options(lazyload(Affiliation.patient))
+            .order_by(Organization.slug)
+        )
+        if not self.viewer.is_staff:
+            query = query.where(Affiliation.organization_id == self.viewer.organization_id)
+        row = self.session.execute(query.limit(1)).first()
+        if row is None:
+            if not self.viewer.is_staff:
+                raise NotVisible("no such patient")
+            return PatientScope(patient, None, None, self.default_zone, details_visible=True)
+        affiliation, org = row
+        zone = self.zone_of(org)
+        visible = self.viewer.is_staff or consent_active(affiliation, self.today_in(zone))
+        return PatientScope(patient, org, affiliation, zone, details_visible=visible)
+
+    def _own_patient_ids(self, patient_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+        ids = list(patient_ids)
+        if not ids:
+            return set()
+        return set(
+            self.session.scalars(
+                select(Affiliation.patient_id).where(
+                    Affiliation.organization_id == self.viewer.organization_id,
+                    Affiliation.patient_id.in_(ids),
+                )
+            )
+        )
+
+    # -- roster and appointments ---------------------------------------------------------
+
+    def roster(self, organization_id: uuid.UUID | None = None) -> list[RosterRow]:
+        """One row per patient and organisation: consent, next appointment, last sync."""
+        query = (
+            select(Affiliation, Patient, Organization)
+            .join(Patient, Patient.id == Affiliation.patient_id)
+            .join(Organization, Organization.id == Affiliation.organization_id)
+            .options(lazyload(Affiliation.patient))
+            .order_by(Organization.name, Patient.last_name, Patient.first_name, Patient.id)
+        )
+        if not self.viewer.is_staff:
+            query = query.where(Affiliation.organization_id == self.viewer.organization_id)
+        elif organization_id is not None:
+            query = query.where(Affiliation.organization_id == organization_id)
+        rows = self.session.execute(query).all()
+        upcoming = self._next_appointments({patient.id for _, patient, _ in rows})
+        roster: list[RosterRow] = []
+        for affiliation, patient, org in rows:
+            zone = self.zone_of(org)
+            active = consent_active(affiliation, self.today_in(zone))
+            next_appointment = upcoming.get(patient.id)
+            shown = next_appointment is not None and (active or self.viewer.is_staff)
+            roster.append(
+                RosterRow(
+                    id=patient.id,
+                    name=patient.full_name,
+                    organization_id=org.id,
+                    organization_name=org.name,
+                    roi_consent=ConsentView(
+                        status=affiliation.roi_consent_status,
+                        expires_on=affiliation.roi_consent_expires_on,
+                        active=active,
+                        message=None if active else CONSENT_REQUIRED,
+                    ),
+                    next_appointment=NextAppointment(
+                        start_time=local_time(next_appointment.start_time, zone),
+                        provider_name=next_appointment.provider_name,
+                        status=next_appointment.status,
+                    )
+                    if shown and next_appointment is not None
+                    else None,
+                    last_synced_at=optional_local_time(affiliation.last_practiceq_sync_at, zone),
+                )
+            )
+        return roster
+
+    def _next_appointments(self, patient_ids: set[uuid.UUID]) -> dict[uuid.UUID, NextAppointment]:
+        if not patient_ids:
+            return {}
+        upcoming = and_(
+            Appointment.deleted_at.is_(None),
+            Appointment.start_time >= self.now,
+            Appointment.status.not_in(NOT_UPCOMING),
+        )
+        first = (
+            select(Appointment.patient_id, func.min(Appointment.start_time).label("start_time"))
+            .where(upcoming, Appointment.patient_id.in_(patient_ids))
+            .group_by(Appointment.patient_id)
+            .subquery()
+        )
+        rows = self.session.execute(
+            select(
+                Appointment.patient_id, Appointment.start_time, Provider.name, Appointment.status
+            )
+            .join(
+                first,
+                and_(
+                    first.c.patient_id == Appointment.patient_id,
+                    first.c.start_time == Appointment.start_time,
+                ),
+            )
+            .outerjoin(Provider, Provider.id == Appointment.provider_id)
+            .where(upcoming)
+            .order_by(Appointment.pq_appointment_id)
+        ).all()
+        found: dict[uuid.UUID, NextAppointment] = {}
+        for patient_id, start, provider_name, status in rows:
+            found.setdefault(patient_id, NextAppointment(start, provider_name, status))
+        return found
+
+    def appointments(self, scope: PatientScope) -> list[AppointmentView]:
+        """The patient's stored appointments, soft-deleted ones left out, by start time."""
+        if not scope.details_visible:
+            raise ConsentRequired(CONSENT_REQUIRED)
+        rows = self.session.execute(
+            select(Appointment, Provider.name)
+            .outerjoin(Provider, Provider.id == Appointment.provider_id)
+            .where(Appointment.patient_id == scope.patient.id, Appointment.deleted_at.is_(None))
+            .order_by(Appointment.start_time, Appointment.pq_appointment_id)
+        ).all()
+        zone = scope.zone
+        return [
+            AppointmentView(
+                id=appointment.id,
+                pq_appointment_id=appointment.pq_appointment_id,
+                start_time=local_time(appointment.start_time, zone),
+                end_time=optional_local_time(appointment.end_time, zone),
+                provider_name=provider_name,
+                status=appointment.status,
+                location_name=appointment.location_name,
+                last_synced_at=optional_local_time(appointment.last_synced_at, zone),
+            )
+            for appointment, provider_name in rows
+        ]
+
+    # -- sync history and runs -----------------------------------------------------------
+
+    def trigger_label(self, run: SyncLog, user: PartnerUser | None) -> str:
+        """Who started a run, as the viewer may know it."""
+        if run.triggered_by != "user":
+            return TRIGGER_LABELS.get(run.triggered_by, run.triggered_by)
+        if user is None:
+            return "a removed user"
+        if (
+            self.viewer.is_staff
+            or user.role == "staff_admin"
+            or user.organization_id == self.viewer.organization_id
+        ):
+            return user.name
+        return "a user of another organization"
+
+    def sync_history(self, scope: PatientScope, limit: int = HISTORY_LIMIT) -> SyncHistory:
+        """Finished runs that covered the patient, newest first, with the patient's counts."""
+        patient_id = scope.patient.id
+        org_runs: ColumnElement[bool]
+        if self.viewer.is_staff:
+            org_ids = select(Affiliation.organization_id).where(
+                Affiliation.patient_id == patient_id
+            )
+            org_runs = SyncLog.organization_id.in_(org_ids)
+        else:
+            org_runs = SyncLog.organization_id == self.viewer.organization_id
+        rows = self.session.execute(
+            select(SyncLog, PartnerUser)
+            .outerjoin(PartnerUser, PartnerUser.id == SyncLog.triggered_by_user_id)
+            .where(
+                SyncLog.status.in_(("success", "partial")),
+                or_(
+                    and_(SyncLog.sync_type == "patient", SyncLog.patient_id == patient_id),
+                    and_(SyncLog.sync_type == "organization", org_runs),
+                    SyncLog.sync_type == "nightly",
+                ),
+            )
+            .order_by(SyncLog.started_at.desc())
+            .limit(HISTORY_SCAN)
+        ).all()
+        history: list[HistoryEntry] = []
+        for run, user in rows:
+            if run.sync_type == "patient":
+                summary = Summary.of_run(run)
+            else:
+                entry = next(
+                    (
+                        e
+                        for e in _detail_patients(run.details or {}, True)
+                        if e.patient_id == patient_id
+                    ),
+                    None,
+                )
+                if entry is None or entry.state == "failed":
+                    continue
+                summary = entry.summary
+            synced_at = run.finished_at or run.started_at
+            history.append(
+                HistoryEntry(
+                    local_time(synced_at, scope.zone), self.trigger_label(run, user), summary
+                )
+            )
+            if len(history) >= limit:
+                break
+        history.sort(key=lambda h: h.synced_at, reverse=True)
+        return SyncHistory(scope.ref, self._last_sync(scope), history)
+
+    def _last_sync(self, scope: PatientScope) -> datetime | None:
+        if self.viewer.is_staff:
+            last = self.session.scalar(
+                select(func.max(Affiliation.last_practiceq_sync_at)).where(
+                    Affiliation.patient_id == scope.patient.id
+                )
+            )
+        else:
+            last = scope.affiliation.last_practiceq_sync_at if scope.affiliation else None
+        return optional_local_time(last, scope.zone)
+
+    def run(self, run_id: str) -> RunProgress:
+        """A run's progress; partners see their organisation's runs and their patients'."""
+        try:
+            found = self.session.execute(
+                select(SyncLog, PartnerUser)
+                .outerjoin(PartnerUser, PartnerUser.id == SyncLog.triggered_by_user_id)
+                .where(SyncLog.id == uuid.UUID(run_id))
+            ).first()
+        except ValueError:
+            found = None
+        if found is None or not (self.viewer.is_staff or self._partner_sees_run(found[0])):
+            raise NotVisible("no such run")
+        run, user = found
+        details = run.details or {}
+        finished = run.status != "running"
+        entries = _detail_patients(details, finished)
+        ids = [entry.patient_id for entry in entries]
+        if not self.viewer.is_staff:
+            ids = list(self._own_patient_ids(ids))
+        names = {
+            patient.id: patient.full_name
+            for patient in self.session.scalars(select(Patient).where(Patient.id.in_(ids)))
+        }
+        patients = sorted(
+            (
+                RunPatient(e.patient_id, names[e.patient_id], e.state, e.summary)
+                for e in entries
+                if e.patient_id in names
+            ),
+            key=lambda p: p.patient_name,
+        )
+        org = self.session.get(Organization, run.organization_id) if run.organization_id else None
+        zone = self.zone_of(org) if org is not None else self._viewer_zone()
+        done = sum(e.state in ("done", "failed") for e in entries)
+        return RunProgress(
+            run_id=run.id,
+            scope=run.sync_type,
+            status=run.status,
+            triggered_by=self.trigger_label(run, user),
+            organization_id=org.id if org else None,
+            organization_name=org.name if org else None,
+            started_at=local_time(run.started_at, zone),
+            finished_at=optional_local_time(run.finished_at, zone),
+            patients_total=_count(details, "patients_total", default=len(entries)),
+            patients_done=_count(details, "patients_done", default=done),
+            summary=Summary.of_run(run) if finished else Summary.total(e.summary for e in entries),
+            patients=patients,
+            error=run.error_message,
+        )
+
+    def _partner_sees_run(self, run: SyncLog) -> bool:
+        if run.sync_type == "organization":
+            return run.organization_id == self.viewer.organization_id
+        if run.sync_type == "patient" and run.patient_id is not None:
+            return bool(self._own_patient_ids([run.patient_id]))
+        return False
+
+    def _viewer_zone(self) -> ZoneInfo:
+        if self.viewer.organization_id is None:
+            return self.default_zone
+        return self.zone_of(self.session.get(Organization, self.viewer.organization_id))
