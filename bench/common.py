@@ -24,9 +24,9 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from pqsync.bootstrap import App
-from pqsync.logging import configure_logging
 from pqsync.db.engine import make_engine
 from pqsync.db.migrate import upgrade
+from pqsync.logging import configure_logging
 from pqsync.services.directory import DirectoryFile, import_directory
 from pqsync.settings import Settings
 

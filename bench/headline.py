@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 from common import fresh_database, import_demo_directory, make_app, row
+
 from pqsync.db.engine import make_engine
 from pqsync.intakeq.simulator import SimConfig, SimulatorServer, demo_directory
 
@@ -53,12 +54,16 @@ def per_patient() -> tuple[float, int, int]:
 
 
 def main() -> None:
-    print("Benchmark 4: First Step House (12 patients) end to end, 250 ms latency, "
-          "10 requests/minute, 500/day")
+    print(
+        "Benchmark 4: First Step House (12 patients) end to end, 250 ms latency, "
+        "10 requests/minute, 500/day"
+    )
     print(row("run", "seconds", "requests", "429s"))
     seconds, requests, limited = per_patient()
-    print(row("baseline: one client query per patient", f"{seconds:.1f}", requests, limited),
-          flush=True)
+    print(
+        row("baseline: one client query per patient", f"{seconds:.1f}", requests, limited),
+        flush=True,
+    )
     seconds, requests, limited = ours()
     print(row("pqsync sync org first-step-house", f"{seconds:.1f}", requests, limited))
     print(f"target: under 30 s -> {'ok' if seconds < 30 else 'over'}")

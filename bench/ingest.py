@@ -34,8 +34,8 @@ from pqsync.db.engine import make_engine
 from pqsync.db.tables import Appointment, Patient
 from pqsync.domain.status import map_status
 from pqsync.domain.windows import Window
-from pqsync.intakeq.models import AppointmentQuery
 from pqsync.intakeq.models import Appointment as IntakeQAppointment
+from pqsync.intakeq.models import AppointmentQuery
 
 FSH_SHARE = 0.85  # the simulator's default share of First Step House appointments
 PATIENTS = 2000
@@ -63,8 +63,12 @@ def ours(url: str, root: str) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     assert result.status == "success", result.error
     app.close()
-    return {"stored": result.summary.new, "seconds": seconds, "requests": result.requests_made,
-            "plan": result.plan}
+    return {
+        "stored": result.summary.new,
+        "seconds": seconds,
+        "requests": result.requests_made,
+        "plan": result.plan,
+    }
 
 
 def baseline(url: str, root: str, limit: int) -> dict[str, Any]:
@@ -101,8 +105,7 @@ def baseline(url: str, root: str, limit: int) -> dict[str, Any]:
                     "intakeq_last_modified": record.last_modified,
                 }
                 if existing is None:
-                    session.add(Appointment(id=uuid.uuid4(), pq_appointment_id=record.id,
-                                            **values))
+                    session.add(Appointment(id=uuid.uuid4(), pq_appointment_id=record.id, **values))
                 else:
                     for key, value in values.items():
                         setattr(existing, key, value)
@@ -136,9 +139,22 @@ def child(args: argparse.Namespace) -> None:
 
 def run_child(root: str, database: str, method: str, limit: int) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", "--root", root, "--database", database,
-         "--method", method, "--limit", str(limit)],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            "--root",
+            root,
+            "--database",
+            database,
+            "--method",
+            method,
+            "--limit",
+            str(limit),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     figures: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return figures
@@ -158,28 +174,54 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    print("Benchmark 3: ingesting appointments from the simulator (no latency), "
-          f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    print(
+        "Benchmark 3: ingesting appointments from the simulator (no latency), "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    )
     print(row("run", "stored", "appts/s", "peak RSS MB", widths=(46, 10, 12, 14)))
     for size in [int(s) for s in args.sizes.split(",")]:
         total = int(size / FSH_SHARE) + 1
-        sim_args = ("--appointments", str(total), "--patients", str(PATIENTS),
-                    "--minute-limit", "0", "--daily-limit", "0")
+        sim_args = (
+            "--appointments",
+            str(total),
+            "--patients",
+            str(PATIENTS),
+            "--minute-limit",
+            "0",
+            "--daily-limit",
+            "0",
+        )
         with simulator_process(*sim_args) as root:
             for database in args.databases.split(","):
                 figures = run_child(root, database, "ours", 10**9)
                 rate = figures["stored"] / figures["seconds"]
-                print(row(f"pqsync, {database}, {size:,} target", figures["stored"],
-                          f"{rate:,.0f}", f"{figures['peak_rss_mb']:.0f}",
-                          widths=(46, 10, 12, 14)), flush=True)
+                print(
+                    row(
+                        f"pqsync, {database}, {size:,} target",
+                        figures["stored"],
+                        f"{rate:,.0f}",
+                        f"{figures['peak_rss_mb']:.0f}",
+                        widths=(46, 10, 12, 14),
+                    ),
+                    flush=True,
+                )
                 if size == max(int(s) for s in args.sizes.split(",")):
                     base = run_child(root, database, "baseline", args.baseline_size)
                     base_rate = base["stored"] / base["seconds"]
-                    print(row(f"baseline select-then-insert, {database}", base["stored"],
-                              f"{base_rate:,.0f}", f"{base['peak_rss_mb']:.0f}",
-                              widths=(46, 10, 12, 14)), flush=True)
-                    print(f"  speed-up on {database}: {rate / base_rate:.1f}x "
-                          f"(target at least 10x)", flush=True)
+                    print(
+                        row(
+                            f"baseline select-then-insert, {database}",
+                            base["stored"],
+                            f"{base_rate:,.0f}",
+                            f"{base['peak_rss_mb']:.0f}",
+                            widths=(46, 10, 12, 14),
+                        ),
+                        flush=True,
+                    )
+                    print(
+                        f"  speed-up on {database}: {rate / base_rate:.1f}x (target at least 10x)",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

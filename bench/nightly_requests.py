@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 from common import fresh_database, import_demo_directory, make_app, row
+
 from pqsync.db.engine import make_engine
 from pqsync.intakeq.simulator import (
     ManualClock,
@@ -26,9 +27,10 @@ def measure(label: str, dataset_kwargs: dict[str, object]) -> None:
     dataset = build_dataset(1, TODAY, **dataset_kwargs)  # type: ignore[arg-type]
     clock = ManualClock(NOW)
     config = SimConfig(minute_limit=None, daily_limit=None)
-    with SimulatorServer(dataset, clock=clock, config=config) as sim, fresh_database(
-        "sqlite"
-    ) as url:
+    with (
+        SimulatorServer(dataset, clock=clock, config=config) as sim,
+        fresh_database("sqlite") as url,
+    ):
         engine = make_engine(url)
         import_demo_directory(engine, demo_directory(dataset))
         app = make_app(engine, sim.base_url)
@@ -42,23 +44,32 @@ def measure(label: str, dataset_kwargs: dict[str, object]) -> None:
         app.close()
     print(f"\n{label}")
     print(row("run", "requests", "plan", "changes"))
-    print(row("baseline: whole-window nightly", full.requests_made, full.plan,
-              full.summary.new))
+    print(row("baseline: whole-window nightly", full.requests_made, full.plan, full.summary.new))
     for number, night in enumerate(nights, start=1):
         s = night.summary
-        print(row(f"pqsync nightly, night {number}", night.requests_made, night.plan,
-                  s.new + s.updated + s.deleted))
+        print(
+            row(
+                f"pqsync nightly, night {number}",
+                night.requests_made,
+                night.plan,
+                s.new + s.updated + s.deleted,
+            )
+        )
     quiet = nights[-1]
-    print(f"target: at most 2 requests when nothing changed -> night 3: {quiet.requests_made} "
-          f"({'ok' if quiet.requests_made <= 2 else 'over'}). Night 1 re-reads what the "
-          "simulator's seed last modified inside the one-day overlap before the watermark.")
+    print(
+        f"target: at most 2 requests when nothing changed -> night 3: {quiet.requests_made} "
+        f"({'ok' if quiet.requests_made <= 2 else 'over'}). Night 1 re-reads what the "
+        "simulator's seed last modified inside the one-day overlap before the watermark."
+    )
 
 
 def main() -> None:
     print("Benchmark 2: IntakeQ requests of a nightly run (3 quiet nights after a reconcile)")
     measure("small practice (the demo data)", {})
-    measure("large practice (6,000 appointments, 5% First Step House)",
-            {"appointments": 6000, "fsh_share": 0.05})
+    measure(
+        "large practice (6,000 appointments, 5% First Step House)",
+        {"appointments": 6000, "fsh_share": 0.05},
+    )
 
 
 if __name__ == "__main__":

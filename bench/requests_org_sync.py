@@ -13,6 +13,7 @@ import math
 from datetime import UTC, date, datetime
 
 from common import fresh_database, import_demo_directory, make_app, row
+
 from pqsync.db.engine import make_engine
 from pqsync.intakeq.models import AppointmentQuery
 from pqsync.intakeq.simulator import (
@@ -35,9 +36,10 @@ def measure(label: str, dataset_kwargs: dict[str, object]) -> None:
     target = min(len(patients), math.ceil(practice / 100)) + 1
     clock = ManualClock(NOW)
     config = SimConfig(minute_limit=None, daily_limit=None)
-    with SimulatorServer(dataset, clock=clock, config=config) as sim, fresh_database(
-        "sqlite"
-    ) as url:
+    with (
+        SimulatorServer(dataset, clock=clock, config=config) as sim,
+        fresh_database("sqlite") as url,
+    ):
         engine = make_engine(url)
         import_demo_directory(engine, demo_directory(dataset))
         app = make_app(engine, sim.base_url)
@@ -55,15 +57,31 @@ def measure(label: str, dataset_kwargs: dict[str, object]) -> None:
                 pass
         baseline = client.requests_sent - before
         app.close()
-    print(f"\n{label}: P={len(patients)} patients, A={practice} practice appointments in "
-          f"the window {start}..{end}; target min(P, ceil(A/100)) + 1 = {target}")
+    print(
+        f"\n{label}: P={len(patients)} patients, A={practice} practice appointments in "
+        f"the window {start}..{end}; target min(P, ceil(A/100)) + 1 = {target}"
+    )
     print(row("run", "requests", "plan", "vs target"))
-    print(row("baseline: one client query per patient", baseline, "per_patient",
-              "ok" if baseline <= target else "over"))
-    for name, result in (("pqsync, first run (size unknown)", cold),
-                         ("pqsync, later runs (size known)", warm)):
-        print(row(name, result.requests_made, result.plan,
-                  "ok" if result.requests_made <= target else "over"))
+    print(
+        row(
+            "baseline: one client query per patient",
+            baseline,
+            "per_patient",
+            "ok" if baseline <= target else "over",
+        )
+    )
+    for name, result in (
+        ("pqsync, first run (size unknown)", cold),
+        ("pqsync, later runs (size known)", warm),
+    ):
+        print(
+            row(
+                name,
+                result.requests_made,
+                result.plan,
+                "ok" if result.requests_made <= target else "over",
+            )
+        )
         assert result.status == "success", result.error
 
 
