@@ -51,12 +51,15 @@ class App:
                 daily_limit=self.settings.intakeq_daily_limit,
                 # 5% longer than IntakeQ's window: its clock starts when a request arrives,
                 # ours when we send it, so an exact window lets the 11th request land early.
-                minute_window=timedelta(
-                    seconds=self.settings.intakeq_minute_window_seconds * 1.05
-                ),
+                minute_window=timedelta(seconds=self.settings.intakeq_minute_window_seconds * 1.05),
                 clock=self.clock,
             )
-            self._client = IntakeQClient(self.settings.intakeq_base_url, key, budget=budget)
+            self._client = IntakeQClient(
+                self.settings.intakeq_base_url,
+                key,
+                budget=budget,
+                rate_limit_wait=self.settings.intakeq_minute_window_seconds,
+            )
         return self._client
 
     def sync_service(self) -> SyncService:

@@ -12,13 +12,13 @@ import hashlib
 import threading
 import time
 from abc import ABC, abstractmethod
-from bisect import insort
+from bisect import bisect_left, insort
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import Connection, Engine, Integer, cast, delete, func, insert, select
+from sqlalchemy import Connection, Engine, Integer, cast, delete, func, insert, select, update
 
 from pqsync.db.tables import IntakeQRequest
 from pqsync.intakeq.errors import BudgetExhausted
@@ -61,6 +61,14 @@ class RequestBudget(Protocol):
     def acquire(self) -> None:
         """Reserve one request: sleep while the minute window is full, raise
         `BudgetExhausted` when the day's budget is spent."""
+        ...
+
+    def settle(self) -> None:
+        """The try reserved last by this thread has been answered (or failed): date it now.
+
+        IntakeQ counts a request when it arrives, which is after we reserved it; dating
+        the slot at the answer means the next window can never start before IntakeQ's.
+        """
         ...
 
     def usage(self) -> BudgetUsage:
@@ -170,6 +178,7 @@ class MemoryBudget(_SlidingWindows):
         )
         self._sent: list[datetime] = []
         self._lock = threading.Lock()
+        self._last = threading.local()
 
     def _day_times(self, now: datetime) -> list[datetime]:
         self._sent = [t for t in self._sent if now - t < DAY]
@@ -181,7 +190,20 @@ class MemoryBudget(_SlidingWindows):
             wait = self._verdict(now, self._day_times(now))
             if wait is None:
                 insort(self._sent, now)
+                self._last.at = now
             return wait
+
+    def settle(self) -> None:
+        """Re-date this thread's last reservation to now (see RequestBudget.settle)."""
+        reserved: datetime | None = getattr(self._last, "at", None)
+        if reserved is None:
+            return
+        self._last.at = None
+        with self._lock:
+            index = bisect_left(self._sent, reserved)
+            if index < len(self._sent) and self._sent[index] == reserved:
+                del self._sent[index]
+            insort(self._sent, max(reserved, self._clock()))
 
     def usage(self) -> BudgetUsage:
         """Current usage of the minute and 24 h windows."""
@@ -231,6 +253,7 @@ class DatabaseBudget(_SlidingWindows):
             )
         self._engine = engine
         self._postgres = dialect == "postgresql"
+        self._last = threading.local()
         self.fingerprint = key_fingerprint(api_key)
 
     def _times_since(self, conn: Connection, since: datetime) -> list[datetime]:
@@ -259,10 +282,26 @@ class DatabaseBudget(_SlidingWindows):
             now = self._clock()
             wait = self._verdict(now, self._times_since(conn, now - DAY))
             if wait is None:
-                conn.execute(
+                inserted = conn.execute(
                     insert(IntakeQRequest).values(key_fingerprint=self.fingerprint, sent_at=now)
                 )
+                primary_key = inserted.inserted_primary_key
+                self._last.id = primary_key[0] if primary_key is not None else None
+                self._last.at = now
             return wait
+
+    def settle(self) -> None:
+        """Re-date this thread's last reservation to now (see RequestBudget.settle)."""
+        row_id = getattr(self._last, "id", None)
+        if row_id is None:
+            return
+        self._last.id = None
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(IntakeQRequest)
+                .where(IntakeQRequest.id == row_id)
+                .values(sent_at=max(self._last.at, self._clock()))
+            )
 
     def usage(self) -> BudgetUsage:
         """Current usage of this key's minute and 24 h windows, from the database."""

@@ -310,6 +310,7 @@ class IntakeQClient:
             try:
                 response = self._http.request(method, path, params=params, json=body)
             except httpx.TransportError as exc:
+                self._budget.settle()
                 failures += 1
                 retry = failures <= self._max_retries and (
                     idempotent or isinstance(exc, _NEVER_SENT)
@@ -321,6 +322,7 @@ class IntakeQClient:
                 self._sleep(wait)
                 continue
 
+            self._budget.settle()
             status = response.status_code
             wait = None
             if status == 429:

@@ -33,9 +33,20 @@ _KNOWN_FIELDS = {
 class MalformedRecord(ValueError):
     """One IntakeQ record that cannot be used. Never carries patient data in its message."""
 
-    def __init__(self, reason: str, appointment_id: str | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        appointment_id: str | None = None,
+        *,
+        client_id: int | None = None,
+        client_email: str | None = None,
+    ) -> None:
         self.reason = reason
         self.appointment_id = appointment_id
+        # Whose record it is, when that much could be read: lets a sync tell its own
+        # patients' broken records (errors) from other clients' (not its business).
+        self.client_id = client_id
+        self.client_email = client_email
         where = f" (appointment {appointment_id})" if appointment_id else ""
         super().__init__(f"malformed IntakeQ appointment{where}: {reason}")
 
@@ -134,24 +145,31 @@ def parse_appointment(raw: Any) -> Appointment:
     if not isinstance(raw, dict):
         raise MalformedRecord("not a JSON object")
     appointment_id = _text(raw, "Id")
+    email = _text(raw, "ClientEmail")
+    client_id = _int(raw, "ClientId")
+
+    def broken(reason: str, appointment: str | None = appointment_id) -> MalformedRecord:
+        return MalformedRecord(
+            reason, appointment, client_id=client_id, client_email=email.lower() if email else None
+        )
+
     if appointment_id is None:
-        raise MalformedRecord("missing Id")
+        raise broken("missing Id")
     try:
         start = _moment(raw, "StartDate", "StartDateIso")
         end = _moment(raw, "EndDate", "EndDateIso")
         last_modified = _moment(raw, "LastModified", "LastModifiedIso")
     except TimeParseError as exc:
-        raise MalformedRecord(f"bad date ({exc})", appointment_id) from None
+        raise broken(f"bad date ({exc})") from None
     if start is None:
-        raise MalformedRecord("missing start date", appointment_id)
+        raise broken("missing start date")
     if end is None and isinstance(raw.get("Duration"), int | float):
         from datetime import timedelta
 
         end = start + timedelta(minutes=float(raw["Duration"]))
-    email = _text(raw, "ClientEmail")
     return Appointment(
         id=appointment_id,
-        client_id=_int(raw, "ClientId"),
+        client_id=client_id,
         client_name=_text(raw, "ClientName"),
         client_email=email.lower() if email else None,
         practitioner_id=_text(raw, "PractitionerId"),

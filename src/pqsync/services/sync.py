@@ -167,7 +167,7 @@ class SyncService:
         self, patient_ref: str, *, window: Window | None = None, actor: Actor = CLI_ACTOR
     ) -> PreparedRun:
         """Validate, take the patient's lock and open the run's sync_logs row."""
-        with Session(self.engine) as session:
+        with Session(self.engine, expire_on_commit=False) as session:
             patient = self.find_patient(session, patient_ref)
             org = self._patient_organization(session, patient)
             zone = org.timezone if org else self.default_timezone
@@ -192,7 +192,7 @@ class SyncService:
     def prepare_organization(
         self, org_ref: str, *, window: Window | None = None, actor: Actor = CLI_ACTOR
     ) -> PreparedRun:
-        with Session(self.engine) as session:
+        with Session(self.engine, expire_on_commit=False) as session:
             org = self.find_organization(session, org_ref)
             patient_ids = list(
                 session.scalars(
@@ -213,7 +213,7 @@ class SyncService:
 
     def prepare_nightly(self, *, actor: Actor = SCHEDULE_ACTOR) -> PreparedRun:
         """The run for every organisation at once; its window is the union of theirs."""
-        with Session(self.engine) as session:
+        with Session(self.engine, expire_on_commit=False) as session:
             orgs = list(session.scalars(select(Organization)))
             windows = [self.organization_window(org) for org in orgs] or [
                 default_window(self.clock(), ZoneInfo(self.default_timezone))
@@ -246,6 +246,8 @@ class SyncService:
         organization: Organization | None,
     ) -> PreparedRun:
         run_id = uuid.uuid4()
+        organization_id = organization.id if organization else None
+        organization_name = organization.name if organization else None
         session.commit()  # end the read transaction before other connections write
         self.locks.acquire(scope_key, run_id, label)
         now = self.clock()
@@ -258,10 +260,11 @@ class SyncService:
             started_at=now,
             timezone=timezone,
             patient_ids=patient_ids,
-            organization_id=organization.id if organization else None,
-            organization_name=organization.name if organization else None,
+            organization_id=organization_id,
+            organization_name=organization_name,
         )
         try:
+            begin_write(session)
             session.add(
                 SyncLog(
                     id=run_id,

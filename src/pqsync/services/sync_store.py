@@ -40,6 +40,7 @@ from pqsync.services.sync_types import (
 Record = Appointment | MalformedRecord
 
 ACTIVITY_TABLE = cast(Table, PatientActivity.__table__)
+APPOINTMENT_TABLE = cast(Table, AppointmentRow.__table__)
 PATIENT_TABLE = cast(Table, Patient.__table__)
 _STORED_COLUMNS = (
     AppointmentRow.id,
@@ -110,6 +111,15 @@ class PatientMatcher:
             self.by_email[patient.email.lower()] = patient
         self.learned: dict[uuid.UUID, int] = {}
 
+    def owner_of(self, client_id: int | None, email: str | None) -> Patient | None:
+        """Whose record this is, without learning anything (for records we cannot use)."""
+        if client_id is not None and client_id in self.by_client_id:
+            return self.by_client_id[client_id]
+        patient = self.by_email.get((email or "").lower()) if email else None
+        if patient is not None and patient.intakeq_client_id not in (None, client_id):
+            return None
+        return patient
+
     def match(self, appointment: Appointment) -> Patient | None:
         if appointment.client_id is not None and appointment.client_id in self.by_client_id:
             return self.by_client_id[appointment.client_id]
@@ -167,12 +177,7 @@ class AppointmentStore:
         matched: list[tuple[Appointment, Patient]] = []
         for record in page:
             if isinstance(record, MalformedRecord):
-                ctx.result.malformed += 1
-                ctx.result.warnings.append(f"malformed record skipped: {record.reason}")
-                if record.appointment_id:
-                    ctx.fetched_ids.add(record.appointment_id)
-                else:
-                    ctx.unidentified_malformed = True
+                self._note_malformed(ctx, record)
                 continue
             ctx.fetched_ids.add(record.id)
             if record.id in ctx.handled_ids:
@@ -201,6 +206,23 @@ class AppointmentStore:
             ctx.matcher.learned.clear()
         session.commit()
         return matched
+
+    @staticmethod
+    def _note_malformed(ctx: RunContext, record: MalformedRecord) -> None:
+        """A broken record is an error when it is (or may be) one of this run's patients'."""
+        if record.appointment_id:
+            ctx.fetched_ids.add(record.appointment_id)
+        owner = ctx.matcher.owner_of(record.client_id, record.client_email)
+        if owner is None and (record.client_id is not None or record.client_email):
+            ctx.result.unknown_clients += 1  # another client's record: not ours to judge
+            return
+        if owner is not None and owner.id not in ctx.results:
+            return
+        if not record.appointment_id:
+            ctx.unidentified_malformed = True
+        ctx.result.malformed += 1
+        where = f" (appointment {record.appointment_id})" if record.appointment_id else ""
+        ctx.result.warnings.append(f"malformed record skipped{where}: {record.reason}")
 
     @staticmethod
     def _note_unknown(ctx: RunContext, record: Appointment) -> None:
@@ -295,12 +317,24 @@ class AppointmentStore:
             for values in writes:
                 values.update(updated_at=now, last_synced_at=now)
                 values["metadata"] = values.pop("extra")
-            statement = self._insert(AppointmentRow.__table__)
+            table = APPOINTMENT_TABLE
+            statement = self._insert(table)
             statement = statement.on_conflict_do_update(
                 index_elements=["pq_appointment_id"],
                 set_={name: getattr(statement.excluded, name) for name in _UPSERT_COLUMNS},
-            )
-            session.execute(statement, writes)
+            ).returning(table.c.pq_appointment_id, table.c.id)
+            # A concurrent run may have inserted the row first: its id is the one that stays.
+            kept = dict(session.execute(statement, writes).all())
+            provisional = {w["pq_appointment_id"]: w["id"] for w in writes}
+            renamed = {provisional[pq]: kept[pq] for pq in kept if kept[pq] != provisional[pq]}
+            if renamed:
+                for activity in activities:
+                    activity["appointment_id"] = renamed.get(
+                        activity["appointment_id"], activity["appointment_id"]
+                    )
+                for _appointment, patient in matched:
+                    for synced in ctx.results[patient.id].appointments:
+                        synced.id = renamed.get(synced.id, synced.id)
         if activities:
             session.execute(insert(ACTIVITY_TABLE), activities)
 
