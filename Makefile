@@ -37,7 +37,7 @@ test: lint test-sqlite test-postgres
 lock:
 	rm -rf /tmp/pqsync-lock && $(PYTHON) -m venv /tmp/pqsync-lock
 	/tmp/pqsync-lock/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
-	/tmp/pqsync-lock/bin/pip install --quiet --disable-pip-version-check setuptools
+	/tmp/pqsync-lock/bin/pip install --quiet --disable-pip-version-check --upgrade setuptools
 	/tmp/pqsync-lock/bin/pip freeze --all --exclude-editable --exclude pqsync --exclude pip > requirements.lock
 	rm -rf /tmp/pqsync-lock
 

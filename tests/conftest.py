@@ -122,7 +122,9 @@ class _PostgresDatabases:
     def new(self) -> str:
         name = f"pqsync_test_{uuid.uuid4().hex[:12]}"
         with self.admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"'))
+            conn.execute(
+                text(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}" STRATEGY FILE_COPY')
+            )
         self.created.append(name)
         return self.url(name)
 

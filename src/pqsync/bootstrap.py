@@ -5,6 +5,7 @@ Tests build the same graph with their own settings (and fakes where a unit test 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,7 @@ class App:
     engine: Engine
     clock: Callable[[], datetime] = field(default=_utcnow)
     _client: IntakeQClient | None = None
+    _client_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def require_schema(self) -> None:
         if not inspect(self.engine).has_table("alembic_version"):
@@ -42,6 +44,10 @@ class App:
 
     @property
     def intakeq(self) -> IntakeQClient:
+        with self._client_lock:  # request threads and background runs share one client
+            return self._make_client()
+
+    def _make_client(self) -> IntakeQClient:
         if self._client is None:
             key = self.settings.intakeq_key()
             budget = DatabaseBudget(

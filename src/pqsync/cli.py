@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from pqsync.bootstrap import App, NotSetUp, build_app
+from pqsync.cli_web import users_cli
 from pqsync.db.migrate import upgrade
 from pqsync.domain.windows import Window, WindowError, resolve_window
 from pqsync.intakeq.errors import IntakeQError
@@ -39,6 +40,7 @@ cli.add_typer(directory_cli, name="directory")
 practitioners_cli = typer.Typer(no_args_is_help=True, help="IntakeQ practitioners.")
 cli.add_typer(sync_cli, name="sync")
 cli.add_typer(practitioners_cli, name="practitioners")
+cli.add_typer(users_cli, name="users")
 
 out = Console()
 err = Console(stderr=True)
@@ -297,6 +299,19 @@ def practitioners_map(
         out.print(f"mapped; {relinked} stored appointment(s) re-linked", highlight=False)
 
 
+@cli.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the web app (JSON API, webhook receiver, /docs, /metrics) until Ctrl-C."""
+    from pqsync.cli_web import serve as run_server
+
+    configure_logging(level="INFO")
+    with user_errors():
+        run_server(host=host, port=port)
+
+
 @cli.command("simulator")
 def simulator(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8765,
@@ -330,6 +345,7 @@ def simulator(
 @cli.command("demo")
 def demo(
     port: Annotated[int, typer.Option(help="Simulator port on 127.0.0.1.")] = 8765,
+    web_port: Annotated[int, typer.Option(help="Web app port on 127.0.0.1.")] = 8000,
     once: Annotated[
         bool, typer.Option("--once", help="Exit after the sync instead of staying up.")
     ] = False,
@@ -338,7 +354,7 @@ def demo(
     from pqsync.services.demo import run_demo
 
     with user_errors():
-        run_demo(port=port, once=once, out=out, err=err)
+        run_demo(port=port, web_port=web_port, once=once, out=out, err=err)
 
 
 def main() -> None:

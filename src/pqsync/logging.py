@@ -49,7 +49,7 @@ _SENSITIVE_KEYS = frozenset(
 _EMAIL = re.compile(r"[\w.+%-]+(?:@|%40)[\w-]+(?:\.[\w-]+)+", re.IGNORECASE)
 
 # Libraries that log full URLs (with `?client=<email>`) at INFO.
-_CHATTY_LOGGERS = ("httpx", "httpcore")
+_CHATTY_LOGGERS = ("httpx", "httpcore", "httpx2", "httpcore2")
 
 
 class EventLogger(Protocol):

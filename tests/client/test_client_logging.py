@@ -26,11 +26,12 @@ def log_output() -> Iterator[io.StringIO]:
     """configure_logging into a buffer; the global logging setup is restored afterwards."""
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
+    saved_structlog = structlog.get_config()
     saved_levels = {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
     stream = io.StringIO()
     configure_logging(level="DEBUG", stream=stream)
     yield stream
-    structlog.reset_defaults()
+    structlog.configure(**saved_structlog)
     root.handlers[:] = saved[0]
     root.setLevel(saved[1])
     for name, level in saved_levels.items():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from rich.console import Console
@@ -18,7 +17,7 @@ from pqsync.settings import load_settings
 DEMO_ORG = "first-step-house"
 
 
-def run_demo(*, port: int, once: bool, out: Console, err: Console) -> None:
+def run_demo(*, port: int, web_port: int, once: bool, out: Console, err: Console) -> None:
     """Start the simulator, set up the database, import the demo directory and sync."""
     with SimulatorServer(port=port, seed=1) as simulator:
         out.print(f"IntakeQ simulator listening at {simulator.base_url}", highlight=False)
@@ -69,18 +68,19 @@ def run_demo(*, port: int, once: bool, out: Console, err: Console) -> None:
                     highlight=False,
                 )
             out.print(f"database: {settings.database_url}", highlight=False)
+            if once:
+                return
+            out.print(
+                f"Serving the API at http://127.0.0.1:{web_port} (docs: /docs); log in with "
+                "POST /api/auth/login as one of the users above. Sync again from another "
+                f"shell with\n  INTAKEQ_BASE_URL={simulator.base_url} "
+                f".venv/bin/pqsync sync org {DEMO_ORG}\nPress Ctrl-C to stop.",
+                highlight=False,
+            )
+            from pqsync.cli_web import serve
+            from pqsync.logging import configure_logging
+
+            configure_logging(level="INFO")
+            serve(host="127.0.0.1", port=web_port, app=app)
         finally:
             app.close()
-        if once:
-            return
-        out.print(
-            "The simulator stays up; sync again from another shell with\n"
-            f"  INTAKEQ_BASE_URL={simulator.base_url} .venv/bin/pqsync sync org {DEMO_ORG}\n"
-            "Press Ctrl-C to stop.",
-            highlight=False,
-        )
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            out.print("stopped")

@@ -1,0 +1,107 @@
+"""`pqsync users ...` and `pqsync serve` (Typer); the lead registers them in cli.py."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from sqlalchemy.orm import Session
+
+from pqsync.bootstrap import App, NotSetUp, build_app
+from pqsync.services.users import UserInputError, create_user, issue_token, revoke_tokens
+from pqsync.settings import SettingsError, load_settings
+
+users_cli = typer.Typer(no_args_is_help=True, help="Dashboard users and their API tokens.")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def _app() -> App:
+    try:
+        app = build_app(load_settings())
+        app.require_schema()
+    except (SettingsError, NotSetUp) as exc:
+        raise _fail(str(exc)) from None
+    return app
+
+
+@users_cli.command("create")
+def users_create(
+    email: Annotated[str, typer.Option("--email", help="The login email.")],
+    role: Annotated[
+        str, typer.Option("--role", help="staff_admin, partner_admin, case_manager or viewer.")
+    ],
+    org: Annotated[
+        str | None, typer.Option("--org", help="Organisation slug or id (not for staff_admin).")
+    ] = None,
+    password: Annotated[
+        str | None, typer.Option("--password", help="Asked for when left out.")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Shown in the sync history.")] = None,
+) -> None:
+    """Create a dashboard user with a password."""
+    if password is None:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    app = _app()
+    try:
+        with Session(app.engine) as session:
+            user = create_user(
+                session, email=email, role=role, password=password, organization=org, name=name
+            )
+            out.print(f"created {user.role} {user.email}", highlight=False)
+    except UserInputError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        app.close()
+
+
+@users_cli.command("token")
+def users_token(
+    email: Annotated[str, typer.Argument(help="The user's email.")],
+    label: Annotated[str | None, typer.Option("--label", help="What the token is for.")] = None,
+) -> None:
+    """Print a new API bearer token for the user (shown once; only its hash is kept)."""
+    app = _app()
+    try:
+        with Session(app.engine) as session:
+            issued = issue_token(session, email, now=app.clock(), label=label)
+    except UserInputError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        app.close()
+    typer.echo(issued.token)
+
+
+@users_cli.command("revoke")
+def users_revoke(email: Annotated[str, typer.Argument(help="The user's email.")]) -> None:
+    """Revoke every API token of the user."""
+    app = _app()
+    try:
+        with Session(app.engine) as session:
+            count = revoke_tokens(session, email, now=app.clock())
+    except UserInputError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        app.close()
+    out.print(f"revoked {count} token(s)", highlight=False)
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, app: App | None = None) -> None:
+    """Run the web app with uvicorn until Ctrl-C (uvicorn's access log is off: it would
+    write query strings, which hold the webhook token; the app logs each request itself)."""
+    import uvicorn
+
+    from pqsync.web.app import create_app
+
+    app = app or _app()
+    try:
+        uvicorn.run(create_app(app), host=host, port=port, access_log=False, log_config=None)
+    finally:
+        app.close()

@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): partner dashboard JSON, cron and webhook receivers, operations."""

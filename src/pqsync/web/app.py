@@ -1,0 +1,87 @@
+"""The FastAPI app factory: `create_app(App)`, no module-level state."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+
+from pqsync.bootstrap import App
+from pqsync.logging import get_logger
+from pqsync.services.auth import Authenticator
+from pqsync.web.context import WebContext
+from pqsync.web.errors import ApiError, install_error_handlers
+from pqsync.web.routes import auth, dashboard, integrations, ops, sync
+
+MAX_BODY_BYTES = 1_000_000
+
+log = get_logger("pqsync.web.requests")
+
+
+def create_app(app: App) -> FastAPI:
+    """The HTTP API over one composition root (settings, engine, clock, IntakeQ client)."""
+    ctx = WebContext(
+        app=app,
+        auth=Authenticator(app.settings.secret_key.get_secret_value(), app.clock),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_api: FastAPI) -> AsyncIterator[None]:
+        yield
+        ctx.background.shutdown()
+
+    api = FastAPI(
+        title="pqsync",
+        version="0.1.0",
+        summary="IntakeQ appointments for the clinic's partner organisations.",
+        description=(
+            "Authenticate with the session cookie of `POST /api/auth/login` (then send its "
+            "`csrfToken` as `X-CSRF-Token` on POST) or with `Authorization: Bearer <token>` "
+            'from `pqsync users token`. Errors are `{"error": {"code", "message"}}`. '
+            "Times are in the organisation's zone with their offset."
+        ),
+        lifespan=lifespan,
+    )
+    api.state.pqsync = ctx
+    install_error_handlers(api)
+    for module in (auth, sync, dashboard, integrations, ops):
+        api.include_router(module.router)
+
+    # FastAPI's own pages (/docs, /openapi.json) do not name their route in the scope.
+    static_paths = {
+        path for route in api.routes if "{" not in (path := getattr(route, "path", "{"))
+    }
+
+    @api.middleware("http")
+    async def observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        length = request.headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            response: Response = ApiError(
+                413, "payload_too_large", f"the body may be at most {MAX_BODY_BYTES} bytes"
+            ).response()
+        else:
+            response = await call_next(request)
+        # The route's template, never the raw path: paths hold ids, query strings hold tokens.
+        route = getattr(request.scope.get("route"), "path", None) or (
+            request.url.path if request.url.path in static_paths else "unmatched"
+        )
+        elapsed = time.perf_counter() - started
+        ctx.metrics.requests.labels(request.method, route, str(response.status_code)).inc()
+        ctx.metrics.request_seconds.labels(route).observe(elapsed)
+        if route.startswith("/api/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        log.info(
+            "http.request",
+            method=request.method,
+            route=route,
+            status=response.status_code,
+            ms=round(elapsed * 1000, 1),
+        )
+        return response
+
+    return api

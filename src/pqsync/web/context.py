@@ -1,0 +1,64 @@
+"""What the routes share: the composition root's App plus the web layer's own parts."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from pqsync.bootstrap import App
+from pqsync.services.auth import Authenticator, Principal
+from pqsync.services.dashboard import Dashboard
+from pqsync.services.sync import PreparedRun, SyncResult, SyncService
+from pqsync.web.background import BackgroundWork
+from pqsync.web.metrics import Metrics
+
+# Whom the cron endpoint's answers are shown to: the clinic, with no user behind it.
+SCHEDULER = Principal(
+    user_id=uuid.UUID(int=0),
+    email="",
+    name="nightly schedule",
+    role="staff_admin",
+    organization_id=None,
+    organization_name=None,
+    via="cron",
+)
+
+
+@dataclass
+class WebContext:
+    app: App
+    auth: Authenticator
+    metrics: Metrics = field(default_factory=Metrics)
+    background: BackgroundWork = field(default_factory=BackgroundWork)
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.app.settings.env != "development"
+
+    def now(self) -> datetime:
+        return self.app.clock()
+
+    def dashboard(self, session: Session, viewer: Principal) -> Dashboard:
+        return Dashboard(
+            session, viewer, now=self.now(), default_timezone=self.app.settings.timezone
+        )
+
+    def sync_service(self) -> SyncService:
+        return self.app.sync_service()
+
+    def run_sync(self, service: SyncService, prepared: PreparedRun) -> SyncResult:
+        """Run a prepared sync to the end and count it."""
+        result = service.run(prepared)
+        self.metrics.sync_runs.labels(
+            scope=result.scope, status=result.status, trigger=prepared.actor.kind
+        ).inc()
+        return result
+
+    def run_sync_later(self, service: SyncService, prepared: PreparedRun) -> None:
+        """Run it on a background thread (the answer was already sent)."""
+        self.background.submit(
+            f"sync {prepared.scope} {prepared.run_id}", lambda: self.run_sync(service, prepared)
+        )

@@ -1,0 +1,119 @@
+"""Typed dependencies: the context, a database session, the caller and role guards."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, cast
+
+from fastapi import Depends, Query, Request
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from pqsync.domain.roles import SYNC_ROLES
+from pqsync.services.auth import Principal, secrets_match
+from pqsync.services.dashboard import Dashboard
+from pqsync.web.context import WebContext
+from pqsync.web.errors import ApiError, unauthenticated
+
+SESSION_COOKIE = "pqsync_session"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+_bearer = HTTPBearer(auto_error=False, description="An API token from `pqsync users token`.")
+_cookie = APIKeyCookie(
+    name=SESSION_COOKIE, auto_error=False, description="Set by POST /api/auth/login."
+)
+_cron = HTTPBearer(auto_error=False, scheme_name="CronSecret", description="PQSYNC_CRON_SECRET.")
+
+
+def get_context(request: Request) -> WebContext:
+    return cast(WebContext, request.app.state.pqsync)
+
+
+ContextDep = Annotated[WebContext, Depends(get_context)]
+
+
+def get_session(ctx: ContextDep) -> Iterator[Session]:
+    with Session(ctx.app.engine, expire_on_commit=False) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def current_user(
+    request: Request,
+    ctx: ContextDep,
+    session: SessionDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    cookie: Annotated[str | None, Depends(_cookie)],
+) -> Principal:
+    """The caller, by bearer token or session cookie; cookie callers must send the CSRF
+    token with every state-changing request (bearer callers are exempt: no browser sends
+    a bearer token on its own)."""
+    if bearer is not None:
+        principal = ctx.auth.from_bearer(session, bearer.credentials)
+        if principal is None:
+            raise unauthenticated()
+        return principal
+    if request.headers.get("Authorization") or not cookie:
+        raise unauthenticated()
+    principal = ctx.auth.from_session_cookie(session, cookie)
+    if principal is None:
+        raise unauthenticated()
+    csrf = request.headers.get(CSRF_HEADER)
+    if request.method not in SAFE_METHODS and not (
+        principal.csrf_token and secrets_match(csrf, principal.csrf_token)
+    ):
+        raise ApiError(403, "csrf_failed", f"missing or wrong {CSRF_HEADER} header")
+    return principal
+
+
+CurrentUser = Annotated[Principal, Depends(current_user)]
+
+
+def sync_user(user: CurrentUser) -> Principal:
+    """Staff, partner admins and case managers may start syncs; viewers only read."""
+    if user.role not in SYNC_ROLES:
+        raise ApiError(403, "forbidden", f"the {user.role} role may not start a sync")
+    return user
+
+
+SyncUser = Annotated[Principal, Depends(sync_user)]
+
+
+def dashboard_for(ctx: ContextDep, session: SessionDep, user: CurrentUser) -> Dashboard:
+    return ctx.dashboard(session, user)
+
+
+DashboardDep = Annotated[Dashboard, Depends(dashboard_for)]
+
+
+def cron_caller(
+    ctx: ContextDep, bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_cron)]
+) -> None:
+    expected = ctx.app.settings.cron_secret.get_secret_value()
+    if bearer is None or not secrets_match(bearer.credentials, expected):
+        raise ApiError(
+            401,
+            "unauthenticated",
+            "send Authorization: Bearer <PQSYNC_CRON_SECRET>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+CronCaller = Depends(cron_caller)
+
+
+def webhook_caller(
+    ctx: ContextDep,
+    token: Annotated[
+        str | None, Query(description="PQSYNC_WEBHOOK_TOKEN, as configured in IntakeQ.")
+    ] = None,
+) -> None:
+    # A wrong token looks like no endpoint at all.
+    if not secrets_match(token, ctx.app.settings.webhook_token.get_secret_value()):
+        raise ApiError(404, "not_found", "no such endpoint")
+
+
+WebhookCaller = Depends(webhook_caller)

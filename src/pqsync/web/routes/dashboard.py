@@ -1,0 +1,80 @@
+"""What partners read: the roster, a patient's appointments and sync history, run progress."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from pqsync.services.dashboard import ConsentRequired, NotVisible, PatientScope
+from pqsync.web.deps import DashboardDep
+from pqsync.web.errors import ApiError, not_found, responses
+from pqsync.web.schemas import (
+    AppointmentOut,
+    AppointmentsOut,
+    PatientRefOut,
+    RosterEntryOut,
+    RosterOut,
+    SyncHistoryOut,
+    SyncRunOut,
+)
+
+router = APIRouter(prefix="/api/partner-dashboard", tags=["dashboard"])
+
+PatientId = Annotated[str, Path(alias="patientId")]
+
+
+def visible_patient(dashboard: DashboardDep, patient_id: PatientId) -> PatientScope:
+    try:
+        return dashboard.patient(patient_id)
+    except NotVisible:
+        raise not_found("patient") from None
+
+
+@router.get("/patients", responses=responses(401, 404, 422))
+def roster(
+    dashboard: DashboardDep,
+    organization_id: Annotated[
+        uuid.UUID | None,
+        Query(alias="organizationId", description="Staff: only this organisation."),
+    ] = None,
+) -> RosterOut:
+    """The organisation's patients: ROI consent, next appointment (only while consent is
+    active), last sync."""
+    viewer = dashboard.viewer
+    if organization_id not in (None, viewer.organization_id) and not viewer.is_staff:
+        raise not_found("organization")
+    rows = dashboard.roster(organization_id)
+    return RosterOut(patients=[RosterEntryOut.model_validate(row) for row in rows])
+
+
+@router.get("/patients/{patientId}/appointments", responses=responses(401, 403, 404, 422))
+def appointments(dashboard: DashboardDep, patient_id: PatientId) -> AppointmentsOut:
+    """The patient's appointments (soft-deleted ones left out); 403 while ROI consent with
+    the caller's organisation is not active."""
+    scope = visible_patient(dashboard, patient_id)
+    try:
+        rows = dashboard.appointments(scope)
+    except ConsentRequired as exc:
+        raise ApiError(403, "roi_consent_required", str(exc)) from None
+    return AppointmentsOut(
+        patient=PatientRefOut.model_validate(scope.ref),
+        appointments=[AppointmentOut.model_validate(row) for row in rows],
+    )
+
+
+@router.get("/patients/{patientId}/sync-history", responses=responses(401, 404, 422))
+def sync_history(dashboard: DashboardDep, patient_id: PatientId) -> SyncHistoryOut:
+    """Finished syncs that covered the patient, newest first, and who started each."""
+    scope = visible_patient(dashboard, patient_id)
+    return SyncHistoryOut.model_validate(dashboard.sync_history(scope))
+
+
+@router.get("/sync-runs/{runId}", responses=responses(401, 404, 422), name="sync_run")
+def sync_run(dashboard: DashboardDep, run_id: Annotated[str, Path(alias="runId")]) -> SyncRunOut:
+    """A run's progress: status, patients total and done, each patient's state and counts."""
+    try:
+        return SyncRunOut.model_validate(dashboard.run(run_id))
+    except NotVisible:
+        raise not_found("run") from None

@@ -1,0 +1,245 @@
+"""Starting syncs from the dashboard: one patient, or every patient of an organisation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any, cast
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Header, Path
+from fastapi.responses import JSONResponse
+
+from pqsync.domain.windows import Window, WindowError, make_window, parse_day
+from pqsync.services.dashboard import Dashboard, NotVisible, PatientScope, local_time
+from pqsync.services.sync import (
+    Actor,
+    PreparedRun,
+    SyncInProgress,
+    SyncInputError,
+    SyncResult,
+    SyncService,
+)
+from pqsync.web.context import WebContext
+from pqsync.web.deps import ContextDep, DashboardDep, SyncUser
+from pqsync.web.errors import ApiError, not_found, responses, retry_later
+from pqsync.web.schemas import (
+    OrganizationSyncOut,
+    PatientResultOut,
+    PatientSyncOut,
+    SummaryOut,
+    SyncAction,
+    SyncedAppointmentOut,
+    SyncRequest,
+    SyncRunOut,
+)
+
+router = APIRouter(prefix="/api/partner-dashboard", tags=["sync"])
+
+PreferHeader = Annotated[
+    str | None,
+    Header(description="`respond-async`: answer 202 at once with the run's Location."),
+]
+ACCEPTED_RESPONSE: dict[int | str, dict[str, Any]] = {
+    202: {
+        "model": SyncRunOut,
+        "description": "Started (with `Prefer: respond-async`); progress at `Location`.",
+    }
+}
+SYNC_ERRORS = responses(400, 401, 403, 404, 409, 422, 429, 502)
+
+
+def requested_window(body: SyncRequest | None) -> Window | None:
+    """The body's dateRange, validated (422 names the field and why), or None."""
+    if body is None or body.date_range is None:
+        return None
+    try:
+        start = parse_day("startDate", body.date_range.start_date)
+        end = parse_day("endDate", body.date_range.end_date)
+        return make_window(start, end)
+    except WindowError as exc:
+        raise ApiError(422, "invalid_date_range", f"dateRange.{exc.field}: {exc.reason}") from None
+
+
+def wants_async(prefer: str | None) -> bool:
+    tokens = (part.split("=")[0].strip().lower() for part in (prefer or "").split(","))
+    return "respond-async" in tokens
+
+
+def start_run(
+    ctx: WebContext, what: str, prepare: Callable[[SyncService], PreparedRun]
+) -> tuple[SyncService, PreparedRun]:
+    """Prepare a run of `what` ("this patient"): 404 if its patient or organisation is gone,
+    409 naming the run already going."""
+    service = ctx.sync_service()
+    try:
+        return service, prepare(service)
+    except SyncInputError:
+        raise not_found("patient or organization") from None
+    except SyncInProgress as exc:
+        raise ApiError(
+            409,
+            "sync_in_progress",
+            f"a sync of {what} is already running (run {exc.run_id})",
+            run_id=exc.run_id,
+            headers={"Location": run_location(exc.run_id)},
+        ) from None
+
+
+def run_location(run_id: object) -> str:
+    return f"{router.prefix}/sync-runs/{run_id}"
+
+
+def failure(result: SyncResult, zone: ZoneInfo, now: datetime) -> ApiError:
+    """The answer for a run that failed: 429 when the budget is spent, 502 otherwise."""
+    if result.error_kind == "budget" and result.budget_frees_at is not None:
+        frees = local_time(result.budget_frees_at, zone)
+        return retry_later(
+            "intakeq_budget_exhausted",
+            f"the daily IntakeQ request budget is used up; it frees up at {frees.isoformat()}",
+            retry_at=frees,
+            now=now,
+            run_id=result.run_id,
+        )
+    if result.error_kind == "unreachable":
+        message = "IntakeQ could not be reached; nothing was changed, try again later"
+        return ApiError(502, "intakeq_unreachable", message, run_id=result.run_id)
+    if result.error_kind == "auth":
+        message = "IntakeQ refused the clinic's API key; the clinic has to renew it"
+        return ApiError(502, "intakeq_auth_failed", message, run_id=result.run_id)
+    message = "IntakeQ answered with an error; the run is recorded, try again later"
+    return ApiError(502, "intakeq_error", message, run_id=result.run_id)
+
+
+def accepted(dashboard: Dashboard, prepared: PreparedRun) -> JSONResponse:
+    """202 with the new run's progress and its Location."""
+    dashboard.session.commit()  # a new snapshot: the run's row was written by another connection
+    progress = SyncRunOut.model_validate(dashboard.run(str(prepared.run_id)))
+    return JSONResponse(
+        progress.model_dump(mode="json", by_alias=True),
+        status_code=202,
+        headers={
+            "Location": run_location(prepared.run_id),
+            "Preference-Applied": "respond-async",
+        },
+    )
+
+
+def start_user_run(
+    ctx: WebContext,
+    dashboard: Dashboard,
+    what: str,
+    body: SyncRequest | None,
+    prepare: Callable[[SyncService, Window | None, Actor], PreparedRun],
+) -> tuple[SyncService, PreparedRun]:
+    """A run started by the caller, over the body's dateRange (or the default window)."""
+    window = requested_window(body)
+    viewer = dashboard.viewer
+    actor = Actor(kind="user", user_id=viewer.user_id, name=viewer.name)
+    return start_run(ctx, what, lambda service: prepare(service, window, actor))
+
+
+def patient_sync_out(result: SyncResult, scope: PatientScope) -> PatientSyncOut:
+    mine = next((p for p in result.patients if p.patient_id == scope.patient.id), None)
+    shown = mine.appointments if mine is not None and scope.details_visible else []
+    return PatientSyncOut(
+        success=result.ok,
+        patient_id=scope.patient.id,
+        patient_name=scope.patient.full_name,
+        synced_at=local_time(result.finished_at, scope.zone),
+        summary=SummaryOut.model_validate(result.summary),
+        appointments=[
+            SyncedAppointmentOut(
+                id=a.id,
+                pq_appointment_id=a.pq_appointment_id,
+                start_time=local_time(a.start_time, scope.zone),
+                provider_name=a.provider_name,
+                status=a.status,
+                sync_action=cast(SyncAction, a.action),
+            )
+            for a in shown
+        ],
+    )
+
+
+@router.post("/patients/{patientId}/sync", responses=SYNC_ERRORS)
+def sync_patient(
+    patient_id: Annotated[str, Path(alias="patientId")],
+    _user: SyncUser,
+    ctx: ContextDep,
+    dashboard: DashboardDep,
+    body: SyncRequest | None = None,
+) -> PatientSyncOut:
+    """Sync one patient's appointments from IntakeQ now and return what changed.
+
+    Without active ROI consent a partner still syncs, but `appointments` comes back empty."""
+    try:
+        scope = dashboard.patient(patient_id)
+    except NotVisible:
+        raise not_found("patient") from None
+    service, prepared = start_user_run(
+        ctx,
+        dashboard,
+        "this patient",
+        body,
+        lambda s, window, actor: s.prepare_patient(
+            str(scope.patient.id), window=window, actor=actor
+        ),
+    )
+    result = ctx.run_sync(service, prepared)
+    if not result.ok:
+        raise failure(result, scope.zone, ctx.now())
+    return patient_sync_out(result, scope)
+
+
+@router.post(
+    "/organizations/{orgId}/sync-all-patients",
+    response_model=OrganizationSyncOut,
+    responses={**ACCEPTED_RESPONSE, **SYNC_ERRORS},
+)
+def sync_organization(
+    org_id: Annotated[str, Path(alias="orgId", description="The organisation's id or slug.")],
+    _user: SyncUser,
+    ctx: ContextDep,
+    dashboard: DashboardDep,
+    prefer: PreferHeader = None,
+    body: SyncRequest | None = None,
+) -> OrganizationSyncOut | JSONResponse:
+    """Sync every patient of the organisation; waits for the end unless
+    `Prefer: respond-async` (then 202 and `Location: /api/partner-dashboard/sync-runs/{id}`)."""
+    try:
+        org = dashboard.organization(org_id)
+    except NotVisible:
+        raise not_found("organization") from None
+    service, prepared = start_user_run(
+        ctx,
+        dashboard,
+        "this organization",
+        body,
+        lambda s, window, actor: s.prepare_organization(str(org.id), window=window, actor=actor),
+    )
+    if wants_async(prefer):
+        ctx.run_sync_later(service, prepared)
+        return accepted(dashboard, prepared)
+    result = ctx.run_sync(service, prepared)
+    zone = dashboard.zone_of(org)
+    if not result.ok:
+        raise failure(result, zone, ctx.now())
+    return OrganizationSyncOut(
+        success=True,
+        organization_id=org.id,
+        organization_name=org.name,
+        synced_at=local_time(result.finished_at, zone),
+        patients_processed=len(result.patients),
+        total_summary=SummaryOut.model_validate(result.summary),
+        patient_results=[
+            PatientResultOut(
+                patient_id=p.patient_id,
+                patient_name=p.patient_name,
+                success=p.error is None and p.state != "failed",
+                summary=SummaryOut.model_validate(p.summary),
+                error=p.error,
+            )
+            for p in result.patients
+        ],
+    )

@@ -1,0 +1,273 @@
+"""The JSON the HTTP API takes and returns (camelCase on the wire, as in the proposal)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+RunStatus = Literal["running", "success", "partial", "failed"]
+RunScope = Literal["patient", "organization", "nightly"]
+PatientState = Literal["pending", "running", "done", "failed"]
+SyncAction = Literal["new", "updated", "unchanged", "deleted"]
+ConsentStatus = Literal["active", "expired", "revoked", "missing"]
+
+LocalTime = datetime  # always with the organisation's offset, e.g. 2025-11-15T14:00:00-07:00
+
+
+class ApiModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+class ErrorDetail(ApiModel):
+    code: str = Field(examples=["not_found"])
+    message: str = Field(examples=["no such patient"])
+    run_id: uuid.UUID | None = Field(
+        None, description="The run concerned: the running one (409) or the failed one (429, 502)."
+    )
+    retry_at: datetime | None = Field(None, description="When to try again (429).")
+
+
+class ErrorResponse(ApiModel):
+    error: ErrorDetail
+
+
+# -- auth ---------------------------------------------------------------------------------
+
+
+# PostgreSQL text cannot hold NUL: such input is refused here rather than failing there.
+NO_NUL = r"^[^\x00]*$"
+
+
+class LoginRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: str = Field(
+        min_length=1, max_length=320, pattern=NO_NUL, examples=["beth@firststephouse.org"]
+    )
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class UserOut(ApiModel):
+    id: uuid.UUID
+    email: str
+    name: str
+    role: str = Field(examples=["case_manager"])
+    organization_id: uuid.UUID | None
+    organization_name: str | None
+
+
+class SessionOut(ApiModel):
+    user: UserOut
+    csrf_token: str | None = Field(
+        description="Send as X-CSRF-Token on cookie-authenticated POST requests; "
+        "null for bearer tokens."
+    )
+
+
+# -- syncs --------------------------------------------------------------------------------
+
+
+class DateRange(ApiModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start_date: str = Field(examples=["2025-11-01"], json_schema_extra={"format": "date"})
+    end_date: str = Field(examples=["2025-12-31"], json_schema_extra={"format": "date"})
+
+
+class SyncRequest(ApiModel):
+    model_config = ConfigDict(extra="forbid")
+
+    date_range: DateRange | None = Field(
+        None,
+        description="Local calendar dates, inclusive, at most 400 days; default: the "
+        "organisation's window (90 days back to 90 days ahead).",
+    )
+
+
+class SummaryOut(ApiModel):
+    new: int
+    updated: int
+    unchanged: int
+    errors: int
+
+
+class SyncedAppointmentOut(ApiModel):
+    id: uuid.UUID = Field(description="Our appointment id.")
+    pq_appointment_id: str
+    start_time: LocalTime
+    provider_name: str | None
+    status: str
+    sync_action: SyncAction
+
+
+class PatientSyncOut(ApiModel):
+    success: bool
+    patient_id: uuid.UUID
+    patient_name: str
+    synced_at: LocalTime
+    summary: SummaryOut
+    appointments: list[SyncedAppointmentOut] = Field(
+        description="Empty for a partner while the patient's ROI consent is not active."
+    )
+
+
+class PatientResultOut(ApiModel):
+    patient_id: uuid.UUID
+    patient_name: str
+    success: bool
+    summary: SummaryOut
+    error: str | None
+
+
+class OrganizationSyncOut(ApiModel):
+    success: bool
+    organization_id: uuid.UUID
+    organization_name: str
+    synced_at: LocalTime
+    patients_processed: int
+    total_summary: SummaryOut
+    patient_results: list[PatientResultOut]
+
+
+class NightlySyncOut(ApiModel):
+    success: bool
+    run_id: uuid.UUID
+    status: RunStatus
+    synced_at: LocalTime
+    patients_processed: int
+    total_summary: SummaryOut
+
+
+class RunPatientOut(ApiModel):
+    patient_id: uuid.UUID
+    patient_name: str
+    state: PatientState
+    summary: SummaryOut
+
+
+class SyncRunOut(ApiModel):
+    run_id: uuid.UUID
+    scope: RunScope
+    status: RunStatus
+    triggered_by: str
+    organization_id: uuid.UUID | None
+    organization_name: str | None
+    started_at: LocalTime
+    finished_at: LocalTime | None
+    patients_total: int
+    patients_done: int
+    summary: SummaryOut
+    patients: list[RunPatientOut]
+    error: str | None
+
+
+# -- dashboard ----------------------------------------------------------------------------
+
+
+class PatientRefOut(ApiModel):
+    id: uuid.UUID
+    name: str
+
+
+class HistoryEntryOut(ApiModel):
+    synced_at: LocalTime
+    triggered_by: str = Field(examples=["Beth Rodriguez", "nightly schedule", "webhook"])
+    summary: SummaryOut
+
+
+class SyncHistoryOut(ApiModel):
+    patient: PatientRefOut
+    last_sync: LocalTime | None
+    history: list[HistoryEntryOut]
+
+
+class ConsentOut(ApiModel):
+    status: ConsentStatus
+    expires_on: date | None
+    active: bool
+    message: str | None = Field(examples=["ROI consent required"])
+
+
+class NextAppointmentOut(ApiModel):
+    start_time: LocalTime
+    provider_name: str | None
+    status: str
+
+
+class RosterEntryOut(ApiModel):
+    id: uuid.UUID
+    name: str
+    organization_id: uuid.UUID
+    organization_name: str
+    roi_consent: ConsentOut
+    next_appointment: NextAppointmentOut | None = Field(
+        description="Null when there is none, or for a partner while consent is not active."
+    )
+    last_synced_at: LocalTime | None
+
+
+class RosterOut(ApiModel):
+    patients: list[RosterEntryOut]
+
+
+class AppointmentOut(ApiModel):
+    id: uuid.UUID
+    pq_appointment_id: str
+    start_time: LocalTime
+    end_time: LocalTime | None
+    provider_name: str | None
+    status: str
+    location_name: str | None
+    last_synced_at: LocalTime | None
+
+
+class AppointmentsOut(ApiModel):
+    patient: PatientRefOut
+    appointments: list[AppointmentOut]
+
+
+# -- integrations and operations ----------------------------------------------------------
+
+
+# IntakeQ's client ids are positive and fit the BIGINT column they are looked up in.
+IntakeQClientId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
+class WebhookAppointment(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    Id: str | None = None
+    ClientId: IntakeQClientId | None = None
+
+
+class WebhookPayload(BaseModel):
+    """IntakeQ's appointment webhook; only a hint of which client to re-fetch."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    EventType: str = Field(max_length=100, examples=["AppointmentCreated"])
+    ActionPerformedByClient: bool | None = None
+    Appointment: WebhookAppointment | None = None
+    ClientId: IntakeQClientId | None = None
+    PracticeId: str | int | None = None
+
+
+class WebhookAccepted(ApiModel):
+    accepted: bool
+
+
+class HealthOut(ApiModel):
+    status: Literal["ok"]
+    database: Literal["ok"]
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    detail = ErrorDetail(code=code, message=message, **extra)
+    return ErrorResponse(error=detail).model_dump(mode="json", by_alias=True, exclude_none=True)
