@@ -1,0 +1,96 @@
+"""One run per scope across processes (a lease), and one failing patient failing alone."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pqsync.bootstrap import App
+from pqsync.db.tables import Appointment, SyncLog, SyncState
+from pqsync.intakeq.errors import IntakeQServerError
+from pqsync.intakeq.models import AppointmentQuery
+from pqsync.intakeq.simulator import ManualClock, SimulatorServer
+from pqsync.services.locks import DEFAULT_LEASE, SyncInProgress
+from pqsync.services.sync import PRACTICE_DENSITY, AppointmentSource, Record, SyncService
+
+
+def test_a_second_run_of_the_same_scope_is_told_which_run_is_going(
+    service: SyncService, pq: App
+) -> None:
+    first = service.prepare_organization("first-step-house")
+    with pytest.raises(SyncInProgress) as caught:
+        service.prepare_organization("first-step-house")
+    assert caught.value.run_id == first.run_id
+    assert "first-step-house is already running" in str(caught.value)
+    # Another scope is not blocked, and the first run still completes.
+    assert service.sync_patient("ann@firststephouse.org").status == "success"
+    assert service.run(first).status == "success"
+    assert service.sync_organization("first-step-house").status == "success"
+
+
+def test_the_lease_of_a_dead_worker_expires(
+    service: SyncService, pq: App, clock: ManualClock
+) -> None:
+    dead = service.prepare_organization("first-step-house")  # its worker never runs it
+    clock.advance(DEFAULT_LEASE - timedelta(seconds=1))
+    with pytest.raises(SyncInProgress):
+        service.prepare_organization("first-step-house")
+    clock.advance(timedelta(seconds=2))
+    taken_over = service.prepare_organization("first-step-house")
+    assert taken_over.run_id != dead.run_id
+    assert service.run(taken_over).status == "success"
+
+
+class FailsForOnePatient:
+    """The real client, except that one patient's `client` query fails (a unit-level fault)."""
+
+    def __init__(self, real: AppointmentSource, failing_email: str) -> None:
+        self.real = real
+        self.failing_email = failing_email
+
+    @property
+    def requests_sent(self) -> int:
+        return self.real.requests_sent
+
+    def appointment_pages(self, query: AppointmentQuery) -> Generator[list[Record], None, None]:
+        if query.client == self.failing_email:
+            raise IntakeQServerError(500, "/appointments")
+        yield from self.real.appointment_pages(query)
+
+
+def test_a_failing_patient_does_not_stop_the_organizations_run(
+    pq: App, sim: SimulatorServer, clock: ManualClock
+) -> None:
+    failing = sim.dataset.special.email_superstring
+    email = failing.directory_email or failing.email
+    service = SyncService(pq.engine, FailsForOnePatient(pq.intakeq, email), clock=clock)
+    with Session(pq.engine) as session:
+        # What a large practice's last full fetch would have taught: per-patient is cheaper.
+        session.add(SyncState(name=PRACTICE_DENSITY, value={"per_day": 500.0}, updated_at=clock()))
+        session.commit()
+    result = service.sync_organization("first-step-house")
+    assert result.plan == "per_patient"
+    assert result.status == "partial"
+    failed = [p for p in result.patients if p.error]
+    assert [p.patient_name for p in failed] == [failing.name]
+    assert result.summary.errors == 1
+    s = result.summary
+    assert s.seen == s.new + s.updated + s.unchanged + s.deleted + s.errors
+    start, end = sim.dataset.default_window()
+    fsh = {c.client_id for c in sim.dataset.fsh_patients}
+    everyone = {a.id for a in sim.dataset.appointments_in_window(start, end, fsh)}
+    others = {
+        a.id for a in sim.dataset.appointments_in_window(start, end, fsh - {failing.client_id})
+    }
+    with Session(pq.engine) as session:
+        stored = set(session.scalars(select(Appointment.pq_appointment_id)))
+        log = session.get(SyncLog, result.run_id)
+    # Every other patient is complete; the failed one's appointments are not there.
+    assert stored == others
+    assert stored != everyone
+    assert log is not None and log.status == "partial"
+    assert log.details["patients"][str(failed[0].patient_id)]["state"] == "failed"
