@@ -322,3 +322,52 @@ def test_organizations_without_patients_sync_nothing(service: SyncService, pq: A
     result = service.sync_organization("empty-house")
     assert result.status == "success"
     assert result.requests_made == 0
+
+
+def test_a_webhook_hint_refetches_one_appointment_and_a_404_deletes_it(
+    service: SyncService, sim: SimulatorServer, pq: App
+) -> None:
+    from pqsync.services.sync import Actor
+
+    service.sync_organization("first-step-house")
+    target = sorted(fsh_truth(sim))[2]
+    moved = sim.dataset.appointments[target].start + timedelta(hours=2)
+    control(
+        sim,
+        "PATCH",
+        f"/appointments/{target}",
+        StartDateIso=moved.strftime("%Y-%m-%dT%H:%M:%S.0000000Z"),
+    )
+    hook = Actor(kind="webhook")
+    updated = service.run(service.prepare_appointment(target, actor=hook))
+    assert (updated.plan, updated.requests_made, updated.summary.updated) == ("refetch", 1, 1)
+    assert stored(pq.engine)[target].start_time == moved
+
+    control(sim, "POST", f"/appointments/{target}/delete")
+    deleted = service.run(service.prepare_appointment(target, actor=hook))
+    assert deleted.summary.deleted == 1
+    assert target not in stored(pq.engine)
+
+    ann = sim.dataset.special.email_substring
+    booked = control(
+        sim,
+        "POST",
+        "/appointments",
+        ClientId=ann.client_id,
+        StartDateIso="2025-11-03T17:00:00.0000000Z",
+    )
+    with Session(pq.engine) as session:
+        ann_id = session.scalars(
+            select(Patient.id).filter_by(email=(ann.directory_email or ann.email).lower())
+        ).one()
+    new = service.run(service.prepare_appointment(booked["Id"], patient_hint=ann_id, actor=hook))
+    assert new.summary.new == 1
+    assert booked["Id"] in stored(pq.engine)
+    with Session(pq.engine) as session:
+        log = session.get(SyncLog, new.run_id)
+        assert log is not None and log.triggered_by == "webhook"
+
+
+def test_a_hint_for_an_appointment_of_nobody_is_refused(service: SyncService) -> None:
+    with pytest.raises(SyncInputError, match="no such appointment"):
+        service.prepare_appointment("not-ours-123")

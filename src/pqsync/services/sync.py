@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Callable, Generator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -84,6 +85,8 @@ class AppointmentSource(Protocol):
     """What the sync needs of the IntakeQ client."""
 
     requests_sent: int
+
+    def get_appointment(self, appointment_id: str) -> Appointment | None: ...
 
     def appointment_pages(self, query: AppointmentQuery) -> Generator[list[Record], None, None]: ...
 
@@ -188,6 +191,30 @@ class SyncService:
                 patient_ids=[patient.id],
                 organization=org,
             )
+
+    def prepare_appointment(
+        self,
+        appointment_id: str,
+        *,
+        patient_hint: uuid.UUID | None = None,
+        actor: Actor = CLI_ACTOR,
+    ) -> PreparedRun:
+        """A run of one patient's scope that re-fetches one appointment by id (a webhook's
+        hint; 404 means deleted). The patient is the one we store it for, else the hint."""
+        appointment_id = appointment_id.strip()
+        if not appointment_id or len(appointment_id) > 64:
+            raise SyncInputError("not an IntakeQ appointment id")
+        with Session(self.engine, expire_on_commit=False) as session:
+            stored_for = session.scalar(
+                select(AppointmentRow.patient_id).where(
+                    AppointmentRow.pq_appointment_id == appointment_id
+                )
+            )
+            patient_id = stored_for or patient_hint
+            if patient_id is None:
+                raise SyncInputError("no such appointment and no patient to look for it")
+        prepared = self.prepare_patient(str(patient_id), actor=actor)
+        return replace(prepared, appointment_id=appointment_id)
 
     def prepare_organization(
         self, org_ref: str, *, window: Window | None = None, actor: Actor = CLI_ACTOR
@@ -407,7 +434,10 @@ class SyncService:
         patients: list[Patient],
         progress: ProgressCallback,
     ) -> None:
-        if prepared.scope == "patient":
+        if prepared.appointment_id is not None:
+            ctx.result.plan = "refetch"
+            self._refetch(session, prepared, ctx, prepared.appointment_id)
+        elif prepared.scope == "patient":
             ctx.result.plan = "per_patient"
             self._per_patient(session, prepared, ctx, patients, progress)
         elif prepared.scope == "organization":
@@ -589,6 +619,21 @@ class SyncService:
                 self.store.soft_delete(session, ctx, gone, "absent from the patient's full fetch")
             result.state = "done"
             progress("patients", done + 1, len(patients))
+
+    def _refetch(
+        self, session: Session, prepared: PreparedRun, ctx: RunContext, appointment_id: str
+    ) -> None:
+        """`GET /appointments/{id}`: store what comes back; a 404 means IntakeQ deleted it."""
+        for result in ctx.results.values():
+            result.state = "running"
+        fetched = self.source.get_appointment(appointment_id)
+        if fetched is None:
+            rows = self.store.rows_by_pq_id(session, [appointment_id])
+            self.store.soft_delete(session, ctx, rows, "404 on re-fetch")
+        else:
+            self.store.write_page(session, ctx, [fetched])
+        for result in ctx.results.values():
+            result.state = "done"
 
     def _nightly(
         self,

@@ -86,6 +86,8 @@ class PreparedRun:
     patient_ids: list[uuid.UUID]
     organization_id: uuid.UUID | None = None
     organization_name: str | None = None
+    # Set for a run that re-fetches one appointment (a webhook's hint) instead of a window.
+    appointment_id: str | None = None
 
 
 @dataclass
@@ -100,7 +102,7 @@ class SyncResult:
     patients: list[PatientResult]
     organization_id: uuid.UUID | None = None
     organization_name: str | None = None
-    plan: str | None = None  # window | per_patient | incremental
+    plan: str | None = None  # window | per_patient | incremental | refetch
     error: str | None = None
     error_kind: str | None = None  # unreachable | budget | auth | intakeq | internal
     budget_frees_at: datetime | None = None

@@ -82,10 +82,21 @@ def nightly_sync(
     )
 
 
-def _webhook_sync(ctx: WebContext, patient_id: uuid.UUID) -> None:
+def _webhook_sync(
+    ctx: WebContext, patient_id: uuid.UUID | None, appointment_id: str | None
+) -> None:
+    """Re-fetch the appointment by id when the event names one, else the whole patient."""
     service = ctx.sync_service()
+    webhook = Actor("webhook")
     try:
-        prepared = service.prepare_patient(str(patient_id), actor=Actor("webhook"))
+        if appointment_id is not None:
+            prepared = service.prepare_appointment(
+                appointment_id, patient_hint=patient_id, actor=webhook
+            )
+        elif patient_id is not None:
+            prepared = service.prepare_patient(str(patient_id), actor=webhook)
+        else:
+            return
     except (SyncInProgress, SyncInputError) as exc:
         # The running sync or the nightly one picks the change up.
         log.info("webhook.sync_skipped", patient_id=str(patient_id), reason=type(exc).__name__)
@@ -102,8 +113,8 @@ def _webhook_sync(ctx: WebContext, patient_id: uuid.UUID) -> None:
 def appointment_webhook(
     payload: WebhookPayload, ctx: ContextDep, session: SessionDep
 ) -> WebhookAccepted:
-    """IntakeQ's appointment events. Webhooks are not signed: the event is only a hint, the
-    client's appointments are re-fetched from IntakeQ in the background."""
+    """IntakeQ's appointment events. Webhooks are not signed: the event is only a hint; the
+    appointment is re-fetched from IntakeQ by id in the background (404: deleted)."""
     client_id = payload.ClientId
     if client_id is None and payload.Appointment is not None:
         client_id = payload.Appointment.ClientId
@@ -114,6 +125,11 @@ def appointment_webhook(
     )
     event = payload.EventType if payload.EventType in WEBHOOK_EVENTS else "other"
     log.info("webhook.received", event_type=event, known_client=patient_id is not None)
-    if patient_id is not None:
-        ctx.background.submit("webhook sync", partial(_webhook_sync, ctx, patient_id))
+    appointment_id = payload.Appointment.Id if payload.Appointment is not None else None
+    if appointment_id is not None and not appointment_id.strip():
+        appointment_id = None
+    if patient_id is not None or appointment_id is not None:
+        ctx.background.submit(
+            "webhook sync", partial(_webhook_sync, ctx, patient_id, appointment_id)
+        )
     return WebhookAccepted(accepted=True)
