@@ -80,6 +80,27 @@ def import_demo_directory(engine: Engine, directory: dict[str, Any]) -> None:
     import_directory(engine, DirectoryFile.model_validate(directory))
 
 
+@contextmanager
+def seeded_app(dataset: Any, clock: Any) -> Iterator[App]:
+    """An in-process simulator of `dataset` (no limits) and our App on a fresh SQLite
+    database holding the matching directory; both on `clock`."""
+    from pqsync.intakeq.simulator import SimConfig, SimulatorServer, demo_directory
+
+    config = SimConfig(minute_limit=None, daily_limit=None)
+    with (
+        SimulatorServer(dataset, clock=clock, config=config) as sim,
+        fresh_database("sqlite") as url,
+    ):
+        engine = make_engine(url)
+        import_demo_directory(engine, demo_directory(dataset))
+        app = make_app(engine, sim.base_url)
+        app.clock = clock
+        try:
+            yield app
+        finally:
+            app.close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -8,15 +8,11 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-from common import fresh_database, import_demo_directory, make_app, row
+from common import row, seeded_app
 
-from pqsync.db.engine import make_engine
 from pqsync.intakeq.simulator import (
     ManualClock,
-    SimConfig,
-    SimulatorServer,
     build_dataset,
-    demo_directory,
 )
 
 TODAY = date(2025, 10, 24)
@@ -26,22 +22,13 @@ NOW = datetime(2025, 10, 24, 9, 0, tzinfo=UTC)  # 03:00 in Denver, when the sche
 def measure(label: str, dataset_kwargs: dict[str, object]) -> None:
     dataset = build_dataset(1, TODAY, **dataset_kwargs)  # type: ignore[arg-type]
     clock = ManualClock(NOW)
-    config = SimConfig(minute_limit=None, daily_limit=None)
-    with (
-        SimulatorServer(dataset, clock=clock, config=config) as sim,
-        fresh_database("sqlite") as url,
-    ):
-        engine = make_engine(url)
-        import_demo_directory(engine, demo_directory(dataset))
-        app = make_app(engine, sim.base_url)
-        app.clock = clock
+    with seeded_app(dataset, clock) as app:
         service = app.sync_service()
         full = service.sync_nightly()  # no watermark yet: a full-window reconcile
         nights = []
         for _night in range(3):
             clock.advance(timedelta(days=1))
             nights.append(service.sync_nightly())
-        app.close()
     print(f"\n{label}")
     print(row("run", "requests", "plan", "changes"))
     print(row("baseline: whole-window nightly", full.requests_made, full.plan, full.summary.new))

@@ -12,16 +12,12 @@ from __future__ import annotations
 import math
 from datetime import UTC, date, datetime
 
-from common import fresh_database, import_demo_directory, make_app, row
+from common import row, seeded_app
 
-from pqsync.db.engine import make_engine
 from pqsync.intakeq.models import AppointmentQuery
 from pqsync.intakeq.simulator import (
     ManualClock,
-    SimConfig,
-    SimulatorServer,
     build_dataset,
-    demo_directory,
 )
 
 TODAY = date(2025, 10, 24)
@@ -34,16 +30,7 @@ def measure(label: str, dataset_kwargs: dict[str, object]) -> None:
     practice = len(dataset.appointments_in_window(start, end))
     patients = dataset.fsh_patients
     target = min(len(patients), math.ceil(practice / 100)) + 1
-    clock = ManualClock(NOW)
-    config = SimConfig(minute_limit=None, daily_limit=None)
-    with (
-        SimulatorServer(dataset, clock=clock, config=config) as sim,
-        fresh_database("sqlite") as url,
-    ):
-        engine = make_engine(url)
-        import_demo_directory(engine, demo_directory(dataset))
-        app = make_app(engine, sim.base_url)
-        app.clock = clock
+    with seeded_app(dataset, ManualClock(NOW)) as app:
         service = app.sync_service()
         cold = service.sync_organization("first-step-house")
         warm = service.sync_organization("first-step-house")
@@ -56,7 +43,6 @@ def measure(label: str, dataset_kwargs: dict[str, object]) -> None:
             for _page in client.appointment_pages(query):
                 pass
         baseline = client.requests_sent - before
-        app.close()
     print(
         f"\n{label}: P={len(patients)} patients, A={practice} practice appointments in "
         f"the window {start}..{end}; target min(P, ceil(A/100)) + 1 = {target}"

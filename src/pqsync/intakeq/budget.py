@@ -16,7 +16,7 @@ from bisect import bisect_left, insort
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypedDict, Unpack
 
 from sqlalchemy import Connection, Engine, Integer, cast, delete, func, insert, select, update
 
@@ -88,11 +88,11 @@ class _SlidingWindows(ABC):
         *,
         minute_limit: int,
         daily_limit: int,
-        minute_window: timedelta,
-        clock: Clock,
-        sleep: Sleep,
-        on_wait: Callable[[float], None] | None,
-        logger: EventLogger | None,
+        minute_window: timedelta = DEFAULT_MINUTE_WINDOW,
+        clock: Clock = _utc_now,
+        sleep: Sleep = time.sleep,
+        on_wait: Callable[[float], None] | None = None,
+        logger: EventLogger | None = None,
     ) -> None:
         if minute_limit < 1 or daily_limit < 1:
             raise ValueError("request limits must be at least 1")
@@ -153,29 +153,23 @@ class _SlidingWindows(ABC):
         )
 
 
+class BudgetOptions(TypedDict, total=False):
+    """The optional settings every budget takes (see _SlidingWindows)."""
+
+    minute_window: timedelta
+    clock: Clock
+    sleep: Sleep
+    on_wait: Callable[[float], None] | None
+    logger: EventLogger | None
+
+
 class MemoryBudget(_SlidingWindows):
     """The budget for one process (thread-safe); for tests and runs without a database."""
 
     def __init__(
-        self,
-        *,
-        minute_limit: int,
-        daily_limit: int,
-        minute_window: timedelta = DEFAULT_MINUTE_WINDOW,
-        clock: Clock = _utc_now,
-        sleep: Sleep = time.sleep,
-        on_wait: Callable[[float], None] | None = None,
-        logger: EventLogger | None = None,
+        self, *, minute_limit: int, daily_limit: int, **options: Unpack[BudgetOptions]
     ) -> None:
-        super().__init__(
-            minute_limit=minute_limit,
-            daily_limit=daily_limit,
-            minute_window=minute_window,
-            clock=clock,
-            sleep=sleep,
-            on_wait=on_wait,
-            logger=logger,
-        )
+        super().__init__(minute_limit=minute_limit, daily_limit=daily_limit, **options)
         self._sent: list[datetime] = []
         self._lock = threading.Lock()
         self._last = threading.local()
@@ -231,21 +225,9 @@ class DatabaseBudget(_SlidingWindows):
         *,
         minute_limit: int,
         daily_limit: int,
-        minute_window: timedelta = DEFAULT_MINUTE_WINDOW,
-        clock: Clock = _utc_now,
-        sleep: Sleep = time.sleep,
-        on_wait: Callable[[float], None] | None = None,
-        logger: EventLogger | None = None,
+        **options: Unpack[BudgetOptions],
     ) -> None:
-        super().__init__(
-            minute_limit=minute_limit,
-            daily_limit=daily_limit,
-            minute_window=minute_window,
-            clock=clock,
-            sleep=sleep,
-            on_wait=on_wait,
-            logger=logger,
-        )
+        super().__init__(minute_limit=minute_limit, daily_limit=daily_limit, **options)
         dialect = engine.dialect.name
         if dialect not in ("sqlite", "postgresql"):
             raise ValueError(
