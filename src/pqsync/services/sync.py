@@ -383,6 +383,7 @@ class SyncService:
                         organization_name=prepared.organization_name,
                     ),
                 )
+                ctx.keep_appointments = prepared.scope == "patient"
                 ctx.result.patients = list(ctx.results.values())
                 # The matcher learns ClientIds on these objects; they are written explicitly.
                 session.expunge_all()

@@ -49,7 +49,7 @@ _STORED_COLUMNS = (
     *(getattr(AppointmentRow, name) for name in TRACKED_FIELDS),
 )
 
-# The most appointments one run lists as belonging to no known patient.
+# The most appointments (or warnings) one run lists in its log.
 MAX_LISTED_UNKNOWN = 200
 
 _UPSERT_COLUMNS = (
@@ -152,6 +152,9 @@ class RunContext:
     handled_ids: set[str] = field(default_factory=set)
     # A malformed record without an Id makes absence unprovable for this run.
     unidentified_malformed: bool = False
+    # Per-appointment outcomes are kept only where someone reads them (a patient's run):
+    # an organisation's or the nightly run stays flat in memory however much it syncs.
+    keep_appointments: bool = True
 
 
 class AppointmentStore:
@@ -221,8 +224,9 @@ class AppointmentStore:
         if not record.appointment_id:
             ctx.unidentified_malformed = True
         ctx.result.malformed += 1
-        where = f" (appointment {record.appointment_id})" if record.appointment_id else ""
-        ctx.result.warnings.append(f"malformed record skipped{where}: {record.reason}")
+        if len(ctx.result.warnings) < MAX_LISTED_UNKNOWN:
+            where = f" (appointment {record.appointment_id})" if record.appointment_id else ""
+            ctx.result.warnings.append(f"malformed record skipped{where}: {record.reason}")
 
     @staticmethod
     def _note_unknown(ctx: RunContext, record: Appointment) -> None:
@@ -303,16 +307,17 @@ class AppointmentStore:
                 else:
                     action = "unchanged"
                     patient_result.summary.unchanged += 1
-            patient_result.appointments.append(
-                SyncedAppointment(
-                    id=row_id,
-                    pq_appointment_id=appointment.id,
-                    start_time=appointment.start,
-                    provider_name=provider_name,
-                    status=incoming["status"],
-                    action=action,
+            if ctx.keep_appointments:
+                patient_result.appointments.append(
+                    SyncedAppointment(
+                        id=row_id,
+                        pq_appointment_id=appointment.id,
+                        start_time=appointment.start,
+                        provider_name=provider_name,
+                        status=incoming["status"],
+                        action=action,
+                    )
                 )
-            )
         if writes:
             for values in writes:
                 values.update(updated_at=now, last_synced_at=now)
@@ -449,6 +454,7 @@ class AppointmentStore:
             patient_result = ctx.results.get(row.patient_id)
             if patient_result is not None:
                 patient_result.summary.deleted += 1
+            if patient_result is not None and ctx.keep_appointments:
                 patient_result.appointments.append(
                     SyncedAppointment(
                         id=row.id,
