@@ -59,6 +59,9 @@ class AppointmentStore:
         # (-StartDate, Id) ascending == IntakeQ's order; bisect finds a date range in O(log n).
         self._order = sorted(order_key(a) for a in dataset.appointments.values())
         self._created = 0
+        # Bumped by every write, so remembered query results are never stale.
+        self._version = 0
+        self._cache: tuple[AppointmentQuery, int, list[SimAppointment]] | None = None
 
     def _now_ms(self) -> int:
         return to_epoch_ms(self._clock())
@@ -67,17 +70,22 @@ class AppointmentStore:
 
     def list_page(self, flt: AppointmentQuery, page: int) -> list[dict[str, Any]]:
         """One page (1-based) of `GET /appointments`, rendered."""
-        skip = (page - 1) * PAGE_SIZE
-        out: list[dict[str, Any]] = []
+        first = (page - 1) * PAGE_SIZE
         with self._lock:
-            for appointment in self._select(flt):
-                if skip:
-                    skip -= 1
-                    continue
-                out.append(self.dataset.render(appointment))
-                if len(out) == PAGE_SIZE:
-                    break
-        return out
+            matches = self._matches(flt)
+            return [self.dataset.render(a) for a in matches[first : first + PAGE_SIZE]]
+
+    def _matches(self, flt: AppointmentQuery) -> list[SimAppointment]:
+        """Every match of a filter, remembered until the data changes: a client paging
+        through 100,000 appointments costs one scan, not one scan per page."""
+        if flt.deleted_only:  # depends on the clock, not only on the data
+            return list(self._select(flt))
+        cached = self._cache
+        if cached is not None and cached[0] == flt and cached[1] == self._version:
+            return cached[2]
+        found = list(self._select(flt))
+        self._cache = (flt, self._version, found)
+        return found
 
     def _select(self, flt: AppointmentQuery) -> Iterator[SimAppointment]:
         zone = self.dataset.zone
@@ -213,6 +221,7 @@ class AppointmentStore:
         service = ds.services_by_id[service_id]
         practitioner = ds.practitioners_by_id[practitioner_id]
         with self._lock:
+            self._version += 1
             now_ms = self._now_ms()
             self._created += 1
             appointment = SimAppointment(
@@ -251,6 +260,7 @@ class AppointmentStore:
         """Reschedule, reassign or change the status of a live appointment."""
         self._check_refs(changes)
         with self._lock:
+            self._version += 1
             a = self._live(appointment_id)
             now_ms = self._now_ms()
             if changes.start is not None:
@@ -280,6 +290,7 @@ class AppointmentStore:
     def cancel(self, appointment_id: str, reason: str | None) -> dict[str, Any]:
         """`POST /appointments/cancellation`."""
         with self._lock:
+            self._version += 1
             a = self._live(appointment_id)
             a.modified_ms = a.cancellation_ms = self._now_ms()
             a.status = "Canceled"
@@ -289,6 +300,7 @@ class AppointmentStore:
     def delete(self, appointment_id: str) -> dict[str, Any]:
         """Soft delete: gone from listings and GET by id, listed by deletedOnly for 10 days."""
         with self._lock:
+            self._version += 1
             a = self._live(appointment_id)
             a.modified_ms = a.deleted_ms = self._now_ms()
             return self.dataset.render(a)
@@ -296,6 +308,7 @@ class AppointmentStore:
     def restore(self, appointment_id: str) -> dict[str, Any]:
         """Undo a deletion (IntakeQ's recycle bin)."""
         with self._lock:
+            self._version += 1
             a = self._any(appointment_id)
             a.deleted_ms = None
             a.modified_ms = self._now_ms()
