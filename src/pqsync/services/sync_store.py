@@ -412,10 +412,11 @@ class AppointmentStore:
         begin_write(session)  # the caller soft-deletes them in the same transaction
         start, _ = local_day_bounds(window.start, ctx.zone)
         _, end = local_day_bounds(window.end, ctx.zone)
+        # Streamed in chunks: a window of 100,000 stored rows is never in memory at once.
         stored = session.execute(
-            select(
-                AppointmentRow.id, AppointmentRow.pq_appointment_id, AppointmentRow.patient_id
-            ).where(
+            select(AppointmentRow.id, AppointmentRow.pq_appointment_id, AppointmentRow.patient_id)
+            .execution_options(yield_per=2000)
+            .where(
                 AppointmentRow.deleted_at.is_(None),
                 AppointmentRow.start_time >= start,
                 AppointmentRow.start_time < end,
