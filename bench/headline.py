@@ -10,37 +10,43 @@ Runs in real time (the baseline waits out IntakeQ's minute window).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from common import fresh_database, import_demo_directory, make_app, row
 
+from pqsync.bootstrap import App
 from pqsync.db.engine import make_engine
 from pqsync.intakeq.simulator import SimConfig, SimulatorServer, demo_directory
 
 LIMITS = {"INTAKEQ_MINUTE_LIMIT": 10, "INTAKEQ_DAILY_LIMIT": 500}
 
 
-def simulator() -> SimulatorServer:
-    return SimulatorServer(config=SimConfig(latency_ms=250, minute_limit=10, daily_limit=500))
-
-
-def ours() -> tuple[float, int, int]:
-    with simulator() as sim, fresh_database("sqlite") as url:
+@contextmanager
+def seeded() -> Iterator[tuple[SimulatorServer, App]]:
+    """A simulator with the real limits and latency, and our App on a fresh database."""
+    config = SimConfig(latency_ms=250, minute_limit=10, daily_limit=500)
+    with SimulatorServer(config=config) as sim, fresh_database("sqlite") as url:
         engine = make_engine(url)
         import_demo_directory(engine, demo_directory(sim.dataset))
         app = make_app(engine, sim.base_url, **LIMITS)
+        try:
+            yield sim, app
+        finally:
+            app.close()
+
+
+def ours() -> tuple[float, int, int]:
+    with seeded() as (sim, app):
         started = time.perf_counter()
         result = app.sync_service().sync_organization("first-step-house")
         seconds = time.perf_counter() - started
         assert result.status == "success", result.error
-        app.close()
         return seconds, result.requests_made, sim.stats()["rate_limited"]
 
 
 def per_patient() -> tuple[float, int, int]:
-    with simulator() as sim, fresh_database("sqlite") as url:
-        engine = make_engine(url)
-        import_demo_directory(engine, demo_directory(sim.dataset))
-        app = make_app(engine, sim.base_url, **LIMITS)
+    with seeded() as (sim, app):
         service = app.sync_service()
         started = time.perf_counter()
         requests = 0
@@ -49,7 +55,6 @@ def per_patient() -> tuple[float, int, int]:
             assert result.status == "success", result.error
             requests += result.requests_made
         seconds = time.perf_counter() - started
-        app.close()
         return seconds, requests, sim.stats()["rate_limited"]
 
 

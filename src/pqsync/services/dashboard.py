@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session, lazyload
 
+from pqsync.db.lookup import organization_by_ref
 from pqsync.db.tables import (
     Affiliation,
     Appointment,
@@ -45,16 +46,6 @@ class NotVisible(LookupError):
 
 class ConsentRequired(PermissionError):
     """The patient is the viewer's, but ROI consent with their organisation is not active."""
-
-
-def organization_by_ref(session: Session, ref: str) -> Organization | None:
-    """An organisation by id or slug."""
-    try:
-        return session.get(Organization, uuid.UUID(ref))
-    except ValueError:
-        if "\x00" in ref:  # no slug holds one, and PostgreSQL refuses to compare it
-            return None
-        return session.scalar(select(Organization).filter_by(slug=ref.strip()))
 
 
 def local_time(moment: datetime, zone: ZoneInfo) -> datetime:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, fi
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from pqsync.db.lookup import organization_by_ref, patient_by_ref
 from pqsync.db.tables import (
     Affiliation,
     Organization,
@@ -270,21 +271,13 @@ class _Importer:
             self._upsert("patients", found, Patient, values)
 
     def _patient_ref(self, where: str, ref: str) -> Patient:
-        patient: Patient | None = None
-        try:
-            patient = self.session.get(Patient, uuid.UUID(ref))
-        except ValueError:
-            patient = self.session.scalar(select(Patient).filter_by(email=ref.lower()))
+        patient = patient_by_ref(self.session, ref)
         if patient is None:
             raise DirectoryError(f"invalid directory entry {where}.patient: no such patient")
         return patient
 
     def _org_ref(self, where: str, ref: str) -> Organization:
-        org: Organization | None = None
-        try:
-            org = self.session.get(Organization, uuid.UUID(ref))
-        except ValueError:
-            org = self.session.scalar(select(Organization).filter_by(slug=ref))
+        org = organization_by_ref(self.session, ref)
         if org is None:
             raise DirectoryError(
                 f"invalid directory entry {where}.organization: no such organization"

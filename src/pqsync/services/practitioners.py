@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from pqsync.db.tables import Appointment, PatientActivity, Provider, ProviderIntakeQSettings
+from pqsync.db.lookup import provider_by_ref
+from pqsync.db.tables import Appointment, PatientActivity, ProviderIntakeQSettings
 from pqsync.services.sync_types import Actor
 
 
@@ -72,13 +73,7 @@ def map_practitioner(
         raise PractitionerError("the IntakeQ practitioner id is empty")
     now = now or datetime.now(UTC)
     with Session(engine) as session, session.begin():
-        provider: Provider | None
-        try:
-            provider = session.get(Provider, uuid.UUID(provider_ref))
-        except ValueError:
-            provider = session.scalar(
-                select(Provider).filter_by(email=provider_ref.strip().lower())
-            )
+        provider = provider_by_ref(session, provider_ref)
         if provider is None:
             raise PractitionerError(f"no such provider: {provider_ref}")
         taken = session.scalar(

@@ -24,6 +24,7 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from pqsync.db.engine import begin_write
+from pqsync.db.lookup import organization_by_ref, patient_by_ref
 from pqsync.db.tables import Affiliation, Organization, Patient, SyncLog, SyncState
 from pqsync.db.tables import Appointment as AppointmentRow
 from pqsync.domain.times import local_day_bounds
@@ -131,21 +132,13 @@ class SyncService:
     # -- resolving scopes -------------------------------------------------------------
 
     def find_patient(self, session: Session, ref: str) -> Patient:
-        patient: Patient | None = None
-        try:
-            patient = session.get(Patient, uuid.UUID(ref))
-        except ValueError:
-            patient = session.scalar(select(Patient).filter_by(email=ref.strip().lower()))
+        patient = patient_by_ref(session, ref)
         if patient is None:
             raise SyncInputError("no such patient")
         return patient
 
     def find_organization(self, session: Session, ref: str) -> Organization:
-        org: Organization | None = None
-        try:
-            org = session.get(Organization, uuid.UUID(ref))
-        except ValueError:
-            org = session.scalar(select(Organization).filter_by(slug=ref.strip()))
+        org = organization_by_ref(session, ref)
         if org is None:
             raise SyncInputError(f"no such organization: {ref}")
         return org

@@ -11,10 +11,10 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from pqsync.db.engine import begin_write
+from pqsync.db.lookup import organization_by_ref
 from pqsync.db.tables import ApiToken, PartnerUser
 from pqsync.domain.roles import ROLES
 from pqsync.services.auth import new_token, token_digest
-from pqsync.services.dashboard import organization_by_ref
 from pqsync.services.passwords import hash_password
 
 MIN_PASSWORD_LENGTH = 8
