@@ -30,6 +30,10 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# How much longer our budget's windows are than IntakeQ's (see _make_client).
+WINDOW_MARGIN = 0.05
+
+
 @dataclass
 class App:
     settings: Settings
@@ -50,6 +54,7 @@ class App:
     def _make_client(self) -> IntakeQClient:
         if self._client is None:
             key = self.settings.intakeq_key()
+            window = self.settings.intakeq_minute_window_seconds
             budget = DatabaseBudget(
                 self.engine,
                 key,
@@ -57,7 +62,9 @@ class App:
                 daily_limit=self.settings.intakeq_daily_limit,
                 # 5% longer than IntakeQ's window: its clock starts when a request arrives,
                 # ours when we send it, so an exact window lets the 11th request land early.
-                minute_window=timedelta(seconds=self.settings.intakeq_minute_window_seconds * 1.05),
+                # An answer within that margin needs no re-dating (one write less a request).
+                minute_window=timedelta(seconds=window * (1 + WINDOW_MARGIN)),
+                settle_within=timedelta(seconds=window * WINDOW_MARGIN),
                 clock=self.clock,
             )
             self._client = IntakeQClient(

@@ -212,3 +212,48 @@ def test_two_processes_never_put_more_than_the_limit_in_any_window(
     assert all(
         later - earlier >= window for earlier, later in zip(sent, sent[limit:], strict=False)
     )
+
+
+def test_an_answer_within_the_margin_keeps_its_reservation_date(
+    make_budget: BudgetFactory, clock: FakeClock
+) -> None:
+    budget = make_budget(
+        minute_limit=1,
+        daily_limit=100,
+        settle_within=timedelta(seconds=3),
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    budget.acquire()  # at T0
+    clock.advance(2)
+    budget.settle()  # answered 2 s later: within the margin, still dated T0
+    budget.acquire()
+    assert clock.sleeps == [58.0]  # until T0 + 60
+
+    clock.advance(5)
+    budget.settle()  # answered 5 s after its reservation: re-dated to the answer
+    budget.acquire()
+    assert clock.sleeps == [58.0, 60.0]
+    # The day window is 24 h plus the margin; its oldest request is the one at T0.
+    assert budget.usage().day_frees_at == T0 + timedelta(hours=24, seconds=3)
+
+
+def test_a_margin_as_long_as_the_window_is_refused(make_budget: BudgetFactory) -> None:
+    with pytest.raises(ValueError, match="settle_within"):
+        make_budget(minute_limit=1, daily_limit=1, settle_within=timedelta(seconds=60))
+
+
+def test_a_full_window_is_read_from_counts_however_many_requests_the_day_holds(
+    make_budget: BudgetFactory, clock: FakeClock
+) -> None:
+    budget = make_budget(minute_limit=5, daily_limit=1000, clock=clock, sleep=clock.sleep)
+    for _ in range(300):  # a busy day: 300 requests, 20 s apart
+        budget.acquire()
+        clock.advance(20)
+    assert clock.sleeps == []
+    for _ in range(4):  # then a burst: the window holds 2 old requests, then 3 new ones
+        budget.acquire()
+    assert clock.sleeps == [20.0]  # the oldest of the window (40 s old) ages out in 20 s
+    usage = budget.usage()
+    assert (usage.minute_used, usage.day_used) == (5, 304)
+    assert usage.day_frees_at == T0 + timedelta(hours=24)

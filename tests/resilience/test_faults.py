@@ -234,7 +234,9 @@ def test_a_budget_that_runs_out_mid_run_stops_cleanly_and_keeps_the_pages_fetche
 
     everything = window_truth(sim)
     assert len(everything) > (daily_limit + 1) * PAGE  # the window needs more pages than allowed
-    frees_at = NOW + timedelta(hours=24)
+    # The day window is IntakeQ's 24 h plus our 5% minute-window margin (3 s), like the
+    # minute window: the oldest request was sent at NOW.
+    frees_at = NOW + timedelta(hours=24, seconds=3)
     assert result.status == "failed"
     assert result.error_kind == "budget"
     assert result.plan == "window"

@@ -167,9 +167,10 @@ def test_a_spent_request_budget_is_429_saying_when_it_frees_up(
     assert second.status_code == 429
     error = error_of(second)
     assert error["code"] == "intakeq_budget_exhausted"
-    assert "frees up at 2025-11-16T14:03:00-07:00" in error["message"]
-    assert error["retryAt"] == "2025-11-16T14:03:00-07:00"
-    assert second.headers["Retry-After"] == str(24 * 3600)
+    # A day after the first request, plus the 3 s margin our windows add to IntakeQ's.
+    assert "frees up at 2025-11-16T14:03:03-07:00" in error["message"]
+    assert error["retryAt"] == "2025-11-16T14:03:03-07:00"
+    assert second.headers["Retry-After"] == str(24 * 3600 + 3)
 
 
 # -- bulk and async ------------------------------------------------------------------------

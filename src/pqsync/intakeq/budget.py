@@ -12,19 +12,34 @@ import hashlib
 import threading
 import time
 from abc import ABC, abstractmethod
-from bisect import bisect_left, insort
-from collections.abc import Callable, Sequence
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, TypedDict, Unpack
+from typing import Any, Protocol, TypedDict, Unpack
 
-from sqlalchemy import Connection, Engine, Integer, cast, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    String,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 
+from pqsync.db.engine import write_connection
 from pqsync.db.tables import IntakeQRequest
 from pqsync.intakeq.errors import BudgetExhausted
 from pqsync.logging import EventLogger, get_logger
 
 DAY = timedelta(hours=24)
+_PRUNE_EVERY = timedelta(minutes=10)
 DEFAULT_MINUTE_WINDOW = timedelta(seconds=60)
 
 # First key of PostgreSQL's two-key advisory locks ("pqsy"); the two-key space never
@@ -68,6 +83,8 @@ class RequestBudget(Protocol):
 
         IntakeQ counts a request when it arrives, which is after we reserved it; dating
         the slot at the answer means the next window can never start before IntakeQ's.
+        An answer within the budget's `settle_within` keeps its reservation's date: the
+        windows are that much longer than IntakeQ's, which covers the delay.
         """
         ...
 
@@ -76,11 +93,25 @@ class RequestBudget(Protocol):
         ...
 
 
+class _Times(Protocol):
+    """A key's request times, as the window rules read them."""
+
+    def count(self, since: datetime) -> int:
+        """How many requests were sent after `since`."""
+        ...
+
+    def nth(self, since: datetime, index: int) -> datetime:
+        """The `index`-th oldest (from 0) of the requests sent after `since`."""
+        ...
+
+
 class _SlidingWindows(ABC):
     """The rules both budgets share; subclasses store the timestamps.
 
     A request sent at `t` counts against a window while `now - t < window`, so
-    `limit + 1` consecutive requests are always at least one window apart.
+    `limit + 1` consecutive requests are always at least one window apart. Only counts
+    are read per request, and one timestamp when a window is full: the cost of a
+    reservation does not grow with the day's requests.
     """
 
     def __init__(
@@ -89,6 +120,7 @@ class _SlidingWindows(ABC):
         minute_limit: int,
         daily_limit: int,
         minute_window: timedelta = DEFAULT_MINUTE_WINDOW,
+        settle_within: timedelta = timedelta(0),
         clock: Clock = _utc_now,
         sleep: Sleep = time.sleep,
         on_wait: Callable[[float], None] | None = None,
@@ -98,13 +130,19 @@ class _SlidingWindows(ABC):
             raise ValueError("request limits must be at least 1")
         if minute_window <= timedelta(0):
             raise ValueError("minute_window must be positive")
+        if settle_within < timedelta(0) or settle_within >= minute_window:
+            raise ValueError("settle_within must be at least 0 and shorter than minute_window")
         self.minute_limit = minute_limit
         self.daily_limit = daily_limit
         self.minute_window = minute_window
+        # The day window gets the same allowance as the minute window's margin (see settle).
+        self.settle_within = settle_within
+        self.day_window = DAY + settle_within
         self._clock = clock
         self._sleep = sleep
         self._on_wait = on_wait
         self._log = logger if logger is not None else get_logger("pqsync.intakeq.budget")
+        self._last = threading.local()
 
     def acquire(self) -> None:
         """Reserve one request slot, waiting for the minute window; see RequestBudget."""
@@ -122,34 +160,52 @@ class _SlidingWindows(ABC):
                 self._on_wait(wait)
             self._sleep(wait)
 
+    def settle(self) -> None:
+        """Re-date this thread's last reservation to now (see RequestBudget.settle)."""
+        reserved: datetime | None = getattr(self._last, "at", None)
+        if reserved is None:
+            return
+        self._last.at = None
+        now = self._clock()
+        if now - reserved <= self.settle_within:
+            return  # answered within the windows' margin: its date is already safe
+        self._redate(reserved, getattr(self._last, "ref", None), now)
+
+    def _reserved(self, at: datetime, ref: object = None) -> None:
+        self._last.at = at
+        self._last.ref = ref
+
     @abstractmethod
     def _reserve(self) -> float | None:
         """Record one request now and return None, or return the seconds to wait first."""
 
-    def _in_minute_window(self, now: datetime, times: Sequence[datetime]) -> list[datetime]:
-        return [t for t in times if now - t < self.minute_window]
+    @abstractmethod
+    def _redate(self, reserved: datetime, ref: object, now: datetime) -> None:
+        """Move the reservation made at `reserved` (`ref` as `_reserved` was given) to `now`."""
 
-    def _verdict(self, now: datetime, day_times: Sequence[datetime]) -> float | None:
-        """None when a request may go now, else the seconds until a minute slot frees.
-
-        `day_times` are the key's requests of the last 24 h, sorted ascending.
-        """
-        if len(day_times) >= self.daily_limit:
-            frees_at = day_times[len(day_times) - self.daily_limit] + DAY
-            raise BudgetExhausted(len(day_times), self.daily_limit, frees_at)
-        minute_times = self._in_minute_window(now, day_times)
-        if len(minute_times) >= self.minute_limit:
-            frees_at = minute_times[len(minute_times) - self.minute_limit] + self.minute_window
-            return (frees_at - now).total_seconds()
+    def _verdict(self, now: datetime, times: _Times) -> float | None:
+        """None when a request may go now, else the seconds until a minute slot frees."""
+        day_since = now - self.day_window
+        day_used = times.count(day_since)
+        if day_used >= self.daily_limit:
+            frees_at = times.nth(day_since, day_used - self.daily_limit) + self.day_window
+            raise BudgetExhausted(day_used, self.daily_limit, frees_at)
+        minute_since = now - self.minute_window
+        minute_used = times.count(minute_since)
+        if minute_used >= self.minute_limit:
+            oldest = times.nth(minute_since, minute_used - self.minute_limit)
+            return (oldest + self.minute_window - now).total_seconds()
         return None
 
-    def _usage(self, now: datetime, day_times: Sequence[datetime]) -> BudgetUsage:
+    def _usage(self, now: datetime, times: _Times) -> BudgetUsage:
+        day_since = now - self.day_window
+        day_used = times.count(day_since)
         return BudgetUsage(
-            minute_used=len(self._in_minute_window(now, day_times)),
-            day_used=len(day_times),
+            minute_used=times.count(now - self.minute_window),
+            day_used=day_used,
             minute_limit=self.minute_limit,
             daily_limit=self.daily_limit,
-            day_frees_at=day_times[0] + DAY if day_times else None,
+            day_frees_at=times.nth(day_since, 0) + self.day_window if day_used else None,
         )
 
 
@@ -157,10 +213,22 @@ class BudgetOptions(TypedDict, total=False):
     """The optional settings every budget takes (see _SlidingWindows)."""
 
     minute_window: timedelta
+    settle_within: timedelta
     clock: Clock
     sleep: Sleep
     on_wait: Callable[[float], None] | None
     logger: EventLogger | None
+
+
+class _SortedTimes:
+    def __init__(self, times: list[datetime]) -> None:
+        self._times = times
+
+    def count(self, since: datetime) -> int:
+        return len(self._times) - bisect_right(self._times, since)
+
+    def nth(self, since: datetime, index: int) -> datetime:
+        return self._times[bisect_right(self._times, since) + index]
 
 
 class MemoryBudget(_SlidingWindows):
@@ -172,38 +240,61 @@ class MemoryBudget(_SlidingWindows):
         super().__init__(minute_limit=minute_limit, daily_limit=daily_limit, **options)
         self._sent: list[datetime] = []
         self._lock = threading.Lock()
-        self._last = threading.local()
 
-    def _day_times(self, now: datetime) -> list[datetime]:
-        self._sent = [t for t in self._sent if now - t < DAY]
-        return self._sent
+    def _times(self, now: datetime) -> _SortedTimes:
+        cutoff = bisect_right(self._sent, now - self.day_window)
+        if cutoff:
+            del self._sent[:cutoff]
+        return _SortedTimes(self._sent)
 
     def _reserve(self) -> float | None:
         with self._lock:
             now = self._clock()
-            wait = self._verdict(now, self._day_times(now))
+            wait = self._verdict(now, self._times(now))
             if wait is None:
                 insort(self._sent, now)
-                self._last.at = now
+                self._reserved(now)
             return wait
 
-    def settle(self) -> None:
-        """Re-date this thread's last reservation to now (see RequestBudget.settle)."""
-        reserved: datetime | None = getattr(self._last, "at", None)
-        if reserved is None:
-            return
-        self._last.at = None
+    def _redate(self, reserved: datetime, ref: object, now: datetime) -> None:
         with self._lock:
             index = bisect_left(self._sent, reserved)
             if index < len(self._sent) and self._sent[index] == reserved:
                 del self._sent[index]
-            insort(self._sent, max(reserved, self._clock()))
+            insort(self._sent, max(reserved, now))
 
     def usage(self) -> BudgetUsage:
         """Current usage of the minute and 24 h windows."""
         with self._lock:
             now = self._clock()
-            return self._usage(now, self._day_times(now))
+            return self._usage(now, self._times(now))
+
+
+class _StoredTimes:
+    def __init__(self, conn: Connection, fingerprint: str) -> None:
+        self._conn = conn
+        self._fingerprint = fingerprint
+
+    def _since(self, since: datetime) -> tuple[Any, ...]:
+        return (
+            IntakeQRequest.key_fingerprint == self._fingerprint,
+            IntakeQRequest.sent_at > since,
+        )
+
+    def count(self, since: datetime) -> int:
+        counted = self._conn.scalar(select(func.count()).where(*self._since(since)))
+        return int(counted or 0)
+
+    def nth(self, since: datetime, index: int) -> datetime:
+        found = self._conn.scalar(
+            select(IntakeQRequest.sent_at)
+            .where(*self._since(since))
+            .order_by(IntakeQRequest.sent_at)
+            .offset(index)
+            .limit(1)
+        )
+        assert found is not None, "counted requests must be found"
+        return found
 
 
 class DatabaseBudget(_SlidingWindows):
@@ -211,10 +302,11 @@ class DatabaseBudget(_SlidingWindows):
 
     Counting and recording happen in one transaction under a lock per key, so two
     processes can never both take the last slot of a window:
-    - PostgreSQL: `pg_advisory_xact_lock` on the key's fingerprint.
-    - SQLite: the transaction's first statement is a write (deleting the key's rows older
-      than 24 h), which takes the database's single write lock, exactly as `BEGIN IMMEDIATE`
-      would; other acquirers queue on the engine's busy timeout until we commit.
+    - PostgreSQL: `pg_advisory_xact_lock` on the key's fingerprint. The commit does not
+      wait for the disk (`synchronous_commit = off`): other sessions see it at once, and
+      a server crash could forget the last few requests, which IntakeQ's 429 then covers.
+    - SQLite: the transaction starts with BEGIN IMMEDIATE (the database's write lock;
+      threads of this process queue for it on the engine's write gate).
     The clock is read only after the lock is held, so recorded times follow lock order.
     """
 
@@ -235,59 +327,81 @@ class DatabaseBudget(_SlidingWindows):
             )
         self._engine = engine
         self._postgres = dialect == "postgresql"
-        self._last = threading.local()
         self.fingerprint = key_fingerprint(api_key)
+        self._pruned_at: datetime | None = None
 
-    def _times_since(self, conn: Connection, since: datetime) -> list[datetime]:
-        rows = conn.execute(
-            select(IntakeQRequest.sent_at)
-            .where(IntakeQRequest.key_fingerprint == self.fingerprint)
-            .where(IntakeQRequest.sent_at > since)
-            .order_by(IntakeQRequest.sent_at)
-        )
-        return list(rows.scalars())
+    @contextmanager
+    def _locked(self, *, key_lock: bool) -> Iterator[Connection]:
+        with write_connection(self._engine) as conn, conn.begin():
+            if self._postgres:
+                settings = [func.set_config("synchronous_commit", "off", True)]
+                if key_lock:
+                    objid = int.from_bytes(bytes.fromhex(self.fingerprint[:8]), "big", signed=True)
+                    lock = func.pg_advisory_xact_lock(
+                        cast(_PG_LOCK_CLASS, Integer), cast(objid, Integer)
+                    )
+                    settings.append(lock)
+                conn.execute(select(*settings))  # one round trip for both
+            yield conn
 
     def _reserve(self) -> float | None:
-        with self._engine.begin() as conn:
-            if self._postgres:
-                objid = int.from_bytes(bytes.fromhex(self.fingerprint[:8]), "big", signed=True)
-                lock = func.pg_advisory_xact_lock(
-                    cast(_PG_LOCK_CLASS, Integer), cast(objid, Integer)
-                )
-                conn.execute(select(lock))
-            # On SQLite this write takes the lock (see the class docstring); it stays first.
-            conn.execute(
-                delete(IntakeQRequest)
-                .where(IntakeQRequest.key_fingerprint == self.fingerprint)
-                .where(IntakeQRequest.sent_at <= self._clock() - DAY)
-            )
+        with self._locked(key_lock=True) as conn:
             now = self._clock()
-            wait = self._verdict(now, self._times_since(conn, now - DAY))
-            if wait is None:
-                inserted = conn.execute(
-                    insert(IntakeQRequest).values(key_fingerprint=self.fingerprint, sent_at=now)
+            self._prune(conn, now)
+            # The usual case in one statement: record the request if both windows have room.
+            mine = IntakeQRequest.key_fingerprint == self.fingerprint
+            day_used = (
+                select(func.count())
+                .where(mine, IntakeQRequest.sent_at > now - self.day_window)
+                .scalar_subquery()
+            )
+            minute_used = (
+                select(func.count())
+                .where(mine, IntakeQRequest.sent_at > now - self.minute_window)
+                .scalar_subquery()
+            )
+            recorded = conn.execute(
+                insert(IntakeQRequest)
+                .from_select(
+                    ["key_fingerprint", "sent_at"],
+                    select(
+                        literal(self.fingerprint, String), literal(now, IntakeQRequest.sent_at.type)
+                    ).where(day_used < self.daily_limit, minute_used < self.minute_limit),
                 )
-                primary_key = inserted.inserted_primary_key
-                self._last.id = primary_key[0] if primary_key is not None else None
-                self._last.at = now
+                .returning(IntakeQRequest.id)
+            ).scalar()
+            if recorded is not None:
+                self._reserved(now, recorded)
+                return None
+            # A window is full: how long until it frees (or BudgetExhausted for the day).
+            wait = self._verdict(now, _StoredTimes(conn, self.fingerprint))
+            assert wait is not None, "a full window must have been found"
             return wait
 
-    def settle(self) -> None:
-        """Re-date this thread's last reservation to now (see RequestBudget.settle)."""
-        row_id = getattr(self._last, "id", None)
-        if row_id is None:
+    def _prune(self, conn: Connection, now: datetime) -> None:
+        """Delete this key's requests older than the day window, every few minutes: only
+        storage needs it (counting reads just the window)."""
+        if self._pruned_at is not None and now - self._pruned_at < _PRUNE_EVERY:
             return
-        self._last.id = None
-        with self._engine.begin() as conn:
+        conn.execute(
+            delete(IntakeQRequest)
+            .where(IntakeQRequest.key_fingerprint == self.fingerprint)
+            .where(IntakeQRequest.sent_at <= now - self.day_window)
+        )
+        self._pruned_at = now
+
+    def _redate(self, reserved: datetime, ref: object, now: datetime) -> None:
+        if ref is None:
+            return
+        with self._locked(key_lock=False) as conn:
             conn.execute(
                 update(IntakeQRequest)
-                .where(IntakeQRequest.id == row_id)
-                .values(sent_at=max(self._last.at, self._clock()))
+                .where(IntakeQRequest.id == ref)
+                .values(sent_at=max(reserved, now))
             )
 
     def usage(self) -> BudgetUsage:
         """Current usage of this key's minute and 24 h windows, from the database."""
         now = self._clock()
         with self._engine.connect() as conn:
-            day_times = self._times_since(conn, now - DAY)
-        return self._usage(now, day_times)
+            return self._usage(now, _StoredTimes(conn, self.fingerprint))

@@ -1,7 +1,11 @@
 """Writing what a sync fetched: match, diff, batched upsert, soft delete, audit.
 
 One page is written in one transaction: a select of the page's stored rows, one
-INSERT .. ON CONFLICT DO UPDATE for the new and changed rows, one insert of activity entries.
+INSERT .. ON CONFLICT DO UPDATE for the new and changed rows, one insert of activity entries
+(db/bulk.py sends both without SQLAlchemy's per-row bookkeeping). What needs no stored row
+(new rows, their ids and audit entries, in the driver's values) is built before the write
+transaction starts, so the write lock (SQLite's is the database's) is held only for the
+statements.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ from datetime import datetime
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, Table, bindparam, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Dialect, Engine, Table, bindparam, select, type_coerce, update
 from sqlalchemy.orm import Session
+from sqlalchemy.types import NullType
 
+from pqsync.db.bulk import BulkInsert, KeyedSelect, converter_for
 from pqsync.db.engine import begin_write
+from pqsync.db.ids import new_id
 from pqsync.db.tables import Appointment as AppointmentRow
 from pqsync.db.tables import Patient, PatientActivity, Provider, ProviderIntakeQSettings, Service
 from pqsync.domain.diff import (
@@ -42,12 +48,10 @@ Record = Appointment | MalformedRecord
 ACTIVITY_TABLE = cast(Table, PatientActivity.__table__)
 APPOINTMENT_TABLE = cast(Table, AppointmentRow.__table__)
 PATIENT_TABLE = cast(Table, Patient.__table__)
-_STORED_COLUMNS = (
-    AppointmentRow.id,
-    AppointmentRow.pq_appointment_id,
-    AppointmentRow.created_at,
-    *(getattr(AppointmentRow, name) for name in TRACKED_FIELDS),
-)
+# A column read as the driver returns it, without SQLAlchemy's result processing.
+_AS_STORED = NullType()
+# What a page's diff reads of each stored row.
+_STORED_COLUMNS = ("id", "pq_appointment_id", *TRACKED_FIELDS)
 
 # The most appointments (or warnings) one run lists in its log.
 MAX_LISTED_UNKNOWN = 200
@@ -69,6 +73,46 @@ _UPSERT_COLUMNS = (
     "updated_at",
     "last_synced_at",
 )
+# Every column an upsert writes, in the order of its row tuples.
+_WRITTEN = ("id", "pq_appointment_id", "created_at", *_UPSERT_COLUMNS)
+_ACTIVITY_COLUMNS = (
+    "id",
+    "patient_id",
+    "appointment_id",
+    "sync_log_id",
+    "activity_type",
+    "description",
+    "changes",
+    "actor",
+    "actor_user_id",
+    "created_at",
+)
+
+
+def _activity_row(activity: dict[str, Any]) -> list[Any]:
+    return [activity[c] for c in _ACTIVITY_COLUMNS]
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A matched appointment that is probably stored already: diffed under the lock."""
+
+    appointment: Appointment
+    patient: Patient
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """One matched appointment, made ready before the page's write transaction."""
+
+    appointment: Appointment
+    patient: Patient
+    incoming: dict[str, Any]
+    provider_name: str | None
+    row_id: uuid.UUID
+    row: list[Any]  # the upsert's values, converted for the driver
+    created: dict[str, Any]  # its activity entry, should it be new
+    created_row: list[Any]
 
 
 @dataclass
@@ -161,9 +205,10 @@ class AppointmentStore:
     def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
         self.engine = engine
         self.clock = clock
-        self._insert: Any = (
-            postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-        )
+        # Rendered on first use, for the dialect of the session's connection.
+        self._upsert_statement: BulkInsert | None = None
+        self._selects: dict[tuple[str, ...], KeyedSelect] = {}
+        self._activity_statement: BulkInsert | None = None
 
     def write_page(
         self,
@@ -193,9 +238,17 @@ class AppointmentStore:
                 self._note_unknown(ctx, record)
                 continue
             matched.append((record, patient))
+        # Everything that needs no stored row is built before the write lock is taken: on
+        # SQLite the lock is the database's, and the IntakeQ request budget waits for it.
+        now = self.clock()
+        stored = self._stored_ids([a.id for a, _ in matched])
+        prepared = [
+            _Pending(a, p) if a.id in stored else self._prepare(session, ctx, a, p, now)
+            for a, p in matched
+        ]
         begin_write(session)
-        if matched:
-            self._write(session, ctx, matched)
+        if prepared:
+            self._write(session, ctx, prepared, now)
         if ctx.matcher.learned:
             session.execute(
                 update(PATIENT_TABLE)
@@ -237,62 +290,106 @@ class AppointmentStore:
                 {"clientId": record.client_id, "appointmentId": record.id}
             )
 
-    def _write(
-        self, session: Session, ctx: RunContext, matched: list[tuple[Appointment, Patient]]
-    ) -> None:
-        now = self.clock()
-        # Plain rows of just the compared columns: ORM objects cost more than the write.
-        existing = {
-            row.pq_appointment_id: row
-            for row in session.execute(
-                select(*_STORED_COLUMNS).where(
-                    AppointmentRow.pq_appointment_id.in_([a.id for a, _ in matched])
-                )
-            )
-        }
-        writes: list[dict[str, Any]] = []
-        activities: list[dict[str, Any]] = []
-        labels = {str(k): v for k, v in ctx.lookups.provider_names.items()}
-        for appointment, patient in matched:
+    def _stored_ids(self, pq_ids: list[str]) -> set[str]:
+        """Which of these appointments are stored already: read before the write lock,
+        on a connection of its own, to tell which rows are worth preparing as new."""
+        if not pq_ids:
+            return set()
+        with self.engine.connect() as conn:
+            known = self._keyed(conn.dialect, ("pq_appointment_id",)).fetch(conn, pq_ids)
+        return {pq_id for (pq_id,) in known}
+
+    def _keyed(self, dialect: Dialect, columns: tuple[str, ...]) -> KeyedSelect:
+        statement = self._selects.get(columns)
+        if statement is None:
+            statement = KeyedSelect(APPOINTMENT_TABLE, dialect, "pq_appointment_id", columns)
+            self._selects[columns] = statement
+        return statement
+
+    def _prepare(
+        self,
+        session: Session,
+        ctx: RunContext,
+        appointment: Appointment,
+        patient: Patient,
+        now: datetime,
+        incoming: dict[str, Any] | None = None,
+    ) -> _Prepared:
+        """The row to upsert and, should it be new, its activity entry; in driver values."""
+        if incoming is None:
             incoming = self._row_values(ctx, appointment, patient)
+        provider_id = incoming["provider_id"]
+        provider_name = ctx.lookups.provider_names.get(provider_id) if provider_id else None
+        # For a row that turns out to exist, ON CONFLICT keeps its id and created_at.
+        row_id = new_id()
+        values = {**incoming, "id": row_id, "created_at": now}
+        values["updated_at"] = values["last_synced_at"] = now
+        when = appointment.start.astimezone(ctx.zone)
+        created = self._activity(
+            ctx,
+            patient.id,
+            row_id,
+            "appointment_created",
+            f"New appointment {appointment.id} on {when:%Y-%m-%d %H:%M %Z} "
+            f"({incoming['status']}"
+            + (f", {provider_name}" if provider_name else "")
+            + ") synced from IntakeQ",
+            {},
+            now,
+        )
+        return _Prepared(
+            appointment=appointment,
+            patient=patient,
+            incoming=incoming,
+            provider_name=provider_name,
+            row_id=row_id,
+            row=self._upsert(session).convert([values[c] for c in _WRITTEN]),
+            created=created,
+            created_row=self._activities(session).convert([created[c] for c in _ACTIVITY_COLUMNS]),
+        )
+
+    def _write(
+        self,
+        session: Session,
+        ctx: RunContext,
+        prepared: list[_Prepared | _Pending],
+        now: datetime,
+    ) -> None:
+        # Plain rows of just the compared columns: ORM objects cost more than the write.
+        connection = session.connection()
+        stored_rows = self._keyed(connection.dialect, _STORED_COLUMNS).fetch(
+            connection, [i.appointment.id for i in prepared]
+        )
+        existing = {row[1]: dict(zip(_STORED_COLUMNS, row, strict=True)) for row in stored_rows}
+        writes: list[_Prepared] = []
+        new_rows: list[_Prepared] = []
+        updates: list[dict[str, Any]] = []
+        labels = {str(k): v for k, v in ctx.lookups.provider_names.items()}
+        for pending in prepared:
+            appointment, patient = pending.appointment, pending.patient
             stored = existing.get(appointment.id)
             patient_result = ctx.results[patient.id]
-            provider_id = incoming["provider_id"]
-            provider_name = ctx.lookups.provider_names.get(provider_id) if provider_id else None
             if stored is None:
-                row_id = uuid.uuid4()
+                item = self._ready(session, ctx, pending, now)
+                row_id = item.row_id
                 action = "new"
                 patient_result.summary.new += 1
-                writes.append({"id": row_id, "created_at": now, **incoming})
-                when = appointment.start.astimezone(ctx.zone)
-                activities.append(
-                    self._activity(
-                        ctx,
-                        patient.id,
-                        row_id,
-                        "appointment_created",
-                        f"New appointment {appointment.id} on {when:%Y-%m-%d %H:%M %Z} "
-                        f"({incoming['status']}"
-                        + (f", {provider_name}" if provider_name else "")
-                        + ") synced from IntakeQ",
-                        {},
-                        now,
-                    )
-                )
+                writes.append(item)
+                new_rows.append(item)
             else:
-                row_id = stored.id
-                stored_values = {name: getattr(stored, name) for name in TRACKED_FIELDS}
-                changes = appointment_changes(stored_values, incoming)
+                row_id = stored["id"]
+                incoming = self._incoming(ctx, pending)
+                changes = appointment_changes(stored, incoming)
                 if changes:
                     action = "updated"
                     patient_result.summary.updated += 1
-                    writes.append({"id": row_id, "created_at": stored.created_at, **incoming})
+                    writes.append(self._ready(session, ctx, pending, now, incoming))
                     kind = (
                         "appointment_restored"
                         if "deleted_at" in changes and incoming["deleted_at"] is None
                         else "appointment_updated"
                     )
-                    activities.append(
+                    updates.append(
                         self._activity(
                             ctx,
                             patient.id,
@@ -313,39 +410,80 @@ class AppointmentStore:
                         id=row_id,
                         pq_appointment_id=appointment.id,
                         start_time=appointment.start,
-                        provider_name=provider_name,
-                        status=incoming["status"],
+                        provider_name=self._provider_name(ctx, appointment),
+                        status=map_status(appointment.status),
                         action=action,
                     )
                 )
-        if writes:
-            for values in writes:
-                values.update(updated_at=now, last_synced_at=now)
-                values["metadata"] = values.pop("extra")
-            table = APPOINTMENT_TABLE
-            statement = self._insert(table)
-            statement = statement.on_conflict_do_update(
-                index_elements=["pq_appointment_id"],
-                set_={name: getattr(statement.excluded, name) for name in _UPSERT_COLUMNS},
-            ).returning(table.c.pq_appointment_id, table.c.id)
-            # A concurrent run may have inserted the row first: its id is the one that stays.
-            kept = dict(session.execute(statement, writes).all())
-            provisional = {w["pq_appointment_id"]: w["id"] for w in writes}
-            renamed = {provisional[pq]: kept[pq] for pq in kept if kept[pq] != provisional[pq]}
-            if renamed:
-                for activity in activities:
-                    activity["appointment_id"] = renamed.get(
-                        activity["appointment_id"], activity["appointment_id"]
-                    )
-                for _appointment, patient in matched:
-                    for synced in ctx.results[patient.id].appointments:
-                        synced.id = renamed.get(synced.id, synced.id)
-        if activities:
-            session.execute(insert(ACTIVITY_TABLE), activities)
+        if not writes:
+            return
+        upsert = self._upsert(session)
+        # A concurrent run may have inserted a row we found missing: its id is the one
+        # that stays, and our activity entry must point at it.
+        returned = upsert.execute(connection, [w.row for w in writes], converted=True, raw=True)
+        kept = {row[0]: row for row in returned}
+        activity_rows = [self._activities(session).convert(a) for a in map(_activity_row, updates)]
+        for item in new_rows:
+            if kept[item.appointment.id][1] == item.row[0]:  # our id stayed (driver values)
+                activity_rows.append(item.created_row)
+                continue
+            stays = upsert.processed(kept[item.appointment.id])[1]
+            activity_rows.append(
+                self._activities(session).convert(
+                    _activity_row({**item.created, "appointment_id": stays})
+                )
+            )
+            for synced in ctx.results[item.patient.id].appointments:
+                if synced.id == item.row_id:
+                    synced.id = stays
+        self._activities(session).execute(connection, activity_rows, converted=True)
+
+    def _upsert(self, session: Session) -> BulkInsert:
+        if self._upsert_statement is None:
+            self._upsert_statement = BulkInsert(
+                APPOINTMENT_TABLE,
+                session.get_bind().dialect,
+                _WRITTEN,
+                conflict_on="pq_appointment_id",
+                update=_UPSERT_COLUMNS,
+                returning=("pq_appointment_id", "id"),
+            )
+        return self._upsert_statement
+
+    def _ready(
+        self,
+        session: Session,
+        ctx: RunContext,
+        pending: _Prepared | _Pending,
+        now: datetime,
+        incoming: dict[str, Any] | None = None,
+    ) -> _Prepared:
+        if isinstance(pending, _Prepared):
+            return pending
+        return self._prepare(session, ctx, pending.appointment, pending.patient, now, incoming)
+
+    def _incoming(self, ctx: RunContext, pending: _Prepared | _Pending) -> dict[str, Any]:
+        if isinstance(pending, _Prepared):
+            return pending.incoming
+        return self._row_values(ctx, pending.appointment, pending.patient)
+
+    @staticmethod
+    def _provider_name(ctx: RunContext, appointment: Appointment) -> str | None:
+        lookups = ctx.lookups
+        provider_id = lookups.providers_by_practitioner.get(appointment.practitioner_id or "")
+        return lookups.provider_names.get(provider_id) if provider_id else None
+
+    def _activities(self, session: Session) -> BulkInsert:
+        if self._activity_statement is None:
+            self._activity_statement = BulkInsert(
+                ACTIVITY_TABLE, session.get_bind().dialect, _ACTIVITY_COLUMNS
+            )
+        return self._activity_statement
 
     def _row_values(
         self, ctx: RunContext, appointment: Appointment, patient: Patient
     ) -> dict[str, Any]:
+        """The columns IntakeQ's record sets; counts an unmapped practitioner once per call."""
         lookups = ctx.lookups
         provider_id = None
         if appointment.practitioner_id:
@@ -371,7 +509,7 @@ class AppointmentStore:
             "start_time": appointment.start,
             "end_time": appointment.end,
             "location_name": appointment.location_name,
-            "extra": appointment.metadata,
+            "metadata": appointment.metadata,
             "intakeq_last_modified": appointment.last_modified,
             "deleted_at": None,
         }
@@ -387,7 +525,7 @@ class AppointmentStore:
         now: datetime,
     ) -> dict[str, Any]:
         return {
-            "id": uuid.uuid4(),
+            "id": new_id(),
             "patient_id": patient_id,
             "appointment_id": appointment_id,
             "sync_log_id": ctx.run_id,
@@ -413,24 +551,27 @@ class AppointmentStore:
         start, _ = local_day_bounds(window.start, ctx.zone)
         _, end = local_day_bounds(window.end, ctx.zone)
         # Streamed in chunks: a window of 100,000 stored rows is never in memory at once.
+        # Patient ids are compared as the driver returns them (no UUID object per row).
+        dialect = session.get_bind().dialect
+        to_driver = converter_for(PATIENT_TABLE.c.id.type, dialect)
+        wanted = {to_driver(p) if to_driver is not None else p for p in patient_ids}
         stored = session.execute(
-            select(AppointmentRow.id, AppointmentRow.pq_appointment_id, AppointmentRow.patient_id)
-            .execution_options(yield_per=2000)
+            select(
+                AppointmentRow.pq_appointment_id,
+                type_coerce(AppointmentRow.patient_id, _AS_STORED),
+            )
+            .execution_options(yield_per=5000)
             .where(
                 AppointmentRow.deleted_at.is_(None),
                 AppointmentRow.start_time >= start,
                 AppointmentRow.start_time < end,
             )
         )
-        wanted = set(patient_ids)
-        absent = [
-            row.id
-            for row in stored
-            if row.patient_id in wanted and row.pq_appointment_id not in ctx.fetched_ids
-        ]
+        fetched = ctx.fetched_ids
+        absent = [pq_id for pq_id, patient in stored if pq_id not in fetched and patient in wanted]
         if not absent:
             return []
-        return list(session.scalars(select(AppointmentRow).where(AppointmentRow.id.in_(absent))))
+        return self.rows_by_pq_id(session, absent)
 
     def rows_by_pq_id(self, session: Session, pq_ids: list[str]) -> list[AppointmentRow]:
         if not pq_ids:
@@ -479,6 +620,6 @@ class AppointmentStore:
                     now,
                 )
             )
-        if activities:
-            session.execute(insert(ACTIVITY_TABLE), activities)
+        entries = [_activity_row(activity) for activity in activities]
+        self._activities(session).execute(session.connection(), entries)
         session.commit()
