@@ -208,6 +208,8 @@ class AppointmentStore:
         # Rendered on first use, for the dialect of the session's connection.
         self._upsert_statement: BulkInsert | None = None
         self._selects: dict[tuple[str, ...], KeyedSelect] = {}
+        # SQLite has one writer per database; PostgreSQL locks only the rows written.
+        self._serialized_writes = engine.dialect.name == "sqlite"
         self._activity_statement: BulkInsert | None = None
 
     def write_page(
@@ -238,14 +240,18 @@ class AppointmentStore:
                 self._note_unknown(ctx, record)
                 continue
             matched.append((record, patient))
-        # Everything that needs no stored row is built before the write lock is taken: on
-        # SQLite the lock is the database's, and the IntakeQ request budget waits for it.
+        # On SQLite, everything that needs no stored row is built before the write lock is
+        # taken: the lock is the database's, and the IntakeQ request budget waits for it.
         now = self.clock()
-        stored = self._stored_ids([a.id for a, _ in matched])
-        prepared = [
-            _Pending(a, p) if a.id in stored else self._prepare(session, ctx, a, p, now)
-            for a, p in matched
-        ]
+        prepared: list[_Prepared | _Pending]
+        if self._serialized_writes:
+            stored = self._stored_ids([a.id for a, _ in matched])
+            prepared = [
+                _Pending(a, p) if a.id in stored else self._prepare(session, ctx, a, p, now)
+                for a, p in matched
+            ]
+        else:  # writers do not block each other: everything is made ready in the transaction
+            prepared = [_Pending(a, p) for a, p in matched]
         begin_write(session)
         if prepared:
             self._write(session, ctx, prepared, now)
