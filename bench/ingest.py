@@ -216,54 +216,42 @@ def main() -> None:
         )
         with simulator_process(*sim_args) as root:
             for database in args.databases.split(","):
-                figures = run_child(root, database, "ours", 10**9)
-                rate = figures["stored"] / figures["seconds"]
+                label = f"pqsync, {database}, {size:,} target"
+                rate = measure(root, database, "ours", 10**9, label)
+                if size != max(int(s) for s in args.sizes.split(",")):
+                    continue
+                label = f"baseline select-then-insert, {database}"
+                base_rate = measure(root, database, "baseline", args.baseline_size, label)
                 print(
-                    row(
-                        f"pqsync, {database}, {size:,} target",
-                        figures["stored"],
-                        f"{rate:,.0f}",
-                        f"{figures['peak_rss_mb']:.0f}",
-                        widths=(46, 10, 12, 14),
-                    ),
+                    f"  speed-up on {database}: {rate / base_rate:.1f}x (target at least 10x)",
                     flush=True,
                 )
-                if size == max(int(s) for s in args.sizes.split(",")):
-                    base = run_child(root, database, "baseline", args.baseline_size)
-                    base_rate = base["stored"] / base["seconds"]
+                if args.audited_baseline:
+                    label = f"same-work baseline (+ activity entry), {database}"
+                    same = measure(root, database, "baseline-audited", args.baseline_size, label)
                     print(
-                        row(
-                            f"baseline select-then-insert, {database}",
-                            base["stored"],
-                            f"{base_rate:,.0f}",
-                            f"{base['peak_rss_mb']:.0f}",
-                            widths=(46, 10, 12, 14),
-                        ),
+                        f"  speed-up on {database} over the same-work baseline: "
+                        f"{rate / same:.1f}x (for information; the target's baseline "
+                        "is the one above)",
                         flush=True,
                     )
-                    print(
-                        f"  speed-up on {database}: {rate / base_rate:.1f}x (target at least 10x)",
-                        flush=True,
-                    )
-                    if args.audited_baseline:
-                        same = run_child(root, database, "baseline-audited", args.baseline_size)
-                        same_rate = same["stored"] / same["seconds"]
-                        print(
-                            row(
-                                f"same-work baseline (+ activity entry), {database}",
-                                same["stored"],
-                                f"{same_rate:,.0f}",
-                                f"{same['peak_rss_mb']:.0f}",
-                                widths=(46, 10, 12, 14),
-                            ),
-                            flush=True,
-                        )
-                        print(
-                            f"  speed-up on {database} over the same-work baseline: "
-                            f"{rate / same_rate:.1f}x (for information; the target's baseline "
-                            "is the one above)",
-                            flush=True,
-                        )
+
+
+def measure(root: str, database: str, method: str, limit: int, label: str) -> float:
+    """Run one measurement in a child process, print its row, return appointments/s."""
+    figures = run_child(root, database, method, limit)
+    rate: float = figures["stored"] / figures["seconds"]
+    print(
+        row(
+            label,
+            figures["stored"],
+            f"{rate:,.0f}",
+            f"{figures['peak_rss_mb']:.0f}",
+            widths=(46, 10, 12, 14),
+        ),
+        flush=True,
+    )
+    return rate
 
 
 if __name__ == "__main__":
