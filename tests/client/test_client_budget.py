@@ -7,10 +7,14 @@ import subprocess
 import sys
 import textwrap
 import threading
+import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import time_machine
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from intakeq_fakes import API_KEY, T0, BudgetFactory, FakeClock
 from sqlalchemy import Engine, select
 
@@ -257,3 +261,61 @@ def test_a_full_window_is_read_from_counts_however_many_requests_the_day_holds(
     usage = budget.usage()
     assert (usage.minute_used, usage.day_used) == (5, 304)
     assert usage.day_frees_at == T0 + timedelta(hours=24)
+
+
+_STEPS = st.lists(
+    st.tuples(
+        st.sampled_from([0, 0.25, 1, 2.5, 3, 3.5, 30, 57, 60, 60.5, 3600, 86_400, 86_403]),
+        st.sampled_from(["acquire", "acquire", "settle", "usage"]),
+    ),
+    max_size=30,
+)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(steps=_STEPS)
+def test_the_database_budget_decides_as_the_memory_budget_does(
+    engine: Engine, steps: list[tuple[float, str]]
+) -> None:
+    """Waits, exhaustion (with when the day frees) and usage, step for step, with limits
+    small enough that both windows fill and the stored times must be read back."""
+    options: dict[str, Any] = {
+        "minute_limit": 2,
+        "daily_limit": 5,
+        "minute_window": timedelta(seconds=60),
+        "settle_within": timedelta(seconds=3),
+    }
+    clocks = {"memory": FakeClock(), "database": FakeClock()}
+    budgets: dict[str, MemoryBudget | DatabaseBudget] = {
+        "memory": MemoryBudget(clock=clocks["memory"], sleep=clocks["memory"].sleep, **options),
+        "database": DatabaseBudget(
+            engine,
+            f"{API_KEY}-{uuid.uuid4()}",  # a key of its own for each example
+            clock=clocks["database"],
+            sleep=clocks["database"].sleep,
+            **options,
+        ),
+    }
+
+    def run(kind: str) -> list[object]:
+        budget, clock = budgets[kind], clocks[kind]
+        outcomes: list[object] = []
+        for seconds, action in steps:
+            clock.advance(seconds)
+            if action == "acquire":
+                try:
+                    budget.acquire()
+                    outcomes.append(("granted", clock.now, list(clock.sleeps)))
+                except BudgetExhausted as exc:
+                    outcomes.append(("exhausted", exc.used, exc.limit, exc.frees_at))
+            elif action == "settle":
+                budget.settle()
+            else:
+                outcomes.append(budget.usage())
+        return outcomes
+
+    assert run("database") == run("memory")

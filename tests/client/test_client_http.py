@@ -456,6 +456,32 @@ def test_practice_settings_are_parsed(harness: Callable[..., Harness]) -> None:
     assert settings.locations[0]["Name"] == "Main"
 
 
+@pytest.mark.parametrize("search", ["Ann+O'Neil@example.org", "a b&c=d/é?#%41", None])
+def test_each_page_is_requested_at_the_url_httpx_builds_from_its_params(
+    harness: Callable[..., Harness], search: str | None
+) -> None:
+    full = [{"ClientId": n} for n in range(100)]
+    h = harness(paged([full, []]))
+    query = AppointmentQuery(client=search, start_date=date(2025, 10, 1), status="Confirmed")
+    expected_params = [query.params(), {"search": search} if search else {}]
+
+    list(h.client.appointment_pages(query))
+    list(h.client.clients(search=search))
+
+    reference = httpx.Client(base_url=BASE_URL)
+    expected = [
+        reference.build_request("GET", path, params={**params, "page": page}).url
+        for path, params in zip(["/appointments", "/clients"], expected_params, strict=True)
+        for page in ("1", "2")
+    ]
+    reference.close()
+    assert [str(r.url) for r in h.server.received] == [str(url) for url in expected]
+    assert [r.url.params["page"] for r in h.server.received] == ["1", "2", "1", "2"]
+    if search:
+        assert h.server.received[0].url.params["client"] == search
+        assert h.server.received[2].url.params["search"] == search
+
+
 def test_clients_follow_pages_and_skip_records_without_an_id(
     harness: Callable[..., Harness],
 ) -> None:

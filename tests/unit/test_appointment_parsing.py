@@ -1,8 +1,20 @@
+from collections.abc import Callable
+from dataclasses import FrozenInstanceError, fields
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from pqsync.intakeq.models import AppointmentQuery, MalformedRecord, parse_appointment
+from pqsync.domain.times import TimeParseError, from_epoch_ms, parse_iso_utc
+from pqsync.intakeq.models import (
+    _KNOWN_FIELDS,
+    Appointment,
+    AppointmentQuery,
+    MalformedRecord,
+    parse_appointment,
+)
 
 FULL = {
     "Id": "abc123",
@@ -110,3 +122,166 @@ def test_the_query_sends_every_filter_in_intakeq_form() -> None:
         "updatedSince": "2025-01-01",
         "deletedOnly": "true",
     }
+
+
+# -- the inline paths of parse_appointment against the plain rules they stand for ------------
+
+
+def _reference_text(raw: dict[str, Any], key: str) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    return str(value).strip() or None
+
+
+def _reference_int(raw: dict[str, Any], key: str) -> int | None:
+    value = raw.get(key)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _reference_moment(raw: dict[str, Any], ms_key: str, iso_key: str) -> datetime | None:
+    ms = raw.get(ms_key)
+    if isinstance(ms, bool):
+        ms = None
+    if isinstance(ms, int | float):
+        return from_epoch_ms(ms)
+    if isinstance(ms, str) and ms.strip().lstrip("-").isdigit():
+        return from_epoch_ms(int(ms))
+    iso = raw.get(iso_key)
+    if isinstance(iso, str) and iso.strip():
+        return parse_iso_utc(iso)
+    if ms not in (None, ""):
+        raise TimeParseError(f"{ms_key} is not a timestamp")
+    return None
+
+
+def _reference_parse(raw: Any) -> Appointment:
+    """parse_appointment as it read before its inline paths, field by field."""
+    if not isinstance(raw, dict):
+        raise MalformedRecord("not a JSON object")
+    appointment_id = _reference_text(raw, "Id")
+    email = _reference_text(raw, "ClientEmail")
+    client_id = _reference_int(raw, "ClientId")
+
+    def broken(reason: str) -> MalformedRecord:
+        lowered = email.lower() if email else None
+        return MalformedRecord(reason, appointment_id, client_id=client_id, client_email=lowered)
+
+    if appointment_id is None:
+        raise broken("missing Id")
+    try:
+        start = _reference_moment(raw, "StartDate", "StartDateIso")
+        end = _reference_moment(raw, "EndDate", "EndDateIso")
+        last_modified = _reference_moment(raw, "LastModified", "LastModifiedIso")
+    except TimeParseError as exc:
+        raise broken(f"bad date ({exc})") from None
+    if start is None:
+        raise broken("missing start date")
+    if end is None and isinstance(raw.get("Duration"), int | float):
+        end = start + timedelta(minutes=float(raw["Duration"]))
+    return Appointment(
+        id=appointment_id,
+        client_id=client_id,
+        client_name=_reference_text(raw, "ClientName"),
+        client_email=email.lower() if email else None,
+        practitioner_id=_reference_text(raw, "PractitionerId"),
+        practitioner_name=_reference_text(raw, "PractitionerName"),
+        practitioner_email=_reference_text(raw, "PractitionerEmail"),
+        service_id=_reference_text(raw, "ServiceId"),
+        service_name=_reference_text(raw, "ServiceName"),
+        status=_reference_text(raw, "Status"),
+        start=start,
+        end=end,
+        last_modified=last_modified,
+        metadata={k: v for k, v in raw.items() if k not in _KNOWN_FIELDS and v is not None},
+    )
+
+
+def _outcome(parse: Callable[[Any], Appointment], raw: Any) -> tuple[Any, ...]:
+    try:
+        parsed = parse(raw)
+    except MalformedRecord as exc:
+        return ("malformed", str(exc), exc.appointment_id, exc.client_id, exc.client_email)
+    except Exception as exc:
+        return ("raised", type(exc), str(exc))  # whatever escapes must escape from both
+    # The fields as the dataclass sees them, metadata and its key order included.
+    return ("parsed", parsed, list(vars(parsed).items()), list(parsed.metadata.items()))
+
+
+_MS = 1_763_215_200_000
+_moments = st.one_of(
+    st.just(_MS),
+    st.integers(min_value=-(10**18), max_value=10**18),
+    st.integers(min_value=10**300, max_value=10**301),  # beyond a float
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.sampled_from(["", "  ", str(_MS), f" {_MS} ", "-5", "12.5", "soon", "9" * 400]),
+    st.none(),
+)
+_texts = st.one_of(
+    st.none(),
+    st.text(alphabet=" \tab@X.1", max_size=6),
+    st.integers(min_value=-5, max_value=10**6),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+    st.lists(st.integers(), max_size=2),
+)
+_isos = st.one_of(
+    st.none(),
+    st.sampled_from(["", "2025-11-15T14:00:00.0000000Z", "2025-02-30T10:00:00Z", "later", 5]),
+)
+_records = st.fixed_dictionaries(
+    {},
+    optional={
+        "Id": _texts,
+        "ClientId": st.one_of(_texts, st.sampled_from([" 42 ", "4.5", "", "x", float("inf")])),
+        "ClientEmail": _texts,
+        "ClientName": _texts,
+        "ClientPhone": _texts,
+        "PractitionerId": _texts,
+        "PractitionerName": _texts,
+        "PractitionerEmail": _texts,
+        "ServiceId": _texts,
+        "ServiceName": _texts,
+        "Status": _texts,
+        "StartDate": _moments,
+        "EndDate": _moments,
+        "LastModified": _moments,
+        "StartDateIso": _isos,
+        "EndDateIso": _isos,
+        "LastModifiedIso": _isos,
+        "Duration": st.one_of(st.none(), st.integers(-100, 10**4), st.floats(-1e3, 1e3), _texts),
+        "LocationName": _texts,
+        "CustomFields": st.one_of(
+            st.none(), st.lists(st.dictionaries(st.text(max_size=3), _texts))
+        ),
+    },
+)
+
+
+@given(
+    st.one_of(
+        _records,
+        _records.map(lambda r: {"Id": "a1", "StartDate": _MS, "EndDate": _MS, **r}),
+        _records.map(lambda r: {**r, "StartDate": _MS, "EndDate": _MS, "LastModified": _MS}),
+    )
+)
+def test_parsing_matches_the_plain_rules_for_any_record(raw: dict[str, Any]) -> None:
+    assert _outcome(parse_appointment, raw) == _outcome(_reference_parse, raw)
+
+
+def test_a_parsed_appointment_is_the_one_its_constructor_builds() -> None:
+    parsed = parse_appointment(FULL)
+    built = Appointment(**{f.name: getattr(parsed, f.name) for f in fields(Appointment)})
+
+    assert parsed == built
+    assert vars(parsed) == vars(built)
+    assert list(vars(parsed)) == list(vars(built))  # every field, in the same order
+    with pytest.raises(FrozenInstanceError):
+        parsed.id = "changed"  # type: ignore[misc]
+    assert hash(parsed) == hash(built)

@@ -21,18 +21,23 @@ from typing import Any, Protocol, TypedDict, Unpack
 
 from sqlalchemy import (
     Connection,
+    CursorResult,
+    Dialect,
     Engine,
     Integer,
     String,
+    bindparam,
     cast,
     delete,
     func,
     insert,
-    literal,
     select,
     update,
 )
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
 
+from pqsync.db.bulk import Converter, converter_for
 from pqsync.db.engine import write_connection
 from pqsync.db.tables import IntakeQRequest
 from pqsync.intakeq.errors import BudgetExhausted
@@ -297,6 +302,65 @@ class _StoredTimes:
         return found
 
 
+class _DriverStatement:
+    """A statement rendered once to the driver's SQL and sent with `exec_driver_sql`: a
+    call builds, caches and compiles nothing. Values are converted with each bound
+    parameter's own type (see `pqsync.db.bulk.converter_for`)."""
+
+    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)
+        self.sql = str(compiled)
+        self._converters: dict[str, Converter | None] = {
+            name: converter_for(bind.type, dialect) for name, bind in compiled.binds.items()
+        }
+        self._constants = self._converted(compiled.params)
+        self._order = tuple(compiled.positiontup or ()) if compiled.positional else None
+
+    def _converted(self, values: dict[str, Any]) -> dict[str, Any]:
+        converters = self._converters
+        return {
+            name: value if value is None or (f := converters[name]) is None else f(value)
+            for name, value in values.items()
+        }
+
+    def execute(self, conn: Connection, **values: Any) -> CursorResult[Any]:
+        params = {**self._constants, **self._converted(values)}
+        if self._order is None:
+            return conn.exec_driver_sql(self.sql, params)
+        return conn.exec_driver_sql(self.sql, tuple([params[name] for name in self._order]))
+
+
+def _record_if_room(fingerprint: str, minute_limit: int, daily_limit: int) -> ClauseElement:
+    """INSERT one request at `now` if both windows (after `day_since`, `minute_since`)
+    have room; RETURNING its id, or nothing."""
+    sent_at = IntakeQRequest.sent_at
+
+    def used(since: str) -> Any:
+        return (
+            select(func.count())
+            .where(
+                IntakeQRequest.key_fingerprint == bindparam("fingerprint", fingerprint, String),
+                sent_at > bindparam(since, type_=sent_at.type),
+            )
+            .scalar_subquery()
+        )
+
+    return (
+        insert(IntakeQRequest)
+        .from_select(
+            ["key_fingerprint", "sent_at"],
+            select(
+                bindparam("fingerprint", fingerprint, String), bindparam("now", type_=sent_at.type)
+            ).where(
+                used("day_since") < bindparam("daily_limit", daily_limit, Integer),
+                used("minute_since") < bindparam("minute_limit", minute_limit, Integer),
+            ),
+        )
+        .returning(IntakeQRequest.id)
+    )
+
+
 class DatabaseBudget(_SlidingWindows):
     """The budget in `intakeq_request_log`, shared by every process using the database.
 
@@ -329,19 +393,24 @@ class DatabaseBudget(_SlidingWindows):
         self._postgres = dialect == "postgresql"
         self.fingerprint = key_fingerprint(api_key)
         self._pruned_at: datetime | None = None
+        # The statements of every request, rendered once: building and compiling them
+        # per request cost more than running them.
+        sql_dialect = engine.dialect
+        self._record = _DriverStatement(
+            _record_if_room(self.fingerprint, minute_limit, daily_limit), sql_dialect
+        )
+        no_disk_wait = func.set_config("synchronous_commit", "off", True)
+        objid = int.from_bytes(bytes.fromhex(self.fingerprint[:8]), "big", signed=True)
+        key_lock = func.pg_advisory_xact_lock(cast(_PG_LOCK_CLASS, Integer), cast(objid, Integer))
+        self._no_disk_wait = _DriverStatement(select(no_disk_wait), sql_dialect)
+        self._no_disk_wait_locked = _DriverStatement(select(no_disk_wait, key_lock), sql_dialect)
 
     @contextmanager
     def _locked(self, *, key_lock: bool) -> Iterator[Connection]:
         with write_connection(self._engine) as conn, conn.begin():
             if self._postgres:
-                settings = [func.set_config("synchronous_commit", "off", True)]
-                if key_lock:
-                    objid = int.from_bytes(bytes.fromhex(self.fingerprint[:8]), "big", signed=True)
-                    lock = func.pg_advisory_xact_lock(
-                        cast(_PG_LOCK_CLASS, Integer), cast(objid, Integer)
-                    )
-                    settings.append(lock)
-                conn.execute(select(*settings))  # one round trip for both
+                # One round trip for the commit setting and (when asked) the key's lock.
+                (self._no_disk_wait_locked if key_lock else self._no_disk_wait).execute(conn)
             yield conn
 
     def _reserve(self) -> float | None:
@@ -349,26 +418,11 @@ class DatabaseBudget(_SlidingWindows):
             now = self._clock()
             self._prune(conn, now)
             # The usual case in one statement: record the request if both windows have room.
-            mine = IntakeQRequest.key_fingerprint == self.fingerprint
-            day_used = (
-                select(func.count())
-                .where(mine, IntakeQRequest.sent_at > now - self.day_window)
-                .scalar_subquery()
-            )
-            minute_used = (
-                select(func.count())
-                .where(mine, IntakeQRequest.sent_at > now - self.minute_window)
-                .scalar_subquery()
-            )
-            recorded = conn.execute(
-                insert(IntakeQRequest)
-                .from_select(
-                    ["key_fingerprint", "sent_at"],
-                    select(
-                        literal(self.fingerprint, String), literal(now, IntakeQRequest.sent_at.type)
-                    ).where(day_used < self.daily_limit, minute_used < self.minute_limit),
-                )
-                .returning(IntakeQRequest.id)
+            recorded = self._record.execute(
+                conn,
+                now=now,
+                day_since=now - self.day_window,
+                minute_since=now - self.minute_window,
             ).scalar()
             if recorded is not None:
                 self._reserved(now, recorded)

@@ -86,13 +86,6 @@ def _loggable(params: Params | None) -> dict[str, str]:
     }
 
 
-def _parse_or_malformed(raw: Any) -> Appointment | MalformedRecord:
-    try:
-        return parse_appointment(raw)
-    except MalformedRecord as exc:
-        return exc
-
-
 def _text(raw: dict[str, Any], key: str) -> str | None:
     value = raw.get(key)
     text = str(value).strip() if value is not None else ""
@@ -214,7 +207,14 @@ class IntakeQClient:
         newest first). A record that cannot be parsed is yielded as its `MalformedRecord`
         in place; the rest of the page is kept."""
         for records in self._pages("/appointments", query.params()):
-            yield [_parse_or_malformed(raw) for raw in records]
+            page: list[Appointment | MalformedRecord] = []
+            append = page.append
+            for raw in records:
+                try:
+                    append(parse_appointment(raw))
+                except MalformedRecord as exc:
+                    append(exc)
+            yield page
 
     def get_appointment(self, appointment_id: str) -> Appointment | None:
         """One appointment, or None when IntakeQ answers 404 (missing or deleted)."""
@@ -260,8 +260,15 @@ class IntakeQClient:
     # -- plumbing --------------------------------------------------------------------------
 
     def _pages(self, path: str, params: Params) -> Iterator[list[Any]]:
+        # Pages differ only in `page`, which comes last: httpx joins and encodes the rest
+        # once here (given a path and params, it parses the URL three times a request).
+        fixed = self._http.build_request("GET", path, params=params).url
+        prefix = f"{fixed}{'&' if fixed.query else '?'}page="
         for page in itertools.count(1):
-            body = self._json(self._send("GET", path, params={**params, "page": str(page)}), path)
+            number = str(page)
+            url = httpx.URL(prefix + number)
+            response = self._send("GET", path, params={**params, "page": number}, url=url)
+            body = self._json(response, path)
             if not isinstance(body, list):
                 raise IntakeQBadResponse(200, path, "a page is not a JSON array")
             if body:
@@ -283,9 +290,15 @@ class IntakeQClient:
             raise IntakeQBadResponse(response.status_code, path, "the body is not JSON") from None
 
     def _send(
-        self, method: str, path: str, *, params: Params | None = None, body: Any = None
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        body: Any = None,
+        url: httpx.URL | None = None,
     ) -> httpx.Response:
-        response = self._request(method, path, params=params, body=body)
+        response = self._request(method, path, params=params, body=body, url=url)
         assert response is not None  # only `missing_ok` requests answer None
         return response
 
@@ -297,9 +310,15 @@ class IntakeQClient:
         params: Params | None = None,
         body: Any = None,
         missing_ok: bool = False,
+        url: httpx.URL | None = None,
     ) -> httpx.Response | None:
         """Send with budget, retries and logging; return the 2xx response (None for a 404
-        when `missing_ok`) or raise the typed error."""
+        when `missing_ok`) or raise the typed error.
+
+        `url`, when given, is the absolute URL of `path` with `params`, built already
+        (`path` and `params` are still what the logs and errors name)."""
+        target: httpx.URL | str = path if url is None else url
+        target_params = params if url is None else None
         idempotent = method in _IDEMPOTENT_METHODS
         failures = rate_limited = attempt = 0
         while True:
@@ -308,7 +327,7 @@ class IntakeQClient:
             self.requests_sent += 1
             started = time.perf_counter()
             try:
-                response = self._http.request(method, path, params=params, json=body)
+                response = self._http.request(method, target, params=target_params, json=body)
             except httpx.TransportError as exc:
                 self._budget.settle()
                 failures += 1

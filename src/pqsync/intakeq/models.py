@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from pqsync.domain.times import TimeParseError, from_epoch_ms, parse_iso_utc
@@ -105,16 +105,15 @@ class AppointmentQuery:
         return out
 
 
-def _text(raw: dict[str, Any], key: str) -> str | None:
-    value = raw.get(key)
+def _text_of(value: Any) -> str | None:
+    """A text field's value: stripped, None when null or blank (numbers become text)."""
     if value is None:
         return None
     text = str(value).strip()
     return text or None
 
 
-def _int(raw: dict[str, Any], key: str) -> int | None:
-    value = raw.get(key)
+def _int_of(value: Any) -> int | None:
     if value is None or value == "":
         return None
     try:
@@ -140,49 +139,84 @@ def _moment(raw: dict[str, Any], ms_key: str, iso_key: str) -> datetime | None:
     return None
 
 
+def _broken(
+    reason: str, appointment_id: str | None, client_id: int | None, email: str | None
+) -> MalformedRecord:
+    return MalformedRecord(
+        reason, appointment_id, client_id=client_id, client_email=email.lower() if email else None
+    )
+
+
+_new_object = object.__new__
+_from_timestamp = datetime.fromtimestamp
+
+
 def parse_appointment(raw: Any) -> Appointment:
-    """Parse one appointment object; raise MalformedRecord when it has no usable Id or start."""
+    """Parse one appointment object; raise MalformedRecord when it has no usable Id or start.
+
+    Runs for every record of every page, so the usual shapes (text already stripped, epoch
+    milliseconds as integers) take inline paths; anything else goes through the same
+    lenient helpers (`_text_of`, `_int_of`, `_moment`).
+    """
     if not isinstance(raw, dict):
         raise MalformedRecord("not a JSON object")
-    appointment_id = _text(raw, "Id")
-    email = _text(raw, "ClientEmail")
-    client_id = _int(raw, "ClientId")
-
-    def broken(reason: str, appointment: str | None = appointment_id) -> MalformedRecord:
-        return MalformedRecord(
-            reason, appointment, client_id=client_id, client_email=email.lower() if email else None
-        )
-
+    get = raw.get
+    value = get("Id")
+    appointment_id = (value.strip() or None) if type(value) is str else _text_of(value)
+    value = get("ClientEmail")
+    email = (value.strip() or None) if type(value) is str else _text_of(value)
+    value = get("ClientId")
+    client_id = value if type(value) is int else _int_of(value)
     if appointment_id is None:
-        raise broken("missing Id")
-    try:
-        start = _moment(raw, "StartDate", "StartDateIso")
-        end = _moment(raw, "EndDate", "EndDateIso")
-        last_modified = _moment(raw, "LastModified", "LastModifiedIso")
-    except TimeParseError as exc:
-        raise broken(f"bad date ({exc})") from None
+        raise _broken("missing Id", None, client_id, email)
+    start_ms, end_ms, modified_ms = get("StartDate"), get("EndDate"), get("LastModified")
+    moments: tuple[datetime | None, datetime | None, datetime | None] | None = None
+    if type(start_ms) is int and type(end_ms) is int and type(modified_ms) is int:
+        # The usual shape: from_epoch_ms's conversion, without its cost. Any failure goes
+        # the general way below, which raises from_epoch_ms's own error.
+        try:
+            moments = (
+                _from_timestamp(start_ms / 1000.0, UTC),
+                _from_timestamp(end_ms / 1000.0, UTC),
+                _from_timestamp(modified_ms / 1000.0, UTC),
+            )
+        except (OverflowError, OSError, ValueError):
+            moments = None
+    if moments is None:
+        try:
+            moments = (
+                _moment(raw, "StartDate", "StartDateIso"),
+                _moment(raw, "EndDate", "EndDateIso"),
+                _moment(raw, "LastModified", "LastModifiedIso"),
+            )
+        except TimeParseError as exc:
+            raise _broken(f"bad date ({exc})", appointment_id, client_id, email) from None
+    start, end, last_modified = moments
     if start is None:
-        raise broken("missing start date")
-    if end is None and isinstance(raw.get("Duration"), int | float):
-        from datetime import timedelta
-
+        raise _broken("missing start date", appointment_id, client_id, email)
+    if end is None and isinstance(get("Duration"), int | float):
         end = start + timedelta(minutes=float(raw["Duration"]))
-    return Appointment(
-        id=appointment_id,
-        client_id=client_id,
-        client_name=_text(raw, "ClientName"),
-        client_email=email.lower() if email else None,
-        practitioner_id=_text(raw, "PractitionerId"),
-        practitioner_name=_text(raw, "PractitionerName"),
-        practitioner_email=_text(raw, "PractitionerEmail"),
-        service_id=_text(raw, "ServiceId"),
-        service_name=_text(raw, "ServiceName"),
-        status=_text(raw, "Status"),
-        start=start,
-        end=end,
-        last_modified=last_modified,
-        metadata={k: v for k, v in raw.items() if k not in _KNOWN_FIELDS and v is not None},
-    )
+    fields = {
+        "id": appointment_id,
+        "client_id": client_id,
+        "client_name": _text_of(get("ClientName")),
+        "client_email": email.lower() if email else None,
+        "practitioner_id": _text_of(get("PractitionerId")),
+        "practitioner_name": _text_of(get("PractitionerName")),
+        "practitioner_email": _text_of(get("PractitionerEmail")),
+        "service_id": _text_of(get("ServiceId")),
+        "service_name": _text_of(get("ServiceName")),
+        "status": _text_of(get("Status")),
+        "start": start,
+        "end": end,
+        "last_modified": last_modified,
+        "metadata": {k: v for k, v in raw.items() if v is not None and k not in _KNOWN_FIELDS},
+    }
+    # What the frozen dataclass's __init__ does (one object.__setattr__ per field), without
+    # its cost; tests/unit/test_appointment_parsing.py checks the two stay the same.
+    appointment: Appointment = _new_object(Appointment)
+    appointment.__dict__.update(fields)
+    return appointment
 
 
 @dataclass(frozen=True)
