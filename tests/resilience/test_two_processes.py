@@ -12,8 +12,9 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,13 +78,26 @@ def run_at_once(
     cwd: Path,
     *commands: list[str],
     slow_first_window: bool = False,
+    hold_until: Callable[[], bool] | None = None,
 ) -> list[Finished]:
     """Start every command before waiting for any, in `cwd` (so no stray `.env` is read).
 
     A 429 already decides the test, so the processes are stopped then rather than left to
     sit out IntakeQ's minute. With `slow_first_window`, the simulator answers slowly until
-    it has received a window's worth of requests, as a real network sometimes does.
+    it has received a window's worth of requests, as a real network sometimes does. With
+    `hold_until`, the simulator holds every API request until `hold_until()` is true.
     """
+    released = threading.Event()
+    if hold_until is not None:
+        handle = sim.app.handle
+
+        def held(request: Any) -> Any:
+            released.wait(30)
+            return handle(request)
+
+        sim.app.handle = held  # type: ignore[method-assign]
+    else:
+        released.set()
     if slow_first_window:
         sim.configure(latency_ms=150)
     outputs = [(cwd / f"{n}.out", cwd / f"{n}.err") for n in range(len(commands))]
@@ -101,10 +115,13 @@ def run_at_once(
             stats = sim.stats()
             if stats["rate_limited"]:
                 break
+            if not released.is_set() and hold_until is not None and hold_until():
+                released.set()
             if slow_first_window and stats["requests"] >= MINUTE_LIMIT:
                 sim.configure(latency_ms=0)
             time.sleep(0.02)
     finally:
+        released.set()
         for process in processes:
             if process.poll() is None:
                 process.kill()
@@ -160,6 +177,8 @@ def test_an_org_and_a_patient_sync_at_once_stay_within_the_shared_limit(
         ["sync", "org", ORG, "--json"],
         ["sync", "patient", heavy.directory_email or heavy.email, "--json"],
         slow_first_window=True,
+        # Nobody is answered until both runs have begun: one cannot end before the other starts.
+        hold_until=lambda: len(sync_logs(engine)) == 2,
     )
 
     stats = sim.stats()
