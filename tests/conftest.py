@@ -17,6 +17,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -26,6 +27,11 @@ from pqsync.db.migrate import upgrade
 from pqsync.intakeq.simulator import DEMO_PASSWORD, build_dataset
 from pqsync.logging import configure_logging, make_formatter
 from pqsync.settings import SIMULATOR_API_KEY
+
+# Tests never assert on wall time: Hypothesis's per-example deadline (200 ms) is one such
+# assertion, and a cold first example on a busy CI machine fails it.
+settings.register_profile("pqsync", deadline=None)
+settings.load_profile("pqsync")
 
 TEST_DB = os.environ.get("PQSYNC_TEST_DB", "sqlite")
 POSTGRES_URL = os.environ.get(

@@ -17,6 +17,7 @@ from itertools import chain
 from typing import Any
 
 from sqlalchemy import Column, Connection, Dialect, Table, Uuid
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TypeEngine
 
 from pqsync.db.tables import UTCDateTime
@@ -138,6 +139,7 @@ class BulkInsert:
         self, connection: Connection, rows: Sequence[Sequence[Any]], raw: bool
     ) -> list[tuple[Any, ...]]:
         cursor: Any = connection.connection.cursor()  # the transaction's own DBAPI connection
+        dbapi_error = connection.dialect.loaded_dbapi.Error
         try:
             returning = bool(self.returning)
             cursor.executemany(self._sql(1), rows, returning=returning)
@@ -148,6 +150,16 @@ class BulkInsert:
                 if not cursor.nextset():
                     break
             return returned
+        except dbapi_error as exc:
+            # As SQLAlchemy raises it for any other statement (and without the values).
+            raise DBAPIError.instance(
+                self._sql(1),
+                None,
+                exc,
+                dbapi_error,
+                hide_parameters=True,
+                dialect=connection.dialect,
+            ) from exc
         finally:
             cursor.close()
 

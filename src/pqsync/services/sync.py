@@ -540,12 +540,14 @@ class SyncService:
             if len(first) == PAGE_SIZE and keep_going is not None and not keep_going(first):
                 return False
             if len(first) == PAGE_SIZE:
-                # Decided to go on: from here the next page is fetched while one is written.
-                for number, page in enumerate(prefetched(pages), start=2):
-                    self.store.write_page(session, ctx, page)
-                    records += len(page)
-                    self.locks.renew(prepared.scope_key, prepared.run_id)
-                    progress("pages", number, None)
+                # Decided to go on: from here the next page is fetched while one is made
+                # ready and the one before it is committed.
+                with self.store.writer(ctx) as writer:
+                    for number, page in enumerate(prefetched(pages), start=2):
+                        writer.write(page)
+                        records += len(page)
+                        self.locks.renew(prepared.scope_key, prepared.run_id)
+                        progress("pages", number, None)
         finally:
             pages.close()
         self._remember_density(session, records, window)

@@ -5,13 +5,15 @@ INSERT .. ON CONFLICT DO UPDATE for the new and changed rows, one insert of acti
 (db/bulk.py sends both without SQLAlchemy's per-row bookkeeping). What needs no stored row
 (new rows, their ids and audit entries, in the driver's values) is built before the write
 transaction starts, so the write lock (SQLite's is the database's) is held only for the
-statements.
+statements. A long fetch writes through a `PageWriter`: each page's transaction runs in a
+thread of its own while the next page is matched and made ready.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -98,7 +100,7 @@ class _Pending:
     """A matched appointment that is probably stored already: diffed under the lock."""
 
     appointment: Appointment
-    patient: Patient
+    patient_id: uuid.UUID
 
 
 @dataclass(slots=True)
@@ -106,13 +108,65 @@ class _Prepared:
     """One matched appointment, made ready before the page's write transaction."""
 
     appointment: Appointment
-    patient: Patient
+    patient_id: uuid.UUID
     incoming: dict[str, Any]
     provider_name: str | None
     row_id: uuid.UUID
     row: list[Any]  # the upsert's values, converted for the driver
     created: dict[str, Any]  # its activity entry, should it be new
     created_row: list[Any]
+
+
+@dataclass(slots=True)
+class StagedPage:
+    """A matched page, ready for its write transaction (`AppointmentStore.commit_page`)."""
+
+    items: list[_Prepared | _Pending]
+    learned: dict[uuid.UUID, int]  # ClientIds learned while matching it, written with it
+    now: datetime
+
+
+class PageWriter:
+    """Commits staged pages in a thread of its own, one at a time and in order.
+
+    `write(page)` stages the page in the caller's thread, waits for the page before it to
+    be committed, and hands this one over: staging one page (Python's work) overlaps the
+    database's work on the one before, which runs without the GIL. At most one page is in
+    flight; a failed commit is raised by the next `write` or by `close`. Use as a context
+    manager: leaving it waits for the last page.
+    """
+
+    def __init__(self, store: AppointmentStore, ctx: RunContext) -> None:
+        self._store = store
+        self._ctx = ctx
+        self._session = Session(store.engine, expire_on_commit=False)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pqsync-writer")
+        self._in_flight: Future[None] | None = None
+
+    def write(self, page: list[Record]) -> None:
+        staged = self._store.stage_page(self._ctx, page)
+        self._wait()
+        self._in_flight = self._pool.submit(
+            self._store.commit_page, self._session, self._ctx, staged
+        )
+
+    def _wait(self) -> None:
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            in_flight.result()
+
+    def close(self) -> None:
+        try:
+            self._wait()
+        finally:
+            self._pool.shutdown(wait=True)
+            self._session.close()
+
+    def __enter__(self) -> PageWriter:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
 
 @dataclass
@@ -205,11 +259,9 @@ class AppointmentStore:
     def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
         self.engine = engine
         self.clock = clock
-        # Rendered on first use, for the dialect of the session's connection.
+        # Rendered on first use, for the engine's dialect.
         self._upsert_statement: BulkInsert | None = None
         self._selects: dict[tuple[str, ...], KeyedSelect] = {}
-        # SQLite has one writer per database; PostgreSQL locks only the rows written.
-        self._serialized_writes = engine.dialect.name == "sqlite"
         self._activity_statement: BulkInsert | None = None
 
     def write_page(
@@ -219,12 +271,28 @@ class AppointmentStore:
         page: list[Record],
         *,
         only_patient: uuid.UUID | None = None,
-    ) -> list[tuple[Appointment, Patient]]:
-        """Match, diff and write one page; return the records that belong to our patients.
+    ) -> None:
+        """Match, diff and write one page in one transaction of `session`.
 
         With `only_patient`, records of other patients are left for their own query.
         """
+        self.commit_page(session, ctx, self.stage_page(ctx, page, only_patient=only_patient))
+
+    def stage_page(
+        self, ctx: RunContext, page: list[Record], *, only_patient: uuid.UUID | None = None
+    ) -> StagedPage:
+        """Match a page and build, before any write lock, what needs no stored row.
+
+        New rows (their ids, driver values and activity entries) are made ready here; the
+        write transaction (`commit_page`) then only reads the page's stored rows, diffs the
+        few that exist and sends the statements. Everything this touches in `ctx` is the
+        matching's (fetched and handled ids, unknown and malformed counts, unmatched
+        practitioners, learned ClientIds, handed over in the staged page): a page can be
+        staged while the one before it is being committed in another thread.
+        """
         matched: list[tuple[Appointment, Patient]] = []
+        unmatched = ctx.result.unmatched_practitioners
+        practitioners = ctx.lookups.providers_by_practitioner
         for record in page:
             if isinstance(record, MalformedRecord):
                 self._note_malformed(ctx, record)
@@ -239,35 +307,47 @@ class AppointmentStore:
             if patient is None or patient.id not in ctx.results:
                 self._note_unknown(ctx, record)
                 continue
+            practitioner = record.practitioner_id
+            if practitioner and practitioner not in practitioners:
+                unmatched[practitioner] = unmatched.get(practitioner, 0) + 1
             matched.append((record, patient))
-        # On SQLite, everything that needs no stored row is built before the write lock is
-        # taken: the lock is the database's, and the IntakeQ request budget waits for it.
         now = self.clock()
-        prepared: list[_Prepared | _Pending]
-        if self._serialized_writes:
-            stored = self._stored_ids([a.id for a, _ in matched])
-            prepared = [
-                _Pending(a, p) if a.id in stored else self._prepare(session, ctx, a, p, now)
-                for a, p in matched
-            ]
-        else:  # writers do not block each other: everything is made ready in the transaction
-            prepared = [_Pending(a, p) for a, p in matched]
-        begin_write(session)
-        if prepared:
-            self._write(session, ctx, prepared, now)
-        if ctx.matcher.learned:
-            session.execute(
-                update(PATIENT_TABLE)
-                .where(PATIENT_TABLE.c.id == bindparam("learned_id"))
-                .values(intakeq_client_id=bindparam("learned_client_id")),
-                [
-                    {"learned_id": patient_id, "learned_client_id": client_id}
-                    for patient_id, client_id in ctx.matcher.learned.items()
-                ],
-            )
-            ctx.matcher.learned.clear()
-        session.commit()
-        return matched
+        stored = self._stored_ids([a.id for a, _ in matched])
+        items = [
+            _Pending(a, p.id) if a.id in stored else self._prepare(ctx, a, p.id, now)
+            for a, p in matched
+        ]
+        learned = dict(ctx.matcher.learned)
+        ctx.matcher.learned.clear()
+        return StagedPage(items, learned, now)
+
+    def commit_page(self, session: Session, ctx: RunContext, staged: StagedPage) -> None:
+        """Write a staged page in one transaction of `session`: diff, upsert, audit.
+
+        Touches only the per-patient results in `ctx` (counts and outcomes).
+        """
+        try:
+            begin_write(session)
+            if staged.items:
+                self._write(session, ctx, staged.items, staged.now)
+            if staged.learned:
+                session.execute(
+                    update(PATIENT_TABLE)
+                    .where(PATIENT_TABLE.c.id == bindparam("learned_id"))
+                    .values(intakeq_client_id=bindparam("learned_client_id")),
+                    [
+                        {"learned_id": patient_id, "learned_client_id": client_id}
+                        for patient_id, client_id in staged.learned.items()
+                    ],
+                )
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+    def writer(self, ctx: RunContext) -> PageWriter:
+        """Pages written in a thread of their own while the caller stages the next one."""
+        return PageWriter(self, ctx)
 
     @staticmethod
     def _note_malformed(ctx: RunContext, record: MalformedRecord) -> None:
@@ -314,16 +394,15 @@ class AppointmentStore:
 
     def _prepare(
         self,
-        session: Session,
         ctx: RunContext,
         appointment: Appointment,
-        patient: Patient,
+        patient_id: uuid.UUID,
         now: datetime,
         incoming: dict[str, Any] | None = None,
     ) -> _Prepared:
         """The row to upsert and, should it be new, its activity entry; in driver values."""
         if incoming is None:
-            incoming = self._row_values(ctx, appointment, patient)
+            incoming = self._row_values(ctx, appointment, patient_id)
         provider_id = incoming["provider_id"]
         provider_name = ctx.lookups.provider_names.get(provider_id) if provider_id else None
         # For a row that turns out to exist, ON CONFLICT keeps its id and created_at.
@@ -333,7 +412,7 @@ class AppointmentStore:
         when = appointment.start.astimezone(ctx.zone)
         created = self._activity(
             ctx,
-            patient.id,
+            patient_id,
             row_id,
             "appointment_created",
             f"New appointment {appointment.id} on {when:%Y-%m-%d %H:%M %Z} "
@@ -345,13 +424,13 @@ class AppointmentStore:
         )
         return _Prepared(
             appointment=appointment,
-            patient=patient,
+            patient_id=patient_id,
             incoming=incoming,
             provider_name=provider_name,
             row_id=row_id,
-            row=self._upsert(session).convert([values[c] for c in _WRITTEN]),
+            row=self._upsert().convert([values[c] for c in _WRITTEN]),
             created=created,
-            created_row=self._activities(session).convert([created[c] for c in _ACTIVITY_COLUMNS]),
+            created_row=self._activities().convert([created[c] for c in _ACTIVITY_COLUMNS]),
         )
 
     def _write(
@@ -372,11 +451,11 @@ class AppointmentStore:
         updates: list[dict[str, Any]] = []
         labels = {str(k): v for k, v in ctx.lookups.provider_names.items()}
         for pending in prepared:
-            appointment, patient = pending.appointment, pending.patient
+            appointment, patient_id = pending.appointment, pending.patient_id
             stored = existing.get(appointment.id)
-            patient_result = ctx.results[patient.id]
+            patient_result = ctx.results[patient_id]
             if stored is None:
-                item = self._ready(session, ctx, pending, now)
+                item = self._ready(ctx, pending, now)
                 row_id = item.row_id
                 action = "new"
                 patient_result.summary.new += 1
@@ -389,7 +468,7 @@ class AppointmentStore:
                 if changes:
                     action = "updated"
                     patient_result.summary.updated += 1
-                    writes.append(self._ready(session, ctx, pending, now, incoming))
+                    writes.append(self._ready(ctx, pending, now, incoming))
                     kind = (
                         "appointment_restored"
                         if "deleted_at" in changes and incoming["deleted_at"] is None
@@ -398,7 +477,7 @@ class AppointmentStore:
                     updates.append(
                         self._activity(
                             ctx,
-                            patient.id,
+                            patient_id,
                             row_id,
                             kind,
                             f"Appointment {appointment.id} changed in IntakeQ: "
@@ -423,32 +502,30 @@ class AppointmentStore:
                 )
         if not writes:
             return
-        upsert = self._upsert(session)
+        upsert = self._upsert()
         # A concurrent run may have inserted a row we found missing: its id is the one
         # that stays, and our activity entry must point at it.
         returned = upsert.execute(connection, [w.row for w in writes], converted=True, raw=True)
         kept = {row[0]: row for row in returned}
-        activity_rows = [self._activities(session).convert(a) for a in map(_activity_row, updates)]
+        activity_rows = [self._activities().convert(a) for a in map(_activity_row, updates)]
         for item in new_rows:
             if kept[item.appointment.id][1] == item.row[0]:  # our id stayed (driver values)
                 activity_rows.append(item.created_row)
                 continue
             stays = upsert.processed(kept[item.appointment.id])[1]
             activity_rows.append(
-                self._activities(session).convert(
-                    _activity_row({**item.created, "appointment_id": stays})
-                )
+                self._activities().convert(_activity_row({**item.created, "appointment_id": stays}))
             )
-            for synced in ctx.results[item.patient.id].appointments:
+            for synced in ctx.results[item.patient_id].appointments:
                 if synced.id == item.row_id:
                     synced.id = stays
-        self._activities(session).execute(connection, activity_rows, converted=True)
+        self._activities().execute(connection, activity_rows, converted=True)
 
-    def _upsert(self, session: Session) -> BulkInsert:
+    def _upsert(self) -> BulkInsert:
         if self._upsert_statement is None:
             self._upsert_statement = BulkInsert(
                 APPOINTMENT_TABLE,
-                session.get_bind().dialect,
+                self.engine.dialect,
                 _WRITTEN,
                 conflict_on="pq_appointment_id",
                 update=_UPSERT_COLUMNS,
@@ -458,7 +535,6 @@ class AppointmentStore:
 
     def _ready(
         self,
-        session: Session,
         ctx: RunContext,
         pending: _Prepared | _Pending,
         now: datetime,
@@ -466,12 +542,12 @@ class AppointmentStore:
     ) -> _Prepared:
         if isinstance(pending, _Prepared):
             return pending
-        return self._prepare(session, ctx, pending.appointment, pending.patient, now, incoming)
+        return self._prepare(ctx, pending.appointment, pending.patient_id, now, incoming)
 
     def _incoming(self, ctx: RunContext, pending: _Prepared | _Pending) -> dict[str, Any]:
         if isinstance(pending, _Prepared):
             return pending.incoming
-        return self._row_values(ctx, pending.appointment, pending.patient)
+        return self._row_values(ctx, pending.appointment, pending.patient_id)
 
     @staticmethod
     def _provider_name(ctx: RunContext, appointment: Appointment) -> str | None:
@@ -479,25 +555,24 @@ class AppointmentStore:
         provider_id = lookups.providers_by_practitioner.get(appointment.practitioner_id or "")
         return lookups.provider_names.get(provider_id) if provider_id else None
 
-    def _activities(self, session: Session) -> BulkInsert:
+    def _activities(self) -> BulkInsert:
         if self._activity_statement is None:
             self._activity_statement = BulkInsert(
-                ACTIVITY_TABLE, session.get_bind().dialect, _ACTIVITY_COLUMNS
+                ACTIVITY_TABLE, self.engine.dialect, _ACTIVITY_COLUMNS
             )
         return self._activity_statement
 
+    @staticmethod
     def _row_values(
-        self, ctx: RunContext, appointment: Appointment, patient: Patient
+        ctx: RunContext, appointment: Appointment, patient_id: uuid.UUID
     ) -> dict[str, Any]:
-        """The columns IntakeQ's record sets; counts an unmapped practitioner once per call."""
+        """The columns IntakeQ's record sets."""
         lookups = ctx.lookups
-        provider_id = None
-        if appointment.practitioner_id:
-            provider_id = lookups.providers_by_practitioner.get(appointment.practitioner_id)
-            if provider_id is None:
-                unmatched = ctx.result.unmatched_practitioners
-                key = appointment.practitioner_id
-                unmatched[key] = unmatched.get(key, 0) + 1
+        provider_id = (
+            lookups.providers_by_practitioner.get(appointment.practitioner_id)
+            if appointment.practitioner_id
+            else None
+        )
         service_id = (
             lookups.services_by_intakeq.get(appointment.service_id)
             if appointment.service_id
@@ -505,7 +580,7 @@ class AppointmentStore:
         )
         return {
             "pq_appointment_id": appointment.id,
-            "patient_id": patient.id,
+            "patient_id": patient_id,
             "provider_id": provider_id,
             "service_id": service_id,
             "intakeq_practitioner_id": appointment.practitioner_id,
@@ -627,5 +702,5 @@ class AppointmentStore:
                 )
             )
         entries = [_activity_row(activity) for activity in activities]
-        self._activities(session).execute(session.connection(), entries)
+        self._activities().execute(session.connection(), entries)
         session.commit()

@@ -1,0 +1,74 @@
+"""A long fetch commits its pages in a writer thread while the next page is made ready: a page
+the database refuses must still end the run, with nothing of that page or after it written."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from pqsync.bootstrap import App
+from pqsync.db.tables import Appointment, PatientActivity, SyncLog
+from pqsync.intakeq.models import Appointment as IntakeQAppointment
+from pqsync.intakeq.models import AppointmentQuery
+from pqsync.intakeq.simulator import SimulatorServer
+from pqsync.services.sync import SyncService
+
+
+def refuse_inserts_of(engine: Engine, pq_appointment_id: str) -> None:
+    """A database trigger that fails any insert of this appointment (a real database error)."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execute(
+                text(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON appointments "
+                    f"WHEN NEW.pq_appointment_id = '{pq_appointment_id}' "
+                    "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+                )
+            )
+            return
+        conn.execute(
+            text(
+                "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+                f"IF NEW.pq_appointment_id = '{pq_appointment_id}' THEN "
+                "RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$ "
+                "LANGUAGE plpgsql"
+            )
+        )
+        conn.execute(
+            text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON appointments "
+                "FOR EACH ROW EXECUTE FUNCTION refuse()"
+            )
+        )
+
+
+def test_a_page_the_database_refuses_ends_the_run_and_nothing_from_it_on_is_written(
+    service: SyncService, sim: SimulatorServer, pq: App
+) -> None:
+    # The window's pages as IntakeQ lists them (and as the organisation's run will fetch them).
+    start, end = sim.dataset.default_window()
+    pages = list(pq.intakeq.appointment_pages(AppointmentQuery(start_date=start, end_date=end)))
+    assert len(pages) >= 4
+    fsh = {c.client_id for c in sim.dataset.fsh_patients}
+    ours = [
+        {r.id for r in page if isinstance(r, IntakeQAppointment) and r.client_id in fsh}
+        for page in pages
+    ]
+    assert all(ours[:4])
+    refuse_inserts_of(pq.engine, sorted(ours[2])[0])  # one appointment of the third page
+
+    with pytest.raises(DBAPIError, match="refused by the test"):
+        service.sync_organization("first-step-house")
+
+    with Session(pq.engine) as session:
+        stored = set(session.scalars(select(Appointment.pq_appointment_id)))
+        audited = session.scalar(select(func.count()).select_from(PatientActivity))
+        (log,) = session.scalars(select(SyncLog)).all()
+    # Pages 1 and 2 were committed; the refused page was rolled back whole, and the run
+    # stopped there: the fourth page, already made ready, was never written.
+    assert stored == ours[0] | ours[1]
+    assert audited == len(stored)
+    assert log.status == "failed"
+    assert log.error_message is not None and log.error_message.startswith("internal error (")
