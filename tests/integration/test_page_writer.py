@@ -44,8 +44,10 @@ def refuse_inserts_of(engine: Engine, pq_appointment_id: str) -> None:
         )
 
 
+# With latency, the next page is still being fetched when the refused commit ends the run.
+@pytest.mark.parametrize("latency_ms", [0, 150])
 def test_a_page_the_database_refuses_ends_the_run_and_nothing_from_it_on_is_written(
-    service: SyncService, sim: SimulatorServer, pq: App
+    service: SyncService, sim: SimulatorServer, pq: App, latency_ms: int
 ) -> None:
     # The window's pages as IntakeQ lists them (and as the organisation's run will fetch them).
     start, end = sim.dataset.default_window()
@@ -58,6 +60,7 @@ def test_a_page_the_database_refuses_ends_the_run_and_nothing_from_it_on_is_writ
     ]
     assert all(ours[:4])
     refuse_inserts_of(pq.engine, sorted(ours[2])[0])  # one appointment of the third page
+    sim.configure(latency_ms=latency_ms)
 
     with pytest.raises(DBAPIError, match="refused by the test"):
         service.sync_organization("first-step-house")

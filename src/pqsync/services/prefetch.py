@@ -15,13 +15,18 @@ def prefetched(items: Iterator[T]) -> Generator[T, None, None]:
 
     The source is only ever advanced by the worker, one step at a time. Closing this
     generator early lets the step already under way finish (one page fetched in vain), so
-    callers that may stop after a page they have not seen yet should not prefetch it.
+    callers that may stop after a page they have not seen yet should not prefetch it. Once
+    this generator is closed the worker is done with the source: close this one first
+    (`contextlib.closing`), then the source, or the source may still be running.
     """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="intakeq-prefetch") as pool:
         future = pool.submit(next, items, _DONE)
-        while True:
-            item = future.result()
-            if item is _DONE:
-                return
-            future = pool.submit(next, items, _DONE)
-            yield item  # type: ignore[misc]
+        try:
+            while True:
+                item = future.result()
+                if item is _DONE:
+                    return
+                future = pool.submit(next, items, _DONE)
+                yield item  # type: ignore[misc]
+        finally:
+            future.cancel()  # a step not yet begun is not taken; one under way finishes

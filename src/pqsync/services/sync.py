@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Callable, Generator
+from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -542,8 +543,12 @@ class SyncService:
             if len(first) == PAGE_SIZE:
                 # Decided to go on: from here the next page is fetched while one is made
                 # ready and the one before it is committed.
-                with self.store.writer(ctx) as writer:
-                    for number, page in enumerate(prefetched(pages), start=2):
+                # The prefetch is closed (its worker done with `pages`) before `pages` is.
+                with (
+                    closing(prefetched(pages)) as fetched,
+                    self.store.writer(ctx) as writer,
+                ):
+                    for number, page in enumerate(fetched, start=2):
                         writer.write(page)
                         records += len(page)
                         self.locks.renew(prepared.scope_key, prepared.run_id)
