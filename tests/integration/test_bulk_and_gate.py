@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import pytest
 from sqlalchemy import Engine, Table, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from pqsync.db.bulk import BulkInsert, KeyedSelect
@@ -49,7 +50,9 @@ def upsert(engine: Engine) -> BulkInsert:
     )
 
 
-def test_rows_are_inserted_and_read_back_like_orm_rows(engine: Engine) -> None:
+# A plain insert (no conflict clause, nothing returned) goes by COPY on PostgreSQL.
+@pytest.mark.parametrize("plain", [False, True], ids=["upsert", "plain insert"])
+def test_rows_are_inserted_and_read_back_like_orm_rows(engine: Engine, plain: bool) -> None:
     patient = a_patient(engine)
     rows = [
         (
@@ -64,11 +67,11 @@ def test_rows_are_inserted_and_read_back_like_orm_rows(engine: Engine) -> None:
         )
         for i in range(250)
     ]
-    writer = upsert(engine)
+    writer = BulkInsert(APPOINTMENTS, engine.dialect, COLUMNS) if plain else upsert(engine)
     writer.max_rows = 40  # several statements, the last one short
     with engine.begin() as conn:
         returned = writer.execute(conn, rows)
-    assert dict(returned) == {pq: row_id for row_id, pq, *_ in rows}
+    assert dict(returned) == ({} if plain else {pq: row_id for row_id, pq, *_ in rows})
     with Session(engine) as session:
         stored = {a.pq_appointment_id: a for a in session.scalars(select(Appointment))}
     assert len(stored) == 250
@@ -119,15 +122,16 @@ def test_a_conflict_updates_the_listed_columns_and_keeps_the_stored_id(engine: E
     assert writer.execute(engine.connect(), []) == []
 
 
+@pytest.mark.parametrize("plain", [False, True], ids=["upsert", "plain insert"])
 def test_a_failed_statement_leaves_nothing_written_and_repeats_no_values(
-    engine: Engine,
+    engine: Engine, plain: bool
 ) -> None:
     patient = a_patient(engine)
-    writer = upsert(engine)
+    writer = BulkInsert(APPOINTMENTS, engine.dialect, COLUMNS) if plain else upsert(engine)
     note = {"Note": "private-note-4711"}
     rows: list[tuple[Any, ...]] = [(new_id(), "A1", patient, "booked", START, note, START, START)]
     rows.append((new_id(), "A2", uuid.uuid4(), "booked", START, note, START, START))  # no patient
-    with pytest.raises(Exception, match=r"(?i)foreign key") as failure, engine.begin() as conn:
+    with pytest.raises(DBAPIError, match=r"(?i)foreign key") as failure, engine.begin() as conn:
         writer.execute(conn, rows)
     assert "private-note-4711" not in str(failure.value)
     with Session(engine) as session:

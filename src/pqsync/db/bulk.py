@@ -4,7 +4,9 @@ SQLAlchemy's executemany spends most of a page's write on per-row parameter book
 `BulkInsert` renders the statement once per row count and converts values with each
 column type's own bind processor, found once per column, then sends one statement per
 chunk through the connection (so it runs in the caller's transaction, as any other).
-Rows are tuples in the order of `columns`.
+On PostgreSQL (psycopg) an upsert is one short statement sent for all rows by psycopg's
+pipelined executemany, and a plain insert is a COPY. Rows are tuples in the order of
+`columns`.
 """
 
 from __future__ import annotations
@@ -132,6 +134,13 @@ class BulkInsert:
         # psycopg re-parses every long query's placeholders in Python: there, one short
         # statement is sent for all rows at once by its pipelined executemany instead.
         self._pipelined = dialect.driver == "psycopg"
+        # A plain insert (no conflict clause, nothing returned) goes by COPY there: psycopg
+        # writes its rows in C, and the server parses no statement per row.
+        self._copy = (
+            f"COPY {quote(table.name)} ({names}) FROM STDIN"
+            if self._pipelined and conflict_on is None and not self.returning
+            else None
+        )
 
     def _render(self, rows: int) -> str:
         return self._head + ", ".join([self._row] * rows) + self._tail
@@ -155,9 +164,15 @@ class BulkInsert:
     ) -> list[tuple[Any, ...]]:
         cursor: Any = connection.connection.cursor()  # the transaction's own DBAPI connection
         dbapi_error = connection.dialect.loaded_dbapi.Error
+        statement = self._copy or self._sql(1)
         try:
+            if self._copy is not None:
+                with cursor.copy(self._copy) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                return []
             returning = bool(self.returning)
-            cursor.executemany(self._sql(1), rows, returning=returning)
+            cursor.executemany(statement, rows, returning=returning)
             returned: list[tuple[Any, ...]] = []
             while returning:
                 fetched = cursor.fetchall()
@@ -168,7 +183,7 @@ class BulkInsert:
         except dbapi_error as exc:
             # As SQLAlchemy raises it for any other statement (and without the values).
             raise DBAPIError.instance(
-                self._sql(1),
+                statement,
                 None,
                 exc,
                 dbapi_error,
