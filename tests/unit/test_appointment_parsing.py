@@ -7,12 +7,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pqsync.domain.times import TimeParseError, from_epoch_ms, parse_iso_utc
+from pqsync.domain.times import TimeParseError
 from pqsync.intakeq.models import (
     _KNOWN_FIELDS,
     Appointment,
     AppointmentQuery,
     MalformedRecord,
+    _int_of,
+    _moment,
+    _text_of,
     parse_appointment,
 )
 
@@ -127,46 +130,17 @@ def test_the_query_sends_every_filter_in_intakeq_form() -> None:
 # -- the inline paths of parse_appointment against the plain rules they stand for ------------
 
 
-def _reference_text(raw: dict[str, Any], key: str) -> str | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    return str(value).strip() or None
-
-
-def _reference_int(raw: dict[str, Any], key: str) -> int | None:
-    value = raw.get(key)
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _reference_moment(raw: dict[str, Any], ms_key: str, iso_key: str) -> datetime | None:
-    ms = raw.get(ms_key)
-    if isinstance(ms, bool):
-        ms = None
-    if isinstance(ms, int | float):
-        return from_epoch_ms(ms)
-    if isinstance(ms, str) and ms.strip().lstrip("-").isdigit():
-        return from_epoch_ms(int(ms))
-    iso = raw.get(iso_key)
-    if isinstance(iso, str) and iso.strip():
-        return parse_iso_utc(iso)
-    if ms not in (None, ""):
-        raise TimeParseError(f"{ms_key} is not a timestamp")
-    return None
+# The plain rules are models.py's lenient helpers (_text_of, _int_of, _moment), which
+# parse_appointment still falls back to for shapes its inline paths do not take.
 
 
 def _reference_parse(raw: Any) -> Appointment:
     """parse_appointment as it read before its inline paths, field by field."""
     if not isinstance(raw, dict):
         raise MalformedRecord("not a JSON object")
-    appointment_id = _reference_text(raw, "Id")
-    email = _reference_text(raw, "ClientEmail")
-    client_id = _reference_int(raw, "ClientId")
+    appointment_id = _text_of(raw.get("Id"))
+    email = _text_of(raw.get("ClientEmail"))
+    client_id = _int_of(raw.get("ClientId"))
 
     def broken(reason: str) -> MalformedRecord:
         lowered = email.lower() if email else None
@@ -175,9 +149,9 @@ def _reference_parse(raw: Any) -> Appointment:
     if appointment_id is None:
         raise broken("missing Id")
     try:
-        start = _reference_moment(raw, "StartDate", "StartDateIso")
-        end = _reference_moment(raw, "EndDate", "EndDateIso")
-        last_modified = _reference_moment(raw, "LastModified", "LastModifiedIso")
+        start = _moment(raw, "StartDate", "StartDateIso")
+        end = _moment(raw, "EndDate", "EndDateIso")
+        last_modified = _moment(raw, "LastModified", "LastModifiedIso")
     except TimeParseError as exc:
         raise broken(f"bad date ({exc})") from None
     if start is None:
@@ -187,14 +161,14 @@ def _reference_parse(raw: Any) -> Appointment:
     return Appointment(
         id=appointment_id,
         client_id=client_id,
-        client_name=_reference_text(raw, "ClientName"),
+        client_name=_text_of(raw.get("ClientName")),
         client_email=email.lower() if email else None,
-        practitioner_id=_reference_text(raw, "PractitionerId"),
-        practitioner_name=_reference_text(raw, "PractitionerName"),
-        practitioner_email=_reference_text(raw, "PractitionerEmail"),
-        service_id=_reference_text(raw, "ServiceId"),
-        service_name=_reference_text(raw, "ServiceName"),
-        status=_reference_text(raw, "Status"),
+        practitioner_id=_text_of(raw.get("PractitionerId")),
+        practitioner_name=_text_of(raw.get("PractitionerName")),
+        practitioner_email=_text_of(raw.get("PractitionerEmail")),
+        service_id=_text_of(raw.get("ServiceId")),
+        service_name=_text_of(raw.get("ServiceName")),
+        status=_text_of(raw.get("Status")),
         start=start,
         end=end,
         last_modified=last_modified,

@@ -110,7 +110,6 @@ class _Prepared:
     appointment: Appointment
     patient_id: uuid.UUID
     incoming: dict[str, Any]
-    provider_name: str | None
     row_id: uuid.UUID
     row: list[Any]  # the upsert's values, converted for the driver
     created: dict[str, Any]  # its activity entry, should it be new
@@ -426,7 +425,6 @@ class AppointmentStore:
             appointment=appointment,
             patient_id=patient_id,
             incoming=incoming,
-            provider_name=provider_name,
             row_id=row_id,
             row=self._upsert().convert([values[c] for c in _WRITTEN]),
             created=created,
