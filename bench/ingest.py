@@ -5,6 +5,10 @@ selects then inserts each appointment (one transaction per appointment).
 Each measurement runs in a fresh child process (so peak RSS is that run's alone); the
 simulator is another process. Usage: python bench/ingest.py [--sizes 20000,100000]
 [--databases sqlite,postgresql] [--baseline-size N] [--audited-baseline]
+
+Also printed, at the largest size: the database alone writing the very rows pqsync wrote,
+in transactions of the same size, by the bare driver (see `database_alone`): the ceiling
+the database and this machine set for pqsync, in the same run as the baseline.
 """
 
 from __future__ import annotations
@@ -38,7 +42,37 @@ from pqsync.intakeq.models import Appointment as IntakeQAppointment
 from pqsync.intakeq.models import AppointmentQuery
 
 FSH_SHARE = 0.85  # the simulator's default share of First Step House appointments
+FSH_ROWS_PER_PAGE = round(100 * FSH_SHARE)  # what pqsync commits per page of 100
+# Our CPU: this process's, all threads; machine busy: all cores, all processes.
+COLUMNS = ("stored", "appts/s", "peak RSS MB", "our CPU s", "machine busy")
+WIDTHS = (56, 10, 10, 13, 11, 14)
 PATIENTS = 2000
+
+
+class Meter:
+    """Wall time, this process's CPU time (all threads) and how busy the whole machine was
+    (every core, every process: the simulator and the database server too)."""
+
+    def __init__(self) -> None:
+        self._machine = self._machine_times()
+        self._cpu = time.process_time()
+        self._wall = time.perf_counter()
+
+    @staticmethod
+    def _machine_times() -> tuple[float, float]:
+        """(busy, total) jiffies of all cores since boot, from /proc/stat (Linux)."""
+        with open("/proc/stat") as stat:
+            fields = [int(f) for f in stat.readline().split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    def stop(self) -> dict[str, float]:
+        busy, total = self._machine_times()
+        return {
+            "seconds": time.perf_counter() - self._wall,
+            "cpu_seconds": time.process_time() - self._cpu,
+            "machine_busy": (busy - self._machine[0]) / max(total - self._machine[1], 1),
+        }
 
 
 def peak_rss_mb() -> float:
@@ -58,14 +92,14 @@ def ours(url: str, root: str) -> dict[str, Any]:
     app = make_app(engine, f"{root}/api/v1")
     service = app.sync_service()
     window = window_of(root)
-    started = time.perf_counter()
+    meter = Meter()
     result = service.sync_organization("first-step-house", window=window)
-    seconds = time.perf_counter() - started
+    measured = meter.stop()
     assert result.status == "success", result.error
     app.close()
     return {
         "stored": result.summary.new,
-        "seconds": seconds,
+        **measured,
         "requests": result.requests_made,
         "plan": result.plan,
     }
@@ -83,7 +117,7 @@ def baseline(url: str, root: str, limit: int, *, audited: bool = False) -> dict[
     with Session(engine) as session:
         by_email = {p.email: p.id for p in session.scalars(select(Patient))}
     stored = 0
-    started = time.perf_counter()
+    meter = Meter()
     query = AppointmentQuery(start_date=window.start, end_date=window.end)
     with Session(engine) as session:
         for page in app.intakeq.appointment_pages(query):
@@ -130,9 +164,69 @@ def baseline(url: str, root: str, limit: int, *, audited: bool = False) -> dict[
                 stored += 1
             if stored >= limit:
                 break
-    seconds = time.perf_counter() - started
+    measured = meter.stop()
     app.close()
-    return {"stored": stored, "seconds": seconds}
+    return {"stored": stored, **measured}
+
+
+def database_alone(url: str, root: str) -> dict[str, Any]:
+    """The ceiling the database sets: the very rows a pqsync run wrote, written again by
+    the bare driver with no fetching, parsing or matching, FSH_ROWS_PER_PAGE rows a
+    transaction as pqsync commits them. Plain inserts (sqlite3's executemany, psycopg's
+    COPY), which is less than pqsync may do: it must upsert, because a row it found
+    missing may have been stored meanwhile by another run.
+    """
+    ours(url, root)
+    engine = make_engine(url)
+    tables = ("appointments", "patient_activity_log")
+    postgres = engine.dialect.name == "postgresql"
+    raw = engine.raw_connection()
+    try:
+        dbapi: Any = raw.driver_connection
+        if postgres:
+            from psycopg.types.string import TextLoader
+
+            dbapi.adapters.register_loader("json", TextLoader)  # written back as it was
+        cursor: Any = dbapi.cursor()
+        rows: dict[str, list[tuple[Any, ...]]] = {}
+        columns: dict[str, list[str]] = {}
+        for table in tables:
+            cursor.execute(f"SELECT * FROM {table} ORDER BY id")
+            columns[table] = [d[0] for d in cursor.description]
+            rows[table] = list(cursor.fetchall())
+        if postgres:
+            cursor.execute("TRUNCATE patient_activity_log, appointments")
+        else:
+            cursor.execute("DELETE FROM patient_activity_log")
+            cursor.execute("DELETE FROM appointments")
+        dbapi.commit()
+        if not postgres:
+            dbapi.execute("VACUUM")
+        # Ids are UUIDv7, minted as pqsync wrote: both tables replay in their write order,
+        # each transaction the same share of either.
+        chunks = -(-len(rows["appointments"]) // FSH_ROWS_PER_PAGE)
+        meter = Meter()
+        for chunk in range(chunks):
+            if not postgres:
+                cursor.execute("BEGIN IMMEDIATE")
+            for table in tables:
+                part = rows[table]
+                batch = part[chunk * len(part) // chunks : (chunk + 1) * len(part) // chunks]
+                names = ", ".join(columns[table])
+                if postgres:
+                    with cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                        for values in batch:
+                            copy.write_row(values)
+                else:
+                    marks = ", ".join("?" * len(columns[table]))
+                    sql = f"INSERT INTO {table} ({names}) VALUES ({marks})"
+                    cursor.executemany(sql, batch)
+            dbapi.commit()
+        measured = meter.stop()
+    finally:
+        raw.close()
+        engine.dispose()
+    return {"stored": len(rows["appointments"]), **measured}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -143,6 +237,8 @@ def child(args: argparse.Namespace) -> None:
         rss_before = peak_rss_mb()
         if args.method == "ours":
             figures = ours(url, args.root)
+        elif args.method == "database-alone":
+            figures = database_alone(url, args.root)
         else:
             audited = args.method == "baseline-audited"
             figures = baseline(url, args.root, args.limit, audited=audited)
@@ -201,7 +297,7 @@ def main() -> None:
         "Benchmark 3: ingesting appointments from the simulator (no latency), "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     )
-    print(row("run", "stored", "appts/s", "peak RSS MB", widths=(46, 10, 12, 14)))
+    print(row("run", *COLUMNS, widths=WIDTHS))
     for size in [int(s) for s in args.sizes.split(",")]:
         total = int(size / FSH_SHARE) + 1
         sim_args = (
@@ -226,6 +322,13 @@ def main() -> None:
                     f"  speed-up on {database}: {rate / base_rate:.1f}x (target at least 10x)",
                     flush=True,
                 )
+                label = f"database alone (pqsync's rows, bare driver), {database}"
+                alone = measure(root, database, "database-alone", 10**9, label)
+                print(
+                    f"  the database alone: {alone / base_rate:.1f}x the baseline (pqsync's "
+                    "ceiling with the same rows and transactions, on this machine)",
+                    flush=True,
+                )
                 if args.audited_baseline:
                     label = f"same-work baseline (+ activity entry), {database}"
                     same = measure(root, database, "baseline-audited", args.baseline_size, label)
@@ -247,7 +350,9 @@ def measure(root: str, database: str, method: str, limit: int, label: str) -> fl
             figures["stored"],
             f"{rate:,.0f}",
             f"{figures['peak_rss_mb']:.0f}",
-            widths=(46, 10, 12, 14),
+            f"{figures['cpu_seconds']:.1f}",
+            f"{100 * figures['machine_busy']:.0f}%",
+            widths=WIDTHS,
         ),
         flush=True,
     )
