@@ -1,18 +1,24 @@
-"""A row another run inserted between our diff and our upsert keeps its id, and our audit
-entries and results point at it (the race PostgreSQL's READ COMMITTED allows)."""
+"""Rows another run stores while ours is writing the same appointments: they keep their ids,
+and our audit entries and results point at them."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Engine, select
+import pytest
+from sqlalchemy import Connection, Dialect, Engine, func, select
 from sqlalchemy.orm import Session
 
+from pqsync.bootstrap import App
 from pqsync.db.bulk import KeyedSelect
 from pqsync.db.tables import Appointment, PatientActivity
+from pqsync.domain.windows import Window
+from pqsync.intakeq.models import Appointment as IntakeQAppointment
+from pqsync.intakeq.models import AppointmentQuery
 from pqsync.intakeq.simulator import SimulatorServer
 from pqsync.services.sync import SyncService
-from pqsync.services.sync_store import AppointmentStore
+from pqsync.services.sync_store import AppointmentStore, RunContext, StagedPage
+from pqsync.services.sync_types import SyncResult
 
 
 class _Blind(KeyedSelect):
@@ -52,3 +58,54 @@ def test_rows_inserted_by_a_concurrent_run_keep_their_ids_and_audit_points_at_th
     assert {e.appointment_id for e in entries} == set(ids.values())  # ...but audits the kept
     (patient_result,) = second.patients
     assert {a.id for a in patient_result.appointments} == set(ids.values())
+
+
+def test_a_patient_run_storing_part_of_a_page_before_the_org_run_writes_it_counts_once(
+    service: SyncService, sim: SimulatorServer, pq: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The organisation's run matched its second page, found none of it stored and is about
+    to write it by plain inserts; a patient's run stores that patient's appointments first.
+    The page is still written (the clashing rows the careful way), and every appointment is
+    stored and audited once."""
+    window = Window(*sim.dataset.default_window())
+    query = AppointmentQuery(start_date=window.start, end_date=window.end)
+    pages = list(pq.intakeq.appointment_pages(query))
+    fsh = {c.client_id: c for c in sim.dataset.fsh_patients}
+    mine = [
+        [r for r in p if isinstance(r, IntakeQAppointment) and r.client_id in fsh] for p in pages
+    ]
+    ours = {r.id for page in mine for r in page}
+    target = mine[1][0]
+    patient = fsh[target.client_id]
+
+    commit_page = service.store.commit_page
+    raced: list[SyncResult] = []
+    racing = False
+
+    def patient_run_first(session: Session, ctx: RunContext, staged: StagedPage) -> None:
+        nonlocal racing
+        if not racing and any(i.appointment.id == target.id for i in staged.items):
+            racing = True  # the patient's run writes its own pages through here too
+            email = patient.directory_email or patient.email
+            raced.append(service.sync_patient(email, window=window))
+        commit_page(session, ctx, staged)
+
+    monkeypatch.setattr(service.store, "commit_page", patient_run_first)
+    result = service.sync_organization("first-step-house", window=window)
+
+    assert result.status == "success", result.error
+    (patient_run,) = raced
+    assert patient_run.status == "success", patient_run.error
+    with Session(pq.engine) as session:
+        stored = set(session.scalars(select(Appointment.pq_appointment_id)))
+        created = session.execute(
+            select(PatientActivity.appointment_id, func.count())
+            .filter_by(activity_type="appointment_created")
+            .group_by(PatientActivity.appointment_id)
+        ).all()
+    assert stored == ours
+    assert len(created) == len(stored) and {n for _, n in created} == {1}
+    # Each appointment is new to exactly one of the two runs; the rest of the patient's
+    # appointments on the page are unchanged to the organisation's run.
+    assert result.summary.new + patient_run.summary.new == len(stored)
+    assert result.summary.unchanged >= 1

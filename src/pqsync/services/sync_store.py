@@ -5,8 +5,10 @@ INSERT .. ON CONFLICT DO UPDATE for the new and changed rows, one insert of acti
 (db/bulk.py sends both without SQLAlchemy's per-row bookkeeping). What needs no stored row
 (new rows, their ids and audit entries, in the driver's values) is built before the write
 transaction starts, so the write lock (SQLite's is the database's) is held only for the
-statements. A long fetch writes through a `PageWriter`: each page's transaction runs in a
-thread of its own while the next page is matched and made ready.
+statements. A page none of whose appointments was stored when it was matched (most pages
+of a first sync) goes by plain inserts instead, with the careful way above as its fallback.
+A long fetch writes through a `PageWriter`: each page's transaction runs in a thread of its
+own while the next page is matched and made ready.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Dialect, Engine, Table, bindparam, select, type_coerce, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.types import NullType
 
@@ -260,6 +263,7 @@ class AppointmentStore:
         self.clock = clock
         # Rendered on first use, for the engine's dialect.
         self._upsert_statement: BulkInsert | None = None
+        self._insert_statement: BulkInsert | None = None
         self._selects: dict[tuple[str, ...], KeyedSelect] = {}
         self._activity_statement: BulkInsert | None = None
 
@@ -438,8 +442,11 @@ class AppointmentStore:
         prepared: list[_Prepared | _Pending],
         now: datetime,
     ) -> None:
-        # Plain rows of just the compared columns: ORM objects cost more than the write.
         connection = session.connection()
+        fresh = [item for item in prepared if isinstance(item, _Prepared)]
+        if len(fresh) == len(prepared) and self._insert_fresh(session, ctx, fresh):
+            return
+        # Plain rows of just the compared columns: ORM objects cost more than the write.
         stored_rows = self._keyed(connection.dialect, _STORED_COLUMNS).fetch(
             connection, [i.appointment.id for i in prepared]
         )
@@ -451,12 +458,10 @@ class AppointmentStore:
         for pending in prepared:
             appointment, patient_id = pending.appointment, pending.patient_id
             stored = existing.get(appointment.id)
-            patient_result = ctx.results[patient_id]
             if stored is None:
                 item = self._ready(ctx, pending, now)
                 row_id = item.row_id
                 action = "new"
-                patient_result.summary.new += 1
                 writes.append(item)
                 new_rows.append(item)
             else:
@@ -465,7 +470,6 @@ class AppointmentStore:
                 changes = appointment_changes(stored, incoming)
                 if changes:
                     action = "updated"
-                    patient_result.summary.updated += 1
                     writes.append(self._ready(ctx, pending, now, incoming))
                     kind = (
                         "appointment_restored"
@@ -486,18 +490,7 @@ class AppointmentStore:
                     )
                 else:
                     action = "unchanged"
-                    patient_result.summary.unchanged += 1
-            if ctx.keep_appointments:
-                patient_result.appointments.append(
-                    SyncedAppointment(
-                        id=row_id,
-                        pq_appointment_id=appointment.id,
-                        start_time=appointment.start,
-                        provider_name=self._provider_name(ctx, appointment),
-                        status=map_status(appointment.status),
-                        action=action,
-                    )
-                )
+            self._outcome(ctx, appointment, patient_id, row_id, action)
         if not writes:
             return
         upsert = self._upsert()
@@ -518,6 +511,61 @@ class AppointmentStore:
                 if synced.id == item.row_id:
                     synced.id = stays
         self._activities().execute(connection, activity_rows, converted=True)
+
+    def _insert_fresh(self, session: Session, ctx: RunContext, fresh: list[_Prepared]) -> bool:
+        """Write a page none of whose appointments was stored when it was staged (the bulk of
+        a first sync) by plain inserts: no re-read, no ON CONFLICT, COPY on PostgreSQL.
+
+        Another run may have stored one of them since: then the insert breaks the unique
+        key, is rolled back to its savepoint, and False sends the page the careful way
+        (re-read, diff, upsert). Any other integrity error meets that way too and is raised
+        there.
+        """
+        try:
+            with session.begin_nested():
+                connection = session.connection()  # emits the SAVEPOINT
+                self._inserts().execute(connection, [i.row for i in fresh], converted=True)
+                self._activities().execute(
+                    connection, [i.created_row for i in fresh], converted=True
+                )
+        except IntegrityError:
+            return False
+        for item in fresh:
+            self._outcome(ctx, item.appointment, item.patient_id, item.row_id, "new")
+        return True
+
+    @staticmethod
+    def _outcome(
+        ctx: RunContext,
+        appointment: Appointment,
+        patient_id: uuid.UUID,
+        row_id: uuid.UUID,
+        action: str,
+    ) -> None:
+        """Count what a write did to one appointment (and list it, in a patient's run)."""
+        result = ctx.results[patient_id]
+        if action == "new":
+            result.summary.new += 1
+        elif action == "updated":
+            result.summary.updated += 1
+        else:
+            result.summary.unchanged += 1
+        if ctx.keep_appointments:
+            result.appointments.append(
+                SyncedAppointment(
+                    id=row_id,
+                    pq_appointment_id=appointment.id,
+                    start_time=appointment.start,
+                    provider_name=AppointmentStore._provider_name(ctx, appointment),
+                    status=map_status(appointment.status),
+                    action=action,
+                )
+            )
+
+    def _inserts(self) -> BulkInsert:
+        if self._insert_statement is None:
+            self._insert_statement = BulkInsert(APPOINTMENT_TABLE, self.engine.dialect, _WRITTEN)
+        return self._insert_statement
 
     def _upsert(self) -> BulkInsert:
         if self._upsert_statement is None:
