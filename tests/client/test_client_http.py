@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import socket
 from collections.abc import Callable, Iterator
@@ -356,6 +357,28 @@ def test_a_body_that_is_not_json_is_a_typed_error(harness: Callable[..., Harness
 
     with pytest.raises(IntakeQBadResponse, match="not JSON"):
         list(h.client.appointment_pages(AppointmentQuery()))
+
+
+def test_a_page_the_fast_parser_refuses_is_still_read_as_json_reads_it(
+    harness: Callable[..., Harness],
+) -> None:
+    # Pages go through orjson; a body it refuses but JSON readers accept (NaN, an integer
+    # beyond 64 bits, a charset other than UTF-8) must still be read.
+    record = appointment(1)
+    body = json.dumps([{**record, "Price": float("nan"), "IntakeId": 2**70}])
+    h = harness(
+        httpx.Response(
+            200,
+            content=body.encode("utf-16"),
+            headers={"Content-Type": "application/json; charset=utf-16"},
+        )
+    )
+
+    [page] = list(h.client.appointment_pages(AppointmentQuery()))
+
+    assert [a.id for a in page] == [record["Id"]]
+    assert page[0].metadata["IntakeId"] == 2**70
+    assert math.isnan(page[0].metadata["Price"])
 
 
 def test_a_redirect_is_not_followed(harness: Callable[..., Harness]) -> None:

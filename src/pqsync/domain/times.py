@@ -52,8 +52,8 @@ def to_epoch_ms(moment: datetime) -> int:
 
 def to_iso7(moment: datetime) -> str:
     """IntakeQ's seven-decimal UTC form."""
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond:06d}0Z"
+    utc = moment.astimezone(UTC).replace(tzinfo=None)
+    return utc.isoformat(timespec="microseconds") + "0Z"
 
 
 def local_day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:

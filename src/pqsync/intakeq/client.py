@@ -26,6 +26,7 @@ from typing import Any, Self
 from urllib.parse import quote
 
 import httpx
+import orjson
 
 from pqsync.intakeq.budget import RequestBudget
 from pqsync.intakeq.errors import (
@@ -284,6 +285,12 @@ class IntakeQClient:
 
     @staticmethod
     def _json(response: httpx.Response, path: str) -> Any:
+        try:
+            # orjson parses a page of 100 in about a third of json's time; a body it
+            # refuses (not UTF-8, NaN, integers beyond 64 bits) is left to json.
+            return orjson.loads(response.content)
+        except ValueError:
+            pass
         try:
             return response.json()
         except ValueError:
