@@ -32,25 +32,20 @@ Converter = Callable[[Any], Any]
 MAX_PARAMETERS = 30_000
 
 
-# The last datetime converted: a page's rows share their sync time (created, updated...).
-_last_utc: tuple[datetime | None, str] = (None, "")
-
-
+@lru_cache(maxsize=8192)
 def _sqlite_utc_text(value: datetime) -> str:
-    """UTCDateTime on SQLite: naive UTC text, exactly as SQLAlchemy stores it."""
-    global _last_utc
-    last, text = _last_utc
-    if value is last:
-        return text
-    original = value
+    """UTCDateTime on SQLite: naive UTC text, exactly as SQLAlchemy stores it.
+
+    Remembered: a page's rows share their sync time (created, updated...) and most of their
+    start and end times (listed in start order, on the practice's slots), and looking one
+    up costs a tenth of formatting it.
+    """
     if value.tzinfo is not UTC:
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
         value = value.astimezone(UTC)
     # "YYYY-MM-DD HH:MM:SS.ffffff" without the "+00:00"
-    text = value.isoformat(" ", "microseconds")[:26]
-    _last_utc = (original, text)  # one assignment: a thread never sees half of it
-    return text
+    return value.isoformat(" ", "microseconds")[:26]
 
 
 _uuid_hex: Converter = operator.attrgetter("hex")

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
@@ -92,6 +93,15 @@ _ACTIVITY_COLUMNS = (
     "actor_user_id",
     "created_at",
 )
+
+
+@lru_cache(maxsize=4096)
+def _local_minute(moment: datetime, zone: ZoneInfo) -> str:
+    """When an appointment starts, as its activity entry says it ("2026-12-03 10:00 MST").
+
+    Remembered: a page's appointments share a few start times, and strftime is slow.
+    """
+    return f"{moment.astimezone(zone):%Y-%m-%d %H:%M %Z}"
 
 
 def _activity_row(activity: dict[str, Any]) -> list[Any]:
@@ -331,7 +341,7 @@ class AppointmentStore:
         """
         try:
             begin_write(session)
-            if staged.items:
+            if staged.items and not self._insert_fresh(session, ctx, staged.items):
                 self._write(session, ctx, staged.items, staged.now)
             if staged.learned:
                 session.execute(
@@ -412,13 +422,12 @@ class AppointmentStore:
         row_id = new_id()
         values = {**incoming, "id": row_id, "created_at": now}
         values["updated_at"] = values["last_synced_at"] = now
-        when = appointment.start.astimezone(ctx.zone)
         created = self._activity(
             ctx,
             patient_id,
             row_id,
             "appointment_created",
-            f"New appointment {appointment.id} on {when:%Y-%m-%d %H:%M %Z} "
+            f"New appointment {appointment.id} on {_local_minute(appointment.start, ctx.zone)} "
             f"({incoming['status']}"
             + (f", {provider_name}" if provider_name else "")
             + ") synced from IntakeQ",
@@ -443,9 +452,6 @@ class AppointmentStore:
         now: datetime,
     ) -> None:
         connection = session.connection()
-        fresh = [item for item in prepared if isinstance(item, _Prepared)]
-        if len(fresh) == len(prepared) and self._insert_fresh(session, ctx, fresh):
-            return
         # Plain rows of just the compared columns: ORM objects cost more than the write.
         stored_rows = self._keyed(connection.dialect, _STORED_COLUMNS).fetch(
             connection, [i.appointment.id for i in prepared]
@@ -512,23 +518,29 @@ class AppointmentStore:
                     synced.id = stays
         self._activities().execute(connection, activity_rows, converted=True)
 
-    def _insert_fresh(self, session: Session, ctx: RunContext, fresh: list[_Prepared]) -> bool:
+    def _insert_fresh(
+        self, session: Session, ctx: RunContext, items: list[_Prepared | _Pending]
+    ) -> bool:
         """Write a page none of whose appointments was stored when it was staged (the bulk of
-        a first sync) by plain inserts: no re-read, no ON CONFLICT, COPY on PostgreSQL.
+        a first sync) by plain inserts, first thing in its transaction: no re-read, no ON
+        CONFLICT, COPY on PostgreSQL. False when the page is not such a page, or when it
+        must go the careful way (re-read, diff, upsert) after all.
 
         Another run may have stored one of them since: then the insert breaks the unique
-        key, is rolled back to its savepoint, and False sends the page the careful way
-        (re-read, diff, upsert). Any other integrity error meets that way too and is raised
-        there.
+        key, the transaction (which holds nothing else yet) is rolled back and begun again,
+        and False sends the page the careful way. Any other integrity error meets that way
+        too and is raised there.
         """
+        fresh = [item for item in items if isinstance(item, _Prepared)]
+        if len(fresh) != len(items):
+            return False
         try:
-            with session.begin_nested():
-                connection = session.connection()  # emits the SAVEPOINT
-                self._inserts().execute(connection, [i.row for i in fresh], converted=True)
-                self._activities().execute(
-                    connection, [i.created_row for i in fresh], converted=True
-                )
+            connection = session.connection()
+            self._inserts().execute(connection, [i.row for i in fresh], converted=True)
+            self._activities().execute(connection, [i.created_row for i in fresh], converted=True)
         except IntegrityError:
+            session.rollback()
+            begin_write(session)
             return False
         for item in fresh:
             self._outcome(ctx, item.appointment, item.patient_id, item.row_id, "new")
