@@ -60,6 +60,7 @@ class Response:
     status: int = 200
     payload: Any = None
     drop: bool = False  # close the connection without sending anything
+    body: bytes | None = None  # the payload already encoded as JSON
 
 
 def _error(status: int, message: str) -> Response:
@@ -165,12 +166,13 @@ class SimulatorApp:
             updated_since=_date_param(q, "updatedSince"),
             deleted_only=q.get("deletedonly", "").lower() == "true",
         )
-        page = self.store.list_page(flt, _page_param(q))
         rate = self.config.malformed_rate
-        if rate:
-            kinds = [malformed_kind(self.dataset.seed, r["Id"], rate) for r in page]
-            page = [malform(r, k) if k else r for r, k in zip(page, kinds, strict=True)]
-            self.stats.malformed(sum(1 for k in kinds if k))
+        if not rate:
+            return Response(body=self.store.list_page_json(flt, _page_param(q)))
+        page = self.store.list_page(flt, _page_param(q))
+        kinds = [malformed_kind(self.dataset.seed, r["Id"], rate) for r in page]
+        page = [malform(r, k) if k else r for r, k in zip(page, kinds, strict=True)]
+        self.stats.malformed(sum(1 for k in kinds if k))
         return Response(payload=page)
 
     def _create_appointment(self, request: Request) -> Response:
