@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import struct
@@ -72,10 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, payload: Any, body: bytes | None = None) -> None:
         if body is None:
-            try:
-                body = orjson.dumps(payload)
-            except TypeError:  # orjson.JSONEncodeError: what orjson cannot, json does
-                body = json.dumps(payload).encode()
+            body = orjson.dumps(payload)
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))

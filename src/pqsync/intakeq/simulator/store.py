@@ -79,17 +79,17 @@ class AppointmentStore:
 
     def list_page(self, flt: AppointmentQuery, page: int) -> list[dict[str, Any]]:
         """One page (1-based) of `GET /appointments`, rendered."""
-        first = (page - 1) * PAGE_SIZE
         with self._lock:
-            matches = self._matches(flt)
-            return [self.dataset.render(a) for a in matches[first : first + PAGE_SIZE]]
+            return [self.dataset.render(a) for a in self._page(flt, page)]
 
     def list_page_json(self, flt: AppointmentQuery, page: int) -> bytes:
         """`list_page` as the JSON array it is sent as."""
-        first = (page - 1) * PAGE_SIZE
         with self._lock:
-            matches = self._matches(flt)[first : first + PAGE_SIZE]
-            return b"[" + b",".join([self._encode(a) for a in matches]) + b"]"
+            return b"[" + b",".join([self._encode(a) for a in self._page(flt, page)]) + b"]"
+
+    def _page(self, flt: AppointmentQuery, page: int) -> list[SimAppointment]:
+        first = (page - 1) * PAGE_SIZE
+        return self._matches(flt)[first : first + PAGE_SIZE]
 
     def _encode(self, appointment: SimAppointment) -> bytes:
         """An appointment's rendering as JSON, remembered until the data changes."""
