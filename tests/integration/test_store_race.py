@@ -3,8 +3,10 @@ and our audit entries and results point at them."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import Connection, Dialect, Engine, func, select
 from sqlalchemy.orm import Session
@@ -109,3 +111,51 @@ def test_a_patient_run_storing_part_of_a_page_before_the_org_run_writes_it_count
     # appointments on the page are unchanged to the organisation's run.
     assert result.summary.new + patient_run.summary.new == len(stored)
     assert result.summary.unchanged >= 1
+
+
+def test_a_first_sync_of_a_window_stores_an_appointment_moved_in_from_outside_it_once(
+    service: SyncService, sim: SimulatorServer, pq: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A window nothing is stored in is synced without reading its pages' stored rows; an
+    appointment stored earlier outside it and rescheduled into it is then found by its
+    clash, updated in place and counted once."""
+    fsh = {c.client_id for c in sim.dataset.fsh_patients}
+    today = sim.dataset.today
+    earlier = Window(today, today + timedelta(days=14))
+    later = Window(today + timedelta(days=30), today + timedelta(days=75))
+    service.sync_organization("first-step-house", window=earlier)
+    with Session(pq.engine) as session:
+        before = {a.pq_appointment_id: a.id for a in session.scalars(select(Appointment))}
+    moved = sorted(before)[0]
+    new_start = datetime.combine(later.start + timedelta(days=3), time(15), UTC)
+    response = httpx.patch(
+        f"{sim.control_url}/appointments/{moved}",
+        json={"StartDateIso": new_start.strftime("%Y-%m-%dT%H:%M:%S.0000000Z")},
+    )
+    response.raise_for_status()
+    truth = {a.id for a in sim.dataset.appointments_in_window(later.start, later.end, fsh)}
+    assert moved in truth and not truth & (set(before) - {moved})
+    query = AppointmentQuery(start_date=later.start, end_date=later.end)
+    pages = len(list(pq.intakeq.appointment_pages(query)))
+    assert pages >= 2
+    reads: list[int] = []
+    stored_ids = service.store._stored_ids
+    monkeypatch.setattr(
+        service.store, "_stored_ids", lambda ids: reads.append(len(ids)) or stored_ids(ids)
+    )
+
+    result = service.sync_organization("first-step-house", window=later)
+
+    assert result.status == "success", result.error
+    assert len(reads) < pages  # pages were presumed fresh until the clash
+    assert (result.summary.new, result.summary.updated) == (len(truth) - 1, 1)
+    with Session(pq.engine) as session:
+        after = {a.pq_appointment_id: a for a in session.scalars(select(Appointment))}
+        kinds = session.execute(
+            select(PatientActivity.activity_type, func.count())
+            .filter_by(sync_log_id=result.run_id)
+            .group_by(PatientActivity.activity_type)
+        ).all()
+    assert set(after) == set(before) | truth
+    assert after[moved].id == before[moved] and after[moved].start_time == new_start
+    assert dict(kinds) == {"appointment_created": len(truth) - 1, "appointment_updated": 1}

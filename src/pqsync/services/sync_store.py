@@ -1,21 +1,23 @@
 """Writing what a sync fetched: match, diff, batched upsert, soft delete, audit.
 
-One page is written in one transaction: a select of the page's stored rows, one
-INSERT .. ON CONFLICT DO UPDATE for the new and changed rows, one insert of activity entries
-(db/bulk.py sends both without SQLAlchemy's per-row bookkeeping). What needs no stored row
-(new rows, their ids and audit entries, in the driver's values) is built before the write
-transaction starts, so the write lock (SQLite's is the database's) is held only for the
-statements. A page none of whose appointments was stored when it was matched (most pages
-of a first sync) goes by plain inserts instead, with the careful way above as its fallback.
-A long fetch writes through a `PageWriter`: each page's transaction runs in a thread of its
-own while the next page is matched and made ready.
+One page is written in one transaction (pages queued for the writer share one): a select of
+the page's stored rows, one INSERT .. ON CONFLICT DO UPDATE for the new and changed rows,
+one insert of activity entries (db/bulk.py sends both without SQLAlchemy's per-row
+bookkeeping). What needs no stored row (new rows, their ids and audit entries, in the
+driver's values) is built before the write transaction starts, so the write lock (SQLite's
+is the database's) is held only for the statements. A page none of whose appointments was
+stored when it was matched (most pages of a first sync, which skips that read) goes by
+plain inserts instead, with the careful way above as its fallback. A long fetch writes
+through a `PageWriter`: pages are committed in a thread of their own (several in one
+transaction when they queue up) while the next ones are matched and made ready.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import uuid
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -59,6 +61,8 @@ _AS_STORED = NullType()
 # What a page's diff reads of each stored row.
 _STORED_COLUMNS = ("id", "pq_appointment_id", *TRACKED_FIELDS)
 
+# Patients whose stored appointments one statement looks for (see `holds_none_in`).
+_PATIENTS_PER_READ = 500
 # The most appointments (or warnings) one run lists in its log.
 MAX_LISTED_UNKNOWN = 200
 
@@ -137,41 +141,82 @@ class StagedPage:
     learned: dict[uuid.UUID, int]  # ClientIds learned while matching it, written with it
     now: datetime
 
+    @staticmethod
+    def joined(pages: list[StagedPage]) -> StagedPage:
+        """Consecutive staged pages as one, for one transaction (the latest page's time)."""
+        if len(pages) == 1:
+            return pages[0]
+        items = [item for page in pages for item in page.items]
+        learned = {k: v for page in pages for k, v in page.learned.items()}
+        return StagedPage(items, learned, pages[-1].now)
+
 
 class PageWriter:
-    """Commits staged pages in a thread of its own, one at a time and in order.
+    """Commits staged pages in a thread of its own, in order.
 
-    `write(page)` stages the page in the caller's thread, waits for the page before it to
-    be committed, and hands this one over: staging one page (Python's work) overlaps the
-    database's work on the one before, which runs without the GIL. At most one page is in
-    flight; a failed commit is raised by the next `write` or by `close`. Use as a context
-    manager: leaving it waits for the last page.
+    `write(page)` stages the page in the caller's thread and queues it; up to `depth` staged
+    pages wait (then `write` waits for room). The thread takes every page waiting, up to
+    `batch`, into one transaction: staging (Python's work) overlaps the database's work,
+    which runs without the GIL, and when the database is the slower side its commits are
+    shared by several pages. Once a commit fails, nothing after it is written; the failure
+    is raised by the next `write` or by `close`. Use as a context manager: leaving it waits
+    for the queued pages.
     """
 
-    def __init__(self, store: AppointmentStore, ctx: RunContext) -> None:
+    def __init__(
+        self, store: AppointmentStore, ctx: RunContext, *, depth: int = 4, batch: int = 4
+    ) -> None:
+        if depth < 1 or batch < 1:
+            raise ValueError("depth and batch must be at least 1")
         self._store = store
         self._ctx = ctx
+        self._batch = batch
         self._session = Session(store.engine, expire_on_commit=False)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pqsync-writer")
-        self._in_flight: Future[None] | None = None
+        self._queue: queue.Queue[StagedPage | None] = queue.Queue(maxsize=depth)
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._commit_queued, name="pqsync-writer")
+        self._thread.start()
 
     def write(self, page: list[Record]) -> None:
-        staged = self._store.stage_page(self._ctx, page)
-        self._wait()
-        self._in_flight = self._pool.submit(
-            self._store.commit_page, self._session, self._ctx, staged
-        )
+        self._raise_failure()
+        self._queue.put(self._store.stage_page(self._ctx, page))
 
-    def _wait(self) -> None:
-        in_flight, self._in_flight = self._in_flight, None
-        if in_flight is not None:
-            in_flight.result()
+    def _commit_queued(self) -> None:
+        closing = False
+        while not closing:
+            batch, closing = self._next_batch()
+            if batch and self._failure is None:  # after a failure, pages are dropped
+                try:
+                    self._store.commit_page(self._session, self._ctx, StagedPage.joined(batch))
+                except BaseException as exc:  # raised in the caller's thread
+                    self._failure = exc
+
+    def _next_batch(self) -> tuple[list[StagedPage], bool]:
+        """The next queued page and every page queued behind it (up to `batch`), waiting
+        for the first; True once `close` has asked the thread to end."""
+        batch: list[StagedPage] = []
+        page = self._queue.get()
+        while page is not None:
+            batch.append(page)
+            if len(batch) == self._batch:
+                return batch, False
+            try:
+                page = self._queue.get_nowait()
+            except queue.Empty:
+                return batch, False
+        return batch, True
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
 
     def close(self) -> None:
         try:
-            self._wait()
+            if self._thread.is_alive():
+                self._queue.put(None)
+                self._thread.join()
+            self._raise_failure()
         finally:
-            self._pool.shutdown(wait=True)
             self._session.close()
 
     def __enter__(self) -> PageWriter:
@@ -262,6 +307,10 @@ class RunContext:
     handled_ids: set[str] = field(default_factory=set)
     # A malformed record without an Id makes absence unprovable for this run.
     unidentified_malformed: bool = False
+    # Set when the fetched window held no stored row as the run began (a first sync): pages
+    # are then not pre-read for stored rows but go by plain inserts, and the first page that
+    # clashes (rows stored meanwhile, or moved in from outside the window) turns it off.
+    presume_fresh: bool = False
     # Per-appointment outcomes are kept only where someone reads them (a patient's run):
     # an organisation's or the nightly run stays flat in memory however much it syncs.
     keep_appointments: bool = True
@@ -325,7 +374,7 @@ class AppointmentStore:
                 unmatched[practitioner] = unmatched.get(practitioner, 0) + 1
             matched.append((record, patient))
         now = self.clock()
-        stored = self._stored_ids([a.id for a, _ in matched])
+        stored = set() if ctx.presume_fresh else self._stored_ids([a.id for a, _ in matched])
         items = [
             _Pending(a, p.id) if a.id in stored else self._prepare(ctx, a, p.id, now)
             for a, p in matched
@@ -397,6 +446,25 @@ class AppointmentStore:
         with self.engine.connect() as conn:
             known = self._keyed(conn.dialect, ("pq_appointment_id",)).fetch(conn, pq_ids)
         return {pq_id for (pq_id,) in known}
+
+    def holds_none_in(self, window: Window, zone: ZoneInfo, patient_ids: list[uuid.UUID]) -> bool:
+        """Whether none of these patients has an appointment (live or deleted) stored with a
+        start in the window. Read through the (patient, start) index, a chunk of patients
+        at a time."""
+        start, _ = local_day_bounds(window.start, zone)
+        _, end = local_day_bounds(window.end, zone)
+        starts = AppointmentRow.start_time
+        with self.engine.connect() as conn:
+            for first in range(0, len(patient_ids), _PATIENTS_PER_READ):
+                chunk = patient_ids[first : first + _PATIENTS_PER_READ]
+                found = conn.scalar(
+                    select(AppointmentRow.id)
+                    .where(AppointmentRow.patient_id.in_(chunk), starts >= start, starts < end)
+                    .limit(1)
+                )
+                if found is not None:
+                    return False
+        return True
 
     def _keyed(self, dialect: Dialect, columns: tuple[str, ...]) -> KeyedSelect:
         statement = self._selects.get(columns)
@@ -522,14 +590,16 @@ class AppointmentStore:
         self, session: Session, ctx: RunContext, items: list[_Prepared | _Pending]
     ) -> bool:
         """Write a page none of whose appointments was stored when it was staged (the bulk of
-        a first sync) by plain inserts, first thing in its transaction: no re-read, no ON
-        CONFLICT, COPY on PostgreSQL. False when the page is not such a page, or when it
-        must go the careful way (re-read, diff, upsert) after all.
+        a first sync; or presumed so, see `RunContext.presume_fresh`) by plain inserts, first
+        thing in its transaction: no re-read, no ON CONFLICT, COPY on PostgreSQL. False when
+        the page is not such a page, or when it must go the careful way (re-read, diff,
+        upsert) after all.
 
-        Another run may have stored one of them since: then the insert breaks the unique
-        key, the transaction (which holds nothing else yet) is rolled back and begun again,
-        and False sends the page the careful way. Any other integrity error meets that way
-        too and is raised there.
+        One of them may be stored after all (by another run since, or, on a presumed-fresh
+        page, from outside the window): then the insert breaks the unique key, the
+        transaction (which holds nothing else yet) is rolled back and begun again, the
+        run's presumption ends, and False sends the page the careful way. Any other
+        integrity error meets that way too and is raised there.
         """
         fresh = [item for item in items if isinstance(item, _Prepared)]
         if len(fresh) != len(items):
@@ -541,6 +611,7 @@ class AppointmentStore:
         except IntegrityError:
             session.rollback()
             begin_write(session)
+            ctx.presume_fresh = False
             return False
         for item in fresh:
             self._outcome(ctx, item.appointment, item.patient_id, item.row_id, "new")
