@@ -158,9 +158,9 @@ class PageWriter:
     pages wait (then `write` waits for room). The thread takes every page waiting, up to
     `batch`, into one transaction: staging (Python's work) overlaps the database's work,
     which runs without the GIL, and when the database is the slower side its commits are
-    shared by several pages. Once a commit fails, nothing after it is written; the failure
-    is raised by the next `write` or by `close`. Use as a context manager: leaving it waits
-    for the queued pages.
+    shared by several pages. Once a commit fails, neither its pages nor any after them are
+    written; the failure is raised by the next `write` or by `close`. Use as a context
+    manager: leaving it waits for the queued pages.
     """
 
     def __init__(
