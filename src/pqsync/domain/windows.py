@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from pqsync.domain.times import local_day_bounds
+
 DEFAULT_DAYS_BACK = 90
 DEFAULT_DAYS_AHEAD = 90
 MAX_SPAN_DAYS = 400
@@ -30,6 +32,10 @@ class Window:
     @property
     def days(self) -> int:
         return (self.end - self.start).days + 1
+
+    def bounds(self, zone: ZoneInfo) -> tuple[datetime, datetime]:
+        """[first moment, moment after the last) of the window's days in `zone`, in UTC."""
+        return local_day_bounds(self.start, zone)[0], local_day_bounds(self.end, zone)[1]
 
 
 def parse_day(field: str, value: str) -> date:

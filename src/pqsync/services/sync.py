@@ -28,7 +28,6 @@ from pqsync.db.engine import begin_write
 from pqsync.db.lookup import organization_by_ref, patient_by_ref
 from pqsync.db.tables import Affiliation, Organization, Patient, SyncLog, SyncState
 from pqsync.db.tables import Appointment as AppointmentRow
-from pqsync.domain.times import local_day_bounds
 from pqsync.domain.windows import Window, default_window
 from pqsync.intakeq.errors import (
     BudgetExhausted,
@@ -495,8 +494,7 @@ class SyncService:
     def _per_patient_cost(self, session: Session, patients: list[Patient], window: Window) -> int:
         """Requests for one `client` query per patient, from what we already store."""
         zone = ZoneInfo(self.default_timezone)
-        start, _ = local_day_bounds(window.start, zone)
-        _, end = local_day_bounds(window.end, zone)
+        start, end = window.bounds(zone)
         counts = dict(
             session.execute(
                 select(AppointmentRow.patient_id, func.count())

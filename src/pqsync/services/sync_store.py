@@ -41,7 +41,6 @@ from pqsync.domain.diff import (
     describe_changes,
 )
 from pqsync.domain.status import map_status
-from pqsync.domain.times import local_day_bounds
 from pqsync.domain.windows import Window
 from pqsync.intakeq.models import Appointment, MalformedRecord
 from pqsync.services.sync_types import (
@@ -154,25 +153,23 @@ class StagedPage:
 class PageWriter:
     """Commits staged pages in a thread of its own, in order.
 
-    `write(page)` stages the page in the caller's thread and queues it; up to `depth` staged
+    `write(page)` stages the page in the caller's thread and queues it; up to `DEPTH` staged
     pages wait (then `write` waits for room). The thread takes every page waiting, up to
-    `batch`, into one transaction: staging (Python's work) overlaps the database's work,
+    `BATCH`, into one transaction: staging (Python's work) overlaps the database's work,
     which runs without the GIL, and when the database is the slower side its commits are
     shared by several pages. Once a commit fails, neither its pages nor any after them are
     written; the failure is raised by the next `write` or by `close`. Use as a context
     manager: leaving it waits for the queued pages.
     """
 
-    def __init__(
-        self, store: AppointmentStore, ctx: RunContext, *, depth: int = 4, batch: int = 4
-    ) -> None:
-        if depth < 1 or batch < 1:
-            raise ValueError("depth and batch must be at least 1")
+    DEPTH = 4  # staged pages that may wait for the writer
+    BATCH = 4  # the most pages one transaction takes
+
+    def __init__(self, store: AppointmentStore, ctx: RunContext) -> None:
         self._store = store
         self._ctx = ctx
-        self._batch = batch
         self._session = Session(store.engine, expire_on_commit=False)
-        self._queue: queue.Queue[StagedPage | None] = queue.Queue(maxsize=depth)
+        self._queue: queue.Queue[StagedPage | None] = queue.Queue(maxsize=self.DEPTH)
         self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._commit_queued, name="pqsync-writer")
         self._thread.start()
@@ -192,13 +189,13 @@ class PageWriter:
                     self._failure = exc
 
     def _next_batch(self) -> tuple[list[StagedPage], bool]:
-        """The next queued page and every page queued behind it (up to `batch`), waiting
+        """The next queued page and every page queued behind it (up to `BATCH`), waiting
         for the first; True once `close` has asked the thread to end."""
         batch: list[StagedPage] = []
         page = self._queue.get()
         while page is not None:
             batch.append(page)
-            if len(batch) == self._batch:
+            if len(batch) == self.BATCH:
                 return batch, False
             try:
                 page = self._queue.get_nowait()
@@ -451,8 +448,7 @@ class AppointmentStore:
         """Whether none of these patients has an appointment (live or deleted) stored with a
         start in the window. Read through the (patient, start) index, a chunk of patients
         at a time."""
-        start, _ = local_day_bounds(window.start, zone)
-        _, end = local_day_bounds(window.end, zone)
+        start, end = window.bounds(zone)
         starts = AppointmentRow.start_time
         with self.engine.connect() as conn:
             for first in range(0, len(patient_ids), _PATIENTS_PER_READ):
@@ -758,8 +754,7 @@ class AppointmentStore:
     ) -> list[AppointmentRow]:
         """Live stored rows of these patients in the window that a complete fetch did not return."""
         begin_write(session)  # the caller soft-deletes them in the same transaction
-        start, _ = local_day_bounds(window.start, ctx.zone)
-        _, end = local_day_bounds(window.end, ctx.zone)
+        start, end = window.bounds(ctx.zone)
         # Streamed in chunks: a window of 100,000 stored rows is never in memory at once.
         # Patient ids are compared as the driver returns them (no UUID object per row).
         dialect = session.get_bind().dialect
