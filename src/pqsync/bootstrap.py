@@ -15,6 +15,7 @@ from sqlalchemy import Engine, inspect
 from pqsync.db.engine import make_engine
 from pqsync.intakeq.budget import DatabaseBudget
 from pqsync.intakeq.client import IntakeQClient
+from pqsync.services.locks import SyncLocks
 from pqsync.services.sync import SyncService
 from pqsync.settings import Settings
 
@@ -82,6 +83,10 @@ class App:
             self.intakeq,
             clock=self.clock,
             default_timezone=self.settings.timezone,
+            practice_timezone=self.settings.practice_timezone,
+            locks=SyncLocks(
+                self.engine, self.clock, lease=timedelta(seconds=self.settings.run_lease_seconds)
+            ),
         )
 
     def close(self) -> None:

@@ -42,8 +42,16 @@ class Settings(BaseSettings):
     smtp_url: str | None = Field(None, validation_alias="PQSYNC_SMTP_URL")
     alert_emails: str | None = Field(None, validation_alias="PQSYNC_ALERT_EMAILS")
     timezone: str = Field("America/Denver", validation_alias="PQSYNC_TIMEZONE")
+    # The zone IntakeQ reads its date filters in: every date we send and every window
+    # judgement uses it (an organisation's own zone is for display).
+    practice_timezone: str = Field("America/Denver", validation_alias="PQSYNC_PRACTICE_TIMEZONE")
+    # A run's lease on its scope: renewed every third of it while the run lives; a run whose
+    # process died frees its scope (and is closed as failed) once it lapses.
+    run_lease_seconds: float = Field(
+        30.0, ge=1, le=300, validation_alias="PQSYNC_RUN_LEASE_SECONDS"
+    )
 
-    @field_validator("timezone")
+    @field_validator("timezone", "practice_timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
         try:

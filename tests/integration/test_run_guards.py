@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Generator
+from contextlib import AbstractContextManager
 from datetime import timedelta
 
 import pytest
@@ -11,7 +12,9 @@ from sqlalchemy.orm import Session
 
 from pqsync.bootstrap import App
 from pqsync.db.tables import Appointment, SyncLog, SyncState
+from pqsync.intakeq.client import RequestTally
 from pqsync.intakeq.errors import IntakeQServerError
+from pqsync.intakeq.models import Appointment as IntakeQAppointment
 from pqsync.intakeq.models import AppointmentQuery
 from pqsync.intakeq.simulator import ManualClock, SimulatorServer
 from pqsync.services.locks import DEFAULT_LEASE, SyncInProgress
@@ -52,9 +55,11 @@ class FailsForOnePatient:
         self.real = real
         self.failing_email = failing_email
 
-    @property
-    def requests_sent(self) -> int:
-        return self.real.requests_sent
+    def counting(self) -> AbstractContextManager[RequestTally]:
+        return self.real.counting()
+
+    def get_appointment(self, appointment_id: str) -> IntakeQAppointment | None:
+        return self.real.get_appointment(appointment_id)
 
     def appointment_pages(self, query: AppointmentQuery) -> Generator[list[Record], None, None]:
         if query.client == self.failing_email:

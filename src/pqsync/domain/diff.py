@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
-# Fields whose change is a real change a user would see (and is audited).
+# Every column IntakeQ's record sets: a change to any of them is written and audited.
 TRACKED_FIELDS = (
     "patient_id",
     "status",
@@ -18,8 +18,12 @@ TRACKED_FIELDS = (
     "intakeq_practitioner_id",
     "service_id",
     "location_name",
+    "intakeq_client_id",
+    "intakeq_last_modified",
+    "metadata",
     "deleted_at",
 )
+METADATA = "metadata"
 
 
 def _comparable(value: Any) -> Any:
@@ -38,9 +42,20 @@ def appointment_changes(
         if name not in incoming:
             continue
         old, new = stored.get(name), incoming[name]
-        if _comparable(old) != _comparable(new):
+        if name == METADATA:
+            changes.update(_metadata_changes(old or {}, new or {}))
+        elif _comparable(old) != _comparable(new):
             changes[name] = (old, new)
     return changes
+
+
+def _metadata_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """The other fields IntakeQ sends (practitioner name, cancellation reason...), per key."""
+    return {
+        f"{METADATA}.{key}": (old.get(key), new.get(key))
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    }
 
 
 def jsonable(value: Any) -> Any:

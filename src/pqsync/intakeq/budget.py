@@ -21,9 +21,8 @@ from typing import Any, Protocol, TypedDict, Unpack
 
 from sqlalchemy import (
     Connection,
-    CursorResult,
-    Dialect,
     Engine,
+    Insert,
     Integer,
     String,
     bindparam,
@@ -34,10 +33,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import ClauseElement
 
-from pqsync.db.bulk import Converter, converter_for
 from pqsync.db.engine import write_connection
 from pqsync.db.tables import IntakeQRequest
 from pqsync.intakeq.errors import BudgetExhausted
@@ -302,36 +298,7 @@ class _StoredTimes:
         return found
 
 
-class _DriverStatement:
-    """A statement rendered once to the driver's SQL and sent with `exec_driver_sql`: a
-    call builds, caches and compiles nothing. Values are converted with each bound
-    parameter's own type (see `pqsync.db.bulk.converter_for`)."""
-
-    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
-        compiled = statement.compile(dialect=dialect)
-        assert isinstance(compiled, SQLCompiler)
-        self.sql = str(compiled)
-        self._converters: dict[str, Converter | None] = {
-            name: converter_for(bind.type, dialect) for name, bind in compiled.binds.items()
-        }
-        self._constants = self._converted(compiled.params)
-        self._order = tuple(compiled.positiontup or ()) if compiled.positional else None
-
-    def _converted(self, values: dict[str, Any]) -> dict[str, Any]:
-        converters = self._converters
-        return {
-            name: value if value is None or (f := converters[name]) is None else f(value)
-            for name, value in values.items()
-        }
-
-    def execute(self, conn: Connection, **values: Any) -> CursorResult[Any]:
-        params = {**self._constants, **self._converted(values)}
-        if self._order is None:
-            return conn.exec_driver_sql(self.sql, params)
-        return conn.exec_driver_sql(self.sql, tuple([params[name] for name in self._order]))
-
-
-def _record_if_room(fingerprint: str, minute_limit: int, daily_limit: int) -> ClauseElement:
+def _record_if_room(fingerprint: str, minute_limit: int, daily_limit: int) -> Insert:
     """INSERT one request at `now` if both windows (after `day_since`, `minute_since`)
     have room; RETURNING its id, or nothing."""
     sent_at = IntakeQRequest.sent_at
@@ -364,13 +331,10 @@ def _record_if_room(fingerprint: str, minute_limit: int, daily_limit: int) -> Cl
 class DatabaseBudget(_SlidingWindows):
     """The budget in `intakeq_request_log`, shared by every process using the database.
 
-    Counting and recording happen in one transaction under a lock per key, so two
-    processes can never both take the last slot of a window:
-    - PostgreSQL: `pg_advisory_xact_lock` on the key's fingerprint. The commit does not
-      wait for the disk (`synchronous_commit = off`): other sessions see it at once, and
-      a server crash could forget the last few requests, which IntakeQ's 429 then covers.
-    - SQLite: the transaction starts with BEGIN IMMEDIATE (the database's write lock;
-      threads of this process queue for it on the engine's write gate).
+    Counting and recording happen in one durable transaction under a lock per key, so two
+    processes can never both take the last slot of a window, and a crash forgets no request:
+    - PostgreSQL: `pg_advisory_xact_lock` on the key's fingerprint.
+    - SQLite: the transaction starts with BEGIN IMMEDIATE (the database's write lock).
     The clock is read only after the lock is held, so recorded times follow lock order.
     """
 
@@ -393,36 +357,31 @@ class DatabaseBudget(_SlidingWindows):
         self._postgres = dialect == "postgresql"
         self.fingerprint = key_fingerprint(api_key)
         self._pruned_at: datetime | None = None
-        # The statements of every request, rendered once: building and compiling them
-        # per request cost more than running them.
-        sql_dialect = engine.dialect
-        self._record = _DriverStatement(
-            _record_if_room(self.fingerprint, minute_limit, daily_limit), sql_dialect
-        )
-        no_disk_wait = func.set_config("synchronous_commit", "off", True)
+        self._record = _record_if_room(self.fingerprint, minute_limit, daily_limit)
         objid = int.from_bytes(bytes.fromhex(self.fingerprint[:8]), "big", signed=True)
-        key_lock = func.pg_advisory_xact_lock(cast(_PG_LOCK_CLASS, Integer), cast(objid, Integer))
-        self._no_disk_wait = _DriverStatement(select(no_disk_wait), sql_dialect)
-        self._no_disk_wait_locked = _DriverStatement(select(no_disk_wait, key_lock), sql_dialect)
+        self._key_lock = select(
+            func.pg_advisory_xact_lock(cast(_PG_LOCK_CLASS, Integer), cast(objid, Integer))
+        )
 
     @contextmanager
-    def _locked(self, *, key_lock: bool) -> Iterator[Connection]:
+    def _locked(self) -> Iterator[Connection]:
         with write_connection(self._engine) as conn, conn.begin():
             if self._postgres:
-                # One round trip for the commit setting and (when asked) the key's lock.
-                (self._no_disk_wait_locked if key_lock else self._no_disk_wait).execute(conn)
+                conn.execute(self._key_lock)
             yield conn
 
     def _reserve(self) -> float | None:
-        with self._locked(key_lock=True) as conn:
+        with self._locked() as conn:
             now = self._clock()
             self._prune(conn, now)
             # The usual case in one statement: record the request if both windows have room.
-            recorded = self._record.execute(
-                conn,
-                now=now,
-                day_since=now - self.day_window,
-                minute_since=now - self.minute_window,
+            recorded = conn.execute(
+                self._record,
+                {
+                    "now": now,
+                    "day_since": now - self.day_window,
+                    "minute_since": now - self.minute_window,
+                },
             ).scalar()
             if recorded is not None:
                 self._reserved(now, recorded)
@@ -447,7 +406,7 @@ class DatabaseBudget(_SlidingWindows):
     def _redate(self, reserved: datetime, ref: object, now: datetime) -> None:
         if ref is None:
             return
-        with self._locked(key_lock=False) as conn:
+        with write_connection(self._engine) as conn, conn.begin():
             conn.execute(
                 update(IntakeQRequest)
                 .where(IntakeQRequest.id == ref)

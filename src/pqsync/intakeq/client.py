@@ -19,8 +19,10 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import threading
 import time
 from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote
@@ -70,6 +72,22 @@ class IntakeQRateLimited(IntakeQError):
         self.path = path
         self.tries = tries
         super().__init__(f"IntakeQ kept answering {path} with HTTP 429 (rate limited)")
+
+
+class IntakeQPagingError(IntakeQError):
+    """A listing did not end as IntakeQ's do (the same page twice, or more pages than the
+    practice holds): stopped before it spends the day's budget."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(f"IntakeQ's paging of {path} went wrong: {reason}; the run stopped")
+
+
+class RequestTally:
+    """Requests (retries included) sent by one run: counted in the thread that runs it."""
+
+    def __init__(self) -> None:
+        self.sent = 0
 
 
 class IntakeQBadResponse(IntakeQServerError):
@@ -182,7 +200,28 @@ class IntakeQClient:
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter only
         self._log = logger if logger is not None else get_logger("pqsync.intakeq.client")
-        self.requests_sent = 0
+        self._sent_lock = threading.Lock()
+        self._sent = 0
+        # The tally of the run going on in each thread (see `counting`).
+        self._tallies = threading.local()
+
+    @property
+    def requests_sent(self) -> int:
+        """Every request this client sent, in every thread."""
+        with self._sent_lock:
+            return self._sent
+
+    @contextmanager
+    def counting(self) -> Iterator[RequestTally]:
+        """Count the requests this thread sends inside the block (one run's own count,
+        exact while other threads' runs share the client)."""
+        outer = getattr(self._tallies, "current", None)
+        tally = RequestTally()
+        self._tallies.current = tally
+        try:
+            yield tally
+        finally:
+            self._tallies.current = outer
 
     def __enter__(self) -> Self:
         return self
@@ -206,7 +245,8 @@ class IntakeQClient:
     ) -> Generator[list[Appointment | MalformedRecord], None, None]:
         """Stream `GET /appointments` page by page (100 records a page, ordered by start,
         newest first). A record that cannot be parsed is yielded as its `MalformedRecord`
-        in place; the rest of the page is kept."""
+        in place; the rest of the page is kept. A full page that repeats the one before (a
+        server ignoring `page`) raises `IntakeQPagingError`."""
         for records in self._pages("/appointments", query.params()):
             page: list[Appointment | MalformedRecord] = []
             append = page.append
@@ -261,21 +301,19 @@ class IntakeQClient:
     # -- plumbing --------------------------------------------------------------------------
 
     def _pages(self, path: str, params: Params) -> Iterator[list[Any]]:
-        # Pages differ only in `page`, which comes last: httpx joins and encodes the rest
-        # once here (given a path and params, it parses the URL three times a request).
-        fixed = self._http.build_request("GET", path, params=params).url
-        prefix = f"{fixed}{'&' if fixed.query else '?'}page="
+        previous: list[Any] | None = None
         for page in itertools.count(1):
-            number = str(page)
-            url = httpx.URL(prefix + number)
-            response = self._send("GET", path, params={**params, "page": number}, url=url)
+            response = self._send("GET", path, params={**params, "page": str(page)})
             body = self._json(response, path)
             if not isinstance(body, list):
                 raise IntakeQBadResponse(200, path, "a page is not a JSON array")
+            if body and body == previous:
+                raise IntakeQPagingError(path, f"page {page} repeated page {page - 1}")
             if body:
                 yield body
             if len(body) < PAGE_SIZE:
                 return
+            previous = body
 
     def _appointment(self, response: httpx.Response, path: str) -> Appointment:
         try:
@@ -303,9 +341,8 @@ class IntakeQClient:
         *,
         params: Params | None = None,
         body: Any = None,
-        url: httpx.URL | None = None,
     ) -> httpx.Response:
-        response = self._request(method, path, params=params, body=body, url=url)
+        response = self._request(method, path, params=params, body=body)
         assert response is not None  # only `missing_ok` requests answer None
         return response
 
@@ -317,24 +354,18 @@ class IntakeQClient:
         params: Params | None = None,
         body: Any = None,
         missing_ok: bool = False,
-        url: httpx.URL | None = None,
     ) -> httpx.Response | None:
         """Send with budget, retries and logging; return the 2xx response (None for a 404
-        when `missing_ok`) or raise the typed error.
-
-        `url`, when given, is the absolute URL of `path` with `params`, built already
-        (`path` and `params` are still what the logs and errors name)."""
-        target: httpx.URL | str = path if url is None else url
-        target_params = params if url is None else None
+        when `missing_ok`) or raise the typed error."""
         idempotent = method in _IDEMPOTENT_METHODS
         failures = rate_limited = attempt = 0
         while True:
             attempt += 1
             self._budget.acquire()
-            self.requests_sent += 1
+            self._count_request()
             started = time.perf_counter()
             try:
-                response = self._http.request(method, target, params=target_params, json=body)
+                response = self._http.request(method, path, params=params, json=body)
             except httpx.TransportError as exc:
                 self._budget.settle()
                 failures += 1
@@ -380,6 +411,13 @@ class IntakeQClient:
             if status >= 300:
                 raise IntakeQRequestError(status, path)
             return response
+
+    def _count_request(self) -> None:
+        with self._sent_lock:
+            self._sent += 1
+        tally: RequestTally | None = getattr(self._tallies, "current", None)
+        if tally is not None:
+            tally.sent += 1
 
     def _backoff(self, failures: int) -> float:
         """Capped exponential backoff with full jitter."""

@@ -1,34 +1,37 @@
 """Pull IntakeQ appointments into our database: one patient, one organisation, or nightly.
 
-- An organisation picks the cheaper plan: the practice's whole window fetched once and
-  matched locally (about ceil(A/100) requests), or one exactly-filtered `client` query per
-  patient (about P requests), from what it knows of the practice's size.
-- The nightly run fetches the practice once: `updatedSince` (watermark minus an overlap) and
-  `deletedOnly`, or a full-window reconcile when the watermark is missing or a week old.
-- Deletions are inferred only from `deletedOnly` or from absence in a complete fetch.
-- Every run holds its scope's lease, writes a sync_logs row (failed runs too) and commits
-  page by page, so a failure keeps what was already fetched.
+This module runs a sync from start to end; the parts live beside it:
+- sync_plan: which plan costs fewer requests, and how many pages a query may take;
+- appointment_writer: match, diff and upsert a page (domain.matching does the matching);
+- sync_deletion: soft deletion, only on proof from IntakeQ;
+- sync_audit: the activity log's entries;
+- locks: one run per scope, a lease kept alive while the run lives.
+
+Every run holds its scope's lease, writes a sync_logs row (failed runs too) and commits page
+by page, so a failure keeps what was already fetched. Every date sent to IntakeQ and every
+window judgement uses the practice's zone; an organisation's zone is for display only.
 """
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Callable, Generator
-from contextlib import closing
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from pqsync.db.engine import begin_write
 from pqsync.db.lookup import organization_by_ref, patient_by_ref
 from pqsync.db.tables import Affiliation, Organization, Patient, SyncLog, SyncState
 from pqsync.db.tables import Appointment as AppointmentRow
+from pqsync.domain.matching import PatientIdentity, PatientMatcher
 from pqsync.domain.windows import Window, default_window
+from pqsync.intakeq.client import IntakeQPagingError, RequestTally
 from pqsync.intakeq.errors import (
     BudgetExhausted,
     IntakeQAuthError,
@@ -37,9 +40,18 @@ from pqsync.intakeq.errors import (
 )
 from pqsync.intakeq.models import Appointment, AppointmentQuery, MalformedRecord
 from pqsync.logging import get_logger
-from pqsync.services.locks import SyncInProgress, SyncLocks
-from pqsync.services.prefetch import prefetched
-from pqsync.services.sync_store import AppointmentStore, Lookups, PatientMatcher, RunContext
+from pqsync.services.appointment_writer import AppointmentWriter
+from pqsync.services.locks import LeaseKeeper, LeaseLost, SyncInProgress, SyncLocks
+from pqsync.services.sync_context import Lookups, RunContext
+from pqsync.services.sync_deletion import Deletions
+from pqsync.services.sync_plan import (
+    PAGE_SIZE,
+    PRACTICE_DENSITY,
+    UNKNOWN_PRACTICE_PAGES,
+    Planner,
+    bounded,
+    page_limit,
+)
 from pqsync.services.sync_types import (
     Actor,
     PatientResult,
@@ -51,6 +63,7 @@ from pqsync.services.sync_types import (
 )
 
 __all__ = [
+    "PRACTICE_DENSITY",
     "Actor",
     "PatientResult",
     "PreparedRun",
@@ -66,19 +79,11 @@ Clock = Callable[[], datetime]
 Record = Appointment | MalformedRecord
 ProgressCallback = Callable[[str, int, int | None], None]
 
-PAGE_SIZE = 100
-# Pages a window fetch may fetch ahead of the one being made ready, so that one slow request
-# (a budget slot that waits for the database, a slow answer) leaves the writer work to do.
-# Closing early wastes at most the request under way.
-PREFETCH_PAGES = 3
 NIGHTLY_WATERMARK = "nightly_watermark"
-PRACTICE_DENSITY = "practice_density"
 # A full-window reconcile replaces the incremental run when the watermark is this old.
 RECONCILE_AFTER = timedelta(days=7)
 # `updatedSince` is date-only: go back a whole day more so the boundary is never missed.
 WATERMARK_OVERLAP = timedelta(days=1)
-# How long a measured practice size is trusted for choosing a plan.
-DENSITY_TRUSTED_FOR = timedelta(days=30)
 
 CLI_ACTOR = Actor(kind="cli")
 SCHEDULE_ACTOR = Actor(kind="schedule")
@@ -89,7 +94,7 @@ log = get_logger("pqsync.sync")
 class AppointmentSource(Protocol):
     """What the sync needs of the IntakeQ client."""
 
-    requests_sent: int
+    def counting(self) -> AbstractContextManager[RequestTally]: ...
 
     def get_appointment(self, appointment_id: str) -> Appointment | None: ...
 
@@ -100,18 +105,20 @@ def _no_progress(_label: str, _done: int, _total: int | None) -> None:
     return None
 
 
-def _error_kind(exc: IntakeQError) -> str:
+def _error_kind(exc: Exception) -> str:
     if isinstance(exc, BudgetExhausted):
         return "budget"
     if isinstance(exc, IntakeQAuthError):
         return "auth"
     if isinstance(exc, IntakeQUnreachable):
         return "unreachable"
+    if isinstance(exc, LeaseLost):
+        return "lease"
     return "intakeq"
 
 
 # Errors that end the whole run: retrying another patient cannot help.
-_RUN_ENDING = (BudgetExhausted, IntakeQAuthError, IntakeQUnreachable)
+_RUN_ENDING = (BudgetExhausted, IntakeQAuthError, IntakeQUnreachable, IntakeQPagingError)
 
 
 class SyncService:
@@ -124,14 +131,18 @@ class SyncService:
         *,
         clock: Clock = lambda: datetime.now(UTC),
         default_timezone: str = "America/Denver",
+        practice_timezone: str = "America/Denver",
         locks: SyncLocks | None = None,
     ) -> None:
         self.engine = engine
         self.source = source
         self.clock = clock
         self.default_timezone = default_timezone
+        self.practice_zone = ZoneInfo(practice_timezone)
         self.locks = locks or SyncLocks(engine, clock)
-        self.store = AppointmentStore(engine, clock)
+        self.writer = AppointmentWriter(clock)
+        self.planner = Planner(clock, self.practice_zone)
+        self.deletions = Deletions(self.writer, source, clock)
 
     # -- resolving scopes -------------------------------------------------------------
 
@@ -147,44 +158,51 @@ class SyncService:
             raise SyncInputError(f"no such organization: {ref}")
         return org
 
-    def organization_window(self, org: Organization) -> Window:
-        return default_window(
-            self.clock(), ZoneInfo(org.timezone), org.window_days_back, org.window_days_ahead
-        )
+    def organization_window(self, org: Organization | None) -> Window:
+        """Today in the practice's zone, minus/plus the organisation's days (90/90)."""
+        back = org.window_days_back if org else None
+        ahead = org.window_days_ahead if org else None
+        return default_window(self.clock(), self.practice_zone, back, ahead)
 
-    def _patient_organization(self, session: Session, patient: Patient) -> Organization | None:
-        return session.scalar(
+    def _patient_organization(
+        self, session: Session, patient: Patient, organization_id: uuid.UUID | None
+    ) -> Organization | None:
+        """The organisation a patient's run is for: the caller's, else the first by slug."""
+        statement = (
             select(Organization)
             .join(Affiliation, Affiliation.organization_id == Organization.id)
             .where(Affiliation.patient_id == patient.id)
-            .order_by(Organization.slug)
-            .limit(1)
         )
+        if organization_id is not None:
+            org = session.scalar(statement.where(Organization.id == organization_id))
+            if org is None:
+                raise SyncInputError("no such patient")
+            return org
+        return session.scalar(statement.order_by(Organization.slug).limit(1))
 
     # -- preparing runs ---------------------------------------------------------------
 
     def prepare_patient(
-        self, patient_ref: str, *, window: Window | None = None, actor: Actor = CLI_ACTOR
+        self,
+        patient_ref: str,
+        *,
+        window: Window | None = None,
+        actor: Actor = CLI_ACTOR,
+        organization_id: uuid.UUID | None = None,
     ) -> PreparedRun:
-        """Validate, take the patient's lock and open the run's sync_logs row."""
+        """Validate, take the patient's lock and open the run's sync_logs row. The run is
+        for `organization_id` when given (the caller's), else the patient's first."""
         with Session(self.engine, expire_on_commit=False) as session:
             patient = self.find_patient(session, patient_ref)
-            org = self._patient_organization(session, patient)
-            zone = org.timezone if org else self.default_timezone
-            if window is None:
-                window = (
-                    self.organization_window(org)
-                    if org
-                    else default_window(self.clock(), ZoneInfo(zone))
-                )
+            org = self._patient_organization(session, patient, organization_id)
             return self._open_run(
                 session,
                 scope="patient",
                 scope_key=f"patient:{patient.id}",
                 label=f"patient {patient.id}",
-                window=window,
+                window=window or self.organization_window(org),
                 actor=actor,
-                timezone=zone,
+                timezone=org.timezone if org else self.default_timezone,
                 patient_ids=[patient.id],
                 organization=org,
             )
@@ -195,6 +213,7 @@ class SyncService:
         *,
         patient_hint: uuid.UUID | None = None,
         actor: Actor = CLI_ACTOR,
+        organization_id: uuid.UUID | None = None,
     ) -> PreparedRun:
         """A run of one patient's scope that re-fetches one appointment by id (a webhook's
         hint; 404 means deleted). The patient is the one we store it for, else the hint."""
@@ -210,7 +229,9 @@ class SyncService:
             patient_id = stored_for or patient_hint
             if patient_id is None:
                 raise SyncInputError("no such appointment and no patient to look for it")
-        prepared = self.prepare_patient(str(patient_id), actor=actor)
+        prepared = self.prepare_patient(
+            str(patient_id), actor=actor, organization_id=organization_id
+        )
         return replace(prepared, appointment_id=appointment_id)
 
     def prepare_organization(
@@ -240,7 +261,7 @@ class SyncService:
         with Session(self.engine, expire_on_commit=False) as session:
             orgs = list(session.scalars(select(Organization)))
             windows = [self.organization_window(org) for org in orgs] or [
-                default_window(self.clock(), ZoneInfo(self.default_timezone))
+                self.organization_window(None)
             ]
             window = Window(min(w.start for w in windows), max(w.end for w in windows))
             patient_ids = list(session.scalars(select(Affiliation.patient_id).distinct()))
@@ -322,12 +343,14 @@ class SyncService:
         *,
         window: Window | None = None,
         actor: Actor = CLI_ACTOR,
+        organization_id: uuid.UUID | None = None,
         progress: ProgressCallback = _no_progress,
     ) -> SyncResult:
         """Sync one patient: one `client` query (all pages), filtered exactly."""
-        return self.run(
-            self.prepare_patient(patient_ref, window=window, actor=actor), progress=progress
+        prepared = self.prepare_patient(
+            patient_ref, window=window, actor=actor, organization_id=organization_id
         )
+        return self.run(prepared, progress=progress)
 
     def sync_organization(
         self,
@@ -353,42 +376,18 @@ class SyncService:
     def run(
         self, prepared: PreparedRun, *, progress: ProgressCallback = _no_progress
     ) -> SyncResult:
-        """Execute a prepared run. IntakeQ failures give a failed result, never an exception."""
+        """Execute a prepared run. IntakeQ failures and a lost lease give a failed result,
+        never an exception."""
         try:
-            with Session(self.engine, expire_on_commit=False) as session:
-                patients = self._load_patients(session, prepared.patient_ids)
-                ctx = RunContext(
-                    run_id=prepared.run_id,
-                    actor=prepared.actor,
-                    zone=ZoneInfo(prepared.timezone),
-                    lookups=Lookups.load(session),
-                    matcher=PatientMatcher(patients),
-                    results={
-                        p.id: PatientResult(patient_id=p.id, patient_name=p.full_name)
-                        for p in patients
-                    },
-                    result=SyncResult(
-                        run_id=prepared.run_id,
-                        scope=prepared.scope,
-                        status="running",
-                        window=prepared.window,
-                        started_at=prepared.started_at,
-                        finished_at=prepared.started_at,
-                        summary=Summary(),
-                        patients=[],
-                        organization_id=prepared.organization_id,
-                        organization_name=prepared.organization_name,
-                    ),
-                )
-                ctx.keep_appointments = prepared.scope == "patient"
-                ctx.result.patients = list(ctx.results.values())
-                # The matcher learns ClientIds on these objects; they are written explicitly.
-                session.expunge_all()
-                session.commit()
-                requests_before = self.source.requests_sent
+            with (
+                self.locks.keep(prepared.scope_key, prepared.run_id) as lease,
+                self.source.counting() as tally,
+                Session(self.engine, expire_on_commit=False) as session,
+            ):
+                ctx = self._context(session, prepared, lease)
                 try:
-                    self._execute(session, prepared, ctx, patients, progress)
-                except IntakeQError as exc:
+                    self._execute(session, prepared, ctx, progress)
+                except (IntakeQError, LeaseLost) as exc:
                     session.rollback()
                     self._fail(ctx.result, exc)
                 except Exception as exc:
@@ -396,17 +395,47 @@ class SyncService:
                     ctx.result.status = "failed"
                     ctx.result.error = f"internal error ({type(exc).__name__})"
                     ctx.result.error_kind = "internal"
-                    self._finish(
-                        session, prepared, ctx, self.source.requests_sent - requests_before
-                    )
+                    self._finish(session, prepared, ctx, tally.sent)
                     raise
-                self._finish(session, prepared, ctx, self.source.requests_sent - requests_before)
+                self._finish(session, prepared, ctx, tally.sent)
                 return ctx.result
         finally:
             self.locks.release(prepared.scope_key, prepared.run_id)
 
+    def _context(self, session: Session, prepared: PreparedRun, lease: LeaseKeeper) -> RunContext:
+        patients = self._load_patients(session, prepared.patient_ids)
+        results = {p.id: PatientResult(patient_id=p.id, patient_name=p.full_name) for p in patients}
+        ctx = RunContext(
+            run_id=prepared.run_id,
+            actor=prepared.actor,
+            started_at=prepared.started_at,
+            practice_zone=self.practice_zone,
+            display_zone=ZoneInfo(prepared.timezone),
+            lookups=Lookups.load(session),
+            matcher=PatientMatcher(
+                PatientIdentity(p.id, p.email, p.intakeq_client_id) for p in patients
+            ),
+            results=results,
+            result=SyncResult(
+                run_id=prepared.run_id,
+                scope=prepared.scope,
+                status="running",
+                window=prepared.window,
+                started_at=prepared.started_at,
+                finished_at=prepared.started_at,
+                summary=Summary(),
+                patients=list(results.values()),
+                organization_id=prepared.organization_id,
+                organization_name=prepared.organization_name,
+            ),
+            lease=lease,
+            keep_appointments=prepared.scope == "patient",
+        )
+        session.commit()
+        return ctx
+
     @staticmethod
-    def _fail(result: SyncResult, exc: IntakeQError) -> None:
+    def _fail(result: SyncResult, exc: Exception) -> None:
         result.status = "failed"
         result.error = str(exc)
         result.error_kind = _error_kind(exc)
@@ -429,19 +458,26 @@ class SyncService:
         session: Session,
         prepared: PreparedRun,
         ctx: RunContext,
-        patients: list[Patient],
         progress: ProgressCallback,
     ) -> None:
+        patient_ids = list(ctx.results)
         if prepared.appointment_id is not None:
             ctx.result.plan = "refetch"
-            self._refetch(session, prepared, ctx, prepared.appointment_id)
+            self._all_states(ctx, "running")
+            self.deletions.recheck(session, ctx, [prepared.appointment_id], "404 on re-fetch")
+            self._all_states(ctx, "done")
         elif prepared.scope == "patient":
             ctx.result.plan = "per_patient"
-            self._per_patient(session, prepared, ctx, patients, progress)
+            self._per_patient(session, prepared, ctx, patient_ids, progress)
         elif prepared.scope == "organization":
-            self._organization(session, prepared, ctx, patients, progress)
+            self._organization(session, prepared, ctx, patient_ids, progress)
         else:
-            self._nightly(session, prepared, ctx, patients, progress)
+            self._nightly(session, prepared, ctx, patient_ids, progress)
+
+    @staticmethod
+    def _all_states(ctx: RunContext, state: str) -> None:
+        for result in ctx.results.values():
+            result.state = state
 
     # -- plans --------------------------------------------------------------------------
 
@@ -450,126 +486,80 @@ class SyncService:
         session: Session,
         prepared: PreparedRun,
         ctx: RunContext,
-        patients: list[Patient],
+        patient_ids: list[uuid.UUID],
         progress: ProgressCallback,
     ) -> None:
-        if not patients:
-            ctx.result.plan = "window"
+        ctx.result.plan = "window"
+        if not patient_ids:
             return
-        per_patient_cost = self._per_patient_cost(session, patients, prepared.window)
-        density = self._known_density(session)
+        window = prepared.window
+        per_patient_cost = self.planner.per_patient_cost(session, patient_ids, window)
+        density = self.planner.known_density(session)
         session.commit()
-        if density is not None:
-            window_cost = int(density * prepared.window.days) // PAGE_SIZE + 1
-            if window_cost > per_patient_cost:
-                ctx.result.plan = "per_patient"
-                self._per_patient(session, prepared, ctx, patients, progress)
-                return
+        if density is not None and self.planner.window_cost(density, window) > per_patient_cost:
+            ctx.result.plan = "per_patient"
+            self._per_patient(session, prepared, ctx, patient_ids, progress)
+            return
 
         def worth_continuing(first_page: list[Record]) -> bool:
             if density is not None:
                 return True
-            estimate = self._estimate_window_cost(first_page, prepared.window, ctx.zone)
+            estimate = self.planner.estimate_window_cost(first_page, window)
             if estimate <= per_patient_cost + 1:
                 return True
             # Remember the estimate so later runs choose without spending a probe.
-            self._remember_density(session, estimate * PAGE_SIZE, prepared.window)
+            self.planner.remember_density(session, estimate * PAGE_SIZE, window)
             return False
 
-        ctx.result.plan = "window"
-        if not self._window_fetch(session, prepared, ctx, patients, progress, worth_continuing):
+        if not self._window_fetch(session, prepared, ctx, patient_ids, progress, worth_continuing):
             ctx.result.plan = "per_patient"
-            self._per_patient(session, prepared, ctx, patients, progress)
-
-    @staticmethod
-    def _estimate_window_cost(first_page: list[Record], window: Window, zone: ZoneInfo) -> int:
-        """Pages a whole-window fetch will take, judged from its first (latest) full page."""
-        days = [r.start.astimezone(zone).date() for r in first_page if isinstance(r, Appointment)]
-        if not days:
-            return 1
-        covered = max(1, (window.end - min(days)).days + 1)
-        estimated = len(first_page) * window.days / covered
-        return math.ceil(estimated / PAGE_SIZE) + (1 if estimated % PAGE_SIZE == 0 else 0)
-
-    def _per_patient_cost(self, session: Session, patients: list[Patient], window: Window) -> int:
-        """Requests for one `client` query per patient, from what we already store."""
-        zone = ZoneInfo(self.default_timezone)
-        start, end = window.bounds(zone)
-        counts = dict(
-            session.execute(
-                select(AppointmentRow.patient_id, func.count())
-                .where(
-                    AppointmentRow.patient_id.in_([p.id for p in patients]),
-                    AppointmentRow.deleted_at.is_(None),
-                    AppointmentRow.start_time >= start,
-                    AppointmentRow.start_time < end,
-                )
-                .group_by(AppointmentRow.patient_id)
-            ).all()
-        )
-        return sum(counts.get(p.id, 0) // PAGE_SIZE + 1 for p in patients)
-
-    def _known_density(self, session: Session) -> float | None:
-        state = session.get(SyncState, PRACTICE_DENSITY)
-        if state is None or self.clock() - state.updated_at > DENSITY_TRUSTED_FOR:
-            return None
-        per_day = state.value.get("per_day")
-        return float(per_day) if isinstance(per_day, int | float) else None
+            self._per_patient(session, prepared, ctx, patient_ids, progress)
 
     def _window_fetch(
         self,
         session: Session,
         prepared: PreparedRun,
         ctx: RunContext,
-        patients: list[Patient],
+        patient_ids: list[uuid.UUID],
         progress: ProgressCallback,
         keep_going: Callable[[list[Record]], bool] | None = None,
     ) -> bool:
-        """Fetch the practice's whole window; False when `keep_going` chose to stop after page 1.
-
-        A complete fetch proves absence: stored rows it did not return are soft-deleted.
-        """
+        """Fetch the practice's whole window; False when `keep_going` chose to stop after
+        page 1. A complete fetch names deletion candidates, which are then proved."""
         window = prepared.window
-        for result in ctx.results.values():
-            result.state = "running"
-        # A first sync of the window: its pages need no read of what is stored.
-        ctx.presume_fresh = self.store.holds_none_in(window, ctx.zone, [p.id for p in patients])
+        self._all_states(ctx, "running")
+        density = self.planner.known_density(session)
+        session.commit()
         pages = self.source.appointment_pages(
             AppointmentQuery(start_date=window.start, end_date=window.end)
         )
         try:
             first = next(pages, [])
-            self.store.write_page(session, ctx, first)
+            self.writer.write_page(session, ctx, first)
             records = len(first)
             progress("pages", 1, None)
-            if len(first) == PAGE_SIZE and keep_going is not None and not keep_going(first):
-                return False
             if len(first) == PAGE_SIZE:
-                # Decided to go on: from here the next pages are fetched while one is made
-                # ready and those before it are committed.
-                # The prefetch is closed (its worker done with `pages`) before `pages` is.
-                with (
-                    closing(prefetched(pages, ahead=PREFETCH_PAGES)) as fetched,
-                    self.store.writer(ctx) as writer,
-                ):
-                    for number, page in enumerate(fetched, start=2):
-                        writer.write(page)
-                        records += len(page)
-                        self.locks.renew(prepared.scope_key, prepared.run_id)
-                        progress("pages", number, None)
+                if keep_going is not None and not keep_going(first):
+                    return False
+                expected = (
+                    self.planner.window_cost(density, window)
+                    if density is not None
+                    else self.planner.estimate_window_cost(first, window)
+                )
+                rest = bounded(pages, page_limit(expected) - 1)
+                for number, page in enumerate(rest, start=2):
+                    self.writer.write_page(session, ctx, page)
+                    records += len(page)
+                    progress("pages", number, None)
         finally:
             pages.close()
-        self._remember_density(session, records, window)
+        self.planner.remember_density(session, records, window)
         if ctx.unidentified_malformed:
-            ctx.result.warnings.append(
-                "a record without an Id was skipped: deletions were not inferred this run"
-            )
+            ctx.warn("a record without an Id was skipped: deletions were not inferred this run")
         else:
-            gone = self.store.absent_rows(session, ctx, [p.id for p in patients], window)
-            self.store.soft_delete(session, ctx, gone, "absent from a complete window fetch")
-        for result in ctx.results.values():
-            result.state = "done"
-        progress("patients", len(patients), len(patients))
+            self.deletions.absent_from_complete_fetch(session, ctx, patient_ids, window)
+        self._all_states(ctx, "done")
+        progress("patients", len(patient_ids), len(patient_ids))
         return True
 
     def _per_patient(
@@ -577,30 +567,37 @@ class SyncService:
         session: Session,
         prepared: PreparedRun,
         ctx: RunContext,
-        patients: list[Patient],
+        patient_ids: list[uuid.UUID],
         progress: ProgressCallback,
     ) -> None:
         """One exact-filtered `client` query per patient; one failing patient fails alone."""
         window = prepared.window
-        for done, patient in enumerate(patients):
-            result = ctx.results[patient.id]
+        stored = self.planner.stored_counts(session, patient_ids, window)
+        session.commit()
+        emails = {p.id: p.email for p in ctx.matcher.by_email.values()}
+        for done, patient_id in enumerate(patient_ids):
+            result = ctx.results[patient_id]
             if result.state == "done":
                 continue
             result.state = "running"
             self._save_progress(session, prepared, ctx)
-            returned = 0
-            complete = not ctx.unidentified_malformed
+            held = stored.get(patient_id, 0)
             try:
-                query = AppointmentQuery(
-                    client=patient.email, start_date=window.start, end_date=window.end
+                own = self._fetch_patient(
+                    session, ctx, patient_id, emails[patient_id], window, held
                 )
-                for page in self.source.appointment_pages(query):
-                    returned += len(page)
-                    malformed_before = ctx.unidentified_malformed
-                    self.store.write_page(session, ctx, page, only_patient=patient.id)
-                    if ctx.unidentified_malformed and not malformed_before:
-                        complete = False
-                    self.locks.renew(prepared.scope_key, prepared.run_id)
+                if own == 0 and held > 0:
+                    # None of the patient's own came back (their email may have changed in
+                    # IntakeQ, and `client=` matched others): absence proves nothing.
+                    ctx.warn(
+                        f"patient {patient_id}: the fetch is incomplete: IntakeQ returned none "
+                        "of the patient's appointments for their email (has it changed in "
+                        "IntakeQ?); nothing was deleted"
+                    )
+                elif ctx.unidentified_malformed:
+                    ctx.warn(f"patient {patient_id}: a record without an Id: nothing deleted")
+                else:
+                    self.deletions.absent_from_complete_fetch(session, ctx, [patient_id], window)
             except _RUN_ENDING:
                 result.state = "failed"
                 raise
@@ -609,69 +606,65 @@ class SyncService:
                 result.state = "failed"
                 result.error = str(exc)
                 result.summary.errors += 1
-                ctx.result.warnings.append(f"patient {patient.id}: {exc}")
-                progress("patients", done + 1, len(patients))
+                ctx.warn(f"patient {patient_id}: {exc}")
+                progress("patients", done + 1, len(patient_ids))
                 continue
-            if returned == 0 and patient.intakeq_client_id is not None:
-                # IntakeQ found nobody by this email: an identity question, not proof of deletion.
-                complete = False
-                ctx.result.warnings.append(
-                    f"patient {patient.id}: IntakeQ returned no client for the patient's email; "
-                    "deletions were not inferred"
-                )
-            if complete:
-                gone = self.store.absent_rows(session, ctx, [patient.id], window)
-                self.store.soft_delete(session, ctx, gone, "absent from the patient's full fetch")
             result.state = "done"
-            progress("patients", done + 1, len(patients))
+            progress("patients", done + 1, len(patient_ids))
 
-    def _refetch(
-        self, session: Session, prepared: PreparedRun, ctx: RunContext, appointment_id: str
-    ) -> None:
-        """`GET /appointments/{id}`: store what comes back; a 404 means IntakeQ deleted it."""
-        for result in ctx.results.values():
-            result.state = "running"
-        fetched = self.source.get_appointment(appointment_id)
-        if fetched is None:
-            rows = self.store.rows_by_pq_id(session, [appointment_id])
-            self.store.soft_delete(session, ctx, rows, "404 on re-fetch")
-        else:
-            self.store.write_page(session, ctx, [fetched])
-        for result in ctx.results.values():
-            result.state = "done"
+    def _fetch_patient(
+        self,
+        session: Session,
+        ctx: RunContext,
+        patient_id: uuid.UUID,
+        email: str,
+        window: Window,
+        held: int,
+    ) -> int:
+        """Write the patient's `client` query; how many of the records were the patient's."""
+        summary = ctx.results[patient_id].summary
+        before = summary.new + summary.updated + summary.unchanged
+        query = AppointmentQuery(client=email, start_date=window.start, end_date=window.end)
+        limit = page_limit(held // PAGE_SIZE + 1)
+        for page in bounded(self.source.appointment_pages(query), limit):
+            self.writer.write_page(session, ctx, page, only_patient=patient_id)
+        return summary.new + summary.updated + summary.unchanged - before
 
     def _nightly(
         self,
         session: Session,
         prepared: PreparedRun,
         ctx: RunContext,
-        patients: list[Patient],
+        patient_ids: list[uuid.UUID],
         progress: ProgressCallback,
     ) -> None:
         watermark = self._watermark(session.get(SyncState, NIGHTLY_WATERMARK))
+        density = self.planner.known_density(session)
         session.commit()
         if watermark is None or prepared.started_at - watermark > RECONCILE_AFTER:
             ctx.result.plan = "window"
-            self._window_fetch(session, prepared, ctx, patients, progress)
+            self._window_fetch(session, prepared, ctx, patient_ids, progress)
             return
         ctx.result.plan = "incremental"
-        for result in ctx.results.values():
-            result.state = "running"
+        self._all_states(ctx, "running")
+        limit = (
+            page_limit(self.planner.window_cost(density, prepared.window))
+            if density is not None
+            else UNKNOWN_PRACTICE_PAGES
+        )
         deleted_ids: list[str] = []
-        for page in self.source.appointment_pages(AppointmentQuery(deleted_only=True)):
+        for page in bounded(
+            self.source.appointment_pages(AppointmentQuery(deleted_only=True)), limit
+        ):
             deleted_ids.extend(r.id for r in page if isinstance(r, Appointment))
             ctx.result.malformed += sum(1 for r in page if isinstance(r, MalformedRecord))
-        rows = self.store.rows_by_pq_id(session, deleted_ids)
-        self.store.soft_delete(session, ctx, rows, "reported deleted by IntakeQ")
-        since = (watermark - WATERMARK_OVERLAP).astimezone(ctx.zone).date()
-        for number, page in enumerate(
-            self.source.appointment_pages(AppointmentQuery(updated_since=since)), start=1
-        ):
-            self.store.write_page(session, ctx, page)
-            self.locks.renew(prepared.scope_key, prepared.run_id)
+        self.deletions.soft_delete(session, ctx, deleted_ids, "listed as deleted by IntakeQ")
+        since = (watermark - WATERMARK_OVERLAP).astimezone(self.practice_zone).date()
+        changed = self.source.appointment_pages(AppointmentQuery(updated_since=since))
+        for number, page in enumerate(bounded(changed, limit), start=1):
+            self.writer.write_page(session, ctx, page)
             progress("pages", number, None)
-        for result in ctx.results.values():
-            result.state = "done"
+        self._all_states(ctx, "done")
 
     @staticmethod
     def _watermark(state: SyncState | None) -> datetime | None:
@@ -685,23 +678,6 @@ class SyncService:
         except ValueError:
             return None
         return moment if moment.tzinfo else None
-
-    def _remember_density(self, session: Session, records: int, window: Window) -> None:
-        self._put_state(
-            session,
-            PRACTICE_DENSITY,
-            {"per_day": records / window.days, "records": records, "window_days": window.days},
-        )
-
-    def _put_state(self, session: Session, name: str, value: dict[str, Any]) -> None:
-        begin_write(session)
-        state = session.get(SyncState, name)
-        if state is None:
-            session.add(SyncState(name=name, value=value, updated_at=self.clock()))
-        else:
-            state.value = value
-            state.updated_at = self.clock()
-        session.commit()
 
     # -- finishing ------------------------------------------------------------------------
 
@@ -750,7 +726,7 @@ class SyncService:
         details = self._progress_details(prepared, ctx)
         details.update(
             plan=result.plan,
-            warnings=result.warnings[:200],
+            warnings=result.warnings,
             unmatched_practitioners=result.unmatched_practitioners,
             unknown_clients=result.unknown_clients,
             unknown_appointments=result.unknown_appointments,
@@ -776,13 +752,14 @@ class SyncService:
         synced = [r.patient_id for r in ctx.results.values() if r.state == "done"]
         if result.status != "failed" and synced:
             statement = update(Affiliation).where(Affiliation.patient_id.in_(synced))
-            if prepared.scope == "organization":
+            if prepared.scope in ("organization", "patient") and prepared.organization_id:
                 statement = statement.where(Affiliation.organization_id == prepared.organization_id)
             session.execute(statement.values(last_practiceq_sync_at=result.finished_at))
-        if prepared.scope == "nightly" and result.status == "success":
-            session.commit()
-            self._put_state(session, NIGHTLY_WATERMARK, {"at": prepared.started_at.isoformat()})
         session.commit()
+        if prepared.scope == "nightly" and result.status == "success":
+            self.planner.put_state(
+                session, NIGHTLY_WATERMARK, {"at": prepared.started_at.isoformat()}
+            )
         log.info(
             "sync.finished",
             run_id=str(prepared.run_id),

@@ -167,9 +167,10 @@ class SimulatorApp:
             deleted_only=q.get("deletedonly", "").lower() == "true",
         )
         rate = self.config.malformed_rate
+        number = 1 if self.config.ignore_page else _page_param(q)
         if not rate:
-            return Response(body=self.store.list_page_json(flt, _page_param(q)))
-        page = self.store.list_page(flt, _page_param(q))
+            return Response(body=self.store.list_page_json(flt, number))
+        page = self.store.list_page(flt, number)
         kinds = [malformed_kind(self.dataset.seed, r["Id"], rate) for r in page]
         page = [malform(r, k) if k else r for r, k in zip(page, kinds, strict=True)]
         self.stats.malformed(sum(1 for k in kinds if k))

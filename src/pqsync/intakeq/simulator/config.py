@@ -29,6 +29,8 @@ class SimConfig:
     daily_limit: int | None = 500
     minute_window_seconds: float = 60.0
     daily_window_seconds: float = 86_400.0
+    # A broken server that answers every listing with its first page, whatever `page` asks.
+    ignore_page: bool = False
 
     def __post_init__(self) -> None:
         for name in ("fail_rate", "malformed_rate"):
@@ -69,6 +71,10 @@ def _coerce(name: str, raw: Any) -> Any:
         if not isinstance(raw, list | tuple) or not all(isinstance(k, str) for k in raw):
             raise ValueError("fault_kinds must be a list of strings")
         return tuple(raw)
+    if name == "ignore_page":
+        if not isinstance(raw, bool):
+            raise ValueError("ignore_page must be true or false")
+        return raw
     if name in ("minute_limit", "daily_limit") and raw is None:
         return None
     if isinstance(raw, bool) or not isinstance(raw, int | float):

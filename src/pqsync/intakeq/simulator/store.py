@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -342,3 +343,14 @@ class AppointmentStore:
             a.deleted_ms = None
             a.modified_ms = self._now_ms()
             return self.dataset.render(a)
+
+    def change_client_email(self, client_id: int, email: str) -> None:
+        """The client's email changes in IntakeQ (their appointments now carry the new one)."""
+        ds = self.dataset
+        with self._lock:
+            self._version += 1
+            if client_id not in ds.clients_by_id:
+                raise SimError(404, "Unknown ClientId")
+            changed = dataclasses.replace(ds.clients_by_id[client_id], email=email)
+            ds.clients_by_id[client_id] = changed
+            ds.clients[:] = [changed if c.client_id == client_id else c for c in ds.clients]

@@ -1,0 +1,172 @@
+"""Soft deletion, only on proof from IntakeQ.
+
+Proof is one of: IntakeQ lists the appointment under `deletedOnly`; `GET /appointments/{id}`
+answers 404; or the appointment is absent from a complete fetch *and* that 404 confirms it.
+Absence alone proves nothing: IntakeQ's offset pages shift when a record above them goes
+(a 50-page fetch takes five minutes at 10 requests a minute), and another run may have
+stored a row after this one began. So a complete fetch only names candidates: live rows of
+the run's patients in the window (judged in the practice's zone, the one IntakeQ reads
+dates in), written before the run began and not returned by it. Each is re-checked by id,
+up to `RECHECK_LIMIT` a run: one request each, where confirming by a second full fetch
+would cost the whole window's pages again (or leave the deletion to the next run). What
+comes back is written as it is now (moved out of the window, say); the rest wait for the
+next run, which the run's warnings say.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pqsync.db.engine import begin_write
+from pqsync.db.tables import Appointment as AppointmentRow
+from pqsync.domain.windows import Window
+from pqsync.intakeq.models import Appointment
+from pqsync.services import sync_audit
+from pqsync.services.appointment_writer import AppointmentWriter
+from pqsync.services.sync_context import RunContext
+from pqsync.services.sync_types import SyncedAppointment
+
+# Re-checks by id one run may spend (a request each); the rest wait for the next run.
+RECHECK_LIMIT = 25
+
+
+class ById(Protocol):
+    def get_appointment(self, appointment_id: str) -> Appointment | None: ...
+
+
+class Deletions:
+    def __init__(
+        self, writer: AppointmentWriter, source: ById, clock: Callable[[], datetime]
+    ) -> None:
+        self.writer = writer
+        self.source = source
+        self.clock = clock
+
+    def absent_from_complete_fetch(
+        self,
+        session: Session,
+        ctx: RunContext,
+        patient_ids: Iterable[uuid.UUID],
+        window: Window,
+    ) -> None:
+        """After a complete fetch of `window` for these patients: re-check by id what it did
+        not return, and soft-delete what IntakeQ answers 404 for."""
+        start, end = window.bounds(ctx.practice_zone)
+        wanted = set(patient_ids)
+        stored = session.execute(
+            select(AppointmentRow.pq_appointment_id, AppointmentRow.patient_id)
+            .where(
+                AppointmentRow.deleted_at.is_(None),
+                AppointmentRow.start_time >= start,
+                AppointmentRow.start_time < end,
+                # Written after this run began (by another run): not for this fetch to judge.
+                AppointmentRow.created_at <= ctx.started_at,
+                AppointmentRow.updated_at <= ctx.started_at,
+            )
+            .order_by(AppointmentRow.start_time)
+            .execution_options(yield_per=5000)
+        )
+        candidates = [
+            pq_id for pq_id, patient in stored if patient in wanted and pq_id not in ctx.fetched_ids
+        ]
+        session.commit()
+        self.recheck(session, ctx, candidates)
+
+    def recheck(
+        self,
+        session: Session,
+        ctx: RunContext,
+        pq_ids: list[str],
+        proof: str = "absent from a complete fetch, 404 by id",
+    ) -> None:
+        """`GET /appointments/{id}` for each (up to RECHECK_LIMIT): a 404 deletes it, an
+        answer is written as it is now. One that now belongs to a client who is not our
+        patient is deleted too: it is no longer theirs to see."""
+        checked, waiting = pq_ids[:RECHECK_LIMIT], pq_ids[RECHECK_LIMIT:]
+        if waiting:
+            ctx.warn(
+                f"{len(waiting)} appointment(s) absent from the fetch were not re-checked "
+                f"this run (at most {RECHECK_LIMIT} a run); they stay until a sync proves "
+                "them deleted"
+            )
+        gone: list[str] = []
+        for pq_id in checked:
+            found = self.source.get_appointment(pq_id)
+            if found is None:
+                gone.append(pq_id)
+            elif ctx.matcher.owner_of(found.client_id, found.client_email) is None and (
+                self._is_stored(session, pq_id)
+            ):
+                gone.append(pq_id)
+                ctx.warn(f"appointment {pq_id} now belongs to another IntakeQ client")
+            else:
+                self.writer.write_page(session, ctx, [found])
+        self.soft_delete(session, ctx, gone, proof)
+
+    @staticmethod
+    def _is_stored(session: Session, pq_id: str) -> bool:
+        found = session.scalar(
+            select(AppointmentRow.id).where(AppointmentRow.pq_appointment_id == pq_id)
+        )
+        session.commit()
+        return found is not None
+
+    def soft_delete(self, session: Session, ctx: RunContext, pq_ids: list[str], proof: str) -> None:
+        """Mark these appointments deleted (kept for history), audit each, count them."""
+        if not pq_ids:
+            return
+        now = self.clock()
+        try:
+            begin_write(session)
+            ctx.check_lease(session.connection())
+            rows = list(
+                session.scalars(
+                    select(AppointmentRow).where(
+                        AppointmentRow.pq_appointment_id.in_(pq_ids),
+                        AppointmentRow.deleted_at.is_(None),
+                    )
+                )
+            )
+            entries = []
+            for row in rows:
+                row.deleted_at = now
+                row.updated_at = now
+                entries.append(
+                    sync_audit.deleted(
+                        ctx, row.patient_id, row.id, row.pq_appointment_id, proof, now
+                    )
+                )
+            session.flush()
+            sync_audit.record(session.connection(), entries)
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        for row in rows:
+            self._count(ctx, row)
+
+    @staticmethod
+    def _count(ctx: RunContext, row: AppointmentRow) -> None:
+        result = ctx.results.get(row.patient_id)
+        if result is None:
+            return
+        result.summary.deleted += 1
+        if ctx.keep_appointments:
+            result.appointments.append(
+                SyncedAppointment(
+                    id=row.id,
+                    pq_appointment_id=row.pq_appointment_id,
+                    start_time=row.start_time,
+                    provider_name=ctx.lookups.provider_names.get(row.provider_id)
+                    if row.provider_id
+                    else None,
+                    status=row.status,
+                    action="deleted",
+                )
+            )

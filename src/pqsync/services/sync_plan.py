@@ -1,0 +1,123 @@
+"""Choosing how a run fetches, by what pqsync knows of the practice's size.
+
+An organisation's run either fetches the practice's whole window once and matches locally
+(about ceil(A/100) requests for A appointments) or sends one `client` query per patient
+(about P requests): whichever costs fewer. The practice's density (appointments a day) is
+remembered from each complete window fetch; without it, the first page of a window fetch
+estimates the rest. The same knowledge bounds how many pages any query may take.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from pqsync.db.engine import begin_write
+from pqsync.db.tables import Appointment as AppointmentRow
+from pqsync.db.tables import SyncState
+from pqsync.domain.windows import Window
+from pqsync.intakeq.client import IntakeQPagingError
+from pqsync.intakeq.models import Appointment, MalformedRecord
+
+PAGE_SIZE = 100
+PRACTICE_DENSITY = "practice_density"
+# How long a measured practice size is trusted for choosing a plan.
+DENSITY_TRUSTED_FOR = timedelta(days=30)
+# Pages a query may take when nothing is known of the practice: IntakeQ's whole day.
+UNKNOWN_PRACTICE_PAGES = 500
+
+Page = TypeVar("Page")
+
+
+def page_limit(expected_pages: int) -> int:
+    """The most pages a query expected to take `expected_pages` may take before the run
+    stops: generous (twice, plus ten) but far short of the day's budget."""
+    return 2 * expected_pages + 10
+
+
+def bounded(pages: Iterable[Page], limit: int) -> Iterator[Page]:
+    """The pages, raising IntakeQPagingError past `limit` of them."""
+    for number, page in enumerate(pages, start=1):
+        if number > limit:
+            raise IntakeQPagingError(
+                "/appointments", f"more than {limit} pages, more than the practice holds"
+            )
+        yield page
+
+
+class Planner:
+    def __init__(self, clock: Callable[[], datetime], practice_zone: ZoneInfo) -> None:
+        self.clock = clock
+        self.practice_zone = practice_zone
+
+    def stored_counts(
+        self, session: Session, patient_ids: list[uuid.UUID], window: Window
+    ) -> dict[uuid.UUID, int]:
+        """Live appointments we store per patient in the window."""
+        start, end = window.bounds(self.practice_zone)
+        counted = session.execute(
+            select(AppointmentRow.patient_id, func.count())
+            .where(
+                AppointmentRow.patient_id.in_(patient_ids),
+                AppointmentRow.deleted_at.is_(None),
+                AppointmentRow.start_time >= start,
+                AppointmentRow.start_time < end,
+            )
+            .group_by(AppointmentRow.patient_id)
+        ).all()
+        return {patient_id: int(count) for patient_id, count in counted}
+
+    def per_patient_cost(
+        self, session: Session, patient_ids: list[uuid.UUID], window: Window
+    ) -> int:
+        """Requests for one `client` query per patient, from what we already store."""
+        counts = self.stored_counts(session, patient_ids, window)
+        return sum(counts.get(p, 0) // PAGE_SIZE + 1 for p in patient_ids)
+
+    def known_density(self, session: Session) -> float | None:
+        """Appointments a day in the practice, from a complete fetch of the last 30 days."""
+        state = session.get(SyncState, PRACTICE_DENSITY)
+        if state is None or self.clock() - state.updated_at > DENSITY_TRUSTED_FOR:
+            return None
+        per_day = state.value.get("per_day")
+        return float(per_day) if isinstance(per_day, int | float) else None
+
+    @staticmethod
+    def window_cost(density: float, window: Window) -> int:
+        return int(density * window.days) // PAGE_SIZE + 1
+
+    def estimate_window_cost(
+        self, first_page: list[Appointment | MalformedRecord], window: Window
+    ) -> int:
+        """Pages a whole-window fetch will take, judged from its first (latest) full page."""
+        zone = self.practice_zone
+        days = [r.start.astimezone(zone).date() for r in first_page if isinstance(r, Appointment)]
+        if not days:
+            return 1
+        covered = max(1, (window.end - min(days)).days + 1)
+        estimated = len(first_page) * window.days / covered
+        return math.ceil(estimated / PAGE_SIZE) + (1 if estimated % PAGE_SIZE == 0 else 0)
+
+    def remember_density(self, session: Session, records: int, window: Window) -> None:
+        self.put_state(
+            session,
+            PRACTICE_DENSITY,
+            {"per_day": records / window.days, "records": records, "window_days": window.days},
+        )
+
+    def put_state(self, session: Session, name: str, value: dict[str, Any]) -> None:
+        begin_write(session)
+        state = session.get(SyncState, name)
+        if state is None:
+            session.add(SyncState(name=name, value=value, updated_at=self.clock()))
+        else:
+            state.value = value
+            state.updated_at = self.clock()
+        session.commit()
