@@ -1,8 +1,13 @@
-"""Property: whatever IntakeQ does between syncs, a full sync leaves our window equal to IntakeQ's.
+"""Property: whatever IntakeQ does, no appointment live there is ever deleted here, and a
+final full sync leaves every field we store equal to IntakeQ's.
 
 Hypothesis interleaves provider actions in the simulator (create, reschedule, cancel, delete,
-restore, change provider or service), failed requests, clock jumps, and patient, organisation
-and nightly syncs; after a final full organisation sync it compares the two windows.
+restore, change provider or service, a client's email changing), changes that land between
+the pages of a window fetch, a patient run overlapping an organisation's run, failed
+requests, clock jumps, and patient, organisation (two organisations, one in New York while
+the practice is in Denver) and nightly syncs. After every run, failed and partial ones
+included, each appointment that run deleted is deleted in IntakeQ; after a final full
+organisation sync the two windows are equal, field by field.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
@@ -27,17 +33,20 @@ from hypothesis.stateful import (
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session
 
+from page_hooks import PageHooks
 from pqsync.db.tables import (
     Appointment,
     IntakeQRequest,
     Organization,
     Patient,
     PatientActivity,
+    Service,
     SyncLock,
     SyncLog,
     SyncState,
 )
 from pqsync.domain.status import map_status
+from pqsync.domain.times import from_epoch_ms
 from pqsync.intakeq.budget import MemoryBudget
 from pqsync.intakeq.client import IntakeQClient
 from pqsync.intakeq.simulator import (
@@ -51,12 +60,14 @@ from pqsync.intakeq.simulator import (
     demo_directory,
 )
 from pqsync.services.directory import DirectoryFile, import_directory
-from pqsync.services.sync import SyncService
+from pqsync.services.sync import SyncResult, SyncService
 from pqsync.settings import SIMULATOR_API_KEY
 
 START = datetime(2025, 10, 24, 16, 0, tzinfo=UTC)
 TODAY = date(2025, 10, 24)
 ORG = "first-step-house"
+# A second organisation in another zone than the practice's, sharing some patients.
+NYC = "nyc-house"
 
 
 class World:
@@ -90,6 +101,7 @@ class SyncMachine(RuleBasedStateMachine):
         super().__init__()
         World.reset_database()
         self.clock = ManualClock(START)
+        self.hooks = PageHooks()
         self.sim = SimulatorServer(
             today=TODAY,
             clock=self.clock,
@@ -105,6 +117,7 @@ class SyncMachine(RuleBasedStateMachine):
             rate_limit_wait=0,
             sleep=lambda _s: None,
             timeout=5,
+            transport=self.hooks,
         )
         self.service = SyncService(World.engine, self.client, clock=self.clock)
         dataset = self.sim.dataset
@@ -159,6 +172,23 @@ class SyncMachine(RuleBasedStateMachine):
             )
             self.sim.app.store.update(target, AppointmentChanges(start=moved))
 
+    @rule(pick=st.integers(0, 10_000), later=st.booleans())
+    def reschedule_out_of_the_window(self, pick: int, later: bool) -> None:
+        """A stored appointment leaves the window: absent from the next fetch, yet live."""
+        with Session(World.engine) as session:
+            stored = sorted(
+                session.scalars(
+                    select(Appointment.pq_appointment_id).where(Appointment.deleted_at.is_(None))
+                )
+            )
+        ds = self.sim.dataset
+        live = [i for i in stored if ds.appointments[i].deleted_ms is None]
+        if live:
+            target = live[pick % len(live)]
+            shift = timedelta(days=200 if later else -200)
+            moved = ds.appointments[target].start + shift
+            self.sim.app.store.update(target, AppointmentChanges(start=moved))
+
     @rule(pick=st.integers(0, 10_000), status=st.sampled_from(STATUSES))
     def change_status(self, pick: int, status: str) -> None:
         target = self._fsh_appointment(pick)
@@ -211,23 +241,81 @@ class SyncMachine(RuleBasedStateMachine):
         self.failing = False
         self.sim.configure(fail_rate=0.0)
 
+    @rule(patient=st.integers(0, 11), suffix=st.integers(0, 99))
+    def email_changes_in_intakeq(self, patient: int, suffix: int) -> None:
+        client_id = self.fsh_ids[patient]
+        with Session(World.engine) as session:
+            known = session.scalar(
+                select(Patient.intakeq_client_id).where(Patient.intakeq_client_id == client_id)
+            )
+        if known is not None:  # before the ClientId is learned, nobody could match them
+            self.sim.app.store.change_client_email(client_id, f"moved{suffix}@mail.example")
+
+    @rule(pick=st.integers(0, 10_000), deleting=st.booleans(), days=st.integers(-30, 30))
+    def intakeq_changes_between_pages(self, pick: int, deleting: bool, days: int) -> None:
+        """Armed now, it lands after page 1 of the next window fetch."""
+
+        def change() -> None:
+            target = self._fsh_appointment(pick)
+            if target is None:
+                return
+            if deleting:
+                self.sim.app.store.delete(target)
+            else:
+                moved = self.sim.dataset.appointments[target].start + timedelta(days=days)
+                self.sim.app.store.update(target, AppointmentChanges(start=moved))
+
+        self.hooks.after_page["1"] = change
+
     # -- our side ------------------------------------------------------------------------
+
+    def check_run(self, result: SyncResult) -> None:
+        """Whatever the run's outcome, what it deleted is deleted in IntakeQ."""
+        assert (result.status == "failed") == self.failing, result.error
+        with Session(World.engine) as session:
+            deleted = session.scalars(
+                select(Appointment.pq_appointment_id)
+                .join(PatientActivity, PatientActivity.appointment_id == Appointment.id)
+                .where(
+                    PatientActivity.sync_log_id == result.run_id,
+                    PatientActivity.activity_type == "appointment_deleted",
+                )
+            ).all()
+        ds = self.sim.dataset
+        with ds.lock:
+            live = [pq_id for pq_id in deleted if ds.appointments[pq_id].deleted_ms is None]
+        assert not live, f"run {result.run_id} deleted appointments live in IntakeQ: {live}"
 
     @rule(patient=st.integers(0, 11))
     def sync_patient(self, patient: int) -> None:
-        result = self.service.sync_patient(self.fsh_emails[patient])
-        assert result.summary.seen >= 0
-        assert (result.status == "failed") == self.failing
+        self.check_run(self.service.sync_patient(self.fsh_emails[patient]))
 
-    @rule()
-    def sync_org(self) -> None:
-        result = self.service.sync_organization(ORG)
-        assert (result.status == "failed") == self.failing
+    @rule(org=st.sampled_from([ORG, NYC]))
+    def sync_org(self, org: str) -> None:
+        self.check_run(self.service.sync_organization(org))
+
+    @rule(patient=st.integers(0, 11))
+    def a_patient_run_overlaps_the_org_run(self, patient: int) -> None:
+        """A patient's run (the button, a webhook) runs between the org run's pages."""
+        patient_runs: list[SyncResult] = []
+
+        def patient_run() -> None:
+            worker = threading.Thread(
+                target=lambda: patient_runs.append(
+                    self.service.sync_patient(self.fsh_emails[patient])
+                )
+            )
+            worker.start()
+            worker.join()
+
+        self.hooks.after_page.setdefault("1", patient_run)
+        self.check_run(self.service.sync_organization(ORG))
+        for result in patient_runs:
+            self.check_run(result)
 
     @rule()
     def sync_nightly(self) -> None:
-        result = self.service.sync_nightly()
-        assert (result.status == "failed") == self.failing
+        self.check_run(self.service.sync_nightly())
 
     @invariant()
     def no_duplicates_and_no_strangers(self) -> None:
@@ -238,13 +326,18 @@ class SyncMachine(RuleBasedStateMachine):
         assert len({r[0] for r in rows}) == len(rows)
         assert all(r[1] in self.fsh_ids for r in rows)
 
+    def stored_services(self) -> list[Service]:
+        with Session(World.engine) as session:
+            return list(session.scalars(select(Service)))
+
     def check_windows_equal(self) -> None:
         """The final, fault-free full sync; then our window must be IntakeQ's."""
         self.sim.configure(fail_rate=0.0)
+        self.failing = False
+        self.hooks.after_page.clear()
         result = self.service.sync_organization(ORG)
         assert result.status == "success", result.error
-        s = result.summary
-        assert s.seen == s.new + s.updated + s.unchanged + s.deleted + s.errors
+        self.check_run(result)
         with Session(World.engine) as session:
             org = session.scalars(select(Organization).filter_by(slug=ORG)).one()
             window = self.service.organization_window(org)
@@ -265,13 +358,21 @@ class SyncMachine(RuleBasedStateMachine):
         }
         missing, extra = set(theirs) - set(ours), set(ours) - set(theirs)
         assert not missing and not extra, f"missing {sorted(missing)}, extra {sorted(extra)}"
+        services = {s.intakeq_service_id: s.id for s in self.stored_services()}
         for pq_id, row in ours.items():
             source = theirs[pq_id]
+            rendered = self.sim.dataset.render(source)
             assert row.start_time == source.start
+            assert row.end_time == source.start + timedelta(minutes=source.duration)
             assert row.intakeq_status == source.status
             assert row.status == map_status(source.status)
             assert row.intakeq_practitioner_id == source.practitioner_id
             assert row.intakeq_client_id == source.client_id
+            assert row.service_id == services.get(source.service_id)
+            assert row.location_name == rendered["LocationName"]
+            assert row.intakeq_last_modified == from_epoch_ms(source.modified_ms)
+            # Every other field we keep is IntakeQ's current value.
+            assert {k: v for k, v in rendered.items() if k in row.extra} == row.extra
 
 
 class FinalCheckMachine(SyncMachine):
@@ -285,7 +386,15 @@ class FinalCheckMachine(SyncMachine):
 @pytest.fixture
 def world(engine: Engine) -> Iterator[None]:
     dataset = build_dataset(1, TODAY)
-    import_directory(engine, DirectoryFile.model_validate(demo_directory(dataset)))
+    directory = demo_directory(dataset)
+    directory["organizations"].append(
+        {"slug": NYC, "name": "NYC House", "timezone": "America/New_York"}
+    )
+    # A third of First Step House's patients are NYC House's too.
+    directory["affiliations"] += [
+        {"patient": p["email"], "organization": NYC} for p in directory["patients"][::3]
+    ]
+    import_directory(engine, DirectoryFile.model_validate(directory))
     with Session(engine) as session:
         World.learned_ids = dict(
             session.execute(select(Patient.id, Patient.intakeq_client_id)).all()

@@ -206,13 +206,28 @@ def test_two_syncs_of_the_same_org_run_once_and_share_the_request_log(
     # first run busy while the second one starts.
     sim.configure(minute_limit=None, latency_ms=300)
     env = {**env, "INTAKEQ_MINUTE_LIMIT": "1000"}
+
+    def one_was_refused() -> bool:
+        # IntakeQ answers nobody until one of the two has been told the other is running:
+        # if both went ahead, neither is refused, the hold times out and the test fails.
+        return any(
+            "already running" in (tmp_path / f"{n}.err").read_text(errors="replace")
+            for n in range(2)
+            if (tmp_path / f"{n}.err").exists()
+        )
+
     runs = run_at_once(
-        sim, env, tmp_path, ["sync", "org", ORG, "--json"], ["sync", "org", ORG, "--json"]
+        sim,
+        env,
+        tmp_path,
+        ["sync", "org", ORG, "--json"],
+        ["sync", "org", ORG, "--json"],
+        hold_until=one_was_refused,
     )
 
     succeeded = [run for run in runs if run.returncode == 0]
     refused = [run for run in runs if run.returncode != 0]
-    assert succeeded
+    assert len(succeeded) == 1 and len(refused) == 1, [r.stderr[-300:] for r in runs]
     for run in succeeded:
         assert run.result()["status"] == "success"
     for run in refused:
