@@ -29,6 +29,7 @@ from pqsync.db.tables import (
     SyncLog,
 )
 from pqsync.services.auth import Principal
+from pqsync.services.sync_types import Summary
 
 CONSENT_REQUIRED = "ROI consent required"
 # Not "next" in any useful sense for a case manager planning a ride.
@@ -64,42 +65,14 @@ def consent_active(affiliation: Affiliation | None, today: date) -> bool:
     return expires is None or expires >= today
 
 
-@dataclass(frozen=True)
-class Summary:
-    new: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    errors: int = 0
-
-    @classmethod
-    def from_mapping(cls, raw: object) -> Summary:
-        if not isinstance(raw, Mapping):
-            return cls()
-
-        def count(name: str) -> int:
-            value = raw.get(name, 0)
-            return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-        return cls(count("new"), count("updated"), count("unchanged"), count("errors"))
-
-    @classmethod
-    def total(cls, summaries: Iterable[Summary]) -> Summary:
-        items = list(summaries)
-        return cls(
-            sum(s.new for s in items),
-            sum(s.updated for s in items),
-            sum(s.unchanged for s in items),
-            sum(s.errors for s in items),
-        )
-
-    @classmethod
-    def of_run(cls, run: SyncLog) -> Summary:
-        return cls(
-            run.appointments_new,
-            run.appointments_updated,
-            run.appointments_unchanged,
-            run.appointments_errors,
-        )
+def _run_summary(run: SyncLog) -> Summary:
+    return Summary(
+        new=run.appointments_new,
+        updated=run.appointments_updated,
+        unchanged=run.appointments_unchanged,
+        deleted=run.appointments_deleted,
+        errors=run.appointments_errors,
+    )
 
 
 @dataclass(frozen=True)
@@ -441,7 +414,7 @@ class Dashboard:
         history: list[HistoryEntry] = []
         for run, user in rows:
             if run.sync_type == "patient":
-                summary = Summary.of_run(run)
+                summary = _run_summary(run)
             else:
                 entry = next(
                     (
@@ -521,7 +494,7 @@ class Dashboard:
             finished_at=optional_local_time(run.finished_at, zone),
             patients_total=_count(details, "patients_total", default=len(entries)),
             patients_done=_count(details, "patients_done", default=done),
-            summary=Summary.of_run(run) if finished else Summary.total(e.summary for e in entries),
+            summary=_run_summary(run) if finished else Summary.total(e.summary for e in entries),
             patients=patients,
             error=run.error_message,
         )

@@ -294,6 +294,7 @@ class SyncService:
         organization_id = organization.id if organization else None
         organization_name = organization.name if organization else None
         session.commit()  # end the read transaction before other connections write
+        self.locks.reap_expired()  # runs whose worker died are closed, their scopes freed
         self.locks.acquire(scope_key, run_id, label)
         now = self.clock()
         prepared = PreparedRun(

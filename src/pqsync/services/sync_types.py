@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -25,11 +26,32 @@ class Actor:
 
 @dataclass
 class Summary:
+    """What a run (or one patient's part of it) did to appointments."""
+
     new: int = 0
     updated: int = 0
     unchanged: int = 0
     deleted: int = 0
     errors: int = 0
+
+    @classmethod
+    def from_mapping(cls, raw: object) -> Summary:
+        """A summary stored as JSON (`as_dict`); missing or odd counts read as 0."""
+        if not isinstance(raw, Mapping):
+            return cls()
+
+        def count(name: str) -> int:
+            value = raw.get(name, 0)
+            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+        return cls(*(count(name) for name in ("new", "updated", "unchanged", "deleted", "errors")))
+
+    @classmethod
+    def total(cls, summaries: Iterable[Summary]) -> Summary:
+        total = cls()
+        for summary in summaries:
+            total.add(summary)
+        return total
 
     @property
     def seen(self) -> int:
