@@ -238,7 +238,7 @@ def sync_patient(
     """Sync one patient's appointments."""
 
     def run(app: App, service: SyncService, progress: Callable[..., None]) -> SyncResult:
-        window = _window(app, start, end, app.settings.timezone)
+        window = _window(app, start, end, app.settings.practice_timezone)
         return service.sync_patient(patient, window=window, progress=progress)
 
     _run_sync(as_json, run)
@@ -254,7 +254,7 @@ def sync_org(
     """Sync every patient of an organisation."""
 
     def run(app: App, service: SyncService, progress: Callable[..., None]) -> SyncResult:
-        window = _window(app, start, end, app.settings.timezone)
+        window = _window(app, start, end, app.settings.practice_timezone)
         return service.sync_organization(organization, window=window, progress=progress)
 
     _run_sync(as_json, run)

@@ -47,8 +47,7 @@ def pq(engine: Engine, sim: SimulatorServer, clock: ManualClock) -> Iterator[App
     app = App(settings=settings, engine=engine, clock=clock)
     import_directory(engine, DirectoryFile.model_validate(demo_directory(sim.dataset)))
     yield app
-    if app._client is not None:
-        app._client.close()
+    app.close()
 
 
 @pytest.fixture

@@ -228,8 +228,7 @@ def test_a_budget_that_runs_out_mid_run_stops_cleanly_and_keeps_the_pages_fetche
         again = service.sync_organization(ORG)
         stats = sim.stats()
     finally:
-        if app._client is not None:
-            app._client.close()
+        app.close()
         sim.stop()
 
     everything = window_truth(sim)
