@@ -189,8 +189,10 @@ def run_child(root: str, database: str, method: str, limit: int) -> dict[str, An
         ],
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
     )
+    if out.returncode != 0:
+        sys.exit(f"the {method} run on {database} failed:\n{out.stderr[-2000:]}")
     figures: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return figures
 

@@ -542,12 +542,12 @@ class SyncService:
             if len(first) == PAGE_SIZE:
                 if keep_going is not None and not keep_going(first):
                     return False
-                expected = (
-                    self.planner.window_cost(density, window)
-                    if density is not None
-                    else self.planner.estimate_window_cost(first, window)
-                )
-                rest = bounded(pages, page_limit(expected) - 1)
+                if density is not None:
+                    limit = page_limit(self.planner.window_cost(density, window))
+                else:
+                    estimate = self.planner.estimate_window_cost(first, window)
+                    limit = page_limit(estimate, measured=False)
+                rest = bounded(pages, limit - 1)
                 for number, page in enumerate(rest, start=2):
                     self.writer.write_page(session, ctx, page)
                     records += len(page)

@@ -36,10 +36,14 @@ UNKNOWN_PRACTICE_PAGES = 500
 Page = TypeVar("Page")
 
 
-def page_limit(expected_pages: int) -> int:
+def page_limit(expected_pages: int, *, measured: bool = True) -> int:
     """The most pages a query expected to take `expected_pages` may take before the run
-    stops: generous (twice, plus ten) but far short of the day's budget."""
-    return 2 * expected_pages + 10
+    stops: twice (plus ten) what a measured size predicts. An estimate from one page is
+    rough (the latest page is the sparsest), so it gets ten times, and at least a day's
+    worth of IntakeQ's requests."""
+    if measured:
+        return 2 * expected_pages + 10
+    return max(10 * expected_pages + 10, UNKNOWN_PRACTICE_PAGES)
 
 
 def bounded(pages: Iterable[Page], limit: int) -> Iterator[Page]:
