@@ -4,7 +4,6 @@ next run completes the work."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -18,8 +17,8 @@ from sqlalchemy.orm import Session
 
 import leakcheck
 from pqsync.db.tables import Appointment, PatientActivity, SyncLog
-from pqsync.intakeq.simulator import SimConfig, SimulatorServer, demo_directory
-from pqsync.services.directory import DirectoryFile, import_directory
+from pqsync.intakeq.simulator import SimConfig, SimulatorServer
+from process_env import process_env
 
 ORG = "first-step-house"
 LEASE_SECONDS = 3
@@ -35,16 +34,14 @@ def sim() -> Iterator[SimulatorServer]:
 
 @pytest.fixture
 def env(sim: SimulatorServer, engine: Engine, database_url: str, tmp_path: Path) -> dict[str, str]:
-    import_directory(engine, DirectoryFile.model_validate(demo_directory(sim.dataset)))
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("PQSYNC_", "INTAKEQ_"))}
-    return {
-        **inherited,
-        "PQSYNC_DATABASE_URL": database_url,
-        "INTAKEQ_BASE_URL": sim.base_url,
-        "INTAKEQ_MINUTE_LIMIT": "1000",
-        "PQSYNC_RUN_LEASE_SECONDS": str(LEASE_SECONDS),
-        "HOME": str(tmp_path),
-    }
+    return process_env(
+        sim,
+        engine,
+        database_url,
+        tmp_path,
+        INTAKEQ_MINUTE_LIMIT="1000",
+        PQSYNC_RUN_LEASE_SECONDS=str(LEASE_SECONDS),
+    )
 
 
 def stored(engine: Engine) -> int:

@@ -8,7 +8,6 @@ processes together is answered with a 429 and shows in its busiest window.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -25,9 +24,9 @@ from sqlalchemy.orm import Session
 
 import leakcheck
 from pqsync.db.tables import Appointment, IntakeQRequest, SyncLog
-from pqsync.intakeq.simulator import SimConfig, SimulatorServer, demo_directory
-from pqsync.services.directory import DirectoryFile, import_directory
+from pqsync.intakeq.simulator import SimConfig, SimulatorServer
 from pqsync.settings import SIMULATOR_API_KEY
+from process_env import process_env
 
 MINUTE_LIMIT = 3
 WINDOW_SECONDS = 2.0
@@ -60,16 +59,14 @@ def sim() -> Iterator[SimulatorServer]:
 
 @pytest.fixture
 def env(sim: SimulatorServer, engine: Engine, database_url: str, tmp_path: Path) -> dict[str, str]:
-    import_directory(engine, DirectoryFile.model_validate(demo_directory(sim.dataset)))
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("PQSYNC_", "INTAKEQ_"))}
-    return {
-        **inherited,
-        "PQSYNC_DATABASE_URL": database_url,
-        "INTAKEQ_BASE_URL": sim.base_url,
-        "INTAKEQ_MINUTE_LIMIT": str(MINUTE_LIMIT),
-        "INTAKEQ_MINUTE_WINDOW_SECONDS": str(WINDOW_SECONDS),
-        "HOME": str(tmp_path),
-    }
+    return process_env(
+        sim,
+        engine,
+        database_url,
+        tmp_path,
+        INTAKEQ_MINUTE_LIMIT=str(MINUTE_LIMIT),
+        INTAKEQ_MINUTE_WINDOW_SECONDS=str(WINDOW_SECONDS),
+    )
 
 
 def run_at_once(
