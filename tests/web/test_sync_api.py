@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from web_support import (
     CRON_SECRET,
+    METRICS_TOKEN,
     WEBHOOK_TOKEN,
     FakeClock,
     Seed,
@@ -373,7 +374,7 @@ def test_a_malformed_webhook_is_422(module_client: TestClient) -> None:
 def test_metrics_count_requests_and_sync_runs(client: TestClient, seed: Seed) -> None:
     client.post(f"{PATIENTS}/{seed.consenting}/sync", headers=seed.bearer("case_manager"))
 
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
 
     assert 'pqsync_sync_runs_total{scope="patient",status="success",trigger="user"} 1.0' in text
     assert (

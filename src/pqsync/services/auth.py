@@ -42,8 +42,9 @@ def new_token(prefix: str = "") -> str:
 
 
 def secrets_match(given: str | None, expected: str) -> bool:
-    """Constant-time comparison of a presented secret with the expected one."""
-    if given is None:
+    """Constant-time comparison of a presented secret with the expected one; an empty
+    secret, presented or expected, never matches."""
+    if not given or not expected:
         return False
     return hmac.compare_digest(given.encode(), expected.encode())
 
