@@ -12,6 +12,7 @@ from pqsync.bootstrap import App
 from pqsync.logging import get_logger
 from pqsync.services.auth import Authenticator
 from pqsync.web.context import WebContext
+from pqsync.web.docs import install_docs
 from pqsync.web.errors import install_error_handlers
 from pqsync.web.routes import auth, dashboard, integrations, ops, sync
 from pqsync.web.security import BodyLimit, SecurityHeaders
@@ -42,11 +43,14 @@ def create_app(app: App) -> FastAPI:
             "Times are in the organisation's zone with their offset."
         ),
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     api.state.pqsync = ctx
     install_error_handlers(api)
     for module in (auth, sync, dashboard, integrations, ops):
         api.include_router(module.router)
+    install_docs(api)
 
     # FastAPI's own pages (/docs, /openapi.json) do not name their route in the scope.
     static_paths = {
