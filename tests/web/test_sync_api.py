@@ -59,6 +59,15 @@ def error_of(response: Any) -> dict[str, Any]:
             {"startDate": "2025-01-01", "endDate": "2026-12-31"},
             "dateRange.endDate: the range spans more than 400 days",
         ),
+        (
+            {"startDate": "9999-12-01", "endDate": "9999-12-31"},
+            "dateRange.startDate: 9999-12-01 is outside the plausible range 2000-01-01 to "
+            "2100-12-31",
+        ),
+        (
+            {"startDate": "2025-11-01", "endDate": "2101-01-01"},
+            "dateRange.endDate: 2101-01-01 is outside the plausible range",
+        ),
         ({"startDate": "2025-11-01"}, "dateRange.endDate: is required"),
         ({"startDate": 20251101, "endDate": "2025-12-31"}, "dateRange.startDate: Input should"),
         ({"start": "2025-11-01", "endDate": "2025-12-31"}, "dateRange.startDate: is required"),
