@@ -164,12 +164,21 @@ class SyncService:
     # -- preparing runs ---------------------------------------------------------------
 
     def prepare_patient(
-        self, patient_ref: str, *, window: Window | None = None, actor: Actor = CLI_ACTOR
+        self,
+        patient_ref: str,
+        *,
+        window: Window | None = None,
+        actor: Actor = CLI_ACTOR,
+        organization_id: uuid.UUID | None = None,
     ) -> PreparedRun:
-        """Validate, take the patient's lock and open the run's sync_logs row."""
+        """Validate, take the patient's lock and open the run's sync_logs row. With
+        `organization_id` the run belongs to that organisation (its window and zone)."""
         with Session(self.engine, expire_on_commit=False) as session:
             patient = self.find_patient(session, patient_ref)
-            org = self._patient_organization(session, patient)
+            if organization_id is None:
+                org = self._patient_organization(session, patient)
+            elif (org := session.get(Organization, organization_id)) is None:
+                raise SyncInputError("no such organization")
             zone = org.timezone if org else self.default_timezone
             if window is None:
                 window = (
@@ -195,6 +204,7 @@ class SyncService:
         *,
         patient_hint: uuid.UUID | None = None,
         actor: Actor = CLI_ACTOR,
+        organization_id: uuid.UUID | None = None,
     ) -> PreparedRun:
         """A run of one patient's scope that re-fetches one appointment by id (a webhook's
         hint; 404 means deleted). The patient is the one we store it for, else the hint."""
@@ -210,7 +220,9 @@ class SyncService:
             patient_id = stored_for or patient_hint
             if patient_id is None:
                 raise SyncInputError("no such appointment and no patient to look for it")
-        prepared = self.prepare_patient(str(patient_id), actor=actor)
+        prepared = self.prepare_patient(
+            str(patient_id), actor=actor, organization_id=organization_id
+        )
         return replace(prepared, appointment_id=appointment_id)
 
     def prepare_organization(
@@ -323,11 +335,13 @@ class SyncService:
         window: Window | None = None,
         actor: Actor = CLI_ACTOR,
         progress: ProgressCallback = _no_progress,
+        organization_id: uuid.UUID | None = None,
     ) -> SyncResult:
         """Sync one patient: one `client` query (all pages), filtered exactly."""
-        return self.run(
-            self.prepare_patient(patient_ref, window=window, actor=actor), progress=progress
+        prepared = self.prepare_patient(
+            patient_ref, window=window, actor=actor, organization_id=organization_id
         )
+        return self.run(prepared, progress=progress)
 
     def sync_organization(
         self,

@@ -29,6 +29,7 @@ def create_app(app: App) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_api: FastAPI) -> AsyncIterator[None]:
+        ctx.background.start()
         yield
         ctx.background.shutdown()
 
