@@ -24,6 +24,7 @@ from web_support import (
 
 from pqsync.bootstrap import App
 from pqsync.db.tables import Appointment, Patient
+from pqsync.intakeq.models import METADATA_FIELDS
 
 PATIENTS = "/api/partner-dashboard/patients"
 CRON = "/api/cron/sync-practiceq-appointments"
@@ -413,3 +414,19 @@ def test_nul_bytes_are_refused_not_a_500(
 
     assert response.status_code in (404, 422)
     assert set(response.json()) == {"error"}
+
+
+def test_a_sync_stores_only_the_metadata_pqsync_uses(
+    client: TestClient, pq_app: App, seed: Seed
+) -> None:
+    synced = client.post(f"{PATIENTS}/{seed.consenting}/sync", headers=seed.bearer("staff_admin"))
+    assert synced.status_code == 200
+
+    with Session(pq_app.engine) as session:
+        stored = session.scalars(
+            select(Appointment.extra).where(Appointment.patient_id == seed.consenting)
+        ).all()
+
+    assert stored
+    assert all(metadata.keys() <= METADATA_FIELDS for metadata in stored)
+    assert all(metadata.get("LocationName") for metadata in stored)  # what the page shows
