@@ -262,7 +262,7 @@ def test_a_device_cookie_of_another_account_or_forged_does_not_count(
         clock.advance(seconds=1)
         fail_logins(client, 5)  # against viewer: this browser is no device of viewer's
         assert attempt(client).status_code == 429
-        client.cookies.set("pqsync_device", "forged.0000", path="/api/auth/login")
+        client.cookies.set("pqsync_device", "forged.0000", path="/")
         assert attempt(client).status_code == 429
 
 

@@ -16,8 +16,9 @@ from pqsync.web.errors import ApiError, responses, retry_later
 from pqsync.web.schemas import LoginRequest, SessionOut, UserOut
 from pqsync.web.security import client_address
 
+# Marks a browser that signed in to an account before (see services/auth.py); sent on every
+# path so that a login form elsewhere (the HTML pages) is recognised too.
 DEVICE_COOKIE = "pqsync_device"
-LOGIN_PATH = "/api/auth/login"
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -74,7 +75,7 @@ def login(
         httponly=True,
         samesite="strict",
         secure=ctx.secure_cookies,
-        path=LOGIN_PATH,
+        path="/",
     )
     return session_out(result.principal)
 
