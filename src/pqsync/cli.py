@@ -18,7 +18,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from pqsync.bootstrap import App, NotSetUp, build_app
 from pqsync.cli_web import users_cli
 from pqsync.db.migrate import upgrade
-from pqsync.domain.windows import Window, WindowError, resolve_window
+from pqsync.domain.windows import Window, WindowError, parse_day, resolve_window
 from pqsync.intakeq.errors import IntakeQError
 from pqsync.logging import configure_logging
 from pqsync.services.directory import DirectoryError, import_directory_file
@@ -123,6 +123,14 @@ def directory_import(
 StartOpt = Annotated[str | None, typer.Option("--start", help="First day, YYYY-MM-DD.")]
 EndOpt = Annotated[str | None, typer.Option("--end", help="Last day, YYYY-MM-DD.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+def _check_dates(start: str | None, end: str | None) -> None:
+    """Refuse a malformed or implausible --start/--end before anything else runs."""
+    with user_errors():
+        for field, value in (("startDate", start), ("endDate", end)):
+            if value is not None:
+                parse_day(field, value)
 
 
 def _window(app: App, start: str | None, end: str | None, zone: str) -> Window | None:
@@ -236,6 +244,7 @@ def sync_patient(
     as_json: JsonOpt = False,
 ) -> None:
     """Sync one patient's appointments."""
+    _check_dates(start, end)
 
     def run(app: App, service: SyncService, progress: Callable[..., None]) -> SyncResult:
         window = _window(app, start, end, app.settings.practice_timezone)
@@ -252,6 +261,7 @@ def sync_org(
     as_json: JsonOpt = False,
 ) -> None:
     """Sync every patient of an organisation."""
+    _check_dates(start, end)
 
     def run(app: App, service: SyncService, progress: Callable[..., None]) -> SyncResult:
         window = _window(app, start, end, app.settings.practice_timezone)

@@ -95,13 +95,22 @@ def users_revoke(email: Annotated[str, typer.Argument(help="The user's email.")]
 
 def serve(host: str = "127.0.0.1", port: int = 8000, app: App | None = None) -> None:
     """Run the web app with uvicorn until Ctrl-C (uvicorn's access log is off: it would
-    write query strings, which hold the webhook token; the app logs each request itself)."""
+    write query strings, which hold the webhook token; the app logs each request itself).
+    uvicorn's own X-Forwarded-For handling is off: by default it believes any caller on
+    loopback; the app believes only PQSYNC_TRUSTED_PROXIES."""
     import uvicorn
 
     from pqsync.web.app import create_app
 
     app = app or _app()
     try:
-        uvicorn.run(create_app(app), host=host, port=port, access_log=False, log_config=None)
+        uvicorn.run(
+            create_app(app),
+            host=host,
+            port=port,
+            access_log=False,
+            log_config=None,
+            proxy_headers=False,
+        )
     finally:
         app.close()

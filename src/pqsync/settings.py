@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -14,6 +15,17 @@ SIMULATOR_API_KEY = "pqsync-simulator-key"
 DEV_SECRET = "dev-insecure-change-me"  # noqa: S105 - refused in production below
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+MIN_SECRET_LENGTH = 32
+# Values that are public (this repository, its README, its tests): never a production secret.
+DEV_SECRETS = frozenset({DEV_SECRET, "changeme", "change-me", "secret", "dev", "test"})
+
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+def parse_networks(spec: str) -> Networks:
+    """Addresses or networks (CIDR) separated by commas or spaces."""
+    parts = spec.replace(",", " ").split()
+    return tuple(ipaddress.ip_network(part, strict=False) for part in parts)
 
 
 class SettingsError(ValueError):
@@ -39,6 +51,10 @@ class Settings(BaseSettings):
     secret_key: SecretStr = Field(SecretStr(DEV_SECRET), validation_alias="PQSYNC_SECRET_KEY")
     cron_secret: SecretStr = Field(SecretStr(DEV_SECRET), validation_alias="PQSYNC_CRON_SECRET")
     webhook_token: SecretStr = Field(SecretStr(DEV_SECRET), validation_alias="PQSYNC_WEBHOOK_TOKEN")
+    # No token: /metrics answers 404 (it is off).
+    metrics_token: SecretStr | None = Field(None, validation_alias="PQSYNC_METRICS_TOKEN")
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed; none by default.
+    trusted_proxies: str = Field("", validation_alias="PQSYNC_TRUSTED_PROXIES")
     smtp_url: str | None = Field(None, validation_alias="PQSYNC_SMTP_URL")
     alert_emails: str | None = Field(None, validation_alias="PQSYNC_ALERT_EMAILS")
     timezone: str = Field("America/Denver", validation_alias="PQSYNC_TIMEZONE")
@@ -65,17 +81,45 @@ class Settings(BaseSettings):
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        try:
+            parse_networks(value)
+        except ValueError as exc:
+            raise ValueError(f"not a list of addresses or networks: {exc}") from None
+        return value
+
     @model_validator(mode="after")
     def _production_secrets(self) -> Settings:
-        if self.env == "production":
-            for name, secret in (
-                ("PQSYNC_SECRET_KEY", self.secret_key),
-                ("PQSYNC_CRON_SECRET", self.cron_secret),
-                ("PQSYNC_WEBHOOK_TOKEN", self.webhook_token),
-            ):
-                if secret.get_secret_value() == DEV_SECRET:
-                    raise ValueError(f"{name} must be set in production (dev value refused)")
+        if self.env != "production":
+            return self
+        secrets = [
+            ("PQSYNC_SECRET_KEY", "secret_key", self.secret_key),
+            ("PQSYNC_CRON_SECRET", "cron_secret", self.cron_secret),
+            ("PQSYNC_WEBHOOK_TOKEN", "webhook_token", self.webhook_token),
+        ]
+        if self.metrics_token is not None:
+            secrets.append(("PQSYNC_METRICS_TOKEN", "metrics_token", self.metrics_token))
+        for variable, field, secret in secrets:
+            value = secret.get_secret_value()
+            # Only the variable's name goes into the message, never its value.
+            if field not in self.model_fields_set:
+                raise ValueError(f"{variable} is not set (required in production)")
+            if not value.strip():
+                raise ValueError(f"{variable} is empty (refused in production)")
+            if value.strip().lower() in DEV_SECRETS:
+                raise ValueError(f"{variable} is a development default (refused in production)")
+            if len(value) < MIN_SECRET_LENGTH:
+                raise ValueError(
+                    f"{variable} is shorter than {MIN_SECRET_LENGTH} characters "
+                    "(refused in production)"
+                )
         return self
+
+    @property
+    def trusted_proxy_networks(self) -> Networks:
+        return parse_networks(self.trusted_proxies)
 
     @property
     def intakeq_is_simulator(self) -> bool:

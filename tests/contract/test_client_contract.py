@@ -19,7 +19,7 @@ from pqsync.domain.times import to_epoch_ms
 from pqsync.intakeq.budget import DatabaseBudget, MemoryBudget
 from pqsync.intakeq.client import IntakeQClient
 from pqsync.intakeq.errors import IntakeQAuthError
-from pqsync.intakeq.models import Appointment, AppointmentQuery
+from pqsync.intakeq.models import METADATA_FIELDS, Appointment, AppointmentQuery
 from pqsync.intakeq.simulator import (
     STATUSES,
     ManualClock,
@@ -324,9 +324,12 @@ def test_parsed_fields_equal_the_simulators_ground_truth(
         assert record.service_name == service.name
         assert record.status == truth.status
         assert record.location_name == ds.locations_by_id[truth.location_id].name
-        # Patient identifiers never travel on as free-form metadata.
+        # Only the allow-listed fields travel on as metadata: never the client's phone or
+        # birth date, never the telehealth start URL.
+        assert record.metadata.keys() <= METADATA_FIELDS
         assert "ClientPhone" not in record.metadata
         assert "ClientDateOfBirth" not in record.metadata
+        assert "TelehealthInfo" not in record.metadata
 
 
 # --- other endpoints ------------------------------------------------------------------------------
@@ -394,8 +397,8 @@ def test_create_update_and_cancel_then_read_back(
     cancelled = client.get_appointment(created.id)
     assert cancelled is not None
     assert cancelled.status == "Canceled"
-    assert cancelled.metadata["FullCancellationReason"] == "Scheduling conflict"
-    assert cancelled.metadata["CancellationDate"] == to_epoch_ms(clock.now)
+    assert ds.appointments[created.id].cancellation_reason == "Scheduling conflict"
+    assert "FullCancellationReason" not in cancelled.metadata  # not ours to keep
     listed = fetch(client, AppointmentQuery(status="Canceled", start_date=day, end_date=day))
     assert created.id not in ids(listed)  # it moved to the next day
     next_day = day + timedelta(days=1)

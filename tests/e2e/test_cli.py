@@ -166,6 +166,14 @@ def test_sync_patient_by_email(imported: dict[str, str]) -> None:
             ("sync", "org", "first-step-house", "--start", "2024-01-01", "--end", "2025-12-31"),
             "more than 400 days",
         ),
+        (
+            ("sync", "org", "first-step-house", "--start", "9999-12-01", "--end", "9999-12-31"),
+            "error: startDate: 9999-12-01 is outside the plausible range 2000-01-01 to 2100-12-31",
+        ),
+        (
+            ("sync", "patient", "ghost@example.org", "--end", "1999-12-31"),
+            "error: endDate: 1999-12-31 is outside the plausible range",
+        ),
     ],
 )
 def test_bad_input_gets_one_clear_line_and_writes_nothing(

@@ -117,7 +117,9 @@ def test_default_window_matches_the_ground_truth(sim: SimulatorServer, api: http
     assert _ids(listed) == [a.id for a in sim.dataset.appointments_in_window(start, end)]
 
 
-@pytest.mark.parametrize("bad", ["2025-13-01", "10/24/2025", "2025-1-5", "yesterday"])
+@pytest.mark.parametrize(
+    "bad", ["2025-13-01", "10/24/2025", "2025-1-5", "yesterday", "9999-12-31", "0001-01-01"]
+)
 def test_malformed_dates_are_a_400(api: httpx.Client, bad: str) -> None:
     assert api.get("/appointments", params={"startDate": bad}).status_code == 400
     assert api.get("/appointments", params={"endDate": bad}).status_code == 400

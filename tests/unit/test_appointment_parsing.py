@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from pqsync.domain.times import TimeParseError
 from pqsync.intakeq.models import (
-    _KNOWN_FIELDS,
+    METADATA_FIELDS,
     Appointment,
     AppointmentQuery,
     MalformedRecord,
@@ -25,6 +25,7 @@ FULL = {
     "ClientName": "Austin Schneider",
     "ClientEmail": "BWhipkey@FirstStepHouse.org",
     "ClientPhone": "555-0100",
+    "ClientDateOfBirth": "1990-02-03",
     "PractitionerId": "xyz789",
     "PractitionerName": "Dr. C. Rufus Sweeney",
     "PractitionerEmail": "dr.sweeney@trymoonlit.com",
@@ -39,6 +40,8 @@ FULL = {
     "Duration": 60,
     "LastModified": 1763000000000,
     "SomethingNew": {"nested": True},
+    "TelehealthInfo": {"Provider": "IntakeQ Telehealth", "StartUrl": "https://meet.invalid/x"},
+    "FullCancellationReason": "Scheduling conflict",
 }
 
 
@@ -50,8 +53,13 @@ def test_it_parses_a_full_record() -> None:
     assert appointment.start == datetime(2025, 11, 15, 14, 0, tzinfo=UTC)
     assert appointment.end == appointment.start + timedelta(hours=1)
     assert appointment.location_name == "Main office"
-    assert appointment.metadata["SomethingNew"] == {"nested": True}
-    assert "ClientPhone" not in appointment.metadata
+    # Only what pqsync shows or uses: a field IntakeQ adds later is not kept by default,
+    # nor the client's phone and birth date, nor the provider's telehealth start URL.
+    assert appointment.metadata == {
+        "PractitionerName": "Dr. C. Rufus Sweeney",
+        "PractitionerEmail": "dr.sweeney@trymoonlit.com",
+        "LocationName": "Main office",
+    }
 
 
 def test_it_tolerates_missing_and_null_fields() -> None:
@@ -172,7 +180,7 @@ def _reference_parse(raw: Any) -> Appointment:
         start=start,
         end=end,
         last_modified=last_modified,
-        metadata={k: v for k, v in raw.items() if k not in _KNOWN_FIELDS and v is not None},
+        metadata={k: v for k, v in raw.items() if k in METADATA_FIELDS and v is not None},
     )
 
 

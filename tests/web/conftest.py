@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from web_support import (
     CRON_SECRET,
     INTAKEQ_KEY,
+    METRICS_TOKEN,
     NOW,
     OTHER_ORG,
     PASSWORD,
@@ -160,6 +161,7 @@ def make_settings(url: str, simulator: SimulatorServer, **overrides: Any) -> Set
         "PQSYNC_SECRET_KEY": SECRET_KEY,
         "PQSYNC_CRON_SECRET": CRON_SECRET,
         "PQSYNC_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+        "PQSYNC_METRICS_TOKEN": METRICS_TOKEN,
     }
     values.update(overrides)
     return load_settings(**values)

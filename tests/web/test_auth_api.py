@@ -178,50 +178,124 @@ def fail_logins(client: TestClient, count: int, email: str = USERS["viewer"]) ->
         assert response.status_code == 401
 
 
-def test_five_failed_logins_lock_the_email_for_fifteen_minutes(
-    client: TestClient, clock: FakeClock
-) -> None:
-    fail_logins(client, 3)
-    clock.advance(minutes=5)
-    fail_logins(client, 2)
-
-    locked = client.post(LOGIN, json={"email": USERS["viewer"], "password": PASSWORD})
-    clock.advance(minutes=10)  # the first failure leaves the window now
-    freed = client.post(LOGIN, json={"email": USERS["viewer"], "password": PASSWORD})
-
-    assert locked.status_code == 429
-    assert locked.json()["error"]["code"] == "too_many_attempts"
-    assert locked.json()["error"]["retryAt"] == "2025-11-15T21:18:00Z"
-    assert "try again after 2025-11-15T21:18:00+00:00" in locked.json()["error"]["message"]
-    assert locked.headers["Retry-After"] == str(10 * 60)
-    assert freed.status_code == 200
+def attempt(client: TestClient, who: str = "viewer", password: str = PASSWORD) -> Any:
+    return client.post(LOGIN, json={"email": USERS[who], "password": password})
 
 
-def test_failures_from_one_address_lock_every_email(pq_app: App) -> None:
+def test_failures_back_off_one_address_for_one_account_only(pq_app: App, clock: FakeClock) -> None:
     with (
         open_client(pq_app, "198.51.100.1") as guesser,
-        open_client(pq_app, "198.51.100.2") as other,
+        open_client(pq_app, "198.51.100.2") as elsewhere,
     ):
-        for who in ("viewer", "case_manager", "partner_admin", "staff_admin", "other_org_admin"):
-            fail_logins(guesser, 1, USERS[who])
+        fail_logins(guesser, 3)
+        clock.advance(minutes=5)
+        fail_logins(guesser, 2)
 
-        locked = guesser.post(LOGIN, json={"email": USERS["viewer"], "password": PASSWORD})
-        elsewhere = other.post(LOGIN, json={"email": USERS["viewer"], "password": PASSWORD})
+        waiting = attempt(guesser)
+        other_account = attempt(guesser, "case_manager")
+        other_address = attempt(elsewhere)
+        clock.advance(minutes=1)
+        after_the_wait = attempt(guesser)
 
-    assert locked.status_code == 429
-    assert elsewhere.status_code == 200
+    assert waiting.status_code == 429
+    assert waiting.json()["error"]["code"] == "too_many_attempts"
+    assert waiting.json()["error"]["retryAt"] == "2025-11-15T21:09:00Z"
+    assert "try again after 2025-11-15T21:09:00+00:00" in waiting.json()["error"]["message"]
+    assert waiting.headers["Retry-After"] == "60"
+    assert other_account.status_code == 200
+    assert other_address.status_code == 200
+    assert after_the_wait.status_code == 200
 
 
-def test_a_successful_login_clears_the_email_s_failures(pq_app: App) -> None:
+def test_the_back_off_doubles_with_each_further_failure(
+    client: TestClient, clock: FakeClock
+) -> None:
+    fail_logins(client, 5)
+    clock.advance(minutes=1)
+    fail_logins(client, 1)
+
+    waiting = attempt(client)
+
+    assert waiting.status_code == 429
+    assert waiting.headers["Retry-After"] == "120"
+
+
+def test_a_known_device_signs_in_while_its_account_is_attacked(
+    pq_app: App, clock: FakeClock
+) -> None:
+    with open_client(pq_app, "198.51.100.9") as users_browser:
+        assert attempt(users_browser).status_code == 200
+        clock.advance(seconds=1)
+        # Guesses from 25 addresses: each stays under its own back-off.
+        for n in range(25):
+            with open_client(pq_app, f"203.0.113.{n + 10}") as guesser:
+                if n < 20:
+                    fail_logins(guesser, 1)
+                else:
+                    assert attempt(guesser, password="guess").status_code == 429
+        clock.advance(minutes=1)
+        with open_client(pq_app, "203.0.113.200") as new_browser:
+            stranger = attempt(new_browser)
+        real_user = attempt(users_browser)
+        other_user = attempt(users_browser, "case_manager")
+
+    assert stranger.status_code == 429  # past the account's cap: only known devices now
+    assert real_user.status_code == 200
+    assert other_user.status_code == 200
+
+
+def test_a_known_device_is_held_back_by_its_own_failures(
+    client: TestClient, clock: FakeClock
+) -> None:
+    assert attempt(client).status_code == 200
+    clock.advance(seconds=1)
+    fail_logins(client, 5)
+
+    assert attempt(client).status_code == 429
+
+
+def test_a_device_cookie_of_another_account_or_forged_does_not_count(
+    pq_app: App, clock: FakeClock
+) -> None:
+    with open_client(pq_app, "198.51.100.3") as client:
+        assert attempt(client, "case_manager").status_code == 200  # a device of case_manager
+        clock.advance(seconds=1)
+        fail_logins(client, 5)  # against viewer: this browser is no device of viewer's
+        assert attempt(client).status_code == 429
+        client.cookies.set("pqsync_device", "forged.0000", path="/")
+        assert attempt(client).status_code == 429
+
+
+def test_a_successful_login_clears_the_account_s_failures(pq_app: App) -> None:
     with (
         open_client(pq_app, "198.51.100.1") as first,
         open_client(pq_app, "198.51.100.2") as second,
     ):
         fail_logins(first, 4)
         login(second, "viewer")
-        fail_logins(second, 1)
+        fail_logins(first, 1)
 
-        assert second.post(LOGIN, json={"email": USERS["viewer"], "password": PASSWORD}).is_success
+        assert attempt(first).is_success
+
+
+@pytest.mark.parametrize(("trusted", "throttled_at"), [("", 5), ("203.0.113.7", 20)])
+def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(
+    build_app: Callable[..., App], trusted: str, throttled_at: int
+) -> None:
+    """The test client calls from 203.0.113.7; with it trusted each forwarded address is
+    its own, and only the account's cap stops the rotation."""
+    with open_client(build_app(PQSYNC_TRUSTED_PROXIES=trusted)) as client:
+        statuses = [
+            client.post(
+                LOGIN,
+                json={"email": USERS["viewer"], "password": "guess"},
+                headers={"X-Forwarded-For": f"192.0.2.{n}"},
+            ).status_code
+            for n in range(1, 30)
+        ]
+
+    assert statuses[:throttled_at] == [401] * throttled_at
+    assert set(statuses[throttled_at:]) == {429}
 
 
 def test_login_attempts_keep_no_email(client: TestClient, pq_app: App) -> None:

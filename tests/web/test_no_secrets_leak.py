@@ -13,6 +13,7 @@ import structlog
 from web_support import (
     CRON_SECRET,
     INTAKEQ_KEY,
+    METRICS_TOKEN,
     PASSWORD,
     SECRET_KEY,
     USERS,
@@ -118,6 +119,7 @@ def test_no_response_or_log_line_holds_a_secret(
         )
         answers.append(client.get(f"/api/partner-dashboard/nothing-here?token={WEBHOOK_TOKEN}"))
         answers.append(client.get("/metrics"))
+        answers.append(client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}))
         wait_for_background(client)
     with open_client(build_app(intakeq=unreachable_intakeq())) as client:
         answers.append(client.post(f"{PATIENTS}/{seed.consenting}/sync", headers=staff))
@@ -125,7 +127,15 @@ def test_no_response_or_log_line_holds_a_secret(
         for _ in range(2):
             answers.append(client.post(f"{PATIENTS}/{seed.consenting}/sync", headers=staff))
 
-    secrets = [INTAKEQ_KEY, PASSWORD, CRON_SECRET, WEBHOOK_TOKEN, SECRET_KEY, *seed.tokens.values()]
+    secrets = [
+        INTAKEQ_KEY,
+        PASSWORD,
+        CRON_SECRET,
+        WEBHOOK_TOKEN,
+        SECRET_KEY,
+        METRICS_TOKEN,
+        *seed.tokens.values(),
+    ]
     assert {a.status_code for a in answers} >= {200, 202, 401, 403, 404, 422, 429, 502}
     for answer in answers:
         seen = answer.text + "\n".join(f"{k}: {v}" for k, v in answer.headers.items())

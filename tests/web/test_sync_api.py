@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from web_support import (
     CRON_SECRET,
+    METRICS_TOKEN,
     WEBHOOK_TOKEN,
     FakeClock,
     Seed,
@@ -23,6 +24,7 @@ from web_support import (
 
 from pqsync.bootstrap import App
 from pqsync.db.tables import Appointment, Patient
+from pqsync.intakeq.models import METADATA_FIELDS
 
 PATIENTS = "/api/partner-dashboard/patients"
 CRON = "/api/cron/sync-practiceq-appointments"
@@ -57,6 +59,15 @@ def error_of(response: Any) -> dict[str, Any]:
         (
             {"startDate": "2025-01-01", "endDate": "2026-12-31"},
             "dateRange.endDate: the range spans more than 400 days",
+        ),
+        (
+            {"startDate": "9999-12-01", "endDate": "9999-12-31"},
+            "dateRange.startDate: 9999-12-01 is outside the plausible range 2000-01-01 to "
+            "2100-12-31",
+        ),
+        (
+            {"startDate": "2025-11-01", "endDate": "2101-01-01"},
+            "dateRange.endDate: 2101-01-01 is outside the plausible range",
         ),
         ({"startDate": "2025-11-01"}, "dateRange.endDate: is required"),
         ({"startDate": 20251101, "endDate": "2025-12-31"}, "dateRange.startDate: Input should"),
@@ -194,7 +205,12 @@ def test_bulk_sync_can_run_async_with_progress_at_its_location(
     assert progress["triggeredBy"] == "Beth Rodriguez"
     assert progress["patientsTotal"] == progress["patientsDone"] == 12
     assert {p["state"] for p in progress["patients"]} == {"done"}
-    assert progress["summary"]["new"] == sum(p["summary"]["new"] for p in progress["patients"])
+    # No counts for a patient without active ROI consent, in the run or in its totals.
+    without_consent = {str(seed.expired), str(seed.missing)}
+    summaries = {p["patientId"]: p["summary"] for p in progress["patients"]}
+    assert all(summaries[p] is None for p in without_consent)
+    counted = [s for p, s in summaries.items() if p not in without_consent]
+    assert progress["summary"]["new"] == sum(s["new"] for s in counted) > 0
 
 
 def test_bulk_sync_accepts_the_organisation_slug(client: TestClient, seed: Seed) -> None:
@@ -219,7 +235,8 @@ def test_without_consent_a_partner_sees_the_patient_but_no_details(
     )
 
     assert sync.status_code == 200  # the sync itself runs
-    assert sync.json()["summary"]["new"] > 0
+    assert sync.json()["success"] is True
+    assert sync.json()["summary"] is None  # not even how many appointments there are
     assert sync.json()["appointments"] == []
     for patient_id in (seed.expired, seed.missing):
         entry = roster[str(patient_id)]
@@ -233,7 +250,7 @@ def test_without_consent_a_partner_sees_the_patient_but_no_details(
         "message": "ROI consent required",
     }
     assert staff_view.status_code == 200
-    assert len(staff_view.json()["appointments"]) == sync.json()["summary"]["new"]
+    assert len(staff_view.json()["appointments"]) > 0
 
 
 def test_with_consent_the_roster_shows_the_next_appointment(client: TestClient, seed: Seed) -> None:
@@ -373,7 +390,7 @@ def test_a_malformed_webhook_is_422(module_client: TestClient) -> None:
 def test_metrics_count_requests_and_sync_runs(client: TestClient, seed: Seed) -> None:
     client.post(f"{PATIENTS}/{seed.consenting}/sync", headers=seed.bearer("case_manager"))
 
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
 
     assert 'pqsync_sync_runs_total{scope="patient",status="success",trigger="user"} 1.0' in text
     assert (
@@ -397,3 +414,19 @@ def test_nul_bytes_are_refused_not_a_500(
 
     assert response.status_code in (404, 422)
     assert set(response.json()) == {"error"}
+
+
+def test_a_sync_stores_only_the_metadata_pqsync_uses(
+    client: TestClient, pq_app: App, seed: Seed
+) -> None:
+    synced = client.post(f"{PATIENTS}/{seed.consenting}/sync", headers=seed.bearer("staff_admin"))
+    assert synced.status_code == 200
+
+    with Session(pq_app.engine) as session:
+        stored = session.scalars(
+            select(Appointment.extra).where(Appointment.patient_id == seed.consenting)
+        ).all()
+
+    assert stored
+    assert all(metadata.keys() <= METADATA_FIELDS for metadata in stored)
+    assert all(metadata.get("LocationName") for metadata in stored)  # what the page shows

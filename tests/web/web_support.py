@@ -21,6 +21,7 @@ PASSWORD = DEMO_PASSWORD
 SECRET_KEY = "test-secret-key-0123456789abcdef"
 CRON_SECRET = "test-cron-secret-0123456789abcdef"
 WEBHOOK_TOKEN = "test-webhook-token-0123456789abcdef"
+METRICS_TOKEN = "test-metrics-token-0123456789abcdef"
 INTAKEQ_KEY = "test-intakeq-key-0123456789abcdef"
 
 # Who calls, by the name the tests use.

@@ -275,6 +275,8 @@ class LoginAttempt(Base):
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     email_hash: Mapped[str] = mapped_column(String(64))
     client_ip: Mapped[str | None] = mapped_column(String(64))
+    # SHA-256 of the device cookie when the attempt came from a known device of the account.
+    device_hash: Mapped[str | None] = mapped_column(String(64))
     succeeded: Mapped[bool] = mapped_column(default=False)
     attempted_at: Mapped[datetime] = mapped_column(default=_now)
 

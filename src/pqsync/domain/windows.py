@@ -11,6 +11,9 @@ from pqsync.domain.times import local_day_bounds
 DEFAULT_DAYS_BACK = 90
 DEFAULT_DAYS_AHEAD = 90
 MAX_SPAN_DAYS = 400
+# Dates outside this range are typing mistakes; refused before anything reaches IntakeQ.
+EARLIEST_DAY = date(2000, 1, 1)
+LATEST_DAY = date(2100, 12, 31)
 
 
 class WindowError(ValueError):
@@ -39,10 +42,16 @@ class Window:
 
 
 def parse_day(field: str, value: str) -> date:
+    """A YYYY-MM-DD date between EARLIEST_DAY and LATEST_DAY, or WindowError."""
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except (TypeError, ValueError):
         raise WindowError(field, f"{value!r} is not a real date in YYYY-MM-DD form") from None
+    if not EARLIEST_DAY <= day <= LATEST_DAY:
+        raise WindowError(
+            field, f"{value} is outside the plausible range {EARLIEST_DAY} to {LATEST_DAY}"
+        )
+    return day
 
 
 def default_window(

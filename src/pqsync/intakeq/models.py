@@ -8,26 +8,16 @@ from typing import Any
 
 from pqsync.domain.times import TimeParseError, from_epoch_ms, parse_iso_utc
 
-# Fields we map to columns (or never keep); everything else IntakeQ sends is kept as metadata,
-# practitioner name and email included, for the staff's mapping page.
-_KNOWN_FIELDS = {
-    "Id",
-    "ClientId",
-    "ClientName",
-    "ClientEmail",
-    "PractitionerId",
-    "ServiceId",
-    "ServiceName",
-    "Status",
-    "StartDate",
-    "EndDate",
-    "StartDateIso",
-    "EndDateIso",
-    "LastModified",
-    # Patient identifiers we never copy into metadata.
-    "ClientPhone",
-    "ClientDateOfBirth",
-}
+# The only IntakeQ fields kept in an appointment's metadata (minimum necessary): what pqsync
+# shows or uses beyond its columns. An allow-list, so a field IntakeQ adds later is not kept
+# by default; never the client's phone or date of birth, never a telehealth start URL.
+METADATA_FIELDS = frozenset(
+    {
+        "LocationName",  # shown on the dashboard
+        "PractitionerName",  # the staff's page of practitioners to map
+        "PractitionerEmail",
+    }
+)
 
 
 class MalformedRecord(ValueError):
@@ -210,7 +200,7 @@ def parse_appointment(raw: Any) -> Appointment:
         "start": start,
         "end": end,
         "last_modified": last_modified,
-        "metadata": {k: v for k, v in raw.items() if v is not None and k not in _KNOWN_FIELDS},
+        "metadata": {k: v for k, v in raw.items() if k in METADATA_FIELDS and v is not None},
     }
     # What the frozen dataclass's __init__ does (one object.__setattr__ per field), without
     # its cost; tests/unit/test_appointment_parsing.py checks the two stay the same.

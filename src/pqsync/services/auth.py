@@ -1,7 +1,12 @@
 """Who is calling: password logins with sessions, bearer tokens, and login throttling.
 
-Only SHA-256 digests of session cookies and bearer tokens are stored; emails in
-`login_attempts` are keyed digests (HMAC-SHA256 with the secret key), never the address.
+Only SHA-256 digests of session cookies, device cookies and bearer tokens are stored; emails
+in `login_attempts` are keyed digests (HMAC-SHA256 with the secret key), never the address.
+
+Throttling cannot be turned against the real user: a browser that has signed in to an
+account before holds a device cookie for it, and its attempts count only against that
+device. Attempts from anywhere else back off per (address, account) and, past a per-account
+cap, wait; none of them can stop a known device or another account behind the same address.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from pqsync.db.engine import begin_write
@@ -23,8 +28,12 @@ from pqsync.db.tables import ApiToken, LoginAttempt, Organization, PartnerUser, 
 from pqsync.services.passwords import hash_password, verify_password
 
 SESSION_LIFETIME = timedelta(hours=12)
+DEVICE_LIFETIME = timedelta(days=180)
 THROTTLE_WINDOW = timedelta(minutes=15)
-MAX_FAILED_LOGINS = 5
+# Failures (within the window, since the account's last successful login) before waiting:
+FREE_FAILURES = 5  # per (address, account) and per known device
+ACCOUNT_CAP = 20  # per account, from browsers that are not a known device of it
+FIRST_BACKOFF = timedelta(minutes=1)  # doubles with every further failure, up to the window
 # Writing `last_used_at` on every request would turn each read into a write.
 TOKEN_USE_RESOLUTION = timedelta(minutes=5)
 
@@ -42,10 +51,19 @@ def new_token(prefix: str = "") -> str:
 
 
 def secrets_match(given: str | None, expected: str) -> bool:
-    """Constant-time comparison of a presented secret with the expected one."""
-    if given is None:
+    """Constant-time comparison of a presented secret with the expected one; an empty
+    secret, presented or expected, never matches."""
+    if not given or not expected:
         return False
     return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _free_at(failures: list[datetime], cap: int, now: datetime) -> datetime | None:
+    """With `cap` failures (newest first) in the window: when the oldest leaves it."""
+    if len(failures) < cap:
+        return None
+    frees = failures[cap - 1] + THROTTLE_WINDOW
+    return frees if frees > now else None
 
 
 @cache
@@ -90,6 +108,7 @@ class LoginResult:
     principal: Principal
     cookie_token: str
     expires_at: datetime
+    device_token: str  # for the device cookie: marks this browser as one the user signed in on
 
 
 def _principal(
@@ -130,16 +149,42 @@ class Authenticator:
 
     # -- logins --------------------------------------------------------------------------
 
+    def device_token(self, email_hash: str) -> str:
+        """A device cookie for one account: a random nonce signed with the secret key."""
+        nonce = secrets.token_urlsafe(16)
+        return f"{nonce}.{self._device_mac(email_hash, nonce)}"
+
+    def _device_mac(self, email_hash: str, nonce: str) -> str:
+        message = f"device|{email_hash}|{nonce}".encode()
+        return hmac.new(self._secret_key, message, hashlib.sha256).hexdigest()
+
+    def known_device(self, device_token: str | None, email_hash: str) -> bool:
+        """Whether the device cookie was issued to this account by a successful login."""
+        if not device_token or device_token.count(".") != 1:
+            return False
+        nonce, mac = device_token.split(".")
+        return hmac.compare_digest(mac.encode(), self._device_mac(email_hash, nonce).encode())
+
     def login(
-        self, session: Session, email: str, password: str, client_ip: str | None
+        self,
+        session: Session,
+        email: str,
+        password: str,
+        client_ip: str | None,
+        device_token: str | None = None,
     ) -> LoginResult:
         """Check a password login and open a session; raise LoginThrottled or
         InvalidCredentials. Every attempt that is not throttled is recorded."""
         now = self._clock()
         email_hash = self.email_digest(email)
+        device_hash = (
+            token_digest(device_token)
+            if device_token is not None and self.known_device(device_token, email_hash)
+            else None
+        )
         session.commit()
         begin_write(session)
-        retry_at = self.login_retry_at(session, email_hash, client_ip, now)
+        retry_at = self.login_retry_at(session, email_hash, client_ip, device_hash, now)
         if retry_at is not None:
             raise LoginThrottled(retry_at)
         user = session.scalar(select(PartnerUser).filter_by(email=email.strip().lower()))
@@ -150,6 +195,7 @@ class Authenticator:
             LoginAttempt(
                 email_hash=email_hash,
                 client_ip=client_ip,
+                device_hash=device_hash,
                 succeeded=succeeded,
                 attempted_at=now,
             )
@@ -169,46 +215,64 @@ class Authenticator:
         session.add(record)
         session.commit()
         principal = _principal(session, user, "cookie", record.id, record.csrf_token)
-        return LoginResult(principal, cookie_token, record.expires_at)
+        if device_token is None or device_hash is None:
+            device_token = self.device_token(email_hash)
+        return LoginResult(principal, cookie_token, record.expires_at, device_token)
 
     def login_retry_at(
-        self, session: Session, email_hash: str, client_ip: str | None, now: datetime
+        self,
+        session: Session,
+        email_hash: str,
+        client_ip: str | None,
+        device_hash: str | None,
+        now: datetime,
     ) -> datetime | None:
         """When the next login may be tried, or None if it may be tried now.
 
-        Sliding window: MAX_FAILED_LOGINS failures within THROTTLE_WINDOW, per email (since
-        its last successful login) and per client address.
+        Failures count within THROTTLE_WINDOW and since the account's last successful login.
+        A known device waits once it has FREE_FAILURES of its own. Any other browser backs
+        off per (address, account) after FREE_FAILURES (FIRST_BACKOFF, doubling), and waits
+        while the account has ACCOUNT_CAP failures from browsers that are not known devices.
         """
-        window_start = now - THROTTLE_WINDOW
         last_success = session.scalar(
             select(LoginAttempt.attempted_at)
             .where(LoginAttempt.email_hash == email_hash, LoginAttempt.succeeded.is_(True))
             .order_by(LoginAttempt.attempted_at.desc())
             .limit(1)
         )
-        by_email = LoginAttempt.email_hash == email_hash
-        filters = [(by_email, max(window_start, last_success or window_start))]
-        if client_ip:
-            filters.append((LoginAttempt.client_ip == client_ip, window_start))
-        retry_at: datetime | None = None
-        for condition, since in filters:
-            failures = list(
+        since = max(now - THROTTLE_WINDOW, last_success or now - THROTTLE_WINDOW)
+
+        def failures(*conditions: ColumnElement[bool], limit: int) -> list[datetime]:
+            return list(
                 session.scalars(
                     select(LoginAttempt.attempted_at)
                     .where(
-                        condition,
+                        LoginAttempt.email_hash == email_hash,
                         LoginAttempt.succeeded.is_(False),
                         LoginAttempt.attempted_at > since,
+                        *conditions,
                     )
                     .order_by(LoginAttempt.attempted_at.desc())
-                    .limit(MAX_FAILED_LOGINS)
+                    .limit(limit)
                 )
             )
-            if len(failures) >= MAX_FAILED_LOGINS:
-                # The oldest of the last few failures leaves the window first.
-                frees = failures[-1] + THROTTLE_WINDOW
-                retry_at = frees if retry_at is None else max(retry_at, frees)
-        return retry_at
+
+        if device_hash is not None:
+            own = failures(LoginAttempt.device_hash == device_hash, limit=FREE_FAILURES)
+            return _free_at(own, FREE_FAILURES, now)
+        unknown = LoginAttempt.device_hash.is_(None)
+        same_address = (
+            LoginAttempt.client_ip == client_ip
+            if client_ip is not None
+            else LoginAttempt.client_ip.is_(None)
+        )
+        pair = failures(unknown, same_address, limit=ACCOUNT_CAP)
+        waits = [_free_at(failures(unknown, limit=ACCOUNT_CAP), ACCOUNT_CAP, now)]
+        if len(pair) >= FREE_FAILURES:
+            backoff = min(FIRST_BACKOFF * 2 ** (len(pair) - FREE_FAILURES), THROTTLE_WINDOW)
+            waits.append(pair[0] + backoff if pair[0] + backoff > now else None)
+        due = [wait for wait in waits if wait is not None]
+        return max(due) if due else None
 
     # -- sessions ------------------------------------------------------------------------
 

@@ -1,9 +1,10 @@
 """Read queries behind the partner dashboard: roster, appointments, sync history, run progress.
 
 Everything is scoped to the viewer: a partner reaches only patients affiliated with their own
-organisation (anything else raises NotVisible, exactly as if it did not exist) and sees
-appointment details only while that affiliation's ROI consent is active. Times come back in
-the organisation's zone, whole seconds.
+organisation and only runs of their own organisation (anything else raises NotVisible,
+exactly as if it did not exist), and sees appointment details, and how many appointments a
+sync found, only while that affiliation's ROI consent is active; without it, that a sync
+happened and whether it succeeded. Times come back in the organisation's zone, whole seconds.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ class AppointmentView:
 class HistoryEntry:
     synced_at: datetime
     triggered_by: str
-    summary: Summary
+    summary: Summary | None  # None: the counts are not the viewer's to see (ROI consent)
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ class RunPatient:
     patient_id: uuid.UUID
     patient_name: str
     state: str
-    summary: Summary
+    summary: Summary | None  # None: the counts are not the viewer's to see (ROI consent)
 
 
 @dataclass(frozen=True)
@@ -173,10 +174,17 @@ class RunProgress:
     error: str | None
 
 
-def _detail_patients(details: Mapping[str, Any], finished: bool) -> list[RunPatient]:
-    """Per-patient state from a run's `details` (names are filled in by the caller)."""
+@dataclass(frozen=True)
+class _DetailEntry:
+    patient_id: uuid.UUID
+    state: str
+    summary: Summary
+
+
+def _detail_patients(details: Mapping[str, Any], finished: bool) -> list[_DetailEntry]:
+    """Per-patient state and counts from a run's `details`."""
     raw = details.get("patients")
-    out: list[RunPatient] = []
+    out: list[_DetailEntry] = []
     for key, value in raw.items() if isinstance(raw, Mapping) else ():
         try:
             patient_id = uuid.UUID(str(key))
@@ -186,9 +194,7 @@ def _detail_patients(details: Mapping[str, Any], finished: bool) -> list[RunPati
         state = entry.get("state")
         if state not in RUN_STATES:
             state = "done" if finished else "pending"
-        out.append(
-            RunPatient(patient_id, "", str(state), Summary.from_mapping(entry.get("summary")))
-        )
+        out.append(_DetailEntry(patient_id, str(state), Summary.from_mapping(entry.get("summary"))))
     return out
 
 
@@ -250,6 +256,27 @@ class Dashboard:
         zone = self.zone_of(org)
         visible = self.viewer.is_staff or consent_active(affiliation, self.today_in(zone))
         return PatientScope(patient, org, affiliation, zone, details_visible=visible)
+
+    def counts_visible(self, patient_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+        """Of these patients, those whose appointment counts the viewer may see: staff all,
+        a partner those whose ROI consent with the partner's organisation is active."""
+        ids = set(patient_ids)
+        if self.viewer.is_staff or not ids:
+            return ids
+        zone = self._viewer_zone()
+        today = self.today_in(zone)
+        return {
+            affiliation.patient_id
+            for affiliation in self.session.scalars(
+                select(Affiliation)
+                .where(
+                    Affiliation.organization_id == self.viewer.organization_id,
+                    Affiliation.patient_id.in_(ids),
+                )
+                .options(lazyload(Affiliation.patient))
+            )
+            if consent_active(affiliation, today)
+        }
 
     def _own_patient_ids(self, patient_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
         ids = list(patient_ids)
@@ -397,13 +424,25 @@ class Dashboard:
             org_runs = SyncLog.organization_id.in_(org_ids)
         else:
             org_runs = SyncLog.organization_id == self.viewer.organization_id
+        # A partner sees the patient runs of their own organisation, and those nobody of
+        # another organisation started (webhook, schedule, command line, the clinic's staff).
+        patient_runs: ColumnElement[bool] = SyncLog.patient_id == patient_id
+        if not self.viewer.is_staff:
+            patient_runs = and_(
+                patient_runs,
+                or_(
+                    SyncLog.organization_id == self.viewer.organization_id,
+                    SyncLog.triggered_by != "user",
+                    PartnerUser.role == "staff_admin",
+                ),
+            )
         rows = self.session.execute(
             select(SyncLog, PartnerUser)
             .outerjoin(PartnerUser, PartnerUser.id == SyncLog.triggered_by_user_id)
             .where(
                 SyncLog.status.in_(("success", "partial")),
                 or_(
-                    and_(SyncLog.sync_type == "patient", SyncLog.patient_id == patient_id),
+                    and_(SyncLog.sync_type == "patient", patient_runs),
                     and_(SyncLog.sync_type == "organization", org_runs),
                     SyncLog.sync_type == "nightly",
                 ),
@@ -412,6 +451,7 @@ class Dashboard:
             .limit(HISTORY_SCAN)
         ).all()
         history: list[HistoryEntry] = []
+        summary: Summary
         for run, user in rows:
             if run.sync_type == "patient":
                 summary = _run_summary(run)
@@ -430,7 +470,9 @@ class Dashboard:
             synced_at = run.finished_at or run.started_at
             history.append(
                 HistoryEntry(
-                    local_time(synced_at, scope.zone), self.trigger_label(run, user), summary
+                    local_time(synced_at, scope.zone),
+                    self.trigger_label(run, user),
+                    summary if scope.details_visible else None,
                 )
             )
             if len(history) >= limit:
@@ -472,14 +514,25 @@ class Dashboard:
             patient.id: patient.full_name
             for patient in self.session.scalars(select(Patient).where(Patient.id.in_(ids)))
         }
+        counted = self.counts_visible(names)
         patients = sorted(
             (
-                RunPatient(e.patient_id, names[e.patient_id], e.state, e.summary)
+                RunPatient(
+                    e.patient_id,
+                    names[e.patient_id],
+                    e.state,
+                    e.summary if e.patient_id in counted else None,
+                )
                 for e in entries
                 if e.patient_id in names
             ),
             key=lambda p: p.patient_name,
         )
+        if self.viewer.is_staff:
+            total = _run_summary(run) if finished else Summary.total(e.summary for e in entries)
+        else:
+            # Totals over the patients whose counts the partner may see, and no others.
+            total = Summary.total(p.summary for p in patients if p.summary is not None)
         org = self.session.get(Organization, run.organization_id) if run.organization_id else None
         zone = self.zone_of(org) if org is not None else self._viewer_zone()
         done = sum(e.state in ("done", "failed") for e in entries)
@@ -494,17 +547,17 @@ class Dashboard:
             finished_at=optional_local_time(run.finished_at, zone),
             patients_total=_count(details, "patients_total", default=len(entries)),
             patients_done=_count(details, "patients_done", default=done),
-            summary=_run_summary(run) if finished else Summary.total(e.summary for e in entries),
+            summary=total,
             patients=patients,
             error=run.error_message,
         )
 
     def _partner_sees_run(self, run: SyncLog) -> bool:
-        if run.sync_type == "organization":
-            return run.organization_id == self.viewer.organization_id
-        if run.sync_type == "patient" and run.patient_id is not None:
-            return bool(self._own_patient_ids([run.patient_id]))
-        return False
+        """Only runs of the partner's own organisation (a run of a patient they share with
+        another organisation belongs to the organisation it was started for)."""
+        return run.sync_type in ("organization", "patient") and (
+            run.organization_id == self.viewer.organization_id
+        )
 
     def _viewer_zone(self) -> ZoneInfo:
         if self.viewer.organization_id is None:

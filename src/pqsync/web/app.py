@@ -12,10 +12,10 @@ from pqsync.bootstrap import App
 from pqsync.logging import get_logger
 from pqsync.services.auth import Authenticator
 from pqsync.web.context import WebContext
-from pqsync.web.errors import ApiError, install_error_handlers
+from pqsync.web.docs import install_docs
+from pqsync.web.errors import install_error_handlers
 from pqsync.web.routes import auth, dashboard, integrations, ops, sync
-
-MAX_BODY_BYTES = 1_000_000
+from pqsync.web.security import BodyLimit, SecurityHeaders
 
 log = get_logger("pqsync.web.requests")
 
@@ -29,6 +29,7 @@ def create_app(app: App) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_api: FastAPI) -> AsyncIterator[None]:
+        ctx.background.start()
         yield
         ctx.background.shutdown()
 
@@ -43,29 +44,29 @@ def create_app(app: App) -> FastAPI:
             "Times are in the organisation's zone with their offset."
         ),
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     api.state.pqsync = ctx
     install_error_handlers(api)
     for module in (auth, sync, dashboard, integrations, ops):
         api.include_router(module.router)
+    install_docs(api)
 
     # FastAPI's own pages (/docs, /openapi.json) do not name their route in the scope.
     static_paths = {
         path for route in api.routes if "{" not in (path := getattr(route, "path", "{"))
     }
 
+    # Starlette runs the middleware added last first: headers, then the log, then the limit.
+    api.add_middleware(BodyLimit)
+
     @api.middleware("http")
     async def observe(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         started = time.perf_counter()
-        length = request.headers.get("content-length", "0")
-        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
-            response: Response = ApiError(
-                413, "payload_too_large", f"the body may be at most {MAX_BODY_BYTES} bytes"
-            ).response()
-        else:
-            response = await call_next(request)
+        response = await call_next(request)
         # The route's template, never the raw path: paths hold ids, query strings hold tokens.
         route = getattr(request.scope.get("route"), "path", None) or (
             request.url.path if request.url.path in static_paths else "unmatched"
@@ -84,4 +85,5 @@ def create_app(app: App) -> FastAPI:
         )
         return response
 
+    api.add_middleware(SecurityHeaders, trusted_proxies=app.settings.trusted_proxy_networks)
     return api

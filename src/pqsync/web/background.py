@@ -18,9 +18,20 @@ log = get_logger("pqsync.web.background")
 
 class BackgroundWork:
     def __init__(self, workers: int = 2) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pqsync-bg")
+        self._workers = workers
+        self._pool = self._new_pool()
         self._pending: set[Future[None]] = set()
         self._lock = threading.Lock()
+        self._stopped = False
+
+    def _new_pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="pqsync-bg")
+
+    def start(self) -> None:
+        """Take work again after a shutdown (an app whose lifespan starts a second time)."""
+        if self._stopped:
+            self._pool = self._new_pool()
+            self._stopped = False
 
     def submit(self, name: str, job: Callable[[], object]) -> None:
         """Run `job` soon on a worker thread; a failure is logged, never raised."""
@@ -52,4 +63,5 @@ class BackgroundWork:
                 return False
 
     def shutdown(self) -> None:
+        self._stopped = True
         self._pool.shutdown(wait=True, cancel_futures=False)

@@ -24,6 +24,9 @@ _cookie = APIKeyCookie(
     name=SESSION_COOKIE, auto_error=False, description="Set by POST /api/auth/login."
 )
 _cron = HTTPBearer(auto_error=False, scheme_name="CronSecret", description="PQSYNC_CRON_SECRET.")
+_metrics = HTTPBearer(
+    auto_error=False, scheme_name="MetricsToken", description="PQSYNC_METRICS_TOKEN."
+)
 
 
 def get_context(request: Request) -> WebContext:
@@ -103,6 +106,25 @@ def cron_caller(
 
 
 CronCaller = Depends(cron_caller)
+
+
+def metrics_caller(
+    ctx: ContextDep, bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_metrics)]
+) -> None:
+    token = ctx.app.settings.metrics_token
+    # With no token configured the endpoint is off: it looks like no endpoint at all.
+    if token is None or not token.get_secret_value():
+        raise ApiError(404, "not_found", "no such endpoint")
+    if bearer is None or not secrets_match(bearer.credentials, token.get_secret_value()):
+        raise ApiError(
+            401,
+            "unauthenticated",
+            "send Authorization: Bearer <PQSYNC_METRICS_TOKEN>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+MetricsCaller = Depends(metrics_caller)
 
 
 def webhook_caller(

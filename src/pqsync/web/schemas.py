@@ -107,12 +107,18 @@ class SyncedAppointmentOut(ApiModel):
     sync_action: SyncAction
 
 
+HIDDEN_COUNTS = (
+    "Null for a partner while the patient's ROI consent with the partner's organisation is "
+    "not active: they see that a sync happened and whether it succeeded, not its counts."
+)
+
+
 class PatientSyncOut(ApiModel):
     success: bool
     patient_id: uuid.UUID
     patient_name: str
     synced_at: LocalTime
-    summary: SummaryOut
+    summary: SummaryOut | None = Field(description=HIDDEN_COUNTS)
     appointments: list[SyncedAppointmentOut] = Field(
         description="Empty for a partner while the patient's ROI consent is not active."
     )
@@ -122,7 +128,7 @@ class PatientResultOut(ApiModel):
     patient_id: uuid.UUID
     patient_name: str
     success: bool
-    summary: SummaryOut
+    summary: SummaryOut | None = Field(description=HIDDEN_COUNTS)
     error: str | None
 
 
@@ -132,7 +138,9 @@ class OrganizationSyncOut(ApiModel):
     organization_name: str
     synced_at: LocalTime
     patients_processed: int
-    total_summary: SummaryOut
+    total_summary: SummaryOut = Field(
+        description="For a partner: totals over the patients whose ROI consent is active."
+    )
     patient_results: list[PatientResultOut]
 
 
@@ -149,7 +157,7 @@ class RunPatientOut(ApiModel):
     patient_id: uuid.UUID
     patient_name: str
     state: PatientState
-    summary: SummaryOut
+    summary: SummaryOut | None = Field(description=HIDDEN_COUNTS)
 
 
 class SyncRunOut(ApiModel):
@@ -163,7 +171,9 @@ class SyncRunOut(ApiModel):
     finished_at: LocalTime | None
     patients_total: int
     patients_done: int
-    summary: SummaryOut
+    summary: SummaryOut = Field(
+        description="For a partner: totals over the patients whose ROI consent is active."
+    )
     patients: list[RunPatientOut]
     error: str | None
 
@@ -179,7 +189,7 @@ class PatientRefOut(ApiModel):
 class HistoryEntryOut(ApiModel):
     synced_at: LocalTime
     triggered_by: str = Field(examples=["Beth Rodriguez", "nightly schedule", "webhook"])
-    summary: SummaryOut
+    summary: SummaryOut | None = Field(description=HIDDEN_COUNTS)
 
 
 class SyncHistoryOut(ApiModel):

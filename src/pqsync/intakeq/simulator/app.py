@@ -42,6 +42,8 @@ BOOKABLE_STATUSES = ("Confirmed", "WaitingConfirmation")  # what POST /appointme
 T = TypeVar("T")
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# IntakeQ refuses dates it cannot store with a 400, as it does malformed ones.
+_EARLIEST, _LATEST = date(1900, 1, 1), date(2999, 12, 31)
 _LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|::1|::ffff:127\.\d+\.\d+\.\d+)$")
 
 
@@ -340,7 +342,10 @@ def _parse_date(raw: str, name: str) -> date:
     try:
         if not _DATE.match(raw):
             raise ValueError(name)
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
+        if not _EARLIEST <= day <= _LATEST:
+            raise ValueError(name)
+        return day
     except ValueError:
         raise SimError(400, f"The request is invalid: {name}") from None
 

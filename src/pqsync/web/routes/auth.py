@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from pqsync.services.auth import SESSION_LIFETIME, InvalidCredentials, LoginThrottled, Principal
+from pqsync.services.auth import (
+    DEVICE_LIFETIME,
+    SESSION_LIFETIME,
+    InvalidCredentials,
+    LoginThrottled,
+    Principal,
+)
 from pqsync.web.deps import SESSION_COOKIE, ContextDep, CurrentUser, SessionDep
 from pqsync.web.errors import ApiError, responses, retry_later
 from pqsync.web.schemas import LoginRequest, SessionOut, UserOut
+from pqsync.web.security import client_address
+
+# Marks a browser that signed in to an account before (see services/auth.py); sent on every
+# path so that a login form elsewhere (the HTML pages) is recognised too.
+DEVICE_COOKIE = "pqsync_device"
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -30,11 +41,15 @@ def login(
 ) -> SessionOut:
     """Check email and password; set the session cookie and return the CSRF token.
 
-    After 5 failed logins in 15 minutes for one email or one address: 429 until the window
-    frees up (`Retry-After`)."""
-    client_ip = request.client.host if request.client else None
+    A successful login also sets a device cookie for the account. Failed logins slow down
+    the browser they come from: after 5 in 15 minutes for one (address, account), 429 for a
+    minute, doubling up to 15 (`Retry-After`); after 20 for one account from browsers that
+    never signed in to it, they wait 15 minutes. A browser with the account's device cookie
+    is held back only by its own failures."""
+    client_ip = client_address(request.scope, ctx.app.settings.trusted_proxy_networks)
+    device = request.cookies.get(DEVICE_COOKIE)
     try:
-        result = ctx.auth.login(session, body.email, body.password, client_ip)
+        result = ctx.auth.login(session, body.email, body.password, client_ip, device)
     except LoginThrottled as exc:
         raise retry_later(
             "too_many_attempts",
@@ -50,6 +65,15 @@ def login(
         max_age=int(SESSION_LIFETIME.total_seconds()),
         httponly=True,
         samesite="lax",
+        secure=ctx.secure_cookies,
+        path="/",
+    )
+    response.set_cookie(
+        DEVICE_COOKIE,
+        result.device_token,
+        max_age=int(DEVICE_LIFETIME.total_seconds()),
+        httponly=True,
+        samesite="strict",
         secure=ctx.secure_cookies,
         path="/",
     )

@@ -1,4 +1,4 @@
-"""Operations: health and Prometheus metrics (no patient data, no authentication)."""
+"""Operations: health (public) and Prometheus metrics (behind PQSYNC_METRICS_TOKEN)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from pqsync.web.deps import ContextDep, SessionDep
+from pqsync.web.deps import ContextDep, MetricsCaller, SessionDep
 from pqsync.web.errors import ApiError, responses
 from pqsync.web.schemas import HealthOut
 
@@ -26,9 +26,14 @@ def healthz(session: SessionDep) -> HealthOut:
 
 @router.get(
     "/metrics",
+    dependencies=[MetricsCaller],
     response_class=Response,
-    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        **responses(401, 404),
+    },
 )
 def metrics(ctx: ContextDep) -> Response:
-    """Prometheus text format: HTTP requests by route and status, sync runs by outcome."""
+    """Prometheus text format: HTTP requests by route and status, sync runs by outcome.
+    `Authorization: Bearer $PQSYNC_METRICS_TOKEN`; 404 when no token is configured."""
     return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)

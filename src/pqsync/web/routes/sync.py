@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Annotated, Any, cast
 from zoneinfo import ZoneInfo
@@ -20,6 +20,7 @@ from pqsync.services.sync import (
     SyncResult,
     SyncService,
 )
+from pqsync.services.sync_types import PatientResult, Summary
 from pqsync.web.context import WebContext
 from pqsync.web.deps import ContextDep, DashboardDep, SyncUser
 from pqsync.web.errors import ApiError, not_found, responses, retry_later
@@ -59,6 +60,13 @@ def requested_window(body: SyncRequest | None) -> Window | None:
         return make_window(start, end)
     except WindowError as exc:
         raise ApiError(422, "invalid_date_range", f"dateRange.{exc.field}: {exc.reason}") from None
+
+
+def total_of(results: Iterable[PatientResult]) -> Summary:
+    total = Summary()
+    for result in results:
+        total.add(result.summary)
+    return total
 
 
 def wants_async(prefer: str | None) -> bool:
@@ -147,7 +155,7 @@ def patient_sync_out(result: SyncResult, scope: PatientScope) -> PatientSyncOut:
         patient_id=scope.patient.id,
         patient_name=scope.patient.full_name,
         synced_at=local_time(result.finished_at, scope.zone),
-        summary=SummaryOut.model_validate(result.summary),
+        summary=SummaryOut.model_validate(result.summary) if scope.details_visible else None,
         appointments=[
             SyncedAppointmentOut(
                 id=a.id,
@@ -182,8 +190,14 @@ def sync_patient(
         dashboard,
         "this patient",
         body,
+        # A partner's run is their organisation's: its window, zone and history.
         lambda s, window, actor: s.prepare_patient(
-            str(scope.patient.id), window=window, actor=actor
+            str(scope.patient.id),
+            window=window,
+            actor=actor,
+            organization_id=None
+            if dashboard.viewer.is_staff or scope.organization is None
+            else scope.organization.id,
         ),
     )
     result = ctx.run_sync(service, prepared)
@@ -225,19 +239,23 @@ def sync_organization(
     zone = dashboard.zone_of(org)
     if not result.ok:
         raise failure(result, zone, ctx.now())
+    counted = dashboard.counts_visible(p.patient_id for p in result.patients)
+    shown = [p for p in result.patients if p.patient_id in counted]
     return OrganizationSyncOut(
         success=True,
         organization_id=org.id,
         organization_name=org.name,
         synced_at=local_time(result.finished_at, zone),
         patients_processed=len(result.patients),
-        total_summary=SummaryOut.model_validate(result.summary),
+        total_summary=SummaryOut.model_validate(
+            result.summary if dashboard.viewer.is_staff else total_of(shown)
+        ),
         patient_results=[
             PatientResultOut(
                 patient_id=p.patient_id,
                 patient_name=p.patient_name,
                 success=p.error is None and p.state != "failed",
-                summary=SummaryOut.model_validate(p.summary),
+                summary=SummaryOut.model_validate(p.summary) if p.patient_id in counted else None,
                 error=p.error,
             )
             for p in result.patients
