@@ -15,6 +15,8 @@ from sqlalchemy import Engine, inspect
 from pqsync.db.engine import make_engine
 from pqsync.intakeq.budget import DatabaseBudget
 from pqsync.intakeq.client import IntakeQClient
+from pqsync.jobs.queue import make_queue
+from pqsync.jobs.tasks import Jobs
 from pqsync.services.sync import SyncService
 from pqsync.settings import Settings
 
@@ -41,6 +43,7 @@ class App:
     clock: Callable[[], datetime] = field(default=_utcnow)
     _client: IntakeQClient | None = None
     _client_lock: threading.Lock = field(default_factory=threading.Lock)
+    _jobs: Jobs | None = None
 
     def require_schema(self) -> None:
         if not inspect(self.engine).has_table("alembic_version"):
@@ -75,6 +78,14 @@ class App:
             )
         return self._client
 
+    @property
+    def jobs(self) -> Jobs:
+        """The queue (`PQSYNC_QUEUE_URL`) with this app's tasks."""
+        with self._client_lock:
+            if self._jobs is None:
+                self._jobs = Jobs(self, make_queue(self.settings.queue_url))
+            return self._jobs
+
     def sync_service(self) -> SyncService:
         self.require_schema()
         return SyncService(
@@ -87,6 +98,8 @@ class App:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+        if self._jobs is not None:
+            self._jobs.huey.storage.close()
         self.engine.dispose()
 
 

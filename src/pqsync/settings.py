@@ -42,6 +42,16 @@ class Settings(BaseSettings):
     smtp_url: str | None = Field(None, validation_alias="PQSYNC_SMTP_URL")
     alert_emails: str | None = Field(None, validation_alias="PQSYNC_ALERT_EMAILS")
     timezone: str = Field("America/Denver", validation_alias="PQSYNC_TIMEZONE")
+    # Where people reach the web app: the links in alert mail start with it.
+    base_url: str = Field("http://127.0.0.1:8000", validation_alias="PQSYNC_BASE_URL")
+    # Sync logs and the activity log older than this many days are pruned; none: kept forever.
+    log_retention_days: int | None = Field(None, ge=1, validation_alias="PQSYNC_LOG_RETENTION_DAYS")
+    # The share of the day's IntakeQ requests that webhook-started work may take.
+    webhook_budget_share: float = Field(
+        0.2, ge=0, le=1, validation_alias="PQSYNC_WEBHOOK_BUDGET_SHARE"
+    )
+    # The IntakeQ practice whose webhooks we act on; none: any.
+    intakeq_practice_id: str | None = Field(None, validation_alias="INTAKEQ_PRACTICE_ID")
 
     @field_validator("timezone")
     @classmethod
@@ -68,6 +78,10 @@ class Settings(BaseSettings):
                 if secret.get_secret_value() == DEV_SECRET:
                     raise ValueError(f"{name} must be set in production (dev value refused)")
         return self
+
+    @property
+    def alert_recipients(self) -> list[str]:
+        return [a.strip() for a in (self.alert_emails or "").split(",") if a.strip()]
 
     @property
     def intakeq_is_simulator(self) -> bool:

@@ -28,6 +28,7 @@ from pqsync.db.engine import begin_write
 from pqsync.db.lookup import organization_by_ref, patient_by_ref
 from pqsync.db.tables import Affiliation, Organization, Patient, SyncLog, SyncState
 from pqsync.db.tables import Appointment as AppointmentRow
+from pqsync.domain.run_types import run_type
 from pqsync.domain.windows import Window, default_window
 from pqsync.intakeq.errors import (
     BudgetExhausted,
@@ -296,6 +297,7 @@ class SyncService:
                     patient_id=patient_ids[0] if scope == "patient" else None,
                     organization_id=prepared.organization_id,
                     triggered_by=actor.kind,
+                    run_type=run_type(scope, actor.kind),
                     triggered_by_user_id=actor.user_id,
                     status="running",
                     date_range_start=window.start,

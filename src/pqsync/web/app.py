@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 
@@ -27,11 +26,6 @@ def create_app(app: App) -> FastAPI:
         auth=Authenticator(app.settings.secret_key.get_secret_value(), app.clock),
     )
 
-    @asynccontextmanager
-    async def lifespan(_api: FastAPI) -> AsyncIterator[None]:
-        yield
-        ctx.background.shutdown()
-
     api = FastAPI(
         title="pqsync",
         version="0.1.0",
@@ -42,7 +36,6 @@ def create_app(app: App) -> FastAPI:
             'from `pqsync users token`. Errors are `{"error": {"code", "message"}}`. '
             "Times are in the organisation's zone with their offset."
         ),
-        lifespan=lifespan,
     )
     api.state.pqsync = ctx
     install_error_handlers(api)

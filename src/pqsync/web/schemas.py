@@ -143,6 +143,8 @@ class NightlySyncOut(ApiModel):
     synced_at: LocalTime
     patients_processed: int
     total_summary: SummaryOut
+    # True when today's nightly run had already been made: this is that run.
+    already_ran: bool = False
 
 
 class RunPatientOut(ApiModel):

@@ -219,7 +219,7 @@ def sync_organization(
         lambda s, window, actor: s.prepare_organization(str(org.id), window=window, actor=actor),
     )
     if wants_async(prefer):
-        ctx.run_sync_later(service, prepared)
+        ctx.run_sync_later(prepared)
         return accepted(dashboard, prepared)
     result = ctx.run_sync(service, prepared)
     zone = dashboard.zone_of(org)
