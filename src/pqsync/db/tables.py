@@ -334,6 +334,17 @@ class Alert(Base):
     created_at: Mapped[datetime] = mapped_column(default=_now, index=True)
 
 
+class AlertStreak(Base):
+    """Whether a kind of run (per organisation) is failing now; flipped with a conditional
+    UPDATE, so one streak gives one mail however many workers see its failures."""
+
+    __tablename__ = "alert_streaks"
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failing: Mapped[bool] = mapped_column(default=False)
+    failures: Mapped[int] = mapped_column(default=0)
+    changed_at: Mapped[datetime] = mapped_column()
+
+
 class WorkerHeartbeat(Base):
     """When each queue worker was last seen alive (`/healthz`)."""
 

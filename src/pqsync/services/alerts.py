@@ -14,10 +14,11 @@ from email.message import EmailMessage
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pqsync.db.tables import Alert, Organization, SyncLog
+from pqsync.db.tables import Alert, AlertStreak, Organization, SyncLog
 from pqsync.domain.run_types import run_type
 from pqsync.logging import get_logger
 
@@ -138,16 +139,16 @@ class Alerts:
         if facts.status == FAILED and facts.error_kind == "budget":
             return
         key = f"{facts.run_type}:{facts.organization_id or 'all'}"
-        last = self._last_kind(key)
-        if facts.status == FAILED and last != "failure":
-            self._raise(key, "failure", facts, *self._failure_mail(facts))
-        elif facts.status != FAILED and last == "failure":
-            self._raise(key, "recovery", facts, *self._recovery_mail(facts))
+        if facts.status == FAILED:
+            if self._flip(key, failing=True):
+                self._deliver(key, "failure", *self._failure_mail(facts), facts)
+        elif self._flip(key, failing=False):
+            self._deliver(key, "recovery", *self._recovery_mail(facts), facts)
 
     def nightly_missed(self, organization_id: uuid.UUID, name: str, day: date) -> None:
         """A nightly run that had not started by 06:00 local: one alert per organisation and day."""
         key = f"missed:{organization_id}:{day.isoformat()}"
-        if self._last_kind(key) is not None:
+        if not self._flip(key, failing=True):
             return
         subject = f"pqsync: the nightly sync did not run for {name} on {day.isoformat()}"
         body = (
@@ -156,7 +157,7 @@ class Alerts:
             "A worker that comes back runs it once (catch-up); check that `pqsync worker` "
             f"is running.\n\nHealth: {self.base_url}/healthz\n"
         )
-        self._deliver(key, "missed", subject, body, organization_id, None)
+        self._deliver(key, "missed", subject, body, None, organization_id)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -184,14 +185,34 @@ class Alerts:
                 started_at=row.started_at,
             )
 
-    def _last_kind(self, key: str) -> str | None:
-        with self.engine.connect() as conn:
-            return conn.scalar(
-                select(Alert.kind)
-                .where(Alert.key == key)
-                .order_by(Alert.created_at.desc())
-                .limit(1)
-            )
+    def _flip(self, key: str, *, failing: bool) -> bool:
+        """Set the streak's state; True only for the caller that changed it (a new streak
+        opened, or an open one closed)."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(AlertStreak)
+                .where(AlertStreak.key == key, AlertStreak.failing.is_(not failing))
+                .values(failing=failing, failures=1 if failing else 0, changed_at=now)
+            ).rowcount
+            if changed:
+                return True
+            if failing:
+                conn.execute(
+                    update(AlertStreak)
+                    .where(AlertStreak.key == key)
+                    .values(failures=AlertStreak.failures + 1)
+                )
+        if not failing:
+            return False
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(AlertStreak).values(key=key, failing=True, failures=1, changed_at=now)
+                )
+        except IntegrityError:
+            return False  # the streak is already open (or another worker just opened it)
+        return True
 
     def _where(self, facts: RunFacts) -> str:
         return facts.organization_name or "all organisations"
@@ -222,17 +243,14 @@ class Alerts:
         )
         return subject, body
 
-    def _raise(self, key: str, kind: str, facts: RunFacts, subject: str, body: str) -> None:
-        self._deliver(key, kind, subject, body, facts.organization_id, facts)
-
     def _deliver(
         self,
         key: str,
         kind: str,
         subject: str,
         body: str,
-        organization_id: uuid.UUID | None,
         facts: RunFacts | None,
+        organization_id: uuid.UUID | None = None,
     ) -> None:
         delivery = "log"
         if self.mailer is not None and self.recipients:
@@ -250,7 +268,7 @@ class Alerts:
                     kind=kind,
                     subject=subject,
                     body=body,
-                    organization_id=organization_id,
+                    organization_id=facts.organization_id if facts else organization_id,
                     run_id=facts.run_id if facts else None,
                     delivery=delivery,
                     created_at=self.clock(),

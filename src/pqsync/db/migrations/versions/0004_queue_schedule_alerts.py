@@ -70,6 +70,14 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_alerts_key"), ["key"], unique=False)
         batch_op.create_index(batch_op.f("ix_alerts_created_at"), ["created_at"], unique=False)
     op.create_table(
+        "alert_streaks",
+        sa.Column("key", sa.String(length=200), nullable=False),
+        sa.Column("failing", sa.Boolean(), nullable=False),
+        sa.Column("failures", sa.Integer(), nullable=False),
+        sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_alert_streaks")),
+    )
+    op.create_table(
         "worker_heartbeats",
         sa.Column("worker", sa.String(length=200), nullable=False),
         sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
@@ -93,6 +101,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("webhook_events")
     op.drop_table("worker_heartbeats")
+    op.drop_table("alert_streaks")
     op.drop_table("alerts")
     op.drop_table("nightly_claims")
     with op.batch_alter_table("sync_logs", schema=None) as batch_op:
