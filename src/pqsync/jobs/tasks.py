@@ -8,10 +8,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from huey import Huey, crontab
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from pqsync.db.tables import WorkerHeartbeat
+from pqsync.db.tables import SyncLog, WorkerHeartbeat
 from pqsync.domain.windows import Window
 from pqsync.logging import get_logger
 from pqsync.services.alerts import Alerts, SmtpMailer
@@ -87,9 +87,16 @@ class Jobs:
         return int(self.huey.pending_count())
 
     def drain(self) -> int:
-        """Run every task queued now in this thread (tests and `pqsync worker --drain`)."""
+        """Run the tasks queued now, in this thread (tests and `pqsync worker --drain`); what
+        they queue in turn waits for the next drain."""
         done = 0
-        while (task := self.huey.dequeue()) is not None:
+        for _ in range(self.pending()):
+            task = self.huey.dequeue()
+            if task is None:
+                break
+            if not self.huey.ready_to_run(task):
+                self.huey.add_schedule(task)  # as the consumer does with a task not yet due
+                continue
             self.huey.execute(task)
             done += 1
         return done
@@ -107,15 +114,17 @@ class Jobs:
     def finished(self, prepared: PreparedRun, result: SyncResult) -> None:
         """After a run: reschedule one the day's budget paused, then alerts."""
         if is_paused(result) and result.budget_frees_at is not None:
+            message = paused_message(result.budget_frees_at)
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(SyncLog).where(SyncLog.id == result.run_id).values(error_message=message)
+                )
             self._start.schedule(
                 args=(prepared.scope, _scope_ref(prepared), prepared.window, prepared.actor),
-                eta=result.budget_frees_at,
+                # A delay, not an eta: huey's clock is the machine's, ours may be another.
+                delay=max(0.0, (result.budget_frees_at - self.app.clock()).total_seconds()),
             )
-            log.info(
-                "job.paused",
-                run_id=str(prepared.run_id),
-                message=paused_message(result.budget_frees_at),
-            )
+            log.info("job.paused", run_id=str(prepared.run_id), message=message)
         self.alerts().run_finished(result.run_id)
 
     def _start_scope(self, scope: str, ref: str | None, window: Window, actor: Actor) -> None:

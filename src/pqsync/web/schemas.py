@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-RunStatus = Literal["running", "success", "partial", "failed"]
+RunStatus = Literal["running", "success", "partial", "failed", "paused"]
 RunScope = Literal["patient", "organization", "nightly"]
 PatientState = Literal["pending", "running", "done", "failed"]
 SyncAction = Literal["new", "updated", "unchanged", "deleted"]
