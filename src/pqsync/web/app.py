@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from fastapi import FastAPI, Request, Response
 
@@ -38,6 +39,7 @@ def create_app(app: App) -> FastAPI:
         ),
     )
     api.state.pqsync = ctx
+    ctx.metrics.watch(partial(ops.operational_metrics, app))
     install_error_handlers(api)
     for module in (auth, sync, dashboard, integrations, ops):
         api.include_router(module.router)

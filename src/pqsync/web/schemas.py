@@ -265,9 +265,22 @@ class WebhookAccepted(ApiModel):
     accepted: bool
 
 
+class WorkerHealthOut(ApiModel):
+    alive: bool = Field(description="A queue worker was seen within `seenWithinSeconds`.")
+    last_seen_at: datetime | None
+    seen_within_seconds: int
+
+
+class OrganizationHealthOut(ApiModel):
+    slug: str
+    last_successful_sync_at: datetime | None
+
+
 class HealthOut(ApiModel):
     status: Literal["ok"]
     database: Literal["ok"]
+    worker: WorkerHealthOut
+    organizations: list[OrganizationHealthOut]
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
