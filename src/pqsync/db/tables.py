@@ -361,7 +361,10 @@ class WebhookEvent(Base):
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     coalesce_key: Mapped[str] = mapped_column(String(200))
     outcome: Mapped[str] = mapped_column(String(16))  # queued | coalesced | limited | foreign
+    appointment_id: Mapped[str | None] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column()
+    # For a queued event: when its re-fetch runs; events of its key until then join it.
+    runs_at: Mapped[datetime | None] = mapped_column()
 
     __table_args__ = (
         Index("ix_webhook_events_key_at", "coalesce_key", "received_at"),

@@ -4,7 +4,7 @@ later (budget paused it), re-fetch for a webhook, and the minute tick of the sch
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from huey import Huey, crontab
@@ -21,6 +21,7 @@ from pqsync.services.schedule import NightlySchedule
 from pqsync.services.stale_runs import close_stale_runs, holds_its_lease
 from pqsync.services.sync import SCHEDULE_ACTOR, Actor, PreparedRun, SyncResult, SyncService
 from pqsync.services.sync_types import SyncInputError
+from pqsync.services.webhooks import Admission, WebhookGate
 
 if TYPE_CHECKING:
     from pqsync.bootstrap import App
@@ -77,27 +78,47 @@ class Jobs:
         """Queue a prepared run (it holds its scope; progress is in its sync_logs row)."""
         self._run(prepared)
 
+    def webhook_gate(self) -> WebhookGate:
+        settings = self.app.settings
+        return WebhookGate(
+            self.engine,
+            self.app.clock,
+            practice_id=settings.intakeq_practice_id,
+            daily_limit=settings.intakeq_daily_limit,
+            budget_share=settings.webhook_budget_share,
+            coalesce_for=timedelta(seconds=settings.webhook_coalesce_seconds),
+        )
+
     def refetch_later(
-        self, patient_id: uuid.UUID | None, appointment_id: str | None, delay: float = 0
+        self, patient_id: uuid.UUID | None, appointment_id: str | None, admission: Admission
     ) -> None:
-        """Queue a webhook's re-fetch: the appointment by id, else the whole patient."""
-        self._refetch.schedule(args=(patient_id, appointment_id), delay=delay)
+        """Queue a webhook's re-fetch after the admission's delay; events of its key that
+        arrive meanwhile join it."""
+        self._refetch.schedule(
+            args=(patient_id, appointment_id, admission.key, admission.received_at),
+            delay=admission.delay_seconds,
+        )
 
     def pending(self) -> int:
         return int(self.huey.pending_count())
 
-    def drain(self) -> int:
-        """Run the tasks queued now, in this thread (tests and `pqsync worker --drain`); what
-        they queue in turn waits for the next drain."""
+    def drain(self, *, ahead: timedelta = timedelta(0)) -> int:
+        """Run the tasks queued now, in this thread, and the delayed ones due within `ahead`
+        of the machine's clock (tests and `pqsync worker --drain`); what they queue in turn
+        waits for the next drain."""
+        due_by = datetime.now(UTC).replace(tzinfo=None) + ahead  # huey's clock: naive UTC
         done = 0
         for _ in range(self.pending()):
             task = self.huey.dequeue()
             if task is None:
                 break
-            if not self.huey.ready_to_run(task):
+            if not self.huey.ready_to_run(task, due_by):
                 self.huey.add_schedule(task)  # as the consumer does with a task not yet due
                 continue
-            self.huey.execute(task)
+            self.huey.execute(task, due_by)
+            done += 1
+        for task in self.huey.read_schedule(due_by):
+            self.huey.execute(task, due_by)
             done += 1
         return done
 
@@ -136,14 +157,21 @@ class Jobs:
             return
         self.finished(prepared, service.run(prepared))
 
-    def _webhook_refetch(self, patient_id: uuid.UUID | None, appointment_id: str | None) -> None:
+    def _webhook_refetch(
+        self,
+        patient_id: uuid.UUID | None,
+        appointment_id: str | None,
+        key: str,
+        since: datetime,
+    ) -> None:
+        """Re-fetch the one appointment the events named, else the whole patient."""
+        named = self.webhook_gate().appointments_since(key, since) or {appointment_id}
+        only = next(iter(named)) if len(named) == 1 else None
         service = self.app.sync_service()
         webhook = Actor("webhook")
         try:
-            if appointment_id is not None:
-                prepared = service.prepare_appointment(
-                    appointment_id, patient_hint=patient_id, actor=webhook
-                )
+            if only is not None:
+                prepared = service.prepare_appointment(only, patient_hint=patient_id, actor=webhook)
             elif patient_id is not None:
                 prepared = service.prepare_patient(str(patient_id), actor=webhook)
             else:

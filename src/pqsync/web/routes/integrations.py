@@ -141,6 +141,10 @@ def appointment_webhook(
     appointment_id = payload.Appointment.Id if payload.Appointment is not None else None
     if appointment_id is not None and not appointment_id.strip():
         appointment_id = None
-    if patient_id is not None or appointment_id is not None:
-        ctx.app.jobs.refetch_later(patient_id, appointment_id)
+    jobs = ctx.app.jobs
+    admission = jobs.webhook_gate().admit(payload.PracticeId, patient_id, appointment_id)
+    if admission.start_job:
+        jobs.refetch_later(patient_id, appointment_id, admission)
+    else:
+        log.info("webhook.not_started", outcome=admission.outcome)
     return WebhookAccepted(accepted=True)

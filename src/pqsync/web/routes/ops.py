@@ -77,6 +77,15 @@ def operational_metrics(app: App) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "pqsync_queue_depth", "Jobs waiting in the queue.", value=app.jobs.pending()
     )
+    events = GaugeMetricFamily(
+        "pqsync_webhook_events",
+        "IntakeQ webhook events in the last 24 hours, by what became of them "
+        "(queued, coalesced, limited, foreign practice, ignored).",
+        labels=["outcome"],
+    )
+    for outcome, count in app.jobs.webhook_gate().counts_today().items():
+        events.add_metric([outcome], count)
+    yield events
     try:
         fingerprint = key_fingerprint(app.settings.intakeq_key())
     except SettingsError:

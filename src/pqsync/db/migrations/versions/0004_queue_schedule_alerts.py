@@ -88,7 +88,9 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("coalesce_key", sa.String(length=200), nullable=False),
         sa.Column("outcome", sa.String(length=16), nullable=False),
+        sa.Column("appointment_id", sa.String(length=64), nullable=True),
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("runs_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_events")),
     )
     with op.batch_alter_table("webhook_events", schema=None) as batch_op:
