@@ -17,6 +17,7 @@ from pqsync.intakeq.budget import DatabaseBudget
 from pqsync.intakeq.client import IntakeQClient
 from pqsync.jobs.queue import make_queue
 from pqsync.jobs.tasks import Jobs
+from pqsync.services.locks import SyncLocks
 from pqsync.services.sync import SyncService
 from pqsync.settings import Settings
 
@@ -93,6 +94,9 @@ class App:
             self.intakeq,
             clock=self.clock,
             default_timezone=self.settings.timezone,
+            locks=SyncLocks(
+                self.engine, self.clock, lease=timedelta(seconds=self.settings.run_lease_seconds)
+            ),
         )
 
     def close(self) -> None:

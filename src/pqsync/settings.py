@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     webhook_coalesce_seconds: float = Field(
         30.0, ge=0, validation_alias="PQSYNC_WEBHOOK_COALESCE_SECONDS"
     )
+    # How long a run's lease lasts without renewal: a run whose worker died is closed as
+    # failed ("worker stopped") this long after its last sign of life.
+    run_lease_seconds: float = Field(300.0, gt=0, validation_alias="PQSYNC_RUN_LEASE_SECONDS")
     # The IntakeQ practice whose webhooks we act on; none: any.
     intakeq_practice_id: str | None = Field(None, validation_alias="INTAKEQ_PRACTICE_ID")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from huey import Huey, MemoryHuey, PostgresHuey, RedisHuey, SqliteHuey
 
@@ -23,7 +23,13 @@ def make_queue(url: str, name: str = QUEUE_NAME) -> Huey:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return SqliteHuey(name, filename=path, results=False)
     if scheme in ("redis", "rediss", "unix"):
-        return RedisHuey(name, url=url, results=False)
+        # `?queue=NAME` names the queue (its keys' prefix), so that deployments can share a
+        # Redis; the rest of the URL is redis-py's.
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        name = query.pop("queue", [name])[-1]
+        rest = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
+        return RedisHuey(name, url=rest, results=False)
     if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
         dsn = "postgresql://" + url.split("://", 1)[1]
         return PostgresHuey(name, dsn=dsn, results=False)
