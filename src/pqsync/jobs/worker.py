@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from huey.consumer import Consumer
+
 from pqsync.logging import get_logger
 
 if TYPE_CHECKING:
@@ -12,11 +14,10 @@ if TYPE_CHECKING:
 log = get_logger("pqsync.worker")
 
 
-def run_worker(app: App, *, workers: int) -> None:
-    """Consume until SIGINT/SIGTERM; one tick first, so a missed night is caught up at once."""
-    jobs = app.jobs
-    jobs.tick()
-    consumer = jobs.huey.create_consumer(
+def make_consumer(app: App, *, workers: int) -> Consumer:
+    """huey's consumer with our polling: an idle worker looks at a SQLite or PostgreSQL queue
+    at least every second (Redis answers at once)."""
+    return app.jobs.huey.create_consumer(
         workers=workers,
         worker_type="thread",
         periodic=True,
@@ -25,5 +26,12 @@ def run_worker(app: App, *, workers: int) -> None:
         max_delay=1.0,
         scheduler_interval=1,
     )
+
+
+def run_worker(app: App, *, workers: int) -> None:
+    """Consume until SIGINT/SIGTERM; one tick first, so a missed night is caught up at once."""
+    jobs = app.jobs
+    jobs.tick()
+    consumer = make_consumer(app, workers=workers)
     log.info("worker.started", worker=jobs.worker, workers=workers)
     consumer.run()
