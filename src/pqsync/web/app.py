@@ -13,7 +13,7 @@ from pqsync.logging import get_logger
 from pqsync.services.auth import Authenticator
 from pqsync.web.context import WebContext
 from pqsync.web.errors import ApiError, install_error_handlers
-from pqsync.web.routes import auth, dashboard, integrations, ops, sync
+from pqsync.web.routes import admin, auth, dashboard, integrations, ops, sync
 
 MAX_BODY_BYTES = 1_000_000
 
@@ -41,7 +41,7 @@ def create_app(app: App) -> FastAPI:
     api.state.pqsync = ctx
     ctx.metrics.watch(partial(ops.operational_metrics, app))
     install_error_handlers(api)
-    for module in (auth, sync, dashboard, integrations, ops):
+    for module in (auth, sync, dashboard, integrations, ops, admin):
         api.include_router(module.router)
 
     # FastAPI's own pages (/docs, /openapi.json) do not name their route in the scope.

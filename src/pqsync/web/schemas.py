@@ -265,6 +265,44 @@ class WebhookAccepted(ApiModel):
     accepted: bool
 
 
+RunType = Literal["manual_patient", "manual_org", "automated_daily", "webhook"]
+
+
+class RunListEntryOut(ApiModel):
+    run_id: uuid.UUID
+    type: RunType | None
+    scope: str
+    status: str
+    triggered_by: str
+    organization_name: str | None
+    started_at: LocalTime
+    duration_seconds: float | None
+    new: int
+    updated: int
+    unchanged: int
+    deleted: int
+    errors: int
+    requests_made: int
+    error: str | None
+
+
+class RunListOut(ApiModel):
+    runs: list[RunListEntryOut]
+
+
+class AlertOut(ApiModel):
+    kind: Literal["failure", "recovery", "missed"]
+    subject: str
+    body: str
+    delivery: Literal["email", "log", "failed"]
+    run_id: uuid.UUID | None
+    created_at: LocalTime
+
+
+class AlertsOut(ApiModel):
+    alerts: list[AlertOut]
+
+
 class WorkerHealthOut(ApiModel):
     alive: bool = Field(description="A queue worker was seen within `seenWithinSeconds`.")
     last_seen_at: datetime | None
