@@ -38,22 +38,25 @@ class NightlySchedule:
         self.clock = clock
         self.worker = worker
 
-    def _organizations(self) -> list[tuple[uuid.UUID, str, str]]:
+    def _due(self, now: datetime) -> list[tuple[uuid.UUID, str, ZoneInfo, date]]:
+        """Each organisation with its zone and the latest local day whose 03:00 has come."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(Organization.id, Organization.name, Organization.timezone).order_by(
                     Organization.slug
                 )
-            )
-            return [(row[0], row[1], row[2]) for row in rows]
+            ).all()
+        due = []
+        for org_id, name, zone_name in rows:
+            zone = ZoneInfo(zone_name)
+            due.append((org_id, name, zone, latest_due_day(now, zone, NIGHTLY_AT)))
+        return due
 
     def claim_due(self) -> list[Claim]:
         """Claim every organisation whose latest 03:00 has come and is not claimed yet."""
         now = self.clock()
         claims: list[Claim] = []
-        for org_id, _name, zone_name in self._organizations():
-            zone = ZoneInfo(zone_name)
-            day = latest_due_day(now, zone, NIGHTLY_AT)
+        for org_id, _name, zone, day in self._due(now):
             try:
                 with self.engine.begin() as conn:
                     conn.execute(
@@ -97,10 +100,7 @@ class NightlySchedule:
     def todays_run(self) -> uuid.UUID | None:
         """The run that carries out the latest claimed night of any organisation."""
         now = self.clock()
-        days = {
-            org_id: latest_due_day(now, ZoneInfo(zone_name), NIGHTLY_AT)
-            for org_id, _name, zone_name in self._organizations()
-        }
+        days = {org_id: day for org_id, _name, _zone, day in self._due(now)}
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(NightlyClaim.organization_id, NightlyClaim.local_day, NightlyClaim.run_id)
@@ -116,9 +116,7 @@ class NightlySchedule:
         """Organisations whose latest nightly run had not started by 06:00 local."""
         now = self.clock()
         missed: list[Missed] = []
-        for org_id, name, zone_name in self._organizations():
-            zone = ZoneInfo(zone_name)
-            day = latest_due_day(now, zone, NIGHTLY_AT)
+        for org_id, name, zone, day in self._due(now):
             if now < local_instant(day, MISSED_AFTER, zone):
                 continue
             with self.engine.connect() as conn:

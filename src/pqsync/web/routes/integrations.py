@@ -22,7 +22,7 @@ from pqsync.web.routes.sync import (
     PreferHeader,
     accepted,
     failure,
-    run_location,
+    in_progress,
     wants_async,
 )
 from pqsync.web.schemas import (
@@ -67,13 +67,7 @@ def nightly_sync(
     try:
         started = jobs.start_nightly(Actor("schedule"))
     except SyncInProgress as exc:
-        raise ApiError(
-            409,
-            "sync_in_progress",
-            f"a sync of every organization is already running (run {exc.run_id})",
-            run_id=exc.run_id,
-            headers={"Location": run_location(exc.run_id)},
-        ) from None
+        raise in_progress("every organization", exc) from None
     dashboard = ctx.dashboard(session, SCHEDULER)
     zone = dashboard.default_zone
     if started is None:
