@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from web_support import CRON_SECRET, FakeClock, Seed, open_client
 
 from pqsync.bootstrap import App
-from pqsync.db.tables import SyncLock, SyncLog
+from pqsync.db.tables import Alert, SyncLock, SyncLog
 
 CRON = "/api/cron/sync-practiceq-appointments"
 
@@ -124,3 +124,22 @@ def test_a_run_that_spends_the_days_budget_is_paused_and_rescheduled_for_when_it
     assert len(scheduled) == 1
     assert scheduled[0].name == "start_sync"
     assert scheduled[0].args[0:2] == ("organization", str(seed.orgs["own"]))
+
+
+def test_a_night_not_run_by_0600_local_is_one_alert_per_organisation_then_caught_up(
+    build_app: Callable[..., App], clock: FakeClock
+) -> None:
+    app = build_app()  # 14:03 in Denver, 16:03 in New York: no worker ran last night
+    app.jobs.tick()
+    clock.advance(minutes=1)
+    app.jobs.tick()
+    app.jobs.drain()
+
+    with Session(app.engine) as session:
+        alerts = list(session.scalars(select(Alert).order_by(Alert.subject)))
+    assert [(a.kind, a.subject) for a in alerts] == [
+        ("missed", "pqsync: the nightly sync did not run for First Step House on 2025-11-15"),
+        ("missed", "pqsync: the nightly sync did not run for Harbor House on 2025-11-15"),
+    ]
+    nightly = [r for r in runs(app) if r.run_type == "automated_daily"]
+    assert [r.status for r in nightly] == ["success"]
