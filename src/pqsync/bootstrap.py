@@ -15,6 +15,8 @@ from sqlalchemy import Engine, inspect
 from pqsync.db.engine import make_engine
 from pqsync.intakeq.budget import DatabaseBudget
 from pqsync.intakeq.client import IntakeQClient
+from pqsync.jobs.queue import make_queue
+from pqsync.jobs.tasks import Jobs
 from pqsync.services.locks import SyncLocks
 from pqsync.services.sync import SyncService
 from pqsync.settings import Settings
@@ -42,6 +44,7 @@ class App:
     clock: Callable[[], datetime] = field(default=_utcnow)
     _client: IntakeQClient | None = None
     _client_lock: threading.Lock = field(default_factory=threading.Lock)
+    _jobs: Jobs | None = None
 
     def require_schema(self) -> None:
         if not inspect(self.engine).has_table("alembic_version"):
@@ -76,6 +79,14 @@ class App:
             )
         return self._client
 
+    @property
+    def jobs(self) -> Jobs:
+        """The queue (`PQSYNC_QUEUE_URL`) with this app's tasks."""
+        with self._client_lock:
+            if self._jobs is None:
+                self._jobs = Jobs(self, make_queue(self.settings.queue_url))
+            return self._jobs
+
     def sync_service(self) -> SyncService:
         self.require_schema()
         return SyncService(
@@ -84,14 +95,20 @@ class App:
             clock=self.clock,
             default_timezone=self.settings.timezone,
             practice_timezone=self.settings.practice_timezone,
-            locks=SyncLocks(
-                self.engine, self.clock, lease=timedelta(seconds=self.settings.run_lease_seconds)
-            ),
+            locks=self.sync_locks(),
+        )
+
+    def sync_locks(self) -> SyncLocks:
+        """Runs' leases on their scopes (`PQSYNC_RUN_LEASE_SECONDS`)."""
+        return SyncLocks(
+            self.engine, self.clock, lease=timedelta(seconds=self.settings.run_lease_seconds)
         )
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+        if self._jobs is not None:
+            self._jobs.huey.storage.close()
         self.engine.dispose()
 
 

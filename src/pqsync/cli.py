@@ -322,6 +322,26 @@ def serve(
         run_server(host=host, port=port)
 
 
+@cli.command("worker")
+def worker(
+    workers: Annotated[int, typer.Option(min=1, help="Jobs run at once (threads).")] = 2,
+    drain: Annotated[
+        bool, typer.Option("--drain", help="Run what is queued now, then exit (no schedule).")
+    ] = False,
+) -> None:
+    """Run the queue (PQSYNC_QUEUE_URL): queued syncs, webhook re-fetches, and the schedule
+    (03:00 nightly runs in each organisation's zone, stale runs, alerts, pruning)."""
+    from pqsync.jobs.worker import run_worker
+
+    configure_logging(level="INFO")
+    with application() as app:
+        app.require_schema()
+        if drain:
+            out.print(f"{app.jobs.drain()} job(s) run", highlight=False)
+            return
+        run_worker(app, workers=workers)
+
+
 @cli.command("simulator")
 def simulator(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8765,

@@ -66,6 +66,20 @@ class Settings(BaseSettings):
     run_lease_seconds: float = Field(
         30.0, ge=1, le=300, validation_alias="PQSYNC_RUN_LEASE_SECONDS"
     )
+    # Where people reach the web app: the links in alert mail start with it.
+    base_url: str = Field("http://127.0.0.1:8000", validation_alias="PQSYNC_BASE_URL")
+    # Sync logs and the activity log older than this many days are pruned; none: kept forever.
+    log_retention_days: int | None = Field(None, ge=1, validation_alias="PQSYNC_LOG_RETENTION_DAYS")
+    # The share of the day's IntakeQ requests that webhook-started work may take.
+    webhook_budget_share: float = Field(
+        0.2, ge=0, le=1, validation_alias="PQSYNC_WEBHOOK_BUDGET_SHARE"
+    )
+    # A webhook's re-fetch waits this long, so that a burst of events for one client is one.
+    webhook_coalesce_seconds: float = Field(
+        30.0, ge=0, validation_alias="PQSYNC_WEBHOOK_COALESCE_SECONDS"
+    )
+    # The IntakeQ practice whose webhooks we act on; none: any.
+    intakeq_practice_id: str | None = Field(None, validation_alias="INTAKEQ_PRACTICE_ID")
 
     @field_validator("timezone", "practice_timezone")
     @classmethod
@@ -120,6 +134,10 @@ class Settings(BaseSettings):
     @property
     def trusted_proxy_networks(self) -> Networks:
         return parse_networks(self.trusted_proxies)
+
+    @property
+    def alert_recipients(self) -> list[str]:
+        return [a.strip() for a in (self.alert_emails or "").split(",") if a.strip()]
 
     @property
     def intakeq_is_simulator(self) -> bool:

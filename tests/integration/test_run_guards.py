@@ -17,7 +17,7 @@ from pqsync.intakeq.errors import IntakeQServerError
 from pqsync.intakeq.models import Appointment as IntakeQAppointment
 from pqsync.intakeq.models import AppointmentQuery
 from pqsync.intakeq.simulator import ManualClock, SimulatorServer
-from pqsync.services.locks import DEFAULT_LEASE, SyncInProgress
+from pqsync.services.locks import PREPARED_HOLD, SyncInProgress
 from pqsync.services.sync import PRACTICE_DENSITY, AppointmentSource, Record, SyncService
 
 
@@ -35,17 +35,23 @@ def test_a_second_run_of_the_same_scope_is_told_which_run_is_going(
     assert service.sync_organization("first-step-house").status == "success"
 
 
-def test_the_lease_of_a_dead_worker_expires(
+def test_a_prepared_run_no_worker_started_frees_its_scope_after_its_hold(
     service: SyncService, pq: App, clock: ManualClock
 ) -> None:
     dead = service.prepare_organization("first-step-house")  # its worker never runs it
-    clock.advance(DEFAULT_LEASE - timedelta(seconds=1))
+    clock.advance(PREPARED_HOLD - timedelta(seconds=1))
     with pytest.raises(SyncInProgress):
         service.prepare_organization("first-step-house")
     clock.advance(timedelta(seconds=2))
     taken_over = service.prepare_organization("first-step-house")
     assert taken_over.run_id != dead.run_id
     assert service.run(taken_over).status == "success"
+    with Session(pq.engine) as session:
+        closed = session.get(SyncLog, dead.run_id)
+    assert closed is not None and (closed.status, closed.error_message) == (
+        "failed",
+        "worker stopped",
+    )
 
 
 class FailsForOnePatient:

@@ -179,12 +179,13 @@ def seeded_url(copy_seeded: Callable[[], str]) -> str:
 
 @pytest.fixture
 def build_app(
-    seeded_url: str, simulator: SimulatorServer, clock: FakeClock
+    seeded_url: str, simulator: SimulatorServer, clock: FakeClock, tmp_path: Path
 ) -> Iterator[Callable[..., App]]:
     """Builds Apps on the test's database: other settings, or another IntakeQ client."""
     apps: list[App] = []
 
     def build(intakeq: IntakeQClient | None = None, **settings: Any) -> App:
+        settings.setdefault("PQSYNC_QUEUE_URL", f"sqlite:///{tmp_path}/queue-{len(apps)}.db")
         app = App(
             settings=make_settings(seeded_url, simulator, **settings),
             engine=make_engine(seeded_url),
@@ -224,10 +225,13 @@ def module_url(
 
 
 @pytest.fixture(scope="module")
-def module_client(module_url: str, simulator: SimulatorServer) -> Iterator[TestClient]:
+def module_client(
+    module_url: str, simulator: SimulatorServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
     """An app over the module's database."""
+    queue = tmp_path_factory.mktemp("queue") / "queue.db"
     app = App(
-        settings=make_settings(module_url, simulator),
+        settings=make_settings(module_url, simulator, PQSYNC_QUEUE_URL=f"sqlite:///{queue}"),
         engine=make_engine(module_url),
         clock=FakeClock(),
     )

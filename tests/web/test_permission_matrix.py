@@ -32,6 +32,8 @@ ENDPOINTS = {
     "metrics": ("GET", "/metrics"),
     "docs": ("GET", "/docs"),
     "openapi": ("GET", "/openapi.json"),
+    "admin-runs": ("GET", "/api/admin/sync-runs"),
+    "admin-alerts": ("GET", "/api/admin/alerts"),
 }
 
 # Expected status per caller; "own/other" where the endpoint is aimed at an organisation's
@@ -53,6 +55,8 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "metrics":      ("401",      "401",        "401",       "401",    "401",     "401"),
     "docs":         ("200",      "200",        "200",       "200",    "200",     "200"),
     "openapi":      ("200",      "200",        "200",       "200",    "200",     "200"),
+    "admin-runs":   ("200",      "403",        "403",       "403",    "403",     "401"),
+    "admin-alerts": ("200",      "403",        "403",       "403",    "403",     "401"),
 }  # fmt: skip
 
 

@@ -187,6 +187,8 @@ class SyncLog(Base):
         ForeignKey("organizations.id", ondelete="SET NULL"), index=True
     )
     triggered_by: Mapped[str] = mapped_column(String(32))  # user | schedule | webhook | cli
+    # manual_patient | manual_org | automated_daily | webhook (domain.run_types.run_type)
+    run_type: Mapped[str | None] = mapped_column(String(32), index=True)
     triggered_by_user_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("partner_users.id", ondelete="SET NULL")
     )
@@ -299,3 +301,74 @@ class SyncState(Base):
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     value: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     updated_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class NightlyClaim(Base):
+    """One organisation's nightly run for one local day: the row's insert is the claim, so
+    however many workers tick, the first insert wins and the others see the key taken."""
+
+    __tablename__ = "nightly_claims"
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    local_day: Mapped[date] = mapped_column(Date, primary_key=True)
+    due_at: Mapped[datetime] = mapped_column()
+    claimed_at: Mapped[datetime] = mapped_column()
+    run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    worker: Mapped[str] = mapped_column(String(200))
+
+
+class Alert(Base):
+    """An alert raised (a failure streak opened, a recovery, a missed nightly run), with how it
+    was delivered; the staff page lists them. Never holds patient data."""
+
+    __tablename__ = "alerts"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    key: Mapped[str] = mapped_column(String(200), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # failure | recovery | missed
+    subject: Mapped[str] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text)
+    organization_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("organizations.id", ondelete="SET NULL")
+    )
+    run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    delivery: Mapped[str] = mapped_column(String(16))  # email | log | failed
+    created_at: Mapped[datetime] = mapped_column(default=_now, index=True)
+
+
+class AlertStreak(Base):
+    """Whether a kind of run (per organisation) is failing now; flipped with a conditional
+    UPDATE, so one streak gives one mail however many workers see its failures."""
+
+    __tablename__ = "alert_streaks"
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failing: Mapped[bool] = mapped_column(default=False)
+    failures: Mapped[int] = mapped_column(default=0)
+    changed_at: Mapped[datetime] = mapped_column()
+
+
+class WorkerHeartbeat(Base):
+    """When each queue worker was last seen alive (`/healthz`)."""
+
+    __tablename__ = "worker_heartbeats"
+    worker: Mapped[str] = mapped_column(String(200), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column()
+
+
+class WebhookEvent(Base):
+    """A received webhook's fate (queued, coalesced, limited, foreign practice), by day, for
+    rate limits and counts; holds ids only."""
+
+    __tablename__ = "webhook_events"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    coalesce_key: Mapped[str] = mapped_column(String(200))
+    outcome: Mapped[str] = mapped_column(String(16))  # queued | coalesced | limited | foreign
+    appointment_id: Mapped[str | None] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column()
+    # For a queued event: when its re-fetch runs; events of its key until then join it.
+    runs_at: Mapped[datetime | None] = mapped_column()
+
+    __table_args__ = (
+        Index("ix_webhook_events_key_at", "coalesce_key", "received_at"),
+        Index("ix_webhook_events_received_at", "received_at"),
+    )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -81,6 +84,13 @@ def run_demo(*, port: int, web_port: int, once: bool, out: Console, err: Console
             from pqsync.logging import configure_logging
 
             configure_logging(level="INFO")
-            serve(host="127.0.0.1", port=web_port, app=app)
+            # The queue's worker beside the web server: 202 syncs, webhooks, the schedule.
+            env = {**os.environ, "INTAKEQ_BASE_URL": simulator.base_url}
+            worker = subprocess.Popen([sys.executable, "-m", "pqsync.cli", "worker"], env=env)
+            try:
+                serve(host="127.0.0.1", port=web_port, app=app)
+            finally:
+                worker.terminate()
+                worker.wait(timeout=30)
         finally:
             app.close()

@@ -26,7 +26,10 @@ from pqsync.db.tables import SyncLock, SyncLog
 from pqsync.logging import get_logger
 
 DEFAULT_LEASE = timedelta(seconds=30)
-WORKER_STOPPED = "worker stopped: the run's process ended without finishing it"
+# How long a prepared run may wait (in the queue) for its worker to start it: the lease is
+# this long until the run starts, then `DEFAULT_LEASE` renewed while it lives.
+PREPARED_HOLD = timedelta(minutes=10)
+WORKER_STOPPED = "worker stopped"
 
 log = get_logger("pqsync.locks")
 
@@ -67,8 +70,16 @@ class SyncLocks:
         self.lease = lease
         self.holder = holder or default_holder()
 
-    def acquire(self, scope_key: str, run_id: uuid.UUID, label: str | None = None) -> None:
-        """Take the scope for `run_id`, or raise SyncInProgress naming the running run.
+    def acquire(
+        self,
+        scope_key: str,
+        run_id: uuid.UUID,
+        label: str | None = None,
+        *,
+        hold: timedelta | None = None,
+    ) -> None:
+        """Take the scope for `run_id` for `hold` (the lease by default), or raise
+        SyncInProgress naming the running run.
 
         An expired lease is taken over, and the run that held it is closed as failed."""
         now = self.clock()
@@ -77,7 +88,7 @@ class SyncLocks:
             "run_id": run_id,
             "holder": self.holder,
             "acquired_at": now,
-            "expires_at": now + self.lease,
+            "expires_at": now + (hold or self.lease),
         }
         try:
             with self.engine.begin() as conn:
@@ -102,7 +113,7 @@ class SyncLocks:
                 return
             running = conn.scalar(select(SyncLock.run_id).where(SyncLock.scope_key == scope_key))
         if running is None:  # released between our two statements: try once more
-            return self.acquire(scope_key, run_id, label)
+            return self.acquire(scope_key, run_id, label, hold=hold)
         raise SyncInProgress(label or scope_key, running)
 
     def renew(self, scope_key: str, run_id: uuid.UUID) -> bool:
@@ -124,6 +135,13 @@ class SyncLocks:
             )
         )
         return held is not None
+
+    def still_holds(self, scope_key: str, run_id: uuid.UUID) -> bool:
+        """Whether `run_id` still holds its scope and is still `running` (a queued run that
+        waited past its hold has been closed, and its scope may be another's)."""
+        with self.engine.connect() as conn:
+            status = conn.scalar(select(SyncLog.status).where(SyncLog.id == run_id))
+            return status == "running" and self.holds(conn, scope_key, run_id)
 
     def release(self, scope_key: str, run_id: uuid.UUID) -> None:
         with self.engine.begin() as conn:
@@ -164,14 +182,19 @@ def _close_stopped(conn: Connection, run_ids: list[uuid.UUID], now: datetime) ->
     closed = list(
         conn.scalars(select(SyncLog.id).where(SyncLog.id.in_(run_ids), SyncLog.status == "running"))
     )
-    if closed:
+    for run_id in closed:
+        details = conn.scalar(select(SyncLog.details).where(SyncLog.id == run_id)) or {}
         conn.execute(
             update(SyncLog)
-            .where(SyncLog.id.in_(closed), SyncLog.status == "running")
-            .values(status="failed", finished_at=now, error_message=WORKER_STOPPED)
+            .where(SyncLog.id == run_id, SyncLog.status == "running")
+            .values(
+                status="failed",
+                finished_at=now,
+                error_message=WORKER_STOPPED,
+                details={**details, "error_kind": "worker_stopped"},
+            )
         )
-        for run_id in closed:
-            log.warning("sync.worker_stopped", run_id=str(run_id))
+        log.warning("sync.worker_stopped", run_id=str(run_id))
     return closed
 
 
@@ -206,6 +229,9 @@ class LeaseKeeper:
             raise LeaseLost()
 
     def __enter__(self) -> LeaseKeeper:
+        # From the prepared run's longer hold to the run's own lease, at once: a process
+        # that dies from now on frees the scope within one lease.
+        self.lost = not self._locks.renew(self._scope_key, self._run_id)
         self._thread.start()
         return self
 

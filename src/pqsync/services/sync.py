@@ -30,6 +30,7 @@ from pqsync.db.lookup import organization_by_ref, patient_by_ref
 from pqsync.db.tables import Affiliation, Organization, Patient, SyncLog, SyncState
 from pqsync.db.tables import Appointment as AppointmentRow
 from pqsync.domain.matching import PatientIdentity, PatientMatcher
+from pqsync.domain.run_types import run_type
 from pqsync.domain.windows import Window, default_window
 from pqsync.intakeq.client import IntakeQPagingError, RequestTally
 from pqsync.intakeq.errors import (
@@ -41,7 +42,13 @@ from pqsync.intakeq.errors import (
 from pqsync.intakeq.models import Appointment, AppointmentQuery, MalformedRecord
 from pqsync.logging import get_logger
 from pqsync.services.appointment_writer import AppointmentWriter
-from pqsync.services.locks import LeaseKeeper, LeaseLost, SyncInProgress, SyncLocks
+from pqsync.services.locks import (
+    PREPARED_HOLD,
+    LeaseKeeper,
+    LeaseLost,
+    SyncInProgress,
+    SyncLocks,
+)
 from pqsync.services.sync_context import Lookups, RunContext
 from pqsync.services.sync_deletion import Deletions
 from pqsync.services.sync_plan import (
@@ -295,7 +302,7 @@ class SyncService:
         organization_name = organization.name if organization else None
         session.commit()  # end the read transaction before other connections write
         self.locks.reap_expired()  # runs whose worker died are closed, their scopes freed
-        self.locks.acquire(scope_key, run_id, label)
+        self.locks.acquire(scope_key, run_id, label, hold=PREPARED_HOLD)
         now = self.clock()
         prepared = PreparedRun(
             run_id=run_id,
@@ -318,6 +325,7 @@ class SyncService:
                     patient_id=patient_ids[0] if scope == "patient" else None,
                     organization_id=prepared.organization_id,
                     triggered_by=actor.kind,
+                    run_type=run_type(scope, actor.kind),
                     triggered_by_user_id=actor.user_id,
                     status="running",
                     date_range_start=window.start,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 from fastapi import FastAPI, Request, Response
 
@@ -14,7 +14,7 @@ from pqsync.services.auth import Authenticator
 from pqsync.web.context import WebContext
 from pqsync.web.docs import install_docs
 from pqsync.web.errors import install_error_handlers
-from pqsync.web.routes import auth, dashboard, integrations, ops, sync
+from pqsync.web.routes import admin, auth, dashboard, integrations, ops, sync
 from pqsync.web.security import BodyLimit, SecurityHeaders
 
 log = get_logger("pqsync.web.requests")
@@ -27,12 +27,6 @@ def create_app(app: App) -> FastAPI:
         auth=Authenticator(app.settings.secret_key.get_secret_value(), app.clock),
     )
 
-    @asynccontextmanager
-    async def lifespan(_api: FastAPI) -> AsyncIterator[None]:
-        ctx.background.start()
-        yield
-        ctx.background.shutdown()
-
     api = FastAPI(
         title="pqsync",
         version="0.1.0",
@@ -43,13 +37,13 @@ def create_app(app: App) -> FastAPI:
             'from `pqsync users token`. Errors are `{"error": {"code", "message"}}`. '
             "Times are in the organisation's zone with their offset."
         ),
-        lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
     )
     api.state.pqsync = ctx
+    ctx.metrics.watch(partial(ops.operational_metrics, app))
     install_error_handlers(api)
-    for module in (auth, sync, dashboard, integrations, ops):
+    for module in (auth, sync, dashboard, integrations, ops, admin):
         api.include_router(module.router)
     install_docs(api)
 

@@ -12,7 +12,6 @@ from pqsync.bootstrap import App
 from pqsync.services.auth import Authenticator, Principal
 from pqsync.services.dashboard import Dashboard
 from pqsync.services.sync import PreparedRun, SyncResult, SyncService
-from pqsync.web.background import BackgroundWork
 from pqsync.web.metrics import Metrics
 
 # Whom the cron endpoint's answers are shown to: the clinic, with no user behind it.
@@ -32,7 +31,6 @@ class WebContext:
     app: App
     auth: Authenticator
     metrics: Metrics = field(default_factory=Metrics)
-    background: BackgroundWork = field(default_factory=BackgroundWork)
 
     @property
     def secure_cookies(self) -> bool:
@@ -50,15 +48,15 @@ class WebContext:
         return self.app.sync_service()
 
     def run_sync(self, service: SyncService, prepared: PreparedRun) -> SyncResult:
-        """Run a prepared sync to the end and count it."""
+        """Run a prepared sync to the end, count it, and let the queue see it finished (a
+        paused run is rescheduled; a failure may alert)."""
         result = service.run(prepared)
+        self.app.jobs.finished(prepared, result)
         self.metrics.sync_runs.labels(
             scope=result.scope, status=result.status, trigger=prepared.actor.kind
         ).inc()
         return result
 
-    def run_sync_later(self, service: SyncService, prepared: PreparedRun) -> None:
-        """Run it on a background thread (the answer was already sent)."""
-        self.background.submit(
-            f"sync {prepared.scope} {prepared.run_id}", lambda: self.run_sync(service, prepared)
-        )
+    def run_sync_later(self, prepared: PreparedRun) -> None:
+        """Queue it for a worker (the answer is sent at once; progress is in the database)."""
+        self.app.jobs.run_later(prepared)

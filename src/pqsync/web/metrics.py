@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 
 class Metrics:
@@ -27,5 +31,17 @@ class Metrics:
             registry=self.registry,
         )
 
+    def watch(self, collect: Callable[[], Iterator[Metric]]) -> None:
+        """Add gauges read at each scrape (from the database, so every process agrees)."""
+        self.registry.register(_Scraped(collect))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _Scraped(Collector):
+    def __init__(self, collect: Callable[[], Iterator[Metric]]) -> None:
+        self._collect = collect
+
+    def collect(self) -> Iterator[Metric]:
+        return self._collect()

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-RunStatus = Literal["running", "success", "partial", "failed"]
+RunStatus = Literal["running", "success", "partial", "failed", "paused"]
 RunScope = Literal["patient", "organization", "nightly"]
 PatientState = Literal["pending", "running", "done", "failed"]
 SyncAction = Literal["new", "updated", "unchanged", "deleted"]
@@ -151,6 +151,8 @@ class NightlySyncOut(ApiModel):
     synced_at: LocalTime
     patients_processed: int
     total_summary: SummaryOut
+    # True when today's nightly run had already been made: this is that run.
+    already_ran: bool = False
 
 
 class RunPatientOut(ApiModel):
@@ -273,9 +275,60 @@ class WebhookAccepted(ApiModel):
     accepted: bool
 
 
+RunType = Literal["manual_patient", "manual_org", "automated_daily", "webhook"]
+
+
+class RunListEntryOut(ApiModel):
+    run_id: uuid.UUID
+    type: RunType | None
+    scope: str
+    status: str
+    triggered_by: str
+    organization_name: str | None
+    started_at: LocalTime
+    duration_seconds: float | None
+    new: int
+    updated: int
+    unchanged: int
+    deleted: int
+    errors: int
+    requests_made: int
+    error: str | None
+
+
+class RunListOut(ApiModel):
+    runs: list[RunListEntryOut]
+
+
+class AlertOut(ApiModel):
+    kind: Literal["failure", "recovery", "missed"]
+    subject: str
+    body: str
+    delivery: Literal["email", "log", "failed"]
+    run_id: uuid.UUID | None
+    created_at: LocalTime
+
+
+class AlertsOut(ApiModel):
+    alerts: list[AlertOut]
+
+
+class WorkerHealthOut(ApiModel):
+    alive: bool = Field(description="A queue worker was seen within `seenWithinSeconds`.")
+    last_seen_at: datetime | None
+    seen_within_seconds: int
+
+
+class OrganizationHealthOut(ApiModel):
+    slug: str
+    last_successful_sync_at: datetime | None
+
+
 class HealthOut(ApiModel):
     status: Literal["ok"]
     database: Literal["ok"]
+    worker: WorkerHealthOut
+    organizations: list[OrganizationHealthOut]
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:

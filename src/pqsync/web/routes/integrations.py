@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-import uuid
-from functools import partial
 from typing import cast
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from pqsync.db.tables import Patient
+from pqsync.db.tables import Patient, SyncLog
 from pqsync.logging import get_logger
 from pqsync.services.dashboard import local_time
-from pqsync.services.sync import Actor, SyncInProgress, SyncInputError
+from pqsync.services.sync import Actor, SyncInProgress
 from pqsync.web.context import SCHEDULER, WebContext
 from pqsync.web.deps import ContextDep, CronCaller, SessionDep, WebhookCaller
-from pqsync.web.errors import responses
+from pqsync.web.errors import ApiError, responses
 from pqsync.web.routes.sync import (
     ACCEPTED_RESPONSE,
     PreferHeader,
     accepted,
     failure,
-    start_run,
+    in_progress,
     wants_async,
 )
 from pqsync.web.schemas import (
@@ -59,17 +59,24 @@ log = get_logger("pqsync.web.integrations")
 def nightly_sync(
     ctx: ContextDep, session: SessionDep, prefer: PreferHeader = None
 ) -> NightlySyncOut | JSONResponse:
-    """Run the nightly sync (`Authorization: Bearer $PQSYNC_CRON_SECRET`); waits for the
-    end unless `Prefer: respond-async`."""
-    service, prepared = start_run(
-        ctx, "every organization", lambda s: s.prepare_nightly(actor=Actor("schedule"))
-    )
+    """Start the nightly sync (`Authorization: Bearer $PQSYNC_CRON_SECRET`), as the schedule
+    does at 03:00 in each organisation's zone: once per organisation and local day, so a
+    second call the same day answers with the run already made. Waits for the end unless
+    `Prefer: respond-async`."""
+    jobs = ctx.app.jobs
+    try:
+        started = jobs.start_nightly(Actor("schedule"))
+    except SyncInProgress as exc:
+        raise in_progress("every organization", exc) from None
     dashboard = ctx.dashboard(session, SCHEDULER)
+    zone = dashboard.default_zone
+    if started is None:
+        return _already_ran(ctx, session, zone)
+    service, prepared = started
     if wants_async(prefer):
-        ctx.run_sync_later(service, prepared)
+        ctx.run_sync_later(prepared)
         return accepted(dashboard, prepared)
     result = ctx.run_sync(service, prepared)
-    zone = dashboard.default_zone
     if not result.ok:
         raise failure(result, zone, ctx.now())
     return NightlySyncOut(
@@ -82,26 +89,26 @@ def nightly_sync(
     )
 
 
-def _webhook_sync(
-    ctx: WebContext, patient_id: uuid.UUID | None, appointment_id: str | None
-) -> None:
-    """Re-fetch the appointment by id when the event names one, else the whole patient."""
-    service = ctx.sync_service()
-    webhook = Actor("webhook")
-    try:
-        if appointment_id is not None:
-            prepared = service.prepare_appointment(
-                appointment_id, patient_hint=patient_id, actor=webhook
-            )
-        elif patient_id is not None:
-            prepared = service.prepare_patient(str(patient_id), actor=webhook)
-        else:
-            return
-    except (SyncInProgress, SyncInputError) as exc:
-        # The running sync or the nightly one picks the change up.
-        log.info("webhook.sync_skipped", patient_id=str(patient_id), reason=type(exc).__name__)
-        return
-    ctx.run_sync(service, prepared)
+def _already_ran(ctx: WebContext, session: Session, zone: ZoneInfo) -> NightlySyncOut:
+    """Today's nightly run, made earlier (by the schedule or an earlier call)."""
+    run_id = ctx.app.jobs.schedule().todays_run()
+    row = session.get(SyncLog, run_id) if run_id is not None else None
+    if row is None:
+        raise ApiError(409, "sync_in_progress", "today's nightly sync is being started")
+    return NightlySyncOut(
+        success=row.status in ("success", "partial"),
+        run_id=row.id,
+        status=cast(RunStatus, row.status),
+        synced_at=local_time(row.finished_at or row.started_at, zone),
+        patients_processed=int((row.details or {}).get("patients_total") or 0),
+        total_summary=SummaryOut(
+            new=row.appointments_new,
+            updated=row.appointments_updated,
+            unchanged=row.appointments_unchanged,
+            errors=row.appointments_errors,
+        ),
+        already_ran=True,
+    )
 
 
 @router.post(
@@ -128,8 +135,10 @@ def appointment_webhook(
     appointment_id = payload.Appointment.Id if payload.Appointment is not None else None
     if appointment_id is not None and not appointment_id.strip():
         appointment_id = None
-    if patient_id is not None or appointment_id is not None:
-        ctx.background.submit(
-            "webhook sync", partial(_webhook_sync, ctx, patient_id, appointment_id)
-        )
+    jobs = ctx.app.jobs
+    admission = jobs.webhook_gate().admit(payload.PracticeId, patient_id, appointment_id)
+    if admission.start_job:
+        jobs.refetch_later(patient_id, appointment_id, admission)
+    else:
+        log.info("webhook.not_started", outcome=admission.outcome)
     return WebhookAccepted(accepted=True)

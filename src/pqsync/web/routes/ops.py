@@ -2,26 +2,49 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from pqsync.bootstrap import App
+from pqsync.intakeq.budget import key_fingerprint
+from pqsync.services import health
+from pqsync.settings import SettingsError
 from pqsync.web.deps import ContextDep, MetricsCaller, SessionDep
 from pqsync.web.errors import ApiError, responses
-from pqsync.web.schemas import HealthOut
+from pqsync.web.schemas import HealthOut, OrganizationHealthOut, WorkerHealthOut
 
 router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz", responses=responses(503))
-def healthz(session: SessionDep) -> HealthOut:
-    """200 when the database answers."""
+def healthz(ctx: ContextDep, session: SessionDep) -> HealthOut:
+    """200 when the database answers; says whether a queue worker was seen in the last few
+    minutes and when each organisation last synced successfully."""
     try:
         session.execute(text("select 1"))
     except SQLAlchemyError:
         raise ApiError(503, "unavailable", "the database does not answer") from None
-    return HealthOut(status="ok", database="ok")
+    engine = ctx.app.engine
+    seen = health.worker_last_seen(engine)
+    alive = seen is not None and ctx.now() - seen <= health.WORKER_SEEN_WITHIN
+    return HealthOut(
+        status="ok",
+        database="ok",
+        worker=WorkerHealthOut(
+            alive=alive,
+            last_seen_at=seen,
+            seen_within_seconds=int(health.WORKER_SEEN_WITHIN.total_seconds()),
+        ),
+        organizations=[
+            OrganizationHealthOut(slug=org.slug, last_successful_sync_at=org.last_success_at)
+            for org in health.organizations_last_success(engine)
+        ],
+    )
 
 
 @router.get(
@@ -34,6 +57,53 @@ def healthz(session: SessionDep) -> HealthOut:
     },
 )
 def metrics(ctx: ContextDep) -> Response:
-    """Prometheus text format: HTTP requests by route and status, sync runs by outcome.
+    """Prometheus text format: HTTP requests by route and status, sync runs by type and
+    outcome, age of the last good nightly run, queue depth, the day's IntakeQ requests.
     `Authorization: Bearer $PQSYNC_METRICS_TOKEN`; 404 when no token is configured."""
     return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def operational_metrics(app: App) -> Iterator[Metric]:
+    """Gauges read from the database and the queue at each scrape."""
+    now = app.clock()
+    engine = app.engine
+    nightly = health.last_nightly_success(engine)
+    yield GaugeMetricFamily(
+        "pqsync_last_nightly_success_age_seconds",
+        "Seconds since the last successful nightly run finished (NaN: never).",
+        value=(now - nightly).total_seconds() if nightly is not None else float("nan"),
+    )
+    runs = GaugeMetricFamily(
+        "pqsync_runs", "Sync runs recorded, by type and outcome.", labels=["type", "status"]
+    )
+    for (run_type, status), count in sorted(health.runs_by_type_and_outcome(engine).items()):
+        runs.add_metric([run_type, status], count)
+    yield runs
+    yield GaugeMetricFamily(
+        "pqsync_queue_depth", "Jobs waiting in the queue.", value=app.jobs.pending()
+    )
+    events = GaugeMetricFamily(
+        "pqsync_webhook_events",
+        "IntakeQ webhook events in the last 24 hours, by what became of them "
+        "(queued, coalesced, limited, foreign practice, ignored).",
+        labels=["outcome"],
+    )
+    for outcome, count in app.jobs.webhook_gate().counts_today().items():
+        events.add_metric([outcome], count)
+    yield events
+    try:
+        fingerprint = key_fingerprint(app.settings.intakeq_key())
+    except SettingsError:
+        return
+    used = health.requests_in_last_day(engine, fingerprint, now)
+    limit = app.settings.intakeq_daily_limit
+    yield GaugeMetricFamily(
+        "pqsync_intakeq_requests_used",
+        "IntakeQ requests sent in the last 24 hours (the daily budget's window).",
+        value=used,
+    )
+    yield GaugeMetricFamily(
+        "pqsync_intakeq_requests_left",
+        "IntakeQ requests left in the daily budget.",
+        value=max(0, limit - used),
+    )

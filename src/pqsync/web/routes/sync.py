@@ -85,13 +85,18 @@ def start_run(
     except SyncInputError:
         raise not_found("patient or organization") from None
     except SyncInProgress as exc:
-        raise ApiError(
-            409,
-            "sync_in_progress",
-            f"a sync of {what} is already running (run {exc.run_id})",
-            run_id=exc.run_id,
-            headers={"Location": run_location(exc.run_id)},
-        ) from None
+        raise in_progress(what, exc) from None
+
+
+def in_progress(what: str, exc: SyncInProgress) -> ApiError:
+    """409 naming the run of `what` already going, with its Location."""
+    return ApiError(
+        409,
+        "sync_in_progress",
+        f"a sync of {what} is already running (run {exc.run_id})",
+        run_id=exc.run_id,
+        headers={"Location": run_location(exc.run_id)},
+    )
 
 
 def run_location(run_id: object) -> str:
@@ -233,7 +238,7 @@ def sync_organization(
         lambda s, window, actor: s.prepare_organization(str(org.id), window=window, actor=actor),
     )
     if wants_async(prefer):
-        ctx.run_sync_later(service, prepared)
+        ctx.run_sync_later(prepared)
         return accepted(dashboard, prepared)
     result = ctx.run_sync(service, prepared)
     zone = dashboard.zone_of(org)

@@ -1,0 +1,1 @@
+"""Background work on a huey queue: sync runs, webhook re-fetches and the schedule."""

@@ -1,0 +1,37 @@
+"""`pqsync worker`: huey's consumer (job threads) plus its scheduler (the minute tick)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from huey.consumer import Consumer
+
+from pqsync.logging import get_logger
+
+if TYPE_CHECKING:
+    from pqsync.bootstrap import App
+
+log = get_logger("pqsync.worker")
+
+
+def make_consumer(app: App, *, workers: int) -> Consumer:
+    """huey's consumer with our polling: an idle worker looks at a SQLite or PostgreSQL queue
+    at least every second (Redis answers at once)."""
+    return app.jobs.huey.create_consumer(
+        workers=workers,
+        worker_type="thread",
+        periodic=True,
+        initial_delay=0.05,
+        backoff=1.5,
+        max_delay=1.0,
+        scheduler_interval=1,
+    )
+
+
+def run_worker(app: App, *, workers: int) -> None:
+    """Consume until SIGINT/SIGTERM; one tick first, so a missed night is caught up at once."""
+    jobs = app.jobs
+    jobs.tick()
+    consumer = make_consumer(app, workers=workers)
+    log.info("worker.started", worker=jobs.worker, workers=workers)
+    consumer.run()

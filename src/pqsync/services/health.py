@@ -1,0 +1,86 @@
+"""What monitoring reads: workers last seen, each organisation's last good sync, run counts,
+the day's IntakeQ requests. Organisation names and counts only, never a patient."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, func, or_, select
+
+from pqsync.db.tables import IntakeQRequest, Organization, SyncLog, WorkerHeartbeat
+
+GOOD = ("success", "partial")
+# A worker ticks every minute; one not seen for this long is presumed gone.
+WORKER_SEEN_WITHIN = timedelta(minutes=3)
+DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class OrganizationHealth:
+    id: uuid.UUID
+    slug: str
+    last_success_at: datetime | None
+
+
+def worker_last_seen(engine: Engine) -> datetime | None:
+    with engine.connect() as conn:
+        return conn.scalar(select(func.max(WorkerHeartbeat.seen_at)))
+
+
+def organizations_last_success(engine: Engine) -> list[OrganizationHealth]:
+    """Each organisation's last successful organisation or nightly run."""
+    with engine.connect() as conn:
+        nightly = conn.scalar(
+            select(func.max(SyncLog.finished_at)).where(
+                SyncLog.sync_type == "nightly", SyncLog.status.in_(GOOD)
+            )
+        )
+        own = dict(
+            conn.execute(
+                select(SyncLog.organization_id, func.max(SyncLog.finished_at))
+                .where(SyncLog.sync_type == "organization", SyncLog.status.in_(GOOD))
+                .group_by(SyncLog.organization_id)
+            ).all()
+        )
+        orgs = conn.execute(select(Organization.id, Organization.slug).order_by(Organization.slug))
+        found = []
+        for org_id, slug in orgs:
+            times = [t for t in (own.get(org_id), nightly) if t is not None]
+            found.append(OrganizationHealth(org_id, slug, max(times) if times else None))
+        return found
+
+
+def last_nightly_success(engine: Engine) -> datetime | None:
+    with engine.connect() as conn:
+        return conn.scalar(
+            select(func.max(SyncLog.finished_at)).where(
+                or_(SyncLog.sync_type == "nightly", SyncLog.run_type == "automated_daily"),
+                SyncLog.status.in_(GOOD),
+            )
+        )
+
+
+def runs_by_type_and_outcome(engine: Engine) -> dict[tuple[str, str], int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(SyncLog.run_type, SyncLog.status, func.count()).group_by(
+                SyncLog.run_type, SyncLog.status
+            )
+        )
+        return {(run_type or "unknown", status): count for run_type, status, count in rows}
+
+
+def requests_in_last_day(engine: Engine, fingerprint: str, now: datetime) -> int:
+    """IntakeQ requests sent with this key in the budget's 24-hour window."""
+    with engine.connect() as conn:
+        return int(
+            conn.scalar(
+                select(func.count()).where(
+                    IntakeQRequest.key_fingerprint == fingerprint,
+                    IntakeQRequest.sent_at > now - DAY,
+                )
+            )
+            or 0
+        )

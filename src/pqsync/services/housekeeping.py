@@ -1,0 +1,62 @@
+"""Pruning on the schedule, so that no table grows without bound: expired sessions, old
+login attempts, request-budget rows past their window; logs only past the retention setting."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, delete, or_
+
+from pqsync.db.tables import (
+    IntakeQRequest,
+    LoginAttempt,
+    NightlyClaim,
+    PatientActivity,
+    SyncLog,
+    UserSession,
+    WebhookEvent,
+    WorkerHeartbeat,
+)
+
+# The budget's day window is 24 h (plus a small margin): older requests count for nothing.
+REQUEST_LOG_KEPT = timedelta(days=2)
+# Login throttling looks back at most a day.
+LOGIN_ATTEMPTS_KEPT = timedelta(days=7)
+WEBHOOK_EVENTS_KEPT = timedelta(days=2)
+CLAIMS_KEPT = timedelta(days=60)
+HEARTBEATS_KEPT = timedelta(days=7)
+
+
+def prune(engine: Engine, now: datetime, *, log_retention_days: int | None) -> dict[str, int]:
+    """Delete what has outlived its use; returns rows deleted per table."""
+    statements = {
+        "user_sessions": delete(UserSession).where(
+            or_(UserSession.expires_at < now, UserSession.revoked_at < now - timedelta(days=1))
+        ),
+        "login_attempts": delete(LoginAttempt).where(
+            LoginAttempt.attempted_at < now - LOGIN_ATTEMPTS_KEPT
+        ),
+        "intakeq_request_log": delete(IntakeQRequest).where(
+            IntakeQRequest.sent_at < now - REQUEST_LOG_KEPT
+        ),
+        "webhook_events": delete(WebhookEvent).where(
+            WebhookEvent.received_at < now - WEBHOOK_EVENTS_KEPT
+        ),
+        "nightly_claims": delete(NightlyClaim).where(NightlyClaim.claimed_at < now - CLAIMS_KEPT),
+        "worker_heartbeats": delete(WorkerHeartbeat).where(
+            WorkerHeartbeat.seen_at < now - HEARTBEATS_KEPT
+        ),
+    }
+    if log_retention_days is not None:
+        cutoff = now - timedelta(days=log_retention_days)
+        statements["patient_activity_log"] = delete(PatientActivity).where(
+            PatientActivity.created_at < cutoff
+        )
+        statements["sync_logs"] = delete(SyncLog).where(
+            SyncLog.status != "running", SyncLog.started_at < cutoff
+        )
+    deleted: dict[str, int] = {}
+    with engine.begin() as conn:
+        for table, statement in statements.items():
+            deleted[table] = conn.execute(statement).rowcount
+    return deleted

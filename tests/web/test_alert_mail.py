@@ -1,0 +1,115 @@
+"""Failure alerts by mail, against a real SMTP server on loopback (aiosmtpd): one mail per
+failure streak, one on recovery, none while healthy, never a patient's data."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from email import message_from_bytes
+from email.message import Message
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from sqlalchemy import select
+from sqlalchemy.orm import Session as DbSession
+from web_support import Seed, open_client, unreachable_intakeq
+
+from pqsync.bootstrap import App
+from pqsync.db.tables import Alert, Patient
+
+ALERT_TO = "ops@clinic.example"
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.content
+        data = content if isinstance(content, bytes) else str(content).encode()
+        self.messages.append(message_from_bytes(data))
+        return "250 OK"
+
+
+@pytest.fixture
+def inbox() -> Iterator[tuple[Inbox, int]]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    handler = Inbox()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield handler, port
+    finally:
+        controller.stop()
+
+
+def text_of(message: Message) -> str:
+    payload = message.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    return payload.decode("utf-8")
+
+
+def org_sync(app: App, seed: Seed) -> int:
+    with open_client(app) as client:
+        response = client.post(
+            f"/api/partner-dashboard/organizations/{seed.orgs['own']}/sync-all-patients",
+            headers=seed.bearer("partner_admin"),
+        )
+    return response.status_code
+
+
+def test_three_failures_make_one_alert_and_the_recovery_one_more_with_no_patient_data(
+    build_app: Callable[..., App], seed: Seed, inbox: tuple[Inbox, int]
+) -> None:
+    mail, port = inbox
+    smtp = {"PQSYNC_SMTP_URL": f"smtp://127.0.0.1:{port}", "PQSYNC_ALERT_EMAILS": ALERT_TO}
+    healthy = build_app(**smtp)
+    broken = build_app(intakeq=unreachable_intakeq(), **smtp)
+
+    assert org_sync(healthy, seed) == 200
+    assert mail.messages == []  # healthy: no mail
+
+    assert [org_sync(broken, seed) for _ in range(3)] == [502, 502, 502]
+    assert len(mail.messages) == 1
+    alert = mail.messages[0]
+    body = text_of(alert)
+    assert alert["To"] == ALERT_TO
+    assert "failed" in alert["Subject"]
+    assert "First Step House" in alert["Subject"]
+    assert "Organisation: First Step House" in body
+    assert "Patients in the run: 12" in body
+    assert "IntakeQ could not be reached" in body
+    with DbSession(healthy.engine) as session:
+        first_failure = session.scalars(select(Alert).where(Alert.kind == "failure")).one()
+        assert first_failure.delivery == "email"
+        assert f"/api/partner-dashboard/sync-runs/{first_failure.run_id}" in body
+
+    assert org_sync(healthy, seed) == 200
+    assert org_sync(healthy, seed) == 200
+    assert len(mail.messages) == 2
+    recovery = mail.messages[1]
+    assert "works again" in recovery["Subject"]
+
+    with DbSession(healthy.engine) as session:
+        patients = list(session.scalars(select(Patient)))
+    secrets = [p.full_name for p in patients] + [p.email for p in patients]
+    secrets += [p.last_name for p in patients]
+    for message in mail.messages:
+        text = f"{message['Subject']}\n{text_of(message)}"
+        assert not [s for s in secrets if s in text]
+
+
+def test_without_smtp_an_alert_is_logged_and_kept_for_the_staff_page(
+    build_app: Callable[..., App], seed: Seed
+) -> None:
+    broken = build_app(intakeq=unreachable_intakeq())
+
+    assert org_sync(broken, seed) == 502
+
+    with DbSession(broken.engine) as session:
+        alerts = list(session.scalars(select(Alert)))
+    assert [(a.kind, a.delivery) for a in alerts] == [("failure", "log")]
+    assert "First Step House" in alerts[0].subject

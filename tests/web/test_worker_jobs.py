@@ -1,0 +1,145 @@
+"""The queue as the web app and its workers use it: the schedule's ticks, the cron
+endpoint's idempotency, a paused run rescheduled, stale runs closed."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+from web_support import CRON_SECRET, FakeClock, Seed, open_client
+
+from pqsync.bootstrap import App
+from pqsync.db.tables import Alert, SyncLock, SyncLog
+
+CRON = "/api/cron/sync-practiceq-appointments"
+
+
+def runs(app: App) -> list[SyncLog]:
+    with Session(app.engine) as session:
+        return list(session.scalars(select(SyncLog).order_by(SyncLog.started_at)))
+
+
+def test_two_workers_ticking_start_one_nightly_run_and_the_cron_call_answers_with_it(
+    build_app: Callable[..., App], tmp_path: object
+) -> None:
+    first = build_app(PQSYNC_QUEUE_URL=f"sqlite:///{tmp_path}/shared-queue.db")
+    second = build_app(PQSYNC_QUEUE_URL=f"sqlite:///{tmp_path}/shared-queue.db")
+
+    first.jobs.tick()
+    second.jobs.tick()
+    assert first.jobs.pending() == 1
+    second.jobs.drain()
+    first.jobs.tick()
+    second.jobs.tick()
+
+    nightly = [r for r in runs(first) if r.run_type == "automated_daily"]
+    assert [(r.sync_type, r.status) for r in nightly] == [("nightly", "success")]
+    assert first.jobs.pending() == 0
+    with open_client(first) as client:
+        again = client.post(CRON, headers={"Authorization": f"Bearer {CRON_SECRET}"})
+    assert again.status_code == 200, again.text
+    assert again.json()["alreadyRan"] is True
+    assert again.json()["runId"] == str(nightly[0].id)
+    assert len(runs(first)) == 1
+
+
+def test_each_zone_gets_its_night_at_its_own_0300(
+    build_app: Callable[..., App], clock: FakeClock
+) -> None:
+    app = build_app()
+    app.jobs.tick()
+    app.jobs.drain()  # today's (15 Nov) nights, caught up
+    # 16 Nov: 03:00 in New York (Harbor House) is 08:00 UTC; in Denver (First Step) 10:00 UTC.
+    clock.now = datetime(2025, 11, 16, 7, 59, tzinfo=UTC)
+    app.jobs.tick()
+    assert app.jobs.pending() == 0
+    clock.now = datetime(2025, 11, 16, 8, 0, tzinfo=UTC)
+    app.jobs.tick()
+    assert app.jobs.pending() == 1
+    app.jobs.drain()
+    clock.now = datetime(2025, 11, 16, 9, 59, tzinfo=UTC)
+    app.jobs.tick()
+    assert app.jobs.pending() == 0
+    clock.now = datetime(2025, 11, 16, 10, 0, tzinfo=UTC)
+    app.jobs.tick()
+    app.jobs.drain()
+
+    started = [r.started_at for r in runs(app) if r.run_type == "automated_daily"]
+    assert started[1:] == [
+        datetime(2025, 11, 16, 8, 0, tzinfo=UTC),
+        datetime(2025, 11, 16, 10, 0, tzinfo=UTC),
+    ]
+
+
+def test_a_run_whose_worker_died_is_closed_as_failed_and_its_scope_freed(
+    build_app: Callable[..., App], seed: Seed, clock: FakeClock
+) -> None:
+    app = build_app()
+    service = app.sync_service()
+    prepared = service.prepare_organization(str(seed.orgs["own"]))
+    # The worker dies here: nobody renews the lease. It expires; the next tick closes the run.
+    with Session(app.engine) as session:
+        session.execute(
+            update(SyncLock)
+            .where(SyncLock.run_id == prepared.run_id)
+            .values(expires_at=clock.now - timedelta(seconds=1))
+        )
+        session.commit()
+    app.jobs.tick()
+
+    with Session(app.engine) as session:
+        row = session.get(SyncLog, prepared.run_id)
+        assert row is not None
+        assert (row.status, row.error_message) == ("failed", "worker stopped")
+    again = service.sync_organization(str(seed.orgs["own"]))
+    assert again.status == "success"
+
+
+def test_a_run_that_spends_the_days_budget_is_paused_and_rescheduled_for_when_it_frees(
+    build_app: Callable[..., App], seed: Seed
+) -> None:
+    app = build_app(INTAKEQ_DAILY_LIMIT=1)
+    with open_client(app) as client:
+        client.post(
+            f"/api/partner-dashboard/patients/{seed.consenting}/sync",
+            headers=seed.bearer("case_manager"),
+        )
+        response = client.post(
+            f"/api/partner-dashboard/organizations/{seed.orgs['own']}/sync-all-patients",
+            headers={**seed.bearer("partner_admin"), "Prefer": "respond-async"},
+        )
+        run_id = uuid.UUID(response.json()["runId"])
+        app.jobs.drain()
+        progress = client.get(
+            f"/api/partner-dashboard/sync-runs/{run_id}", headers=seed.bearer("partner_admin")
+        ).json()
+
+    assert progress["error"] == "paused: IntakeQ's daily limit; resumes at 21:03 UTC"
+    assert app.jobs.drain() == 0  # the resumption waits for the budget
+    assert len(runs(app)) == 2
+    scheduled = app.jobs.huey.scheduled()
+    assert len(scheduled) == 1
+    assert scheduled[0].name == "start_sync"
+    assert scheduled[0].args[0:2] == ("organization", str(seed.orgs["own"]))
+
+
+def test_a_night_not_run_by_0600_local_is_one_alert_per_organisation_then_caught_up(
+    build_app: Callable[..., App], clock: FakeClock
+) -> None:
+    app = build_app()  # 14:03 in Denver, 16:03 in New York: no worker ran last night
+    app.jobs.tick()
+    clock.advance(minutes=1)
+    app.jobs.tick()
+    app.jobs.drain()
+
+    with Session(app.engine) as session:
+        alerts = list(session.scalars(select(Alert).order_by(Alert.subject)))
+    assert [(a.kind, a.subject) for a in alerts] == [
+        ("missed", "pqsync: the nightly sync did not run for First Step House on 2025-11-15"),
+        ("missed", "pqsync: the nightly sync did not run for Harbor House on 2025-11-15"),
+    ]
+    nightly = [r for r in runs(app) if r.run_type == "automated_daily"]
+    assert [r.status for r in nightly] == ["success"]
