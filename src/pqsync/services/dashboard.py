@@ -15,7 +15,7 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select, tuple_
 from sqlalchemy.orm import Session, lazyload
 
 from pqsync.db.lookup import organization_by_ref
@@ -36,12 +36,18 @@ NOT_UPCOMING = ("cancelled", "declined", "no_show")
 TRIGGER_LABELS = {"schedule": "nightly schedule", "webhook": "webhook", "cli": "command line"}
 RUN_STATES = ("pending", "running", "done", "failed")
 HISTORY_LIMIT = 50
+ROSTER_PAGE_DEFAULT = 50
+ROSTER_PAGE_MAX = 200
 # Organisation and nightly runs are checked in Python for the patient; this bounds the scan.
 HISTORY_SCAN = 500
 
 
 class NotVisible(LookupError):
     """No such thing, or not the viewer's to see (the two are never told apart)."""
+
+
+class BadCursor(ValueError):
+    """A roster cursor that this roster did not hand out."""
 
 
 class ConsentRequired(PermissionError):
@@ -147,6 +153,26 @@ class RosterRow:
     roi_consent: ConsentView
     next_appointment: NextAppointment | None
     last_synced_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RosterPage:
+    """One page of the roster; `next_cursor` (ids only, no names) fetches the next one."""
+
+    rows: list[RosterRow]
+    next_cursor: str | None
+
+
+def name_matches(words: str) -> ColumnElement[bool]:
+    """Every word of the search appears in the first or the last name (any case)."""
+    conditions = [
+        or_(
+            func.lower(Patient.first_name).contains(word, autoescape=True),
+            func.lower(Patient.last_name).contains(word, autoescape=True),
+        )
+        for word in words.lower().split()
+    ]
+    return and_(True, *conditions)
 
 
 @dataclass(frozen=True)
@@ -293,20 +319,36 @@ class Dashboard:
 
     # -- roster and appointments ---------------------------------------------------------
 
-    def roster(self, organization_id: uuid.UUID | None = None) -> list[RosterRow]:
-        """One row per patient and organisation: consent, next appointment, last sync."""
-        query = (
+    def roster(
+        self,
+        organization_id: uuid.UUID | None = None,
+        *,
+        search: str | None = None,
+        limit: int = ROSTER_PAGE_DEFAULT,
+        cursor: str | None = None,
+    ) -> RosterPage:
+        """A page of rows, one per patient and organisation: consent, next appointment,
+        last sync. Ordered by organisation, last and first name; `search` matches names."""
+        order = (Organization.name, Organization.id, Patient.last_name, Patient.first_name)
+        query: Select[Affiliation, Patient, Organization] = (
             select(Affiliation, Patient, Organization)
             .join(Patient, Patient.id == Affiliation.patient_id)
             .join(Organization, Organization.id == Affiliation.organization_id)
             .options(lazyload(Affiliation.patient))
-            .order_by(Organization.name, Patient.last_name, Patient.first_name, Patient.id)
+            .order_by(*order, Patient.id)
         )
         if not self.viewer.is_staff:
             query = query.where(Affiliation.organization_id == self.viewer.organization_id)
         elif organization_id is not None:
             query = query.where(Affiliation.organization_id == organization_id)
-        rows = self.session.execute(query).all()
+        if search and search.strip():
+            query = query.where(name_matches(search))
+        if cursor is not None:
+            query = query.where(self._after(cursor, (*order, Patient.id)))
+        limit = max(1, min(limit, ROSTER_PAGE_MAX))
+        rows = self.session.execute(query.limit(limit + 1)).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
         upcoming = self._next_appointments({patient.id for _, patient, _ in rows})
         roster: list[RosterRow] = []
         for affiliation, patient, org in rows:
@@ -336,7 +378,31 @@ class Dashboard:
                     last_synced_at=optional_local_time(affiliation.last_practiceq_sync_at, zone),
                 )
             )
-        return roster
+        last = roster[-1] if more and roster else None
+        next_cursor = f"{last.organization_id}.{last.id}" if last is not None else None
+        return RosterPage(roster, next_cursor)
+
+    def _after(self, cursor: str, columns: tuple[Any, ...]) -> ColumnElement[bool]:
+        """Rows after the cursor's row (`ORGID.PATIENTID`) in the roster's order."""
+        try:
+            org_text, patient_text = cursor.split(".")
+            org_id, patient_id = uuid.UUID(org_text), uuid.UUID(patient_text)
+        except ValueError:
+            raise BadCursor("the cursor is not one this roster handed out") from None
+        key = self.session.execute(
+            select(Organization.name, Organization.id, Patient.last_name, Patient.first_name)
+            .join(Affiliation, Affiliation.organization_id == Organization.id)
+            .join(Patient, Patient.id == Affiliation.patient_id)
+            .where(Organization.id == org_id, Patient.id == patient_id)
+        ).first()
+        if key is None:
+            raise BadCursor("the cursor's patient is no longer on this roster")
+        values = (*key, patient_id)
+        bound = [
+            bindparam(None, value, type_=column.type)
+            for column, value in zip(columns, values, strict=True)
+        ]
+        return tuple_(*columns) > tuple_(*bound)
 
     def _next_appointments(self, patient_ids: set[uuid.UUID]) -> dict[uuid.UUID, NextAppointment]:
         if not patient_ids:

@@ -7,13 +7,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from fastapi.staticfiles import StaticFiles
 
 from pqsync.bootstrap import App
 from pqsync.logging import get_logger
 from pqsync.services.auth import Authenticator
 from pqsync.web.context import WebContext
 from pqsync.web.errors import ApiError, install_error_handlers
-from pqsync.web.routes import auth, dashboard, integrations, ops, sync
+from pqsync.web.render import STATIC_DIR
+from pqsync.web.routes import auth, dashboard, integrations, ops, pages, sync
 
 MAX_BODY_BYTES = 1_000_000
 
@@ -46,8 +48,9 @@ def create_app(app: App) -> FastAPI:
     )
     api.state.pqsync = ctx
     install_error_handlers(api)
-    for module in (auth, sync, dashboard, integrations, ops):
+    for module in (auth, sync, dashboard, integrations, ops, pages):
         api.include_router(module.router)
+    api.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     # FastAPI's own pages (/docs, /openapi.json) do not name their route in the scope.
     static_paths = {

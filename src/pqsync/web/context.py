@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 from pqsync.bootstrap import App
@@ -14,6 +15,7 @@ from pqsync.services.dashboard import Dashboard
 from pqsync.services.sync import PreparedRun, SyncResult, SyncService
 from pqsync.web.background import BackgroundWork
 from pqsync.web.metrics import Metrics
+from pqsync.web.render import make_templates
 
 # Whom the cron endpoint's answers are shown to: the clinic, with no user behind it.
 SCHEDULER = Principal(
@@ -33,6 +35,7 @@ class WebContext:
     auth: Authenticator
     metrics: Metrics = field(default_factory=Metrics)
     background: BackgroundWork = field(default_factory=BackgroundWork)
+    templates: Jinja2Templates = field(default_factory=make_templates)
 
     @property
     def secure_cookies(self) -> bool:

@@ -215,6 +215,9 @@ class RosterEntryOut(ApiModel):
 
 class RosterOut(ApiModel):
     patients: list[RosterEntryOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page."
+    )
 
 
 class AppointmentOut(ApiModel):

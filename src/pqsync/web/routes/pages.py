@@ -1,0 +1,523 @@
+"""The dashboard's HTML pages: sign in and out, the roster, a patient, the staff pages.
+
+Pages read through the same services as the JSON API and start syncs only through it (the
+page's JavaScript calls the API with the session's CSRF token). Forms are CSRF-protected:
+before sign-in by a double-submit cookie, after it by the session's token. URLs hold ids
+only; a search travels in a POST body, never in the address.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Depends, Form, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from pqsync.db.tables import Affiliation, Organization, SyncLog
+from pqsync.domain.roles import SYNC_ROLES
+from pqsync.domain.windows import default_window
+from pqsync.logging import get_logger
+from pqsync.services.auth import (
+    SESSION_LIFETIME,
+    InvalidCredentials,
+    LoginThrottled,
+    Principal,
+    new_token,
+    secrets_match,
+)
+from pqsync.services.dashboard import BadCursor, Dashboard, NotVisible, local_time
+from pqsync.services.patient_page import patient_appointments, timeline
+from pqsync.services.practitioners import (
+    PractitionerError,
+    map_practitioner,
+    unmatched_practitioners,
+)
+from pqsync.services.staff_views import (
+    RUN_STATUSES,
+    RUN_TYPES,
+    RunFilters,
+    StaffInputError,
+    run_detail,
+    sync_runs,
+)
+from pqsync.services.sync import Actor
+from pqsync.web.context import WebContext
+from pqsync.web.deps import SESSION_COOKIE, ContextDep, SessionDep
+from pqsync.web.errors import error_facts
+from pqsync.web.render import PAGE_HEADERS, page
+
+LOGIN_CSRF_COOKIE = "pqsync_login_csrf"
+
+log = get_logger("pqsync.web.pages")
+
+
+class SignInNeeded(Exception):
+    """No valid session: the page sends the browser to the sign-in page."""
+
+
+class PageNotFound(Exception):
+    """No such thing, or not the viewer's to see (never told apart)."""
+
+
+class PageForbidden(Exception):
+    """Signed in, but the role may not open this page."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    status: int
+    heading: str
+    message: str
+
+
+NOT_FOUND = Problem(404, "Not found", "There is nothing here, or it is not yours to see.")
+FORBIDDEN = Problem(403, "Not available", "Your role cannot open this page.")
+BROKEN = Problem(
+    500,
+    "Something went wrong",
+    "The page could not be shown. Nothing was changed. Try again in a minute; if it keeps "
+    "happening, tell the clinic (the details are in its log).",
+)
+
+
+class PageRoute(APIRoute):
+    """A page never shows a traceback: failures become a calm page, details go to the log."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        path = self.path
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except SignInNeeded:
+                return RedirectResponse("/login", status_code=303, headers=PAGE_HEADERS)
+            except (PageNotFound, RequestValidationError):
+                return problem_page(request, NOT_FOUND)
+            except PageForbidden:
+                return problem_page(request, FORBIDDEN)
+            except Exception as exc:
+                log.error("page.failed", route=path, **error_facts(exc))
+                return problem_page(request, BROKEN)
+
+        return guarded
+
+
+def problem_page(request: Request, problem: Problem) -> HTMLResponse:
+    ctx: WebContext = request.app.state.pqsync
+    return page(
+        ctx.templates,
+        request,
+        "problem.html",
+        {"problem": problem, "user": None},
+        status_code=problem.status,
+    )
+
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+
+
+def signed_in(request: Request, ctx: ContextDep, session: SessionDep) -> Principal:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    principal = ctx.auth.from_session_cookie(session, cookie) if cookie else None
+    if principal is None:
+        raise SignInNeeded()
+    return principal
+
+
+PageUser = Annotated[Principal, Depends(signed_in)]
+
+
+def staff_only(user: PageUser) -> Principal:
+    if not user.is_staff:
+        raise PageForbidden()
+    return user
+
+
+StaffUser = Annotated[Principal, Depends(staff_only)]
+CsrfField = Annotated[str, Form(alias="csrf_token", max_length=200)]
+
+
+def check_form_token(user: Principal, token: str) -> None:
+    if not (user.csrf_token and secrets_match(token, user.csrf_token)):
+        raise PageForbidden()
+
+
+def render(
+    ctx: WebContext, request: Request, name: str, user: Principal | None, **values: Any
+) -> HTMLResponse:
+    status = values.pop("status_code", 200)
+    return page(ctx.templates, request, name, {"user": user, **values}, status_code=status)
+
+
+# -- signing in and out ------------------------------------------------------------------
+
+
+def login_page(
+    ctx: WebContext,
+    request: Request,
+    *,
+    error: str | None = None,
+    email: str = "",
+    status: int = 200,
+) -> HTMLResponse:
+    token = new_token()
+    response = render(
+        ctx,
+        request,
+        "login.html",
+        None,
+        csrf_token=token,
+        error=error,
+        email=email,
+        status_code=status,
+    )
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        max_age=3600,
+        httponly=True,
+        samesite="strict",
+        secure=ctx.secure_cookies,
+        path="/login",
+    )
+    return response
+
+
+@router.get("/login")
+def login_form(request: Request, ctx: ContextDep, session: SessionDep) -> Response:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie and ctx.auth.from_session_cookie(session, cookie) is not None:
+        return RedirectResponse("/", status_code=303, headers=PAGE_HEADERS)
+    return login_page(ctx, request)
+
+
+@router.post("/login")
+def login_submit(
+    request: Request,
+    ctx: ContextDep,
+    session: SessionDep,
+    csrf_token: CsrfField,
+    email: Annotated[str, Form(max_length=320)] = "",
+    password: Annotated[str, Form(max_length=1000)] = "",
+) -> Response:
+    if not secrets_match(request.cookies.get(LOGIN_CSRF_COOKIE), csrf_token):
+        return login_page(ctx, request, error="The form expired. Please sign in again.", status=400)
+    client_ip = request.client.host if request.client else None
+    try:
+        result = ctx.auth.login(session, email, password, client_ip)
+    except LoginThrottled as exc:
+        at = (
+            local_time(exc.retry_at, ZoneInfo(ctx.app.settings.timezone))
+            .strftime("%I:%M %p")
+            .lstrip("0")
+        )
+        message = f"Too many failed sign-ins. Try again after {at}."
+        return login_page(ctx, request, error=message, email=email, status=429)
+    except InvalidCredentials:
+        return login_page(ctx, request, error="Wrong email or password.", email=email, status=401)
+    response = RedirectResponse("/", status_code=303, headers=PAGE_HEADERS)
+    response.set_cookie(
+        SESSION_COOKIE,
+        result.cookie_token,
+        max_age=int(SESSION_LIFETIME.total_seconds()),
+        httponly=True,
+        samesite="lax",
+        secure=ctx.secure_cookies,
+        path="/",
+    )
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    return response
+
+
+@router.post("/logout")
+def logout_submit(
+    user: PageUser, ctx: ContextDep, session: SessionDep, csrf_token: CsrfField
+) -> Response:
+    check_form_token(user, csrf_token)
+    if user.session_id is not None:
+        ctx.auth.logout(session, user.session_id)
+    response = RedirectResponse("/login", status_code=303, headers=PAGE_HEADERS)
+    response.delete_cookie(
+        SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=ctx.secure_cookies
+    )
+    return response
+
+
+# -- the roster ----------------------------------------------------------------------------
+
+
+def chosen_organization(
+    dashboard: Dashboard, session: Session, org: str | None
+) -> tuple[Organization | None, list[Organization]]:
+    """Partners: their own organisation. Staff: the one they chose (none yet: None), and
+    the list to choose from."""
+    viewer = dashboard.viewer
+    if not viewer.is_staff:
+        own = session.get(Organization, viewer.organization_id)
+        if own is None:
+            raise PageNotFound()
+        return own, []
+    choices = list(session.scalars(select(Organization).order_by(Organization.name)))
+    if not org:
+        return None, choices
+    try:
+        return dashboard.organization(org), choices
+    except NotVisible:
+        raise PageNotFound() from None
+
+
+def running_run(session: Session, org: Organization) -> uuid.UUID | None:
+    """The organisation's sync-all run still going, if any (the page rejoins it)."""
+    return session.scalar(
+        select(SyncLog.id)
+        .where(
+            SyncLog.sync_type == "organization",
+            SyncLog.organization_id == org.id,
+            SyncLog.status == "running",
+        )
+        .order_by(SyncLog.started_at.desc())
+        .limit(1)
+    )
+
+
+@dataclass(frozen=True)
+class SyncAllPlan:
+    patients: int
+    start: str
+    end: str
+    requests: int
+    minutes: int
+    left_today: int
+    daily_limit: int
+
+    @property
+    def fits_budget(self) -> bool:
+        return self.requests <= self.left_today
+
+
+def sync_all_plan(ctx: WebContext, session: Session, org: Organization) -> SyncAllPlan:
+    """What the Sync all dialog tells before starting: the default window, and the worst
+    case of the plan (one request per patient; fetching the whole window costs less when
+    the practice is small), paced by the minute limit, against the budget left today."""
+    patients = (
+        session.scalar(
+            select(func.count())
+            .select_from(Affiliation)
+            .where(Affiliation.organization_id == org.id)
+        )
+        or 0
+    )
+    window = default_window(
+        ctx.now(), ZoneInfo(org.timezone), org.window_days_back, org.window_days_ahead
+    )
+    settings = ctx.app.settings
+    usage = ctx.app.budget_usage()
+    per_minute = max(1, settings.intakeq_minute_limit)
+    minutes = max(1, math.ceil(patients / per_minute * settings.intakeq_minute_window_seconds / 60))
+    return SyncAllPlan(
+        patients=patients,
+        start=window.start.isoformat(),
+        end=window.end.isoformat(),
+        requests=patients,
+        minutes=minutes,
+        left_today=max(0, usage.daily_limit - usage.day_used),
+        daily_limit=usage.daily_limit,
+    )
+
+
+def roster_page(
+    request: Request,
+    ctx: WebContext,
+    session: Session,
+    user: Principal,
+    *,
+    org: str | None,
+    search: str = "",
+    cursor: str | None = None,
+) -> HTMLResponse:
+    dashboard = ctx.dashboard(session, user)
+    chosen, choices = chosen_organization(dashboard, session, org)
+    values: dict[str, Any] = {
+        "choices": choices,
+        "org": chosen,
+        "search": search,
+        "can_sync": user.role in SYNC_ROLES,
+        "now": ctx.now(),
+    }
+    if chosen is not None:
+        try:
+            roster = dashboard.roster(chosen.id, search=search, cursor=cursor)
+        except BadCursor:
+            roster = dashboard.roster(chosen.id, search=search)
+        values.update(
+            rows=roster.rows,
+            next_cursor=roster.next_cursor,
+            paged=cursor is not None,
+            running=running_run(session, chosen),
+            plan=sync_all_plan(ctx, session, chosen) if values["can_sync"] else None,
+        )
+    return render(ctx, request, "roster.html", user, **values)
+
+
+@router.get("/")
+def roster(
+    request: Request,
+    ctx: ContextDep,
+    session: SessionDep,
+    user: PageUser,
+    org: str | None = None,
+    cursor: str | None = None,
+) -> HTMLResponse:
+    return roster_page(request, ctx, session, user, org=org, cursor=cursor)
+
+
+@router.post("/")
+def roster_search(
+    request: Request,
+    ctx: ContextDep,
+    session: SessionDep,
+    user: PageUser,
+    csrf_token: CsrfField,
+    q: Annotated[str, Form(max_length=100)] = "",
+    org: Annotated[str, Form(max_length=64)] = "",
+    cursor: Annotated[str, Form(max_length=80)] = "",
+) -> HTMLResponse:
+    check_form_token(user, csrf_token)
+    return roster_page(
+        request, ctx, session, user, org=org or None, search=q.strip(), cursor=cursor or None
+    )
+
+
+# -- a patient -----------------------------------------------------------------------------
+
+
+@router.get("/patients/{patient_id}")
+def patient(
+    patient_id: str, request: Request, ctx: ContextDep, session: SessionDep, user: PageUser
+) -> HTMLResponse:
+    dashboard = ctx.dashboard(session, user)
+    try:
+        scope = dashboard.patient(patient_id)
+    except NotVisible:
+        raise PageNotFound() from None
+    appointments = patient_appointments(dashboard, scope) if scope.details_visible else None
+    return render(
+        ctx,
+        request,
+        "patient.html",
+        user,
+        scope=scope,
+        appointments=appointments,
+        timeline=timeline(dashboard, scope),
+        last_sync=dashboard.sync_history(scope).last_sync,
+        can_sync=user.role in SYNC_ROLES,
+        now=ctx.now(),
+    )
+
+
+# -- staff ---------------------------------------------------------------------------------
+
+
+@router.get("/staff/runs")
+def staff_runs(
+    request: Request,
+    ctx: ContextDep,
+    session: SessionDep,
+    user: StaffUser,
+    organization: str = "",
+    type: str = "",
+    status: str = "",
+    day: str = "",
+) -> HTMLResponse:
+    zone = ctx.dashboard(session, user).default_zone
+    error = None
+    try:
+        filters = RunFilters.parse(organization, type, status, day)
+    except StaffInputError as exc:
+        error, filters = str(exc), RunFilters()
+    usage = ctx.app.budget_usage()
+    return render(
+        ctx,
+        request,
+        "staff_runs.html",
+        user,
+        runs=sync_runs(session, filters, zone),
+        filters=filters,
+        error=error,
+        organizations=list(session.scalars(select(Organization).order_by(Organization.name))),
+        run_types=RUN_TYPES,
+        run_statuses=RUN_STATUSES,
+        usage=usage,
+        left_today=max(0, usage.daily_limit - usage.day_used),
+        now=ctx.now(),
+    )
+
+
+@router.get("/staff/runs/{run_id}")
+def staff_run(
+    run_id: str, request: Request, ctx: ContextDep, session: SessionDep, user: StaffUser
+) -> HTMLResponse:
+    detail = run_detail(session, run_id, ctx.dashboard(session, user).default_zone)
+    if detail is None:
+        raise PageNotFound()
+    return render(ctx, request, "staff_run.html", user, detail=detail)
+
+
+def practitioners_page(
+    request: Request,
+    ctx: WebContext,
+    user: Principal,
+    *,
+    message: str | None = None,
+    error: str | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    return render(
+        ctx,
+        request,
+        "staff_practitioners.html",
+        user,
+        unmatched=unmatched_practitioners(ctx.app.engine),
+        message=message,
+        error=error,
+        status_code=status,
+    )
+
+
+@router.get("/staff/practitioners")
+def staff_practitioners(request: Request, ctx: ContextDep, user: StaffUser) -> HTMLResponse:
+    return practitioners_page(request, ctx, user)
+
+
+@router.post("/staff/practitioners")
+def staff_map_practitioner(
+    request: Request,
+    ctx: ContextDep,
+    user: StaffUser,
+    csrf_token: CsrfField,
+    practitioner_id: Annotated[str, Form(max_length=64)] = "",
+    provider: Annotated[str, Form(max_length=320)] = "",
+) -> HTMLResponse:
+    check_form_token(user, csrf_token)
+    try:
+        relinked = map_practitioner(
+            ctx.app.engine,
+            practitioner_id,
+            provider.strip(),
+            actor=Actor(kind="user", user_id=user.user_id, name=user.name),
+            now=ctx.now(),
+        )
+    except PractitionerError as exc:
+        return practitioners_page(request, ctx, user, error=f"Not mapped: {exc}.", status=422)
+    message = f"Mapped. {relinked} appointment(s) now show their provider."
+    return practitioners_page(request, ctx, user, message=message)

@@ -1,0 +1,46 @@
+"""What the browser tests share besides fixtures."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+from playwright.sync_api import Page
+from web_support import PASSWORD, USERS
+
+from pqsync.bootstrap import App
+from pqsync.web.app import create_app
+
+
+def sign_in(page: Page, who: str) -> Page:
+    """Sign in through the form as one of the seeded users; lands on the roster."""
+    page.goto("/login")
+    page.get_by_label("Email").fill(USERS[who])
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/")
+    return page
+
+
+@contextmanager
+def live_server(app: App) -> Iterator[str]:
+    """The app served by uvicorn on a free loopback port, in a thread; yields its URL."""
+    config = uvicorn.Config(
+        create_app(app), host="127.0.0.1", port=0, log_config=None, access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    while not server.started:  # startup takes a few milliseconds; nothing to wait on
+        if not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
