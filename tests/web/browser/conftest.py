@@ -12,9 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
-
 from browser_support import live_server
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
 from pqsync.bootstrap import App
 
