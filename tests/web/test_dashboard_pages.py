@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, insert, select, text
@@ -18,7 +19,8 @@ from web_support import NOW, PASSWORD, USERS, Seed, open_client
 
 import leakcheck
 from pqsync.bootstrap import App
-from pqsync.db.tables import Affiliation, Appointment, Organization
+from pqsync.db.tables import Affiliation, Appointment, Organization, Patient
+from pqsync.intakeq.simulator import SimulatorServer
 from pqsync.services.directory import import_directory, parse_directory
 
 PATIENTS = "/api/partner-dashboard/patients"
@@ -241,3 +243,61 @@ def test_the_roster_page_issues_as_many_statements_for_1000_patients_as_for_10(
         assert page.text.count("data-patient-row=") == 50
         assert "Next page" in page.text
     assert counts["small"] == counts["large"]
+
+
+def test_the_patient_page_marks_changes_and_says_who_caused_them(
+    client: TestClient, seed: Seed, simulator: SimulatorServer, pq_app: App
+) -> None:
+    csrf = sign_in(client, "case_manager")
+    sync = f"/api/partner-dashboard/patients/{seed.consenting}/sync"
+    assert client.post(sync, headers={"X-CSRF-Token": csrf}).status_code == 200
+    with Session(pq_app.engine) as session:
+        client_id = session.scalars(
+            select(Patient.intakeq_client_id).filter_by(id=seed.consenting)
+        ).one()
+    control = simulator.control_url + "/appointments"
+    moved = httpx.post(
+        control, json={"ClientId": client_id, "StartDateLocal": "2025-11-20T14:00:00"}
+    )
+    called_off = httpx.post(
+        control, json={"ClientId": client_id, "StartDateLocal": "2025-11-21T10:00:00"}
+    )
+    assert client.post(sync, headers={"X-CSRF-Token": csrf}).json()["summary"]["new"] == 2
+    httpx.patch(f"{control}/{moved.json()['Id']}", json={"StartDateLocal": "2025-11-20T15:30:00"})
+    httpx.post(f"{control}/{called_off.json()['Id']}/cancel", json={})
+    assert client.post(sync, headers={"X-CSRF-Token": csrf}).json()["summary"]["updated"] == 2
+
+    page = " ".join(
+        re.sub(r"<[^>]+>", " ", client.get(f"/patients/{seed.consenting}").text).split()
+    )
+    assert "start 2:00 PM → 3:30 PM" in page
+    assert "status confirmed → cancelled" in page
+    assert "Appointment changed · Jordan Ames" in page
+    upcoming, past = page.split("Past and cancelled appointments")
+    assert "Nov 20, 2025 at 3:30 PM" in upcoming
+    assert "Nov 21, 2025 at 10:00 AM" in past and "Cancelled" in past
+
+
+def test_staff_map_a_practitioner_with_the_form(
+    client: TestClient, pq_app: App, simulator: SimulatorServer
+) -> None:
+    pq_app.sync_service().sync_organization("first-step-house")
+    csrf = sign_in(client, "staff_admin")
+    before = client.get("/staff/practitioners").text
+    unmapped = simulator.dataset.special.unmapped_practitioner
+    assert unmapped.id in before
+    provider = "locum@clinic.example"  # a provider with no IntakeQ practitioner yet
+    locum = {"providers": [{"email": provider, "name": "Dr. Lou Locum"}]}
+    import_directory(pq_app.engine, parse_directory(json.dumps(locum)))
+    bad = client.post(
+        "/staff/practitioners",
+        data={"practitioner_id": unmapped.id, "provider": "nobody@x.example", "csrf_token": csrf},
+    )
+    assert bad.status_code == 422 and "Not mapped: no such provider" in bad.text
+    done = client.post(
+        "/staff/practitioners",
+        data={"practitioner_id": unmapped.id, "provider": provider, "csrf_token": csrf},
+    )
+    assert done.status_code == 200
+    assert re.search(r"Mapped\. [1-9]\d* appointment\(s\) now show their provider\.", done.text)
+    assert f'<th scope="row">{unmapped.id}</th>' not in done.text
