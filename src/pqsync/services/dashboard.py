@@ -15,7 +15,7 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, tuple_
 from sqlalchemy.orm import Session, lazyload
 
 from pqsync.db.lookup import organization_by_ref
@@ -330,11 +330,22 @@ class Dashboard:
         """A page of rows, one per patient and organisation: consent, next appointment,
         last sync. Ordered by organisation, last and first name; `search` matches names."""
         order = (Organization.name, Organization.id, Patient.last_name, Patient.first_name)
-        query: Select[Affiliation, Patient, Organization] = (
-            select(Affiliation, Patient, Organization)
+        # Plain columns, not ORM objects: a page of 50 rows is built per request.
+        query = (
+            select(
+                Patient.id,
+                Patient.first_name,
+                Patient.last_name,
+                Organization.id,
+                Organization.name,
+                Organization.timezone,
+                Affiliation.roi_consent_status,
+                Affiliation.roi_consent_expires_on,
+                Affiliation.last_practiceq_sync_at,
+            )
+            .select_from(Affiliation)
             .join(Patient, Patient.id == Affiliation.patient_id)
             .join(Organization, Organization.id == Affiliation.organization_id)
-            .options(lazyload(Affiliation.patient))
             .order_by(*order, Patient.id)
         )
         if not self.viewer.is_staff:
@@ -349,22 +360,22 @@ class Dashboard:
         rows = self.session.execute(query.limit(limit + 1)).all()
         more = len(rows) > limit
         rows = rows[:limit]
-        upcoming = self._next_appointments({patient.id for _, patient, _ in rows})
+        upcoming = self._next_appointments({row[0] for row in rows})
         roster: list[RosterRow] = []
-        for affiliation, patient, org in rows:
-            zone = self.zone_of(org)
-            active = consent_active(affiliation, self.today_in(zone))
-            next_appointment = upcoming.get(patient.id)
+        for patient_id, first, last_name, org_id, org_name, tz, status, expires, synced in rows:
+            zone = ZoneInfo(tz)
+            active = status == "active" and (expires is None or expires >= self.today_in(zone))
+            next_appointment = upcoming.get(patient_id)
             shown = next_appointment is not None and (active or self.viewer.is_staff)
             roster.append(
                 RosterRow(
-                    id=patient.id,
-                    name=patient.full_name,
-                    organization_id=org.id,
-                    organization_name=org.name,
+                    id=patient_id,
+                    name=f"{first} {last_name}".strip(),
+                    organization_id=org_id,
+                    organization_name=org_name,
                     roi_consent=ConsentView(
-                        status=affiliation.roi_consent_status,
-                        expires_on=affiliation.roi_consent_expires_on,
+                        status=status,
+                        expires_on=expires,
                         active=active,
                         message=None if active else CONSENT_REQUIRED,
                     ),
@@ -375,7 +386,7 @@ class Dashboard:
                     )
                     if shown and next_appointment is not None
                     else None,
-                    last_synced_at=optional_local_time(affiliation.last_practiceq_sync_at, zone),
+                    last_synced_at=optional_local_time(synced, zone),
                 )
             )
         last = roster[-1] if more and roster else None

@@ -220,6 +220,18 @@ class RosterOut(ApiModel):
     )
 
 
+class SyncPlanOut(ApiModel):
+    organization_id: uuid.UUID
+    organization_name: str
+    patients: int
+    start_date: str = Field(description="The default date range's first day.")
+    end_date: str
+    max_requests: int = Field(description="IntakeQ requests at most (one per patient).")
+    estimated_minutes: int = Field(description="At the minute limit, for max_requests.")
+    requests_left_today: int
+    daily_limit: int
+
+
 class AppointmentOut(ApiModel):
     id: uuid.UUID
     pq_appointment_id: str

@@ -15,8 +15,9 @@ from pqsync.services.dashboard import (
     NotVisible,
     PatientScope,
 )
-from pqsync.web.deps import DashboardDep
+from pqsync.web.deps import ContextDep, DashboardDep, SyncUser
 from pqsync.web.errors import ApiError, not_found, responses
+from pqsync.web.planning import sync_all_plan
 from pqsync.web.schemas import (
     AppointmentOut,
     AppointmentsOut,
@@ -24,6 +25,7 @@ from pqsync.web.schemas import (
     RosterEntryOut,
     RosterOut,
     SyncHistoryOut,
+    SyncPlanOut,
     SyncRunOut,
 )
 
@@ -66,6 +68,33 @@ def roster(
     return RosterOut(
         patients=[RosterEntryOut.model_validate(row) for row in page.rows],
         next_cursor=page.next_cursor,
+    )
+
+
+@router.get("/organizations/{orgId}/sync-plan", responses=responses(401, 403, 404, 422))
+def sync_plan(
+    org_id: Annotated[str, Path(alias="orgId", description="The organisation's id or slug.")],
+    _user: SyncUser,
+    ctx: ContextDep,
+    dashboard: DashboardDep,
+) -> SyncPlanOut:
+    """What a Sync all of the organisation would cover and cost: patients, default date
+    range, at most how many IntakeQ requests, about how long, and today's budget left."""
+    try:
+        org = dashboard.organization(org_id)
+    except NotVisible:
+        raise not_found("organization") from None
+    plan = sync_all_plan(ctx, dashboard.session, org)
+    return SyncPlanOut(
+        organization_id=org.id,
+        organization_name=org.name,
+        patients=plan.patients,
+        start_date=plan.start,
+        end_date=plan.end,
+        max_requests=plan.requests,
+        estimated_minutes=plan.minutes,
+        requests_left_today=plan.left_today,
+        daily_limit=plan.daily_limit,
     )
 
 

@@ -8,10 +8,10 @@ only; a search travels in a POST body, never in the address.
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -19,10 +19,10 @@ from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pqsync.db.tables import Affiliation, Organization, SyncLog
+from pqsync.db.tables import Organization, SyncLog
 from pqsync.domain.roles import SYNC_ROLES
 from pqsync.domain.windows import default_window
 from pqsync.logging import get_logger
@@ -34,7 +34,7 @@ from pqsync.services.auth import (
     new_token,
     secrets_match,
 )
-from pqsync.services.dashboard import BadCursor, Dashboard, NotVisible, local_time
+from pqsync.services.dashboard import BadCursor, Dashboard, NotVisible, RosterRow, local_time
 from pqsync.services.patient_page import patient_appointments, timeline
 from pqsync.services.practitioners import (
     PractitionerError,
@@ -53,7 +53,8 @@ from pqsync.services.sync import Actor
 from pqsync.web.context import WebContext
 from pqsync.web.deps import SESSION_COOKIE, ContextDep, SessionDep
 from pqsync.web.errors import error_facts
-from pqsync.web.render import PAGE_HEADERS, page
+from pqsync.web.planning import budget_usage
+from pqsync.web.render import PAGE_HEADERS, appointment_time, page, relative_time
 
 LOGIN_CSRF_COOKIE = "pqsync_login_csrf"
 
@@ -290,48 +291,42 @@ def running_run(session: Session, org: Organization) -> uuid.UUID | None:
     )
 
 
-@dataclass(frozen=True)
-class SyncAllPlan:
-    patients: int
-    start: str
-    end: str
-    requests: int
-    minutes: int
-    left_today: int
-    daily_limit: int
-
-    @property
-    def fits_budget(self) -> bool:
-        return self.requests <= self.left_today
-
-
-def sync_all_plan(ctx: WebContext, session: Session, org: Organization) -> SyncAllPlan:
-    """What the Sync all dialog tells before starting: the default window, and the worst
-    case of the plan (one request per patient; fetching the whole window costs less when
-    the practice is small), paced by the minute limit, against the budget left today."""
-    patients = (
-        session.scalar(
-            select(func.count())
-            .select_from(Affiliation)
-            .where(Affiliation.organization_id == org.id)
-        )
-        or 0
-    )
+def sync_window(ctx: WebContext, org: Organization) -> tuple[str, str]:
+    """The organisation's default date range (what Sync all starts with)."""
     window = default_window(
         ctx.now(), ZoneInfo(org.timezone), org.window_days_back, org.window_days_ahead
     )
-    settings = ctx.app.settings
-    usage = ctx.app.budget_usage()
-    per_minute = max(1, settings.intakeq_minute_limit)
-    minutes = max(1, math.ceil(patients / per_minute * settings.intakeq_minute_window_seconds / 60))
-    return SyncAllPlan(
-        patients=patients,
-        start=window.start.isoformat(),
-        end=window.end.isoformat(),
-        requests=patients,
-        minutes=minutes,
-        left_today=max(0, usage.daily_limit - usage.day_used),
-        daily_limit=usage.daily_limit,
+    return window.start.isoformat(), window.end.isoformat()
+
+
+@dataclass(frozen=True)
+class RosterLine:
+    """A roster row as the page shows it, every text made once in Python (the template
+    only places them: 50 rows are rendered per request)."""
+
+    id: uuid.UUID
+    name: str
+    provider: str
+    next: str
+    consent_needed: bool
+    synced_iso: str | None
+    synced_exact: str
+    synced_ago: str
+
+
+def roster_line(row: RosterRow, user: Principal, now: datetime) -> RosterLine:
+    shown = row.roi_consent.active or user.is_staff
+    upcoming = row.next_appointment if shown else None
+    synced = row.last_synced_at
+    return RosterLine(
+        id=row.id,
+        name=row.name,
+        provider=(upcoming.provider_name if upcoming else None) or "—",
+        next=appointment_time(upcoming.start_time) if upcoming else "None scheduled",
+        consent_needed=not shown,
+        synced_iso=synced.isoformat() if synced else None,
+        synced_exact=appointment_time(synced),
+        synced_ago=relative_time(synced, now),
     )
 
 
@@ -360,11 +355,11 @@ def roster_page(
         except BadCursor:
             roster = dashboard.roster(chosen.id, search=search)
         values.update(
-            rows=roster.rows,
+            rows=[roster_line(row, user, values["now"]) for row in roster.rows],
             next_cursor=roster.next_cursor,
             paged=cursor is not None,
             running=running_run(session, chosen),
-            plan=sync_all_plan(ctx, session, chosen) if values["can_sync"] else None,
+            window=sync_window(ctx, chosen),
         )
     return render(ctx, request, "roster.html", user, **values)
 
@@ -445,7 +440,7 @@ def staff_runs(
         filters = RunFilters.parse(organization, type, status, day)
     except StaffInputError as exc:
         error, filters = str(exc), RunFilters()
-    usage = ctx.app.budget_usage()
+    usage = budget_usage(ctx, session)
     return render(
         ctx,
         request,

@@ -224,6 +224,22 @@
     poll();
   }
 
+  function showPlan(orgId) {
+    var estimate = document.getElementById("sync-all-estimate");
+    call("GET", API + "/organizations/" + orgId + "/sync-plan").then(function (result) {
+      if (result.status !== 200) {
+        estimate.textContent = "The estimate is not available right now; the sync can still start.";
+        return;
+      }
+      var plan = result.data;
+      document.getElementById("sync-all-count").textContent = String(plan.patients);
+      estimate.textContent = "Estimated time: about " + plural(plan.estimatedMinutes, "minute") +
+        " (at most " + plural(plan.maxRequests, "PracticeQ request") + "; " +
+        plan.requestsLeftToday + " of " + plan.dailyLimit + " left today).";
+      document.getElementById("sync-all-budget").hidden = plan.maxRequests <= plan.requestsLeftToday;
+    });
+  }
+
   function setUpSyncAll() {
     var panel = document.getElementById("run-progress");
     if (!panel) return;
@@ -242,6 +258,7 @@
       }
       errorBox.textContent = "";
       dialog.showModal();
+      showPlan(dialog.getAttribute("data-org"));
     });
     document.getElementById("sync-all-cancel").addEventListener("click", function () {
       dialog.close();
