@@ -46,7 +46,9 @@ def seed(url: str) -> uuid.UUID:
     now = datetime.now(UTC)
     with Session(engine) as session:
         org = Organization(slug="bench-house", name="Bench House", timezone="America/Denver")
-        providers = [Provider(email=f"dr{i}@clinic.example", name=f"Dr. Bench {i}") for i in range(5)]
+        providers = [
+            Provider(email=f"dr{i}@clinic.example", name=f"Dr. Bench {i}") for i in range(5)
+        ]
         session.add_all([org, *providers])
         session.flush()
         patients = [
@@ -103,7 +105,16 @@ def server(url: str, workers: int) -> Iterator[str]:
         INTAKEQ_BASE_URL="http://127.0.0.1:9/api/v1",  # never called: pages read the database
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "pqsync.cli", "serve", "--port", str(port), "--workers", str(workers)],
+        [
+            sys.executable,
+            "-m",
+            "pqsync.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=open(os.environ.get("ROSTER_SERVER_LOG", os.devnull), "w"),  # noqa: SIM115

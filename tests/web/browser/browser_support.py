@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import uvicorn
 from playwright.sync_api import Page
@@ -13,6 +15,22 @@ from web_support import PASSWORD, USERS
 
 from pqsync.bootstrap import App
 from pqsync.web.app import create_app
+
+
+SCREENSHOTS_ENV = "PQSYNC_SCREENSHOTS"
+
+
+def screenshot(page: Page, name: str, selector: str | None = None) -> None:
+    """Saved only when PQSYNC_SCREENSHOTS names a folder (docs/screenshots.sh sets it), at
+    laptop width: the README's pictures come from these tests, so they stay current."""
+    folder = os.environ.get(SCREENSHOTS_ENV)
+    if not folder or page.viewport_size is None or page.viewport_size["width"] < 1000:
+        return
+    path = Path(folder) / f"{name}.png"
+    if selector is None:
+        page.screenshot(path=path, full_page=True)
+    else:
+        page.locator(selector).screenshot(path=path)
 
 
 def sign_in(page: Page, who: str) -> Page:

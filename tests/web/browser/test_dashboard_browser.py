@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from browser_support import live_server, sign_in
+from browser_support import live_server, screenshot, sign_in
 from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -86,6 +86,11 @@ def test_sync_all_shows_each_patient_and_reaches_the_end(new_page: OpenPage) -> 
     )
     expect(page.locator("#run-patients li")).to_have_count(12)
     expect(page.locator("#run-patients li").first).to_contain_text(re.compile(r"done \(\d+ new"))
+    screenshot(page, "progress", "#run-progress")
+    page.get_by_role("link", name="Show the updated list").click()
+    expect(page.locator("tbody")).not_to_contain_text("Last synced: Never")
+    expect(page.locator("tbody")).to_contain_text("Last synced: just now")
+    screenshot(page, "roster")
 
 
 def test_cancel_closes_the_dialog_without_starting(new_page: OpenPage) -> None:

@@ -217,8 +217,12 @@
           return;
         }
         showRun(panel, result.data);
-        if (result.data.status === "running") window.setTimeout(poll, POLL_MS);
-        else panel.removeAttribute("data-run");
+        if (result.data.status === "running") {
+          window.setTimeout(poll, POLL_MS);
+        } else {
+          panel.removeAttribute("data-run");
+          document.getElementById("run-done").hidden = false;
+        }
       });
     };
     poll();
@@ -243,6 +247,7 @@
   function setUpSyncAll() {
     var panel = document.getElementById("run-progress");
     if (!panel) return;
+    document.getElementById("run-done").hidden = true;
     var running = panel.getAttribute("data-run");
     if (running) follow(panel, running);
     var open = document.getElementById("sync-all-open");
