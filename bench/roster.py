@@ -25,8 +25,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from common import fresh_database, free_port, row
-from sqlalchemy import insert, select
+from common import free_port, fresh_database, row
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from pqsync.db.engine import make_engine

@@ -16,7 +16,6 @@ from web_support import PASSWORD, USERS
 from pqsync.bootstrap import App
 from pqsync.web.app import create_app
 
-
 SCREENSHOTS_ENV = "PQSYNC_SCREENSHOTS"
 
 
