@@ -277,6 +277,16 @@ def test_the_patient_page_marks_changes_and_says_who_caused_them(
     assert "Nov 20, 2025 at 3:30 PM" in upcoming
     assert "Nov 21, 2025 at 10:00 AM" in past and "Cancelled" in past
 
+    httpx.post(f"{control}/{moved.json()['Id']}/delete", json={})
+    assert client.post(sync, headers={"X-CSRF-Token": csrf}).status_code == 200
+    page = " ".join(
+        re.sub(r"<[^>]+>", " ", client.get(f"/patients/{seed.consenting}").text).split()
+    )
+    upcoming, past = page.split("Past and cancelled appointments")
+    assert "Nov 20, 2025 at 3:30 PM" not in upcoming
+    assert "Nov 20, 2025 at 3:30 PM Deleted in PracticeQ" in past
+    assert "Appointment deleted in PracticeQ" in page
+
 
 def test_staff_map_a_practitioner_with_the_form(
     client: TestClient, pq_app: App, simulator: SimulatorServer
