@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from common import free_port, fresh_database, row
+from common import free_port, fresh_database, row, wait_until_up
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
@@ -121,12 +121,7 @@ def server(url: str, workers: int) -> Iterator[str]:
     )
     root = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{root}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_until_up(f"{root}/healthz")
         yield root
     finally:
         process.terminate()

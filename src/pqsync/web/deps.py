@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, cast
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Query, Request, Response
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from pqsync.domain.roles import SYNC_ROLES
-from pqsync.services.auth import Principal, secrets_match
+from pqsync.services.auth import SESSION_LIFETIME, Principal, secrets_match
 from pqsync.services.dashboard import Dashboard
 from pqsync.web.context import WebContext
 from pqsync.web.errors import ApiError, unauthenticated
@@ -24,6 +24,25 @@ _cookie = APIKeyCookie(
     name=SESSION_COOKIE, auto_error=False, description="Set by POST /api/auth/login."
 )
 _cron = HTTPBearer(auto_error=False, scheme_name="CronSecret", description="PQSYNC_CRON_SECRET.")
+
+
+def set_session_cookie(response: Response, ctx: WebContext, token: str) -> None:
+    """The browser's session: HttpOnly, SameSite=Lax, Secure outside development."""
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=int(SESSION_LIFETIME.total_seconds()),
+        httponly=True,
+        samesite="lax",
+        secure=ctx.secure_cookies,
+        path="/",
+    )
+
+
+def clear_session_cookie(response: Response, ctx: WebContext) -> None:
+    response.delete_cookie(
+        SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=ctx.secure_cookies
+    )
 
 
 def get_context(request: Request) -> WebContext:

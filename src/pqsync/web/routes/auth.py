@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from pqsync.services.auth import SESSION_LIFETIME, InvalidCredentials, LoginThrottled, Principal
-from pqsync.web.deps import SESSION_COOKIE, ContextDep, CurrentUser, SessionDep
+from pqsync.services.auth import InvalidCredentials, LoginThrottled, Principal
+from pqsync.web.deps import (
+    ContextDep,
+    CurrentUser,
+    SessionDep,
+    clear_session_cookie,
+    set_session_cookie,
+)
 from pqsync.web.errors import ApiError, responses, retry_later
 from pqsync.web.schemas import LoginRequest, SessionOut, UserOut
 
@@ -44,15 +50,7 @@ def login(
         ) from None
     except InvalidCredentials:
         raise ApiError(401, "invalid_credentials", "wrong email or password") from None
-    response.set_cookie(
-        SESSION_COOKIE,
-        result.cookie_token,
-        max_age=int(SESSION_LIFETIME.total_seconds()),
-        httponly=True,
-        samesite="lax",
-        secure=ctx.secure_cookies,
-        path="/",
-    )
+    set_session_cookie(response, ctx, result.cookie_token)
     return session_out(result.principal)
 
 
@@ -62,9 +60,7 @@ def logout(user: CurrentUser, ctx: ContextDep, session: SessionDep) -> Response:
     if user.session_id is not None:
         ctx.auth.logout(session, user.session_id)
     answer = Response(status_code=204)
-    answer.delete_cookie(
-        SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=ctx.secure_cookies
-    )
+    clear_session_cookie(answer, ctx)
     return answer
 
 

@@ -27,7 +27,6 @@ from pqsync.domain.roles import SYNC_ROLES
 from pqsync.domain.windows import default_window
 from pqsync.logging import get_logger
 from pqsync.services.auth import (
-    SESSION_LIFETIME,
     InvalidCredentials,
     LoginThrottled,
     Principal,
@@ -51,7 +50,13 @@ from pqsync.services.staff_views import (
 )
 from pqsync.services.sync import Actor
 from pqsync.web.context import WebContext
-from pqsync.web.deps import SESSION_COOKIE, ContextDep, SessionDep
+from pqsync.web.deps import (
+    SESSION_COOKIE,
+    ContextDep,
+    SessionDep,
+    clear_session_cookie,
+    set_session_cookie,
+)
 from pqsync.web.errors import error_facts
 from pqsync.web.planning import budget_usage
 from pqsync.web.render import PAGE_HEADERS, appointment_time, page, relative_time
@@ -227,15 +232,7 @@ def login_submit(
     except InvalidCredentials:
         return login_page(ctx, request, error="Wrong email or password.", email=email, status=401)
     response = RedirectResponse("/", status_code=303, headers=PAGE_HEADERS)
-    response.set_cookie(
-        SESSION_COOKIE,
-        result.cookie_token,
-        max_age=int(SESSION_LIFETIME.total_seconds()),
-        httponly=True,
-        samesite="lax",
-        secure=ctx.secure_cookies,
-        path="/",
-    )
+    set_session_cookie(response, ctx, result.cookie_token)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return response
 
@@ -248,9 +245,7 @@ def logout_submit(
     if user.session_id is not None:
         ctx.auth.logout(session, user.session_id)
     response = RedirectResponse("/login", status_code=303, headers=PAGE_HEADERS)
-    response.delete_cookie(
-        SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=ctx.secure_cookies
-    )
+    clear_session_cookie(response, ctx)
     return response
 
 
