@@ -32,6 +32,12 @@ def screenshot(page: Page, name: str, selector: str | None = None) -> None:
         page.locator(selector).screenshot(path=path)
 
 
+def fits_width(page: Page) -> bool:
+    """Nothing sticks out sideways (no horizontal scrolling, e.g. at 375 px)."""
+    width: int = page.evaluate("document.documentElement.scrollWidth")
+    return page.viewport_size is not None and width <= page.viewport_size["width"]
+
+
 def sign_in(page: Page, who: str) -> Page:
     """Sign in through the form as one of the seeded users; lands on the roster."""
     page.goto("/login")

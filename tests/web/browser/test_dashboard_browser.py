@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from browser_support import live_server, screenshot, sign_in
+from browser_support import fits_width, live_server, screenshot, sign_in
 from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -51,6 +51,7 @@ def test_syncing_one_patient_shows_what_changed(new_page: OpenPage, seed: Seed) 
     expect(row.get_by_role("status")).to_have_text(SYNCED)
     expect(row).to_contain_text("Last synced: just now")
     expect(row.locator(".next")).to_contain_text(re.compile(r"\w{3} \d+, \d{4} at \d+:\d\d [AP]M"))
+    assert fits_width(page)
 
 
 def test_an_unreachable_practiceq_is_said_in_words(
@@ -162,6 +163,7 @@ def test_a_follow_up_booked_in_practiceq_appears_after_a_sync(
     upcoming = page.get_by_role("region", name="Upcoming appointments")
     expect(upcoming.locator("li").first).to_contain_text("Nov 15, 2025 at 3:30 PM")
     expect(page.get_by_role("region", name="History")).to_contain_text("New appointment")
+    assert fits_width(page)
 
 
 def test_another_organisation_gets_not_found_for_the_patient(
