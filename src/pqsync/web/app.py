@@ -15,7 +15,7 @@ from pqsync.services.auth import Authenticator
 from pqsync.web.context import WebContext
 from pqsync.web.errors import ApiError, install_error_handlers
 from pqsync.web.render import STATIC_DIR
-from pqsync.web.routes import auth, dashboard, integrations, ops, pages, sync
+from pqsync.web.routes import auth, dashboard, integrations, ops, pages, staff_pages, sync
 
 MAX_BODY_BYTES = 1_000_000
 
@@ -48,7 +48,7 @@ def create_app(app: App) -> FastAPI:
     )
     api.state.pqsync = ctx
     install_error_handlers(api)
-    for module in (auth, sync, dashboard, integrations, ops, pages):
+    for module in (auth, sync, dashboard, integrations, ops, pages, staff_pages):
         api.include_router(module.router)
     api.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

@@ -9,23 +9,19 @@ only; a search travels in a POST body, never in the address.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, Form, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
-from fastapi.routing import APIRoute
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pqsync.db.tables import Organization, SyncLog
 from pqsync.domain.roles import SYNC_ROLES
 from pqsync.domain.windows import default_window
-from pqsync.logging import get_logger
 from pqsync.services.auth import (
     InvalidCredentials,
     LoginThrottled,
@@ -35,20 +31,6 @@ from pqsync.services.auth import (
 )
 from pqsync.services.dashboard import BadCursor, Dashboard, NotVisible, RosterRow, local_time
 from pqsync.services.patient_page import patient_appointments, timeline
-from pqsync.services.practitioners import (
-    PractitionerError,
-    map_practitioner,
-    unmatched_practitioners,
-)
-from pqsync.services.staff_views import (
-    RUN_STATUSES,
-    RUN_TYPES,
-    RunFilters,
-    StaffInputError,
-    run_detail,
-    sync_runs,
-)
-from pqsync.services.sync import Actor
 from pqsync.web.context import WebContext
 from pqsync.web.deps import (
     SESSION_COOKIE,
@@ -57,112 +39,19 @@ from pqsync.web.deps import (
     clear_session_cookie,
     set_session_cookie,
 )
-from pqsync.web.errors import error_facts
-from pqsync.web.planning import budget_usage
-from pqsync.web.render import PAGE_HEADERS, appointment_time, page, relative_time
+from pqsync.web.page_support import (
+    CsrfField,
+    PageNotFound,
+    PageRoute,
+    PageUser,
+    check_form_token,
+    render,
+)
+from pqsync.web.render import PAGE_HEADERS, appointment_time, relative_time
 
 LOGIN_CSRF_COOKIE = "pqsync_login_csrf"
 
-log = get_logger("pqsync.web.pages")
-
-
-class SignInNeeded(Exception):
-    """No valid session: the page sends the browser to the sign-in page."""
-
-
-class PageNotFound(Exception):
-    """No such thing, or not the viewer's to see (never told apart)."""
-
-
-class PageForbidden(Exception):
-    """Signed in, but the role may not open this page."""
-
-
-@dataclass(frozen=True)
-class Problem:
-    status: int
-    heading: str
-    message: str
-
-
-NOT_FOUND = Problem(404, "Not found", "There is nothing here, or it is not yours to see.")
-FORBIDDEN = Problem(403, "Not available", "Your role cannot open this page.")
-BROKEN = Problem(
-    500,
-    "Something went wrong",
-    "The page could not be shown. Nothing was changed. Try again in a minute; if it keeps "
-    "happening, tell the clinic (the details are in its log).",
-)
-
-
-class PageRoute(APIRoute):
-    """A page never shows a traceback: failures become a calm page, details go to the log."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-        path = self.path
-
-        async def guarded(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except SignInNeeded:
-                return RedirectResponse("/login", status_code=303, headers=PAGE_HEADERS)
-            except (PageNotFound, RequestValidationError):
-                return problem_page(request, NOT_FOUND)
-            except PageForbidden:
-                return problem_page(request, FORBIDDEN)
-            except Exception as exc:
-                log.error("page.failed", route=path, **error_facts(exc))
-                return problem_page(request, BROKEN)
-
-        return guarded
-
-
-def problem_page(request: Request, problem: Problem) -> HTMLResponse:
-    ctx: WebContext = request.app.state.pqsync
-    return page(
-        ctx.templates,
-        request,
-        "problem.html",
-        {"problem": problem, "user": None},
-        status_code=problem.status,
-    )
-
-
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
-
-
-def signed_in(request: Request, ctx: ContextDep, session: SessionDep) -> Principal:
-    cookie = request.cookies.get(SESSION_COOKIE)
-    principal = ctx.auth.from_session_cookie(session, cookie) if cookie else None
-    if principal is None:
-        raise SignInNeeded()
-    return principal
-
-
-PageUser = Annotated[Principal, Depends(signed_in)]
-
-
-def staff_only(user: PageUser) -> Principal:
-    if not user.is_staff:
-        raise PageForbidden()
-    return user
-
-
-StaffUser = Annotated[Principal, Depends(staff_only)]
-CsrfField = Annotated[str, Form(alias="csrf_token", max_length=200)]
-
-
-def check_form_token(user: Principal, token: str) -> None:
-    if not (user.csrf_token and secrets_match(token, user.csrf_token)):
-        raise PageForbidden()
-
-
-def render(
-    ctx: WebContext, request: Request, name: str, user: Principal | None, **values: Any
-) -> HTMLResponse:
-    status = values.pop("status_code", 200)
-    return page(ctx.templates, request, name, {"user": user, **values}, status_code=status)
 
 
 # -- signing in and out ------------------------------------------------------------------
@@ -413,101 +302,3 @@ def patient(
         can_sync=user.role in SYNC_ROLES,
         now=ctx.now(),
     )
-
-
-# -- staff ---------------------------------------------------------------------------------
-
-
-@router.get("/staff/runs")
-def staff_runs(
-    request: Request,
-    ctx: ContextDep,
-    session: SessionDep,
-    user: StaffUser,
-    organization: str = "",
-    type: str = "",
-    status: str = "",
-    day: str = "",
-) -> HTMLResponse:
-    zone = ctx.dashboard(session, user).default_zone
-    error = None
-    try:
-        filters = RunFilters.parse(organization, type, status, day)
-    except StaffInputError as exc:
-        error, filters = str(exc), RunFilters()
-    usage = budget_usage(ctx, session)
-    return render(
-        ctx,
-        request,
-        "staff_runs.html",
-        user,
-        runs=sync_runs(session, filters, zone),
-        filters=filters,
-        error=error,
-        organizations=list(session.scalars(select(Organization).order_by(Organization.name))),
-        run_types=RUN_TYPES,
-        run_statuses=RUN_STATUSES,
-        usage=usage,
-        left_today=max(0, usage.daily_limit - usage.day_used),
-        now=ctx.now(),
-    )
-
-
-@router.get("/staff/runs/{run_id}")
-def staff_run(
-    run_id: str, request: Request, ctx: ContextDep, session: SessionDep, user: StaffUser
-) -> HTMLResponse:
-    detail = run_detail(session, run_id, ctx.dashboard(session, user).default_zone)
-    if detail is None:
-        raise PageNotFound()
-    return render(ctx, request, "staff_run.html", user, detail=detail)
-
-
-def practitioners_page(
-    request: Request,
-    ctx: WebContext,
-    user: Principal,
-    *,
-    message: str | None = None,
-    error: str | None = None,
-    status: int = 200,
-) -> HTMLResponse:
-    return render(
-        ctx,
-        request,
-        "staff_practitioners.html",
-        user,
-        unmatched=unmatched_practitioners(ctx.app.engine),
-        message=message,
-        error=error,
-        status_code=status,
-    )
-
-
-@router.get("/staff/practitioners")
-def staff_practitioners(request: Request, ctx: ContextDep, user: StaffUser) -> HTMLResponse:
-    return practitioners_page(request, ctx, user)
-
-
-@router.post("/staff/practitioners")
-def staff_map_practitioner(
-    request: Request,
-    ctx: ContextDep,
-    user: StaffUser,
-    csrf_token: CsrfField,
-    practitioner_id: Annotated[str, Form(max_length=64)] = "",
-    provider: Annotated[str, Form(max_length=320)] = "",
-) -> HTMLResponse:
-    check_form_token(user, csrf_token)
-    try:
-        relinked = map_practitioner(
-            ctx.app.engine,
-            practitioner_id,
-            provider.strip(),
-            actor=Actor(kind="user", user_id=user.user_id, name=user.name),
-            now=ctx.now(),
-        )
-    except PractitionerError as exc:
-        return practitioners_page(request, ctx, user, error=f"Not mapped: {exc}.", status=422)
-    message = f"Mapped. {relinked} appointment(s) now show their provider."
-    return practitioners_page(request, ctx, user, message=message)
