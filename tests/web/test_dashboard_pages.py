@@ -84,6 +84,8 @@ def test_signing_out_needs_the_session_s_token(client: TestClient) -> None:
     csrf = sign_in(client, "case_manager")
     refused = client.post("/logout", data={"csrf_token": "forged"})
     assert refused.status_code == 403
+    assert "This form is out of date: nothing was changed." in refused.text
+    assert client.post("/logout").status_code == 403  # no token at all
     assert client.get("/").status_code == 200  # still signed in
     client.post("/logout", data={"csrf_token": csrf}, follow_redirects=False)
     assert client.get("/", follow_redirects=False).status_code == 303

@@ -34,6 +34,10 @@ class PageForbidden(Exception):
     """Signed in, but the role may not open this page."""
 
 
+class FormExpired(Exception):
+    """A form came without its token, or with another session's."""
+
+
 @dataclass(frozen=True)
 class Problem:
     status: int
@@ -43,6 +47,11 @@ class Problem:
 
 NOT_FOUND = Problem(404, "Not found", "There is nothing here, or it is not yours to see.")
 FORBIDDEN = Problem(403, "Not available", "Your role cannot open this page.")
+EXPIRED = Problem(
+    403,
+    "Form expired",
+    "This form is out of date: nothing was changed. Reload the page and try again.",
+)
 BROKEN = Problem(
     500,
     "Something went wrong",
@@ -67,6 +76,8 @@ class PageRoute(APIRoute):
                 return problem_page(request, NOT_FOUND)
             except PageForbidden:
                 return problem_page(request, FORBIDDEN)
+            except FormExpired:
+                return problem_page(request, EXPIRED)
             except Exception as exc:
                 log.error("page.failed", route=path, **error_facts(exc))
                 return problem_page(request, BROKEN)
@@ -104,11 +115,12 @@ def staff_only(user: PageUser) -> Principal:
 
 StaffUser = Annotated[Principal, Depends(staff_only)]
 CsrfField = Annotated[str, Form(alias="csrf_token", max_length=200)]
+NO_TOKEN = ""  # a form without its token is refused as expired, not as malformed
 
 
 def check_form_token(user: Principal, token: str) -> None:
     if not (user.csrf_token and secrets_match(token, user.csrf_token)):
-        raise PageForbidden()
+        raise FormExpired()
 
 
 def render(

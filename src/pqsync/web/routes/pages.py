@@ -40,6 +40,7 @@ from pqsync.web.deps import (
     set_session_cookie,
 )
 from pqsync.web.page_support import (
+    NO_TOKEN,
     CsrfField,
     PageNotFound,
     PageRoute,
@@ -101,7 +102,7 @@ def login_submit(
     request: Request,
     ctx: ContextDep,
     session: SessionDep,
-    csrf_token: CsrfField,
+    csrf_token: CsrfField = NO_TOKEN,
     email: Annotated[str, Form(max_length=320)] = "",
     password: Annotated[str, Form(max_length=1000)] = "",
 ) -> Response:
@@ -128,7 +129,7 @@ def login_submit(
 
 @router.post("/logout")
 def logout_submit(
-    user: PageUser, ctx: ContextDep, session: SessionDep, csrf_token: CsrfField
+    user: PageUser, ctx: ContextDep, session: SessionDep, csrf_token: CsrfField = NO_TOKEN
 ) -> Response:
     check_form_token(user, csrf_token)
     if user.session_id is not None:
@@ -266,7 +267,7 @@ def roster_search(
     ctx: ContextDep,
     session: SessionDep,
     user: PageUser,
-    csrf_token: CsrfField,
+    csrf_token: CsrfField = NO_TOKEN,
     q: Annotated[str, Form(max_length=100)] = "",
     org: Annotated[str, Form(max_length=64)] = "",
     cursor: Annotated[str, Form(max_length=80)] = "",

@@ -28,6 +28,7 @@ from pqsync.services.sync import Actor
 from pqsync.web.context import WebContext
 from pqsync.web.deps import ContextDep, SessionDep
 from pqsync.web.page_support import (
+    NO_TOKEN,
     CsrfField,
     PageNotFound,
     PageRoute,
@@ -116,7 +117,7 @@ def staff_map_practitioner(
     request: Request,
     ctx: ContextDep,
     user: StaffUser,
-    csrf_token: CsrfField,
+    csrf_token: CsrfField = NO_TOKEN,
     practitioner_id: Annotated[str, Form(max_length=64)] = "",
     provider: Annotated[str, Form(max_length=320)] = "",
 ) -> HTMLResponse:
