@@ -122,18 +122,23 @@ def simulator_process(*args: str) -> Iterator[str]:
         assert process.stdout is not None
         process.stdout.readline()
         root = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                httpx.get(f"{root}/_sim/info", timeout=5).raise_for_status()
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_until_up(f"{root}/_sim/info")
         yield root
     finally:
         process.terminate()
         process.wait(timeout=30)
         if process.stdout is not None:
             process.stdout.close()
+
+
+def wait_until_up(url: str, tries: int = 300) -> None:
+    """Poll `url` until it answers 2xx (a process just started)."""
+    for _ in range(tries):
+        try:
+            httpx.get(url, timeout=5).raise_for_status()
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
 
 
 def directory_of(root: str) -> dict[str, Any]:

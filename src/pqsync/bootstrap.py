@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, inspect
 
 from pqsync.db.engine import make_engine
-from pqsync.intakeq.budget import DatabaseBudget
+from pqsync.intakeq.budget import BudgetUsage, DatabaseBudget
 from pqsync.intakeq.client import IntakeQClient
 from pqsync.jobs.queue import make_queue
 from pqsync.jobs.tasks import Jobs
@@ -43,6 +43,7 @@ class App:
     engine: Engine
     clock: Callable[[], datetime] = field(default=_utcnow)
     _client: IntakeQClient | None = None
+    _budget: DatabaseBudget | None = None
     _client_lock: threading.Lock = field(default_factory=threading.Lock)
     _jobs: Jobs | None = None
 
@@ -55,13 +56,12 @@ class App:
         with self._client_lock:  # request threads and background runs share one client
             return self._make_client()
 
-    def _make_client(self) -> IntakeQClient:
-        if self._client is None:
-            key = self.settings.intakeq_key()
+    def _make_budget(self) -> DatabaseBudget:
+        if self._budget is None:
             window = self.settings.intakeq_minute_window_seconds
-            budget = DatabaseBudget(
+            self._budget = DatabaseBudget(
                 self.engine,
-                key,
+                self.settings.intakeq_key(),
                 minute_limit=self.settings.intakeq_minute_limit,
                 daily_limit=self.settings.intakeq_daily_limit,
                 # 5% longer than IntakeQ's window: its clock starts when a request arrives,
@@ -71,10 +71,14 @@ class App:
                 settle_within=timedelta(seconds=window * WINDOW_MARGIN),
                 clock=self.clock,
             )
+        return self._budget
+
+    def _make_client(self) -> IntakeQClient:
+        if self._client is None:
             self._client = IntakeQClient(
                 self.settings.intakeq_base_url,
-                key,
-                budget=budget,
+                self.settings.intakeq_key(),
+                budget=self._make_budget(),
                 rate_limit_wait=self.settings.intakeq_minute_window_seconds,
             )
         return self._client
@@ -86,6 +90,12 @@ class App:
             if self._jobs is None:
                 self._jobs = Jobs(self, make_queue(self.settings.queue_url))
             return self._jobs
+
+    def budget_usage(self) -> BudgetUsage:
+        """The IntakeQ key's requests counted in the current minute and 24 hours (shared by
+        every process through the database)."""
+        with self._client_lock:
+            return self._make_budget().usage()
 
     def sync_service(self) -> SyncService:
         self.require_schema()

@@ -313,13 +313,16 @@ def practitioners_map(
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(help="Processes serving the port (each with its own connections).")
+    ] = 1,
 ) -> None:
-    """Run the web app (JSON API, webhook receiver, /docs, /metrics) until Ctrl-C."""
+    """Run the web app (dashboard, JSON API, webhook receiver, /docs, /metrics) until Ctrl-C."""
     from pqsync.cli_web import serve as run_server
 
     configure_logging(level="INFO")
     with user_errors():
-        run_server(host=host, port=port)
+        run_server(host=host, port=port, workers=workers)
 
 
 @cli.command("worker")

@@ -93,15 +93,35 @@ def users_revoke(email: Annotated[str, typer.Argument(help="The user's email.")]
     out.print(f"revoked {count} token(s)", highlight=False)
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000, app: App | None = None) -> None:
-    """Run the web app with uvicorn until Ctrl-C (uvicorn's access log is off: it would
-    write query strings, which hold the webhook token; the app logs each request itself).
-    uvicorn's own X-Forwarded-For handling is off: by default it believes any caller on
-    loopback; the app believes only PQSYNC_TRUSTED_PROXIES."""
+def serve(
+    host: str = "127.0.0.1", port: int = 8000, app: App | None = None, workers: int = 1
+) -> None:
+    """Run the web app with uvicorn until Ctrl-C: in this process, or in `workers` processes
+    sharing the port (so one heavy page does not hold up /healthz and everyone else).
+
+    uvicorn's access log is off: it would write query strings, which hold the webhook
+    token; the app logs each request itself. uvicorn's own X-Forwarded-For handling is off:
+    by default it believes any caller on loopback; the app believes only
+    PQSYNC_TRUSTED_PROXIES."""
     import uvicorn
 
     from pqsync.web.app import create_app
 
+    if workers < 1:
+        raise _fail("--workers must be at least 1")
+    if workers > 1:
+        _app().close()  # the settings and schema are checked once, here, with a clear error
+        uvicorn.run(
+            "pqsync.web.asgi:create",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=False,
+            log_config=None,
+            proxy_headers=False,
+        )
+        return
     app = app or _app()
     try:
         uvicorn.run(

@@ -240,3 +240,51 @@ def test_a_database_without_schema_says_so(simulator: str, tmp_path: Path) -> No
     }
     line = one_error_line(run(env, "sync", "org", "first-step-house"))
     assert "pqsync db upgrade" in line
+
+
+def _children(pid: int) -> list[int]:
+    """Live child processes of `pid` (from /proc: Linux, like CI)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_serve_with_workers_answers_from_several_processes(imported: dict[str, str]) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [*PQSYNC, "serve", "--port", str(port), "--workers", "2"],
+        env=imported,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        started = 0
+        for line in process.stderr:  # one "Application startup complete" per worker
+            leakcheck.append(line)
+            started += "Application startup complete" in line
+            if started == 2:
+                break
+        assert started == 2
+        assert len(_children(process.pid)) >= 2
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            assert client.get("/healthz").status_code == 200
+            sign_in = client.get("/login")
+            assert sign_in.status_code == 200 and "Sign in" in sign_in.text
+    finally:
+        process.terminate()
+        _, errors = process.communicate(timeout=30)
+        leakcheck.append(errors)
+
+
+def test_serve_refuses_zero_workers(imported: dict[str, str]) -> None:
+    assert "--workers must be at least 1" in one_error_line(
+        run(imported, "serve", "--workers", "0")
+    )

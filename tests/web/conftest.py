@@ -21,18 +21,15 @@ from sqlalchemy import select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 from web_support import (
-    CRON_SECRET,
     INTAKEQ_KEY,
-    METRICS_TOKEN,
     NOW,
     OTHER_ORG,
     PASSWORD,
-    SECRET_KEY,
     TODAY,
     USERS,
-    WEBHOOK_TOKEN,
     FakeClock,
     Seed,
+    make_settings,
     open_client,
     wait_for_background,
 )
@@ -44,7 +41,6 @@ from pqsync.intakeq.client import IntakeQClient
 from pqsync.intakeq.simulator import SimConfig, SimulatorServer, demo_directory
 from pqsync.services.directory import import_directory, parse_directory
 from pqsync.services.users import issue_token
-from pqsync.settings import Settings, load_settings
 
 CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
@@ -148,23 +144,6 @@ def copy_seeded(
     yield copy
     for url in made:
         _drop_database(_database_template, url)
-
-
-def make_settings(url: str, simulator: SimulatorServer, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "PQSYNC_ENV": "test",
-        "PQSYNC_DATABASE_URL": url,
-        "INTAKEQ_BASE_URL": simulator.base_url,
-        "INTAKEQ_API_KEY": INTAKEQ_KEY,
-        "INTAKEQ_MINUTE_LIMIT": 100_000,
-        "INTAKEQ_DAILY_LIMIT": 100_000,
-        "PQSYNC_SECRET_KEY": SECRET_KEY,
-        "PQSYNC_CRON_SECRET": CRON_SECRET,
-        "PQSYNC_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
-        "PQSYNC_METRICS_TOKEN": METRICS_TOKEN,
-    }
-    values.update(overrides)
-    return load_settings(**values)
 
 
 @pytest.fixture

@@ -18,9 +18,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from web_support import FakeClock, Seed, open_client, wait_for_background
+from web_support import FakeClock, Seed, make_settings, open_client, wait_for_background
 
-from conftest import make_settings
 from pqsync.bootstrap import App
 from pqsync.db.engine import make_engine
 from pqsync.db.tables import Affiliation, PartnerUser

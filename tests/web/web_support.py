@@ -6,13 +6,15 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from fastapi.testclient import TestClient
 
 from pqsync.bootstrap import App
 from pqsync.intakeq.budget import MemoryBudget
 from pqsync.intakeq.client import IntakeQClient
-from pqsync.intakeq.simulator import DEMO_PASSWORD
+from pqsync.intakeq.simulator import DEMO_PASSWORD, SimulatorServer
+from pqsync.settings import Settings, load_settings
 from pqsync.web.app import create_app
 
 NOW = datetime(2025, 11, 15, 21, 3, tzinfo=UTC)  # 14:03 in Denver (MST, -07:00)
@@ -111,3 +113,20 @@ def unreachable_intakeq() -> IntakeQClient:
         budget=MemoryBudget(minute_limit=100, daily_limit=100),
         sleep=lambda _seconds: None,
     )
+
+
+def make_settings(url: str, simulator: SimulatorServer, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "PQSYNC_ENV": "test",
+        "PQSYNC_DATABASE_URL": url,
+        "INTAKEQ_BASE_URL": simulator.base_url,
+        "INTAKEQ_API_KEY": INTAKEQ_KEY,
+        "INTAKEQ_MINUTE_LIMIT": 100_000,
+        "INTAKEQ_DAILY_LIMIT": 100_000,
+        "PQSYNC_SECRET_KEY": SECRET_KEY,
+        "PQSYNC_CRON_SECRET": CRON_SECRET,
+        "PQSYNC_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+        "PQSYNC_METRICS_TOKEN": METRICS_TOKEN,
+    }
+    values.update(overrides)
+    return load_settings(**values)

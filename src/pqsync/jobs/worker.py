@@ -14,13 +14,13 @@ if TYPE_CHECKING:
 log = get_logger("pqsync.worker")
 
 
-def make_consumer(app: App, *, workers: int) -> Consumer:
+def make_consumer(app: App, *, workers: int, periodic: bool = True) -> Consumer:
     """huey's consumer with our polling: an idle worker looks at a SQLite or PostgreSQL queue
-    at least every second (Redis answers at once)."""
+    at least every second (Redis answers at once). `periodic`: also the minute tick."""
     return app.jobs.huey.create_consumer(
         workers=workers,
         worker_type="thread",
-        periodic=True,
+        periodic=periodic,
         initial_delay=0.05,
         backoff=1.5,
         max_delay=1.0,

@@ -16,7 +16,7 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, tuple_
 from sqlalchemy.orm import Session, lazyload
 
 from pqsync.db.lookup import organization_by_ref
@@ -38,12 +38,18 @@ NOT_UPCOMING = ("cancelled", "declined", "no_show")
 TRIGGER_LABELS = {"schedule": "nightly schedule", "webhook": "webhook", "cli": "command line"}
 RUN_STATES = ("pending", "running", "done", "failed")
 HISTORY_LIMIT = 50
+ROSTER_PAGE_DEFAULT = 50
+ROSTER_PAGE_MAX = 200
 # Organisation and nightly runs are checked in Python for the patient; this bounds the scan.
 HISTORY_SCAN = 500
 
 
 class NotVisible(LookupError):
     """No such thing, or not the viewer's to see (the two are never told apart)."""
+
+
+class BadCursor(ValueError):
+    """A roster cursor that this roster did not hand out."""
 
 
 class ConsentRequired(PermissionError):
@@ -121,6 +127,26 @@ class RosterRow:
     roi_consent: ConsentView
     next_appointment: NextAppointment | None
     last_synced_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RosterPage:
+    """One page of the roster; `next_cursor` (ids only, no names) fetches the next one."""
+
+    rows: list[RosterRow]
+    next_cursor: str | None
+
+
+def name_matches(words: str) -> ColumnElement[bool]:
+    """Every word of the search appears in the first or the last name (any case)."""
+    conditions = [
+        or_(
+            func.lower(Patient.first_name).contains(word, autoescape=True),
+            func.lower(Patient.last_name).contains(word, autoescape=True),
+        )
+        for word in words.lower().split()
+    ]
+    return and_(True, *conditions)
 
 
 @dataclass(frozen=True)
@@ -293,36 +319,63 @@ class Dashboard:
 
     # -- roster and appointments ---------------------------------------------------------
 
-    def roster(self, organization_id: uuid.UUID | None = None) -> list[RosterRow]:
-        """One row per patient and organisation: consent, next appointment, last sync."""
+    def roster(
+        self,
+        organization_id: uuid.UUID | None = None,
+        *,
+        search: str | None = None,
+        limit: int = ROSTER_PAGE_DEFAULT,
+        cursor: str | None = None,
+    ) -> RosterPage:
+        """A page of rows, one per patient and organisation: consent, next appointment,
+        last sync. Ordered by organisation, last and first name; `search` matches names."""
+        order = (Organization.name, Organization.id, Patient.last_name, Patient.first_name)
+        # Plain columns, not ORM objects: a page of 50 rows is built per request.
         query = (
-            select(Affiliation, Patient, Organization)
+            select(
+                Patient.id,
+                Patient.first_name,
+                Patient.last_name,
+                Organization.id,
+                Organization.name,
+                Organization.timezone,
+                Affiliation.roi_consent_status,
+                Affiliation.roi_consent_expires_on,
+                Affiliation.last_practiceq_sync_at,
+            )
+            .select_from(Affiliation)
             .join(Patient, Patient.id == Affiliation.patient_id)
             .join(Organization, Organization.id == Affiliation.organization_id)
-            .options(lazyload(Affiliation.patient))
-            .order_by(Organization.name, Patient.last_name, Patient.first_name, Patient.id)
+            .order_by(*order, Patient.id)
         )
         if not self.viewer.is_staff:
             query = query.where(Affiliation.organization_id == self.viewer.organization_id)
         elif organization_id is not None:
             query = query.where(Affiliation.organization_id == organization_id)
-        rows = self.session.execute(query).all()
-        upcoming = self._next_appointments({patient.id for _, patient, _ in rows})
+        if search and search.strip():
+            query = query.where(name_matches(search))
+        if cursor is not None:
+            query = query.where(self._after(cursor, (*order, Patient.id)))
+        limit = max(1, min(limit, ROSTER_PAGE_MAX))
+        rows = self.session.execute(query.limit(limit + 1)).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        upcoming = self._next_appointments({row[0] for row in rows})
         roster: list[RosterRow] = []
-        for affiliation, patient, org in rows:
-            zone = self.zone_of(org)
-            active = consent_active(affiliation, self.today_in(zone))
-            next_appointment = upcoming.get(patient.id)
+        for patient_id, first, last_name, org_id, org_name, tz, status, expires, synced in rows:
+            zone = ZoneInfo(tz)
+            active = status == "active" and (expires is None or expires >= self.today_in(zone))
+            next_appointment = upcoming.get(patient_id)
             shown = next_appointment is not None and (active or self.viewer.is_staff)
             roster.append(
                 RosterRow(
-                    id=patient.id,
-                    name=patient.full_name,
-                    organization_id=org.id,
-                    organization_name=org.name,
+                    id=patient_id,
+                    name=f"{first} {last_name}".strip(),
+                    organization_id=org_id,
+                    organization_name=org_name,
                     roi_consent=ConsentView(
-                        status=affiliation.roi_consent_status,
-                        expires_on=affiliation.roi_consent_expires_on,
+                        status=status,
+                        expires_on=expires,
                         active=active,
                         message=None if active else CONSENT_REQUIRED,
                     ),
@@ -333,10 +386,34 @@ class Dashboard:
                     )
                     if shown and next_appointment is not None
                     else None,
-                    last_synced_at=optional_local_time(affiliation.last_practiceq_sync_at, zone),
+                    last_synced_at=optional_local_time(synced, zone),
                 )
             )
-        return roster
+        last = roster[-1] if more and roster else None
+        next_cursor = f"{last.organization_id}.{last.id}" if last is not None else None
+        return RosterPage(roster, next_cursor)
+
+    def _after(self, cursor: str, columns: tuple[Any, ...]) -> ColumnElement[bool]:
+        """Rows after the cursor's row (`ORGID.PATIENTID`) in the roster's order."""
+        try:
+            org_text, patient_text = cursor.split(".")
+            org_id, patient_id = uuid.UUID(org_text), uuid.UUID(patient_text)
+        except ValueError:
+            raise BadCursor("the cursor is not one this roster handed out") from None
+        key = self.session.execute(
+            select(Organization.name, Organization.id, Patient.last_name, Patient.first_name)
+            .join(Affiliation, Affiliation.organization_id == Organization.id)
+            .join(Patient, Patient.id == Affiliation.patient_id)
+            .where(Organization.id == org_id, Patient.id == patient_id)
+        ).first()
+        if key is None:
+            raise BadCursor("the cursor's patient is no longer on this roster")
+        values = (*key, patient_id)
+        bound = [
+            bindparam(None, value, type_=column.type)
+            for column, value in zip(columns, values, strict=True)
+        ]
+        return tuple_(*columns) > tuple_(*bound)
 
     def _next_appointments(self, patient_ids: set[uuid.UUID]) -> dict[uuid.UUID, NextAppointment]:
         if not patient_ids:

@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
+from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -18,6 +20,47 @@ from pqsync.services.directory import import_directory_file
 from pqsync.settings import load_settings
 
 DEMO_ORG = "first-step-house"
+
+
+def demo_instructions(
+    directory: dict[str, Any], control_url: str, web_port: int, today: date
+) -> list[str]:
+    """What the person running the demo reads: where the dashboard is, who to sign in as,
+    and how to book a follow-up in the simulator to watch it arrive after a sync."""
+    users = {u["role"]: u for u in directory.get("partner_users", []) if u.get("password")}
+    lines = [f"Dashboard: http://127.0.0.1:{web_port}/  (API docs: /docs)", "Demo logins:"]
+    for role, label in (("case_manager", "case manager"), ("staff_admin", "staff admin")):
+        if role in users:
+            lines.append(f"  {label}: {users[role]['email']} / {users[role]['password']}")
+    consenting = {
+        a["patient"]
+        for a in directory.get("affiliations", [])
+        if (a.get("roi_consent") or {}).get("status") == "active"
+    }
+    patient = next(
+        (
+            p
+            for p in directory.get("patients", [])
+            if p.get("intakeq_client_id")
+            and (p.get("email") in consenting or p.get("id") in consenting)
+        ),
+        None,
+    )
+    if patient is not None:
+        day = (today + timedelta(days=1)).isoformat()
+        body = json.dumps(
+            {"ClientId": patient["intakeq_client_id"], "StartDateLocal": f"{day}T10:30:00"}
+        )
+        lines += [
+            "Watch a follow-up arrive: book one in the simulator as the provider would,",
+            f"  curl -X POST {control_url}/appointments "
+            f"-H 'Content-Type: application/json' -d '{body}'",
+            'then press "Sync from PracticeQ" on '
+            f"{patient['first_name']} {patient['last_name']}'s row: it shows 1 new, and the "
+            "next appointment becomes tomorrow at 10:30 AM.",
+        ]
+    lines.append("Press Ctrl-C to stop.")
+    return lines
 
 
 def run_demo(*, port: int, web_port: int, once: bool, out: Console, err: Console) -> None:
@@ -64,22 +107,12 @@ def run_demo(*, port: int, web_port: int, once: bool, out: Console, err: Console
                     f"warning: {count} appointment(s) of unmapped practitioner {practitioner}",
                     highlight=False,
                 )
-            logins = [u for u in directory.get("partner_users", []) if u.get("password")]
-            for user in logins:
-                out.print(
-                    f"login: {user['email']} / {user['password']} ({user['role']})",
-                    highlight=False,
-                )
             out.print(f"database: {settings.database_url}", highlight=False)
             if once:
                 return
-            out.print(
-                f"Serving the API at http://127.0.0.1:{web_port} (docs: /docs); log in with "
-                "POST /api/auth/login as one of the users above. Sync again from another "
-                f"shell with\n  INTAKEQ_BASE_URL={simulator.base_url} "
-                f".venv/bin/pqsync sync org {DEMO_ORG}\nPress Ctrl-C to stop.",
-                highlight=False,
-            )
+            today = app.clock().astimezone(simulator.dataset.zone).date()
+            for line in demo_instructions(directory, simulator.control_url, web_port, today):
+                out.print(line, highlight=False, soft_wrap=True)
             from pqsync.cli_web import serve
             from pqsync.logging import configure_logging
 

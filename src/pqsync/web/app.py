@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 
 from fastapi import FastAPI, Request, Response
+from fastapi.staticfiles import StaticFiles
 
 from pqsync.bootstrap import App
 from pqsync.logging import get_logger
@@ -14,7 +15,17 @@ from pqsync.services.auth import Authenticator
 from pqsync.web.context import WebContext
 from pqsync.web.docs import install_docs
 from pqsync.web.errors import install_error_handlers
-from pqsync.web.routes import admin, auth, dashboard, integrations, ops, sync
+from pqsync.web.render import STATIC_DIR
+from pqsync.web.routes import (
+    admin,
+    auth,
+    dashboard,
+    integrations,
+    ops,
+    pages,
+    staff_pages,
+    sync,
+)
 from pqsync.web.security import BodyLimit, SecurityHeaders
 
 log = get_logger("pqsync.web.requests")
@@ -43,9 +54,10 @@ def create_app(app: App) -> FastAPI:
     api.state.pqsync = ctx
     ctx.metrics.watch(partial(ops.operational_metrics, app))
     install_error_handlers(api)
-    for module in (auth, sync, dashboard, integrations, ops, admin):
+    for module in (auth, sync, dashboard, integrations, ops, admin, pages, staff_pages):
         api.include_router(module.router)
     install_docs(api)
+    api.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     # FastAPI's own pages (/docs, /openapi.json) do not name their route in the scope.
     static_paths = {

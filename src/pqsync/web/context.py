@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 from pqsync.bootstrap import App
@@ -13,6 +14,7 @@ from pqsync.services.auth import Authenticator, Principal
 from pqsync.services.dashboard import Dashboard
 from pqsync.services.sync import PreparedRun, SyncResult, SyncService
 from pqsync.web.metrics import Metrics
+from pqsync.web.render import make_templates
 
 # Whom the cron endpoint's answers are shown to: the clinic, with no user behind it.
 SCHEDULER = Principal(
@@ -31,6 +33,7 @@ class WebContext:
     app: App
     auth: Authenticator
     metrics: Metrics = field(default_factory=Metrics)
+    templates: Jinja2Templates = field(default_factory=make_templates)
 
     @property
     def secure_cookies(self) -> bool:

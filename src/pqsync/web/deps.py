@@ -5,15 +5,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, cast
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Query, Request, Response
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from pqsync.domain.roles import SYNC_ROLES
-from pqsync.services.auth import Principal, secrets_match
+from pqsync.services.auth import (
+    DEVICE_LIFETIME,
+    SESSION_LIFETIME,
+    LoginResult,
+    Principal,
+    secrets_match,
+)
 from pqsync.services.dashboard import Dashboard
 from pqsync.web.context import WebContext
 from pqsync.web.errors import ApiError, unauthenticated
+from pqsync.web.security import client_address
 
 SESSION_COOKIE = "pqsync_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -27,6 +34,51 @@ _cron = HTTPBearer(auto_error=False, scheme_name="CronSecret", description="PQSY
 _metrics = HTTPBearer(
     auto_error=False, scheme_name="MetricsToken", description="PQSYNC_METRICS_TOKEN."
 )
+
+
+def set_session_cookie(response: Response, ctx: WebContext, token: str) -> None:
+    """The browser's session: HttpOnly, SameSite=Lax, Secure outside development."""
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=int(SESSION_LIFETIME.total_seconds()),
+        httponly=True,
+        samesite="lax",
+        secure=ctx.secure_cookies,
+        path="/",
+    )
+
+
+# Marks a browser that signed in to an account before (see services/auth.py); sent on every
+# path so that both the JSON login and the sign-in page recognise it.
+DEVICE_COOKIE = "pqsync_device"
+
+
+def login_origin(request: Request, ctx: WebContext) -> tuple[str | None, str | None]:
+    """Where a login comes from: the client's address (X-Forwarded-For believed only from
+    PQSYNC_TRUSTED_PROXIES) and the browser's device cookie, as login throttling reads them."""
+    address = client_address(request.scope, ctx.app.settings.trusted_proxy_networks)
+    return address, request.cookies.get(DEVICE_COOKIE)
+
+
+def set_signed_in_cookies(response: Response, ctx: WebContext, result: LoginResult) -> None:
+    """The session cookie, and the device cookie that marks this browser for the account."""
+    set_session_cookie(response, ctx, result.cookie_token)
+    response.set_cookie(
+        DEVICE_COOKIE,
+        result.device_token,
+        max_age=int(DEVICE_LIFETIME.total_seconds()),
+        httponly=True,
+        samesite="strict",
+        secure=ctx.secure_cookies,
+        path="/",
+    )
+
+
+def clear_session_cookie(response: Response, ctx: WebContext) -> None:
+    response.delete_cookie(
+        SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=ctx.secure_cookies
+    )
 
 
 def get_context(request: Request) -> WebContext:

@@ -227,6 +227,21 @@ class RosterEntryOut(ApiModel):
 
 class RosterOut(ApiModel):
     patients: list[RosterEntryOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page."
+    )
+
+
+class SyncPlanOut(ApiModel):
+    organization_id: uuid.UUID
+    organization_name: str
+    patients: int
+    start_date: str = Field(description="The default date range's first day.")
+    end_date: str
+    max_requests: int = Field(description="IntakeQ requests at most (one per patient).")
+    estimated_minutes: int = Field(description="At the minute limit, for max_requests.")
+    requests_left_today: int
+    daily_limit: int
 
 
 class AppointmentOut(ApiModel):

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from pqsync.services.auth import (
-    DEVICE_LIFETIME,
-    SESSION_LIFETIME,
-    InvalidCredentials,
-    LoginThrottled,
-    Principal,
+from pqsync.services.auth import InvalidCredentials, LoginThrottled, Principal
+from pqsync.web.deps import (
+    ContextDep,
+    CurrentUser,
+    SessionDep,
+    clear_session_cookie,
+    login_origin,
+    set_signed_in_cookies,
 )
-from pqsync.web.deps import SESSION_COOKIE, ContextDep, CurrentUser, SessionDep
 from pqsync.web.errors import ApiError, responses, retry_later
 from pqsync.web.schemas import LoginRequest, SessionOut, UserOut
-from pqsync.web.security import client_address
-
-# Marks a browser that signed in to an account before (see services/auth.py); sent on every
-# path so that a login form elsewhere (the HTML pages) is recognised too.
-DEVICE_COOKIE = "pqsync_device"
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -46,8 +42,7 @@ def login(
     minute, doubling up to 15 (`Retry-After`); after 20 for one account from browsers that
     never signed in to it, they wait 15 minutes. A browser with the account's device cookie
     is held back only by its own failures."""
-    client_ip = client_address(request.scope, ctx.app.settings.trusted_proxy_networks)
-    device = request.cookies.get(DEVICE_COOKIE)
+    client_ip, device = login_origin(request, ctx)
     try:
         result = ctx.auth.login(session, body.email, body.password, client_ip, device)
     except LoginThrottled as exc:
@@ -59,24 +54,7 @@ def login(
         ) from None
     except InvalidCredentials:
         raise ApiError(401, "invalid_credentials", "wrong email or password") from None
-    response.set_cookie(
-        SESSION_COOKIE,
-        result.cookie_token,
-        max_age=int(SESSION_LIFETIME.total_seconds()),
-        httponly=True,
-        samesite="lax",
-        secure=ctx.secure_cookies,
-        path="/",
-    )
-    response.set_cookie(
-        DEVICE_COOKIE,
-        result.device_token,
-        max_age=int(DEVICE_LIFETIME.total_seconds()),
-        httponly=True,
-        samesite="strict",
-        secure=ctx.secure_cookies,
-        path="/",
-    )
+    set_signed_in_cookies(response, ctx, result)
     return session_out(result.principal)
 
 
@@ -86,9 +64,7 @@ def logout(user: CurrentUser, ctx: ContextDep, session: SessionDep) -> Response:
     if user.session_id is not None:
         ctx.auth.logout(session, user.session_id)
     answer = Response(status_code=204)
-    answer.delete_cookie(
-        SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=ctx.secure_cookies
-    )
+    clear_session_cookie(answer, ctx)
     return answer
 
 

@@ -7,9 +7,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from pqsync.services.dashboard import ConsentRequired, NotVisible, PatientScope
-from pqsync.web.deps import DashboardDep
+from pqsync.services.dashboard import (
+    ROSTER_PAGE_DEFAULT,
+    ROSTER_PAGE_MAX,
+    BadCursor,
+    ConsentRequired,
+    NotVisible,
+    PatientScope,
+)
+from pqsync.web.deps import ContextDep, DashboardDep, SyncUser
 from pqsync.web.errors import ApiError, not_found, responses
+from pqsync.web.planning import sync_all_plan
 from pqsync.web.schemas import (
     AppointmentOut,
     AppointmentsOut,
@@ -17,6 +25,7 @@ from pqsync.web.schemas import (
     RosterEntryOut,
     RosterOut,
     SyncHistoryOut,
+    SyncPlanOut,
     SyncRunOut,
 )
 
@@ -39,14 +48,54 @@ def roster(
         uuid.UUID | None,
         Query(alias="organizationId", description="Staff: only this organisation."),
     ] = None,
+    q: Annotated[
+        str | None, Query(max_length=100, description="Only patients whose name holds each word.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=ROSTER_PAGE_MAX)] = ROSTER_PAGE_DEFAULT,
+    cursor: Annotated[
+        str | None, Query(max_length=80, description="`nextCursor` of the previous page.")
+    ] = None,
 ) -> RosterOut:
-    """The organisation's patients: ROI consent, next appointment (only while consent is
-    active), last sync."""
+    """The organisation's patients, a page at a time (by organisation, last and first name):
+    ROI consent, next appointment (only while consent is active), last sync."""
     viewer = dashboard.viewer
     if organization_id not in (None, viewer.organization_id) and not viewer.is_staff:
         raise not_found("organization")
-    rows = dashboard.roster(organization_id)
-    return RosterOut(patients=[RosterEntryOut.model_validate(row) for row in rows])
+    try:
+        page = dashboard.roster(organization_id, search=q, limit=limit, cursor=cursor)
+    except BadCursor as exc:
+        raise ApiError(422, "invalid_cursor", str(exc)) from None
+    return RosterOut(
+        patients=[RosterEntryOut.model_validate(row) for row in page.rows],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get("/organizations/{orgId}/sync-plan", responses=responses(401, 403, 404, 422))
+def sync_plan(
+    org_id: Annotated[str, Path(alias="orgId", description="The organisation's id or slug.")],
+    _user: SyncUser,
+    ctx: ContextDep,
+    dashboard: DashboardDep,
+) -> SyncPlanOut:
+    """What a Sync all of the organisation would cover and cost: patients, default date
+    range, at most how many IntakeQ requests, about how long, and today's budget left."""
+    try:
+        org = dashboard.organization(org_id)
+    except NotVisible:
+        raise not_found("organization") from None
+    plan = sync_all_plan(ctx, dashboard.session, org)
+    return SyncPlanOut(
+        organization_id=org.id,
+        organization_name=org.name,
+        patients=plan.patients,
+        start_date=plan.start,
+        end_date=plan.end,
+        max_requests=plan.requests,
+        estimated_minutes=plan.minutes,
+        requests_left_today=plan.left_today,
+        daily_limit=plan.daily_limit,
+    )
 
 
 @router.get("/patients/{patientId}/appointments", responses=responses(401, 403, 404, 422))

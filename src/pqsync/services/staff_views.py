@@ -1,0 +1,199 @@
+"""What the clinic's staff pages read: sync runs (filtered), one run's detail, and the
+IntakeQ request budget's use today."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pqsync.db.tables import Organization, PartnerUser, Patient, SyncLog
+from pqsync.services.dashboard import TRIGGER_LABELS
+
+RUN_TYPES = ("patient", "organization", "nightly")
+RUN_STATUSES = ("running", "success", "partial", "failed")
+RUNS_SHOWN = 100
+
+
+class StaffInputError(ValueError):
+    """A filter value the staff pages do not know (the message says which)."""
+
+
+@dataclass(frozen=True)
+class RunFilters:
+    organization_id: uuid.UUID | None = None
+    sync_type: str | None = None
+    status: str | None = None
+    day: date | None = None
+
+    @classmethod
+    def parse(
+        cls, organization: str | None, sync_type: str | None, status: str | None, day: str | None
+    ) -> RunFilters:
+        """From the form's text fields; empty means any."""
+        try:
+            org_id = uuid.UUID(organization) if organization else None
+        except ValueError:
+            raise StaffInputError("unknown organisation") from None
+        if sync_type and sync_type not in RUN_TYPES:
+            raise StaffInputError(f"type must be one of {', '.join(RUN_TYPES)}")
+        if status and status not in RUN_STATUSES:
+            raise StaffInputError(f"status must be one of {', '.join(RUN_STATUSES)}")
+        try:
+            parsed_day = date.fromisoformat(day) if day else None
+        except ValueError:
+            raise StaffInputError("the date must be YYYY-MM-DD") from None
+        return cls(org_id, sync_type or None, status or None, parsed_day)
+
+
+@dataclass(frozen=True)
+class RunLine:
+    id: uuid.UUID
+    sync_type: str
+    status: str
+    organization_name: str | None
+    triggered_by: str
+    started_at: datetime
+    finished_at: datetime | None
+    new: int
+    updated: int
+    unchanged: int
+    deleted: int
+    errors: int
+    requests: int
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    run: RunLine
+    date_range: tuple[date | None, date | None]
+    error: str | None
+    plan: str | None
+    patients: list[tuple[str, str, str | None]]  # name, state, error
+    unknown_clients: int
+    unknown_appointments: list[tuple[str, str]]  # IntakeQ client id, appointment id
+    unmatched_practitioners: list[tuple[str, int]]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _who(run: SyncLog, user: PartnerUser | None) -> str:
+    if run.triggered_by == "user":
+        return user.name if user is not None else "a removed user"
+    return TRIGGER_LABELS.get(run.triggered_by, run.triggered_by)
+
+
+def _line(
+    run: SyncLog, org: Organization | None, user: PartnerUser | None, zone: ZoneInfo
+) -> RunLine:
+    return RunLine(
+        id=run.id,
+        sync_type=run.sync_type,
+        status=run.status,
+        organization_name=org.name if org is not None else None,
+        triggered_by=_who(run, user),
+        started_at=run.started_at.astimezone(zone),
+        finished_at=run.finished_at.astimezone(zone) if run.finished_at else None,
+        new=run.appointments_new,
+        updated=run.appointments_updated,
+        unchanged=run.appointments_unchanged,
+        deleted=run.appointments_deleted,
+        errors=run.appointments_errors,
+        requests=run.requests_made,
+    )
+
+
+def sync_runs(session: Session, filters: RunFilters, zone: ZoneInfo) -> list[RunLine]:
+    """The newest runs matching the filters (a day is a day in `zone`)."""
+    query = (
+        select(SyncLog, Organization, PartnerUser)
+        .outerjoin(Organization, Organization.id == SyncLog.organization_id)
+        .outerjoin(PartnerUser, PartnerUser.id == SyncLog.triggered_by_user_id)
+        .order_by(SyncLog.started_at.desc())
+        .limit(RUNS_SHOWN)
+    )
+    if filters.organization_id is not None:
+        query = query.where(SyncLog.organization_id == filters.organization_id)
+    if filters.sync_type is not None:
+        query = query.where(SyncLog.sync_type == filters.sync_type)
+    if filters.status is not None:
+        query = query.where(SyncLog.status == filters.status)
+    if filters.day is not None:
+        start = datetime.combine(filters.day, time(), zone)
+        end = datetime.combine(filters.day + timedelta(days=1), time(), zone)
+        query = query.where(SyncLog.started_at >= start, SyncLog.started_at < end)
+    return [_line(run, org, user, zone) for run, org, user in session.execute(query).all()]
+
+
+def _strings(raw: Any) -> list[str]:
+    if isinstance(raw, list):
+        return [str(item) for item in raw]
+    if isinstance(raw, Mapping):
+        return [str(key) for key in raw]
+    return []
+
+
+def _int(raw: Any) -> int:
+    return raw if isinstance(raw, int) and not isinstance(raw, bool) else 0
+
+
+def run_detail(session: Session, run_id: str, zone: ZoneInfo) -> RunDetail | None:
+    """One run with its counts, errors, unknown patients and unmatched practitioners."""
+    try:
+        key = uuid.UUID(run_id)
+    except ValueError:
+        return None
+    found = session.execute(
+        select(SyncLog, Organization, PartnerUser)
+        .outerjoin(Organization, Organization.id == SyncLog.organization_id)
+        .outerjoin(PartnerUser, PartnerUser.id == SyncLog.triggered_by_user_id)
+        .where(SyncLog.id == key)
+    ).first()
+    if found is None:
+        return None
+    run, org, user = found
+    details: Mapping[str, Any] = run.details or {}
+    raw_patients = details.get("patients")
+    states: dict[uuid.UUID, Mapping[str, Any]] = {}
+    for patient_key, entry in raw_patients.items() if isinstance(raw_patients, Mapping) else ():
+        try:
+            states[uuid.UUID(str(patient_key))] = entry if isinstance(entry, Mapping) else {}
+        except ValueError:
+            continue
+    names = {
+        p.id: p.full_name
+        for p in session.scalars(select(Patient).where(Patient.id.in_(list(states))))
+    }
+    patients = sorted(
+        (
+            (names.get(pid, "a removed patient"), str(e.get("state", "")), e.get("error"))
+            for pid, e in states.items()
+        ),
+        key=lambda p: p[0],
+    )
+    unmatched = details.get("unmatched_practitioners")
+    plan = details.get("plan")
+    return RunDetail(
+        run=_line(run, org, user, zone),
+        date_range=(run.date_range_start, run.date_range_end),
+        error=run.error_message,
+        plan=str(plan) if plan else None,
+        patients=[(n, s, str(e) if e else None) for n, s, e in patients],
+        unknown_clients=_int(details.get("unknown_clients")),
+        unknown_appointments=[
+            (str(a.get("clientId", "")), str(a.get("appointmentId", "")))
+            for a in details.get("unknown_appointments") or []
+            if isinstance(a, Mapping)
+        ][:200],
+        unmatched_practitioners=sorted(
+            (str(k), int(v)) for k, v in unmatched.items() if isinstance(v, int)
+        )
+        if isinstance(unmatched, Mapping)
+        else [],
+        warnings=_strings(details.get("warnings"))[:50],
+    )

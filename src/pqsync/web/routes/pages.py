@@ -1,0 +1,306 @@
+"""The dashboard's HTML pages: sign in and out, the roster, a patient, the staff pages.
+
+Pages read through the same services as the JSON API and start syncs only through it (the
+page's JavaScript calls the API with the session's CSRF token). Forms are CSRF-protected:
+before sign-in by a double-submit cookie, after it by the session's token. URLs hold ids
+only; a search travels in a POST body, never in the address.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Form, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pqsync.db.tables import Organization, SyncLog
+from pqsync.domain.roles import SYNC_ROLES
+from pqsync.domain.windows import default_window
+from pqsync.services.auth import (
+    InvalidCredentials,
+    LoginThrottled,
+    Principal,
+    new_token,
+    secrets_match,
+)
+from pqsync.services.dashboard import BadCursor, Dashboard, NotVisible, RosterRow, local_time
+from pqsync.services.patient_page import patient_appointments, timeline
+from pqsync.web.context import WebContext
+from pqsync.web.deps import (
+    SESSION_COOKIE,
+    ContextDep,
+    SessionDep,
+    clear_session_cookie,
+    login_origin,
+    set_signed_in_cookies,
+)
+from pqsync.web.page_support import (
+    NO_TOKEN,
+    CsrfField,
+    PageNotFound,
+    PageRoute,
+    PageUser,
+    check_form_token,
+    render,
+)
+from pqsync.web.render import PAGE_HEADERS, appointment_time, relative_time
+
+LOGIN_CSRF_COOKIE = "pqsync_login_csrf"
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+
+
+# -- signing in and out ------------------------------------------------------------------
+
+
+def login_page(
+    ctx: WebContext,
+    request: Request,
+    *,
+    error: str | None = None,
+    email: str = "",
+    status: int = 200,
+) -> HTMLResponse:
+    token = new_token()
+    response = render(
+        ctx,
+        request,
+        "login.html",
+        None,
+        csrf_token=token,
+        error=error,
+        email=email,
+        status_code=status,
+    )
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        max_age=3600,
+        httponly=True,
+        samesite="strict",
+        secure=ctx.secure_cookies,
+        path="/login",
+    )
+    return response
+
+
+@router.get("/login")
+def login_form(request: Request, ctx: ContextDep, session: SessionDep) -> Response:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie and ctx.auth.from_session_cookie(session, cookie) is not None:
+        return RedirectResponse("/", status_code=303, headers=PAGE_HEADERS)
+    return login_page(ctx, request)
+
+
+@router.post("/login")
+def login_submit(
+    request: Request,
+    ctx: ContextDep,
+    session: SessionDep,
+    csrf_token: CsrfField = NO_TOKEN,
+    email: Annotated[str, Form(max_length=320)] = "",
+    password: Annotated[str, Form(max_length=1000)] = "",
+) -> Response:
+    if not secrets_match(request.cookies.get(LOGIN_CSRF_COOKIE), csrf_token):
+        return login_page(ctx, request, error="The form expired. Please sign in again.", status=400)
+    client_ip, device = login_origin(request, ctx)
+    try:
+        result = ctx.auth.login(session, email, password, client_ip, device)
+    except LoginThrottled as exc:
+        at = (
+            local_time(exc.retry_at, ZoneInfo(ctx.app.settings.timezone))
+            .strftime("%I:%M %p")
+            .lstrip("0")
+        )
+        message = f"Too many failed sign-ins. Try again after {at}."
+        return login_page(ctx, request, error=message, email=email, status=429)
+    except InvalidCredentials:
+        return login_page(ctx, request, error="Wrong email or password.", email=email, status=401)
+    response = RedirectResponse("/", status_code=303, headers=PAGE_HEADERS)
+    set_signed_in_cookies(response, ctx, result)
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    return response
+
+
+@router.post("/logout")
+def logout_submit(
+    user: PageUser, ctx: ContextDep, session: SessionDep, csrf_token: CsrfField = NO_TOKEN
+) -> Response:
+    check_form_token(user, csrf_token)
+    if user.session_id is not None:
+        ctx.auth.logout(session, user.session_id)
+    response = RedirectResponse("/login", status_code=303, headers=PAGE_HEADERS)
+    clear_session_cookie(response, ctx)
+    return response
+
+
+# -- the roster ----------------------------------------------------------------------------
+
+
+def chosen_organization(
+    dashboard: Dashboard, session: Session, org: str | None
+) -> tuple[Organization | None, list[Organization]]:
+    """Partners: their own organisation. Staff: the one they chose (none yet: None), and
+    the list to choose from."""
+    viewer = dashboard.viewer
+    if not viewer.is_staff:
+        own = session.get(Organization, viewer.organization_id)
+        if own is None:
+            raise PageNotFound()
+        return own, []
+    choices = list(session.scalars(select(Organization).order_by(Organization.name)))
+    if not org:
+        return None, choices
+    try:
+        return dashboard.organization(org), choices
+    except NotVisible:
+        raise PageNotFound() from None
+
+
+def running_run(session: Session, org: Organization) -> uuid.UUID | None:
+    """The organisation's sync-all run still going, if any (the page rejoins it)."""
+    return session.scalar(
+        select(SyncLog.id)
+        .where(
+            SyncLog.sync_type == "organization",
+            SyncLog.organization_id == org.id,
+            SyncLog.status == "running",
+        )
+        .order_by(SyncLog.started_at.desc())
+        .limit(1)
+    )
+
+
+def sync_window(ctx: WebContext, org: Organization) -> tuple[str, str]:
+    """The organisation's default date range (what Sync all starts with)."""
+    window = default_window(
+        ctx.now(), ZoneInfo(org.timezone), org.window_days_back, org.window_days_ahead
+    )
+    return window.start.isoformat(), window.end.isoformat()
+
+
+@dataclass(frozen=True)
+class RosterLine:
+    """A roster row as the page shows it, every text made once in Python (the template
+    only places them: 50 rows are rendered per request)."""
+
+    id: uuid.UUID
+    name: str
+    provider: str
+    next: str
+    consent_needed: bool
+    synced_iso: str | None
+    synced_exact: str
+    synced_ago: str
+
+
+def roster_line(row: RosterRow, user: Principal, now: datetime) -> RosterLine:
+    shown = row.roi_consent.active or user.is_staff
+    upcoming = row.next_appointment if shown else None
+    synced = row.last_synced_at
+    return RosterLine(
+        id=row.id,
+        name=row.name,
+        provider=(upcoming.provider_name if upcoming else None) or "—",
+        next=appointment_time(upcoming.start_time) if upcoming else "None scheduled",
+        consent_needed=not shown,
+        synced_iso=synced.isoformat() if synced else None,
+        synced_exact=appointment_time(synced),
+        synced_ago=relative_time(synced, now),
+    )
+
+
+def roster_page(
+    request: Request,
+    ctx: WebContext,
+    session: Session,
+    user: Principal,
+    *,
+    org: str | None,
+    search: str = "",
+    cursor: str | None = None,
+) -> HTMLResponse:
+    dashboard = ctx.dashboard(session, user)
+    chosen, choices = chosen_organization(dashboard, session, org)
+    values: dict[str, Any] = {
+        "choices": choices,
+        "org": chosen,
+        "search": search,
+        "can_sync": user.role in SYNC_ROLES,
+        "now": ctx.now(),
+    }
+    if chosen is not None:
+        try:
+            roster = dashboard.roster(chosen.id, search=search, cursor=cursor)
+        except BadCursor:
+            roster = dashboard.roster(chosen.id, search=search)
+        values.update(
+            rows=[roster_line(row, user, values["now"]) for row in roster.rows],
+            next_cursor=roster.next_cursor,
+            paged=cursor is not None,
+            running=running_run(session, chosen),
+            window=sync_window(ctx, chosen),
+        )
+    return render(ctx, request, "roster.html", user, **values)
+
+
+@router.get("/")
+def roster(
+    request: Request,
+    ctx: ContextDep,
+    session: SessionDep,
+    user: PageUser,
+    org: str | None = None,
+    cursor: str | None = None,
+) -> HTMLResponse:
+    return roster_page(request, ctx, session, user, org=org, cursor=cursor)
+
+
+@router.post("/")
+def roster_search(
+    request: Request,
+    ctx: ContextDep,
+    session: SessionDep,
+    user: PageUser,
+    csrf_token: CsrfField = NO_TOKEN,
+    q: Annotated[str, Form(max_length=100)] = "",
+    org: Annotated[str, Form(max_length=64)] = "",
+    cursor: Annotated[str, Form(max_length=80)] = "",
+) -> HTMLResponse:
+    check_form_token(user, csrf_token)
+    return roster_page(
+        request, ctx, session, user, org=org or None, search=q.strip(), cursor=cursor or None
+    )
+
+
+# -- a patient -----------------------------------------------------------------------------
+
+
+@router.get("/patients/{patient_id}")
+def patient(
+    patient_id: str, request: Request, ctx: ContextDep, session: SessionDep, user: PageUser
+) -> HTMLResponse:
+    dashboard = ctx.dashboard(session, user)
+    try:
+        scope = dashboard.patient(patient_id)
+    except NotVisible:
+        raise PageNotFound() from None
+    appointments = patient_appointments(dashboard, scope) if scope.details_visible else None
+    return render(
+        ctx,
+        request,
+        "patient.html",
+        user,
+        scope=scope,
+        appointments=appointments,
+        timeline=timeline(dashboard, scope),
+        last_sync=dashboard.sync_history(scope).last_sync,
+        can_sync=user.role in SYNC_ROLES,
+        now=ctx.now(),
+    )

@@ -1,0 +1,136 @@
+"""The clinic's staff pages: sync runs (filtered) and one run's detail with today's request
+budget, and the practitioner mapping form."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse
+from sqlalchemy import select
+
+from pqsync.db.tables import Organization
+from pqsync.services.auth import Principal
+from pqsync.services.practitioners import (
+    PractitionerError,
+    map_practitioner,
+    unmatched_practitioners,
+)
+from pqsync.services.staff_views import (
+    RUN_STATUSES,
+    RUN_TYPES,
+    RunFilters,
+    StaffInputError,
+    run_detail,
+    sync_runs,
+)
+from pqsync.services.sync import Actor
+from pqsync.web.context import WebContext
+from pqsync.web.deps import ContextDep, SessionDep
+from pqsync.web.page_support import (
+    NO_TOKEN,
+    CsrfField,
+    PageNotFound,
+    PageRoute,
+    StaffUser,
+    check_form_token,
+    render,
+)
+from pqsync.web.planning import budget_usage
+
+router = APIRouter(prefix="/staff", route_class=PageRoute, include_in_schema=False)
+
+
+@router.get("/runs")
+def staff_runs(
+    request: Request,
+    ctx: ContextDep,
+    session: SessionDep,
+    user: StaffUser,
+    organization: str = "",
+    type: str = "",
+    status: str = "",
+    day: str = "",
+) -> HTMLResponse:
+    zone = ctx.dashboard(session, user).default_zone
+    error = None
+    try:
+        filters = RunFilters.parse(organization, type, status, day)
+    except StaffInputError as exc:
+        error, filters = str(exc), RunFilters()
+    usage = budget_usage(ctx, session)
+    return render(
+        ctx,
+        request,
+        "staff_runs.html",
+        user,
+        runs=sync_runs(session, filters, zone),
+        filters=filters,
+        error=error,
+        organizations=list(session.scalars(select(Organization).order_by(Organization.name))),
+        run_types=RUN_TYPES,
+        run_statuses=RUN_STATUSES,
+        usage=usage,
+        left_today=max(0, usage.daily_limit - usage.day_used),
+        now=ctx.now(),
+    )
+
+
+@router.get("/runs/{run_id}")
+def staff_run(
+    run_id: str, request: Request, ctx: ContextDep, session: SessionDep, user: StaffUser
+) -> HTMLResponse:
+    detail = run_detail(session, run_id, ctx.dashboard(session, user).default_zone)
+    if detail is None:
+        raise PageNotFound()
+    return render(ctx, request, "staff_run.html", user, detail=detail)
+
+
+def practitioners_page(
+    request: Request,
+    ctx: WebContext,
+    user: Principal,
+    *,
+    message: str | None = None,
+    error: str | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    return render(
+        ctx,
+        request,
+        "staff_practitioners.html",
+        user,
+        unmatched=unmatched_practitioners(ctx.app.engine),
+        message=message,
+        error=error,
+        status_code=status,
+    )
+
+
+@router.get("/practitioners")
+def staff_practitioners(request: Request, ctx: ContextDep, user: StaffUser) -> HTMLResponse:
+    return practitioners_page(request, ctx, user)
+
+
+@router.post("/practitioners")
+def staff_map_practitioner(
+    request: Request,
+    ctx: ContextDep,
+    user: StaffUser,
+    csrf_token: CsrfField = NO_TOKEN,
+    practitioner_id: Annotated[str, Form(max_length=64)] = "",
+    provider: Annotated[str, Form(max_length=320)] = "",
+) -> HTMLResponse:
+    check_form_token(user, csrf_token)
+    try:
+        relinked = map_practitioner(
+            ctx.app.engine,
+            practitioner_id,
+            provider.strip(),
+            actor=Actor(kind="user", user_id=user.user_id, name=user.name),
+            now=ctx.now(),
+        )
+    except PractitionerError as exc:
+        return practitioners_page(request, ctx, user, error=f"Not mapped: {exc}.", status=422)
+    message = f"Mapped. {relinked} appointment(s) now show their provider."
+    return practitioners_page(request, ctx, user, message=message)
