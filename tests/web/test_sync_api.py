@@ -23,7 +23,7 @@ from web_support import (
 )
 
 from pqsync.bootstrap import App
-from pqsync.db.tables import Appointment, Patient
+from pqsync.db.tables import Appointment, Patient, SyncLog
 from pqsync.intakeq.models import METADATA_FIELDS
 
 PATIENTS = "/api/partner-dashboard/patients"
@@ -430,3 +430,30 @@ def test_a_sync_stores_only_the_metadata_pqsync_uses(
     assert stored
     assert all(metadata.keys() <= METADATA_FIELDS for metadata in stored)
     assert all(metadata.get("LocationName") for metadata in stored)  # what the page shows
+
+
+def test_the_sync_all_plan_names_at_most_the_requests_the_run_then_makes(
+    client: TestClient, seed: Seed, pq_app: App
+) -> None:
+    partner = seed.bearer("case_manager")
+    plan_url = f"/api/partner-dashboard/organizations/{seed.orgs['own']}/sync-plan"
+
+    def organisation_runs() -> dict[uuid.UUID, int]:
+        with Session(pq_app.engine) as session:
+            rows = session.execute(
+                select(SyncLog.id, SyncLog.requests_made).where(SyncLog.sync_type == "organization")
+            ).all()
+        return {run_id: requests for run_id, requests in rows}
+
+    promised, made = [], []
+    for _ in range(2):  # first with the practice's size unknown, then known
+        plan = client.get(plan_url, headers=partner).json()
+        before = organisation_runs()
+        response = client.post(org_sync_url("first-step-house"), headers=partner)
+        assert response.status_code == 200
+        (new_run,) = set(organisation_runs()) - set(before)
+        promised.append(plan["maxRequests"])
+        made.append(organisation_runs()[new_run])
+    assert all(0 < m <= p for m, p in zip(made, promised, strict=True)), (made, promised)
+    # Once the practice's size is known, the plan is the run's own.
+    assert promised[1] == made[1]

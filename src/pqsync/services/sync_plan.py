@@ -93,6 +93,17 @@ class Planner:
         per_day = state.value.get("per_day")
         return float(per_day) if isinstance(per_day, int | float) else None
 
+    def organization_requests(
+        self, session: Session, patient_ids: list[uuid.UUID], window: Window
+    ) -> int:
+        """At most how many requests an organisation's run will take: the cheaper plan when
+        the practice's size is known, else one probe page more than one query per patient."""
+        per_patient = self.per_patient_cost(session, patient_ids, window)
+        density = self.known_density(session)
+        if density is None:
+            return per_patient + 1
+        return min(per_patient, self.window_cost(density, window))
+
     @staticmethod
     def window_cost(density: float, window: Window) -> int:
         return int(density * window.days) // PAGE_SIZE + 1

@@ -7,12 +7,13 @@ import math
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pqsync.db.tables import Affiliation, Organization
 from pqsync.domain.windows import default_window
 from pqsync.intakeq.budget import BudgetUsage
+from pqsync.services.sync_plan import Planner
 from pqsync.web.context import WebContext
 
 
@@ -39,29 +40,28 @@ def budget_usage(ctx: WebContext, session: Session) -> BudgetUsage:
 
 
 def sync_all_plan(ctx: WebContext, session: Session, org: Organization) -> SyncAllPlan:
-    """What the Sync all dialog tells before starting: the default window, and the worst
-    case of the plan (one request per patient; fetching the whole window costs less when
-    the practice is small), paced by the minute limit, against the budget left today."""
-    patients = (
-        session.scalar(
-            select(func.count())
-            .select_from(Affiliation)
-            .where(Affiliation.organization_id == org.id)
-        )
-        or 0
-    )
-    window = default_window(
-        ctx.now(), ZoneInfo(org.timezone), org.window_days_back, org.window_days_ahead
+    """What the Sync all dialog tells before starting: the default window, and at most how
+    many requests the run's plan takes (the sync's own planner: the whole window or one
+    query per patient, whichever is cheaper), paced by the minute limit, against the budget
+    left today."""
+    patient_ids = list(
+        session.scalars(select(Affiliation.patient_id).where(Affiliation.organization_id == org.id))
     )
     settings = ctx.app.settings
+    planner = Planner(ctx.now, ZoneInfo(settings.practice_timezone))
+    window = default_window(
+        ctx.now(), ZoneInfo(settings.practice_timezone), org.window_days_back, org.window_days_ahead
+    )
+    requests = planner.organization_requests(session, patient_ids, window) if patient_ids else 0
     usage = budget_usage(ctx, session)
     per_minute = max(1, settings.intakeq_minute_limit)
-    minutes = max(1, math.ceil(patients / per_minute * settings.intakeq_minute_window_seconds / 60))
+    windows = math.ceil(requests / per_minute)
+    minutes = max(1, math.ceil(windows * settings.intakeq_minute_window_seconds / 60))
     return SyncAllPlan(
-        patients=patients,
+        patients=len(patient_ids),
         start=window.start.isoformat(),
         end=window.end.isoformat(),
-        requests=patients,
+        requests=requests,
         minutes=minutes,
         left_today=max(0, usage.daily_limit - usage.day_used),
         daily_limit=usage.daily_limit,

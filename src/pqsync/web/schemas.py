@@ -238,7 +238,10 @@ class SyncPlanOut(ApiModel):
     patients: int
     start_date: str = Field(description="The default date range's first day.")
     end_date: str
-    max_requests: int = Field(description="IntakeQ requests at most (one per patient).")
+    max_requests: int = Field(
+        description="IntakeQ requests at most, by the plan the run will choose (the whole "
+        "window or one query per patient, whichever is cheaper)."
+    )
     estimated_minutes: int = Field(description="At the minute limit, for max_requests.")
     requests_left_today: int
     daily_limit: int
