@@ -3,6 +3,7 @@ failure streak, one on recovery, none while healthy, never a patient's data."""
 
 from __future__ import annotations
 
+import html
 import socket
 from collections.abc import Callable, Iterator
 from email import message_from_bytes
@@ -13,7 +14,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
-from web_support import Seed, open_client, unreachable_intakeq
+from web_support import PASSWORD, USERS, Seed, open_client, unreachable_intakeq
 
 from pqsync.bootstrap import App
 from pqsync.db.tables import Alert, Patient
@@ -113,3 +114,15 @@ def test_without_smtp_an_alert_is_logged_and_kept_for_the_staff_page(
         alerts = list(session.scalars(select(Alert)))
     assert [(a.kind, a.delivery) for a in alerts] == [("failure", "log")]
     assert "First Step House" in alerts[0].subject
+    # The staff page is where it is read.
+    with open_client(broken) as client:
+        signed_in = client.post(
+            "/api/auth/login", json={"email": USERS["staff_admin"], "password": PASSWORD}
+        )
+        assert signed_in.status_code == 200
+        page = client.get("/staff/runs")
+    assert page.status_code == 200
+    section = page.text.split('id="alerts-title"', 1)[1].split("</section>", 1)[0]
+    assert alerts[0].subject in html.unescape(section)
+    assert "no email set up" in section
+    assert f'href="/staff/runs/{alerts[0].run_id}"' in section

@@ -13,11 +13,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pqsync.db.tables import Organization, PartnerUser, Patient, SyncLog
+from pqsync.db.tables import Alert, Organization, PartnerUser, Patient, SyncLog
+from pqsync.domain.run_types import RUN_TYPES
 from pqsync.services.dashboard import TRIGGER_LABELS
 
-RUN_TYPES = ("patient", "organization", "nightly")
-RUN_STATUSES = ("running", "success", "partial", "failed")
+RUN_STATUSES = ("running", "success", "partial", "failed", "paused")
 RUNS_SHOWN = 100
 
 
@@ -28,20 +28,20 @@ class StaffInputError(ValueError):
 @dataclass(frozen=True)
 class RunFilters:
     organization_id: uuid.UUID | None = None
-    sync_type: str | None = None
+    run_type: str | None = None
     status: str | None = None
     day: date | None = None
 
     @classmethod
     def parse(
-        cls, organization: str | None, sync_type: str | None, status: str | None, day: str | None
+        cls, organization: str | None, run_type: str | None, status: str | None, day: str | None
     ) -> RunFilters:
         """From the form's text fields; empty means any."""
         try:
             org_id = uuid.UUID(organization) if organization else None
         except ValueError:
             raise StaffInputError("unknown organisation") from None
-        if sync_type and sync_type not in RUN_TYPES:
+        if run_type and run_type not in RUN_TYPES:
             raise StaffInputError(f"type must be one of {', '.join(RUN_TYPES)}")
         if status and status not in RUN_STATUSES:
             raise StaffInputError(f"status must be one of {', '.join(RUN_STATUSES)}")
@@ -49,13 +49,14 @@ class RunFilters:
             parsed_day = date.fromisoformat(day) if day else None
         except ValueError:
             raise StaffInputError("the date must be YYYY-MM-DD") from None
-        return cls(org_id, sync_type or None, status or None, parsed_day)
+        return cls(org_id, run_type or None, status or None, parsed_day)
 
 
 @dataclass(frozen=True)
 class RunLine:
     id: uuid.UUID
     sync_type: str
+    run_type: str
     status: str
     organization_name: str | None
     triggered_by: str
@@ -94,6 +95,7 @@ def _line(
     return RunLine(
         id=run.id,
         sync_type=run.sync_type,
+        run_type=run.run_type or run.sync_type,
         status=run.status,
         organization_name=org.name if org is not None else None,
         triggered_by=_who(run, user),
@@ -119,8 +121,8 @@ def sync_runs(session: Session, filters: RunFilters, zone: ZoneInfo) -> list[Run
     )
     if filters.organization_id is not None:
         query = query.where(SyncLog.organization_id == filters.organization_id)
-    if filters.sync_type is not None:
-        query = query.where(SyncLog.sync_type == filters.sync_type)
+    if filters.run_type is not None:
+        query = query.where(SyncLog.run_type == filters.run_type)
     if filters.status is not None:
         query = query.where(SyncLog.status == filters.status)
     if filters.day is not None:
@@ -197,3 +199,24 @@ def run_detail(session: Session, run_id: str, zone: ZoneInfo) -> RunDetail | Non
         else [],
         warnings=_strings(details.get("warnings"))[:50],
     )
+
+
+ALERTS_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class AlertLine:
+    created_at: datetime  # in the staff's zone
+    subject: str
+    delivery: str  # email | log | failed
+    run_id: uuid.UUID | None
+
+
+def recent_alerts(session: Session, zone: ZoneInfo) -> list[AlertLine]:
+    """The newest alerts raised (failure streaks, recoveries, missed nights), however they
+    were delivered: without SMTP this page is where they are read."""
+    newest = select(Alert).order_by(Alert.created_at.desc()).limit(ALERTS_SHOWN)
+    return [
+        AlertLine(a.created_at.astimezone(zone), a.subject, a.delivery, a.run_id)
+        for a in session.scalars(newest)
+    ]

@@ -211,7 +211,7 @@ def test_staff_choose_an_organisation_and_see_runs_and_budget(
 
     page.get_by_role("link", name="Sync runs").click()
     expect(page.locator("main")).to_contain_text(re.compile(r"Used in the last 24 hours: \d+ of"))
-    page.get_by_label("Type").select_option("organization")
+    page.get_by_label("Type").select_option("manual_org")
     page.get_by_role("button", name="Filter").click()
     expect(page.locator("tbody tr")).to_have_count(1)
     page.locator("tbody tr a").click()

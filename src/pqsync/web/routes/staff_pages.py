@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
 from pqsync.db.tables import Organization
+from pqsync.domain.run_types import RUN_TYPES
 from pqsync.services.auth import Principal
 from pqsync.services.practitioners import (
     PractitionerError,
@@ -18,9 +19,9 @@ from pqsync.services.practitioners import (
 )
 from pqsync.services.staff_views import (
     RUN_STATUSES,
-    RUN_TYPES,
     RunFilters,
     StaffInputError,
+    recent_alerts,
     run_detail,
     sync_runs,
 )
@@ -65,6 +66,7 @@ def staff_runs(
         "staff_runs.html",
         user,
         runs=sync_runs(session, filters, zone),
+        alerts=recent_alerts(session, zone),
         filters=filters,
         error=error,
         organizations=list(session.scalars(select(Organization).order_by(Organization.name))),
