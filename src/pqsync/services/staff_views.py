@@ -55,8 +55,8 @@ class RunFilters:
 @dataclass(frozen=True)
 class RunLine:
     id: uuid.UUID
-    sync_type: str
-    run_type: str
+    sync_type: str  # the scope: patient | organization | nightly
+    run_type: str | None  # manual_patient | manual_org | automated_daily | webhook
     status: str
     organization_name: str | None
     triggered_by: str
@@ -68,6 +68,7 @@ class RunLine:
     deleted: int
     errors: int
     requests: int
+    error: str | None
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def _line(
     return RunLine(
         id=run.id,
         sync_type=run.sync_type,
-        run_type=run.run_type or run.sync_type,
+        run_type=run.run_type if run.run_type in RUN_TYPES else None,
         status=run.status,
         organization_name=org.name if org is not None else None,
         triggered_by=_who(run, user),
@@ -107,17 +108,20 @@ def _line(
         deleted=run.appointments_deleted,
         errors=run.appointments_errors,
         requests=run.requests_made,
+        error=run.error_message,
     )
 
 
-def sync_runs(session: Session, filters: RunFilters, zone: ZoneInfo) -> list[RunLine]:
-    """The newest runs matching the filters (a day is a day in `zone`)."""
+def sync_runs(
+    session: Session, filters: RunFilters, zone: ZoneInfo, *, limit: int = RUNS_SHOWN
+) -> list[RunLine]:
+    """The newest runs matching the filters (a day is a day in `zone`), for the staff."""
     query = (
         select(SyncLog, Organization, PartnerUser)
         .outerjoin(Organization, Organization.id == SyncLog.organization_id)
         .outerjoin(PartnerUser, PartnerUser.id == SyncLog.triggered_by_user_id)
         .order_by(SyncLog.started_at.desc())
-        .limit(RUNS_SHOWN)
+        .limit(limit)
     )
     if filters.organization_id is not None:
         query = query.where(SyncLog.organization_id == filters.organization_id)

@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select
 
-from pqsync.db.tables import Alert, Organization, PartnerUser, SyncLog
-from pqsync.domain.run_types import RUN_TYPES
+from pqsync.db.tables import Alert
+from pqsync.services import staff_views
 from pqsync.services.auth import Principal
 from pqsync.services.dashboard import local_time
+from pqsync.services.staff_views import RUN_STATUSES, RunFilters
 from pqsync.web.deps import CurrentUser, DashboardDep
 from pqsync.web.errors import ApiError, responses
 from pqsync.web.schemas import AlertOut, AlertsOut, RunListEntryOut, RunListOut, RunType
@@ -38,40 +39,32 @@ def sync_runs(
 ) -> RunListOut:
     """Runs, newest first: type (`manual_patient`, `manual_org`, `automated_daily`,
     `webhook`), trigger, counts, duration and error; `type` and `status` filter."""
-    query = (
-        select(SyncLog, PartnerUser, Organization)
-        .outerjoin(PartnerUser, PartnerUser.id == SyncLog.triggered_by_user_id)
-        .outerjoin(Organization, Organization.id == SyncLog.organization_id)
-        .order_by(SyncLog.started_at.desc())
-        .limit(limit)
-    )
-    if run_type is not None:
-        query = query.where(SyncLog.run_type == run_type)
-    if status is not None:
-        query = query.where(SyncLog.status == status)
-    zone = dashboard.default_zone
-    runs = []
-    for run, user, org in dashboard.session.execute(query).all():
-        duration = (run.finished_at - run.started_at).total_seconds() if run.finished_at else None
-        runs.append(
-            RunListEntryOut(
-                run_id=run.id,
-                type=run.run_type if run.run_type in RUN_TYPES else None,
-                scope=run.sync_type,
-                status=run.status,
-                triggered_by=dashboard.trigger_label(run, user),
-                organization_name=org.name if org else None,
-                started_at=local_time(run.started_at, zone),
-                duration_seconds=duration,
-                new=run.appointments_new,
-                updated=run.appointments_updated,
-                unchanged=run.appointments_unchanged,
-                deleted=run.appointments_deleted,
-                errors=run.appointments_errors,
-                requests_made=run.requests_made,
-                error=run.error_message,
-            )
+    if status is not None and status not in RUN_STATUSES:
+        raise ApiError(422, "invalid_status", f"status must be one of {', '.join(RUN_STATUSES)}")
+    filters = RunFilters(run_type=run_type, status=status)
+    lines = staff_views.sync_runs(dashboard.session, filters, dashboard.default_zone, limit=limit)
+    runs = [
+        RunListEntryOut(
+            run_id=line.id,
+            type=line.run_type,
+            scope=line.sync_type,
+            status=line.status,
+            triggered_by=line.triggered_by,
+            organization_name=line.organization_name,
+            started_at=line.started_at.replace(microsecond=0),
+            duration_seconds=(line.finished_at - line.started_at).total_seconds()
+            if line.finished_at
+            else None,
+            new=line.new,
+            updated=line.updated,
+            unchanged=line.unchanged,
+            deleted=line.deleted,
+            errors=line.errors,
+            requests_made=line.requests,
+            error=line.error,
         )
+        for line in lines
+    ]
     return RunListOut(runs=runs)
 
 
