@@ -5,7 +5,8 @@ This module runs a sync from start to end; the parts live beside it:
 - appointment_writer: match, diff and upsert a page (domain.matching does the matching);
 - sync_deletion: soft deletion, only on proof from IntakeQ;
 - sync_audit: the activity log's entries;
-- locks: one run per scope, a lease kept alive while the run lives.
+- locks: one run per scope, a lease kept alive while the run lives;
+- sync_records: the run's record in sync_logs (progress, outcome).
 
 Every run holds its scope's lease, writes a sync_logs row (failed runs too) and commits page
 by page, so a failure keeps what was already fetched. Every date sent to IntakeQ and every
@@ -19,10 +20,10 @@ from collections.abc import Callable, Generator
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from pqsync.db.engine import begin_write
@@ -41,6 +42,7 @@ from pqsync.intakeq.errors import (
 )
 from pqsync.intakeq.models import Appointment, AppointmentQuery, MalformedRecord
 from pqsync.logging import get_logger
+from pqsync.services import sync_records
 from pqsync.services.appointment_writer import AppointmentWriter
 from pqsync.services.locks import (
     PREPARED_HOLD,
@@ -110,18 +112,6 @@ class AppointmentSource(Protocol):
 
 def _no_progress(_label: str, _done: int, _total: int | None) -> None:
     return None
-
-
-def _error_kind(exc: Exception) -> str:
-    if isinstance(exc, BudgetExhausted):
-        return "budget"
-    if isinstance(exc, IntakeQAuthError):
-        return "auth"
-    if isinstance(exc, IntakeQUnreachable):
-        return "unreachable"
-    if isinstance(exc, LeaseLost):
-        return "lease"
-    return "intakeq"
 
 
 # Errors that end the whole run: retrying another patient cannot help.
@@ -398,7 +388,7 @@ class SyncService:
                     self._execute(session, prepared, ctx, progress)
                 except (IntakeQError, LeaseLost) as exc:
                     session.rollback()
-                    self._fail(ctx.result, exc)
+                    sync_records.record_failure(ctx.result, exc)
                 except Exception as exc:
                     session.rollback()
                     ctx.result.status = "failed"
@@ -442,14 +432,6 @@ class SyncService:
         )
         session.commit()
         return ctx
-
-    @staticmethod
-    def _fail(result: SyncResult, exc: Exception) -> None:
-        result.status = "failed"
-        result.error = str(exc)
-        result.error_kind = _error_kind(exc)
-        if isinstance(exc, BudgetExhausted):
-            result.budget_frees_at = exc.frees_at
 
     def _load_patients(self, session: Session, ids: list[uuid.UUID]) -> list[Patient]:
         if not ids:
@@ -589,7 +571,7 @@ class SyncService:
             if result.state == "done":
                 continue
             result.state = "running"
-            self._save_progress(session, prepared, ctx)
+            sync_records.save_progress(session, prepared, ctx)
             held = stored.get(patient_id, 0)
             try:
                 own = self._fetch_patient(
@@ -688,94 +670,11 @@ class SyncService:
             return None
         return moment if moment.tzinfo else None
 
-    # -- finishing ------------------------------------------------------------------------
-
-    def _progress_details(self, prepared: PreparedRun, ctx: RunContext) -> dict[str, Any]:
-        results = ctx.results.values()
-        return {
-            "patients_total": len(prepared.patient_ids),
-            "patients_done": sum(1 for r in results if r.state in ("done", "failed")),
-            "triggered_by_name": prepared.actor.name,
-            "patients": {
-                str(r.patient_id): {
-                    "state": r.state,
-                    "summary": r.summary.as_dict(),
-                    "error": r.error,
-                }
-                for r in results
-            },
-        }
-
-    def _save_progress(self, session: Session, prepared: PreparedRun, ctx: RunContext) -> None:
-        session.execute(
-            update(SyncLog)
-            .where(SyncLog.id == prepared.run_id)
-            .values(details=self._progress_details(prepared, ctx))
-        )
-        session.commit()
-
     def _finish(
         self, session: Session, prepared: PreparedRun, ctx: RunContext, requests_made: int
     ) -> None:
-        result = ctx.result
-        result.requests_made = requests_made
-        result.summary = Summary()
-        for patient_result in ctx.results.values():
-            result.summary.add(patient_result.summary)
-        result.summary.errors += result.malformed
-        failed = [r for r in ctx.results.values() if r.state == "failed"]
-        if result.status != "failed" and failed and len(failed) == len(ctx.results):
-            # Nobody could be synced: that is a failed run, not a partial one.
-            result.status = "failed"
-            result.error = failed[0].error
-            result.error_kind = "intakeq"
-        if result.status != "failed":
-            result.status = "partial" if result.summary.errors else "success"
-        result.finished_at = self.clock()
-        details = self._progress_details(prepared, ctx)
-        details.update(
-            plan=result.plan,
-            warnings=result.warnings,
-            unmatched_practitioners=result.unmatched_practitioners,
-            unknown_clients=result.unknown_clients,
-            unknown_appointments=result.unknown_appointments,
-            error_kind=result.error_kind,
-        )
-        s = result.summary
-        session.execute(
-            update(SyncLog)
-            .where(SyncLog.id == prepared.run_id)
-            .values(
-                status=result.status,
-                finished_at=result.finished_at,
-                appointments_new=s.new,
-                appointments_updated=s.updated,
-                appointments_unchanged=s.unchanged,
-                appointments_deleted=s.deleted,
-                appointments_errors=s.errors,
-                requests_made=requests_made,
-                error_message=result.error,
-                details=details,
-            )
-        )
-        synced = [r.patient_id for r in ctx.results.values() if r.state == "done"]
-        if result.status != "failed" and synced:
-            statement = update(Affiliation).where(Affiliation.patient_id.in_(synced))
-            if prepared.scope in ("organization", "patient") and prepared.organization_id:
-                statement = statement.where(Affiliation.organization_id == prepared.organization_id)
-            session.execute(statement.values(last_practiceq_sync_at=result.finished_at))
-        session.commit()
+        result = sync_records.finish(session, prepared, ctx, requests_made, self.clock())
         if prepared.scope == "nightly" and result.status == "success":
             self.planner.put_state(
                 session, NIGHTLY_WATERMARK, {"at": prepared.started_at.isoformat()}
             )
-        log.info(
-            "sync.finished",
-            run_id=str(prepared.run_id),
-            scope=prepared.scope,
-            plan=result.plan,
-            status=result.status,
-            requests=requests_made,
-            error_kind=result.error_kind,
-            **s.as_dict(),
-        )
