@@ -92,7 +92,9 @@ def run_demo(*, port: int, web_port: int, once: bool, out: Console, err: Console
                 task = bar.add_task("sync", total=None)
                 result = service.sync_organization(
                     DEMO_ORG,
-                    progress=lambda _label, done, _total: bar.update(task, completed=done),
+                    progress=lambda label, done, _total: (
+                        bar.update(task, completed=done) if label == "pages" else None
+                    ),
                 )
             s = result.summary
             out.print(
