@@ -84,7 +84,7 @@ def import_demo_directory(engine: Engine, directory: dict[str, Any]) -> None:
 def seeded_app(dataset: Any, clock: Any) -> Iterator[App]:
     """An in-process simulator of `dataset` (no limits) and our App on a fresh SQLite
     database holding the matching directory; both on `clock`."""
-    from pqsync.intakeq.simulator import SimConfig, SimulatorServer, demo_directory
+    from intakeq_sim import SimConfig, SimulatorServer, demo_directory
 
     config = SimConfig(minute_limit=None, daily_limit=None)
     with (

@@ -15,9 +15,9 @@ from contextlib import contextmanager
 
 from common import fresh_database, import_demo_directory, make_app, row
 
+from intakeq_sim import SimConfig, SimulatorServer, demo_directory
 from pqsync.bootstrap import App
 from pqsync.db.engine import make_engine
-from pqsync.intakeq.simulator import SimConfig, SimulatorServer, demo_directory
 
 LIMITS = {"INTAKEQ_MINUTE_LIMIT": 10, "INTAKEQ_DAILY_LIMIT": 500}
 

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from common import row, seeded_app
 
-from pqsync.intakeq.simulator import (
+from intakeq_sim import (
     ManualClock,
     build_dataset,
 )

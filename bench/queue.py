@@ -29,9 +29,9 @@ from common import fresh_database, import_demo_directory, make_app, row  # noqa:
 from huey import signals  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
+from intakeq_sim import SimConfig, SimulatorServer, demo_directory  # noqa: E402
 from pqsync.db.engine import make_engine  # noqa: E402
 from pqsync.db.tables import Patient  # noqa: E402
-from pqsync.intakeq.simulator import SimConfig, SimulatorServer, demo_directory  # noqa: E402
 from pqsync.jobs.worker import make_consumer  # noqa: E402
 
 JOBS = 200

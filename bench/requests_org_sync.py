@@ -14,11 +14,11 @@ from datetime import UTC, date, datetime
 
 from common import row, seeded_app
 
-from pqsync.intakeq.models import AppointmentQuery
-from pqsync.intakeq.simulator import (
+from intakeq_sim import (
     ManualClock,
     build_dataset,
 )
+from pqsync.intakeq.models import AppointmentQuery
 
 TODAY = date(2025, 10, 24)
 NOW = datetime(2025, 10, 24, 16, 0, tzinfo=UTC)

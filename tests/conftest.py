@@ -22,9 +22,9 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 import leakcheck
+from intakeq_sim import DEMO_PASSWORD, build_dataset
 from pqsync.db.engine import make_engine
 from pqsync.db.migrate import upgrade
-from pqsync.intakeq.simulator import DEMO_PASSWORD, build_dataset
 from pqsync.logging import configure_logging, make_formatter
 from pqsync.settings import SIMULATOR_API_KEY
 

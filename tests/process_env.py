@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from pqsync.intakeq.simulator import SimulatorServer, demo_directory
+from intakeq_sim import SimulatorServer, demo_directory
 from pqsync.services.directory import DirectoryFile, import_directory
 
 

@@ -17,8 +17,8 @@ from pqsync.intakeq.budget import BudgetUsage, DatabaseBudget
 from pqsync.intakeq.client import IntakeQClient
 from pqsync.jobs.queue import make_queue
 from pqsync.jobs.tasks import Jobs
-from pqsync.services.locks import SyncLocks
 from pqsync.services.sync import SyncService
+from pqsync.services.sync.locks import SyncLocks
 from pqsync.settings import Settings
 
 

@@ -22,13 +22,13 @@ from pqsync.domain.windows import Window, WindowError, parse_day, resolve_window
 from pqsync.intakeq.errors import IntakeQError
 from pqsync.logging import configure_logging
 from pqsync.services.directory import DirectoryError, import_directory_file
-from pqsync.services.locks import SyncInProgress
 from pqsync.services.practitioners import (
     PractitionerError,
     map_practitioner,
     unmatched_practitioners,
 )
 from pqsync.services.sync import SyncInputError, SyncResult, SyncService
+from pqsync.services.sync.locks import SyncInProgress
 from pqsync.settings import SettingsError, load_settings
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -359,7 +359,7 @@ def simulator(
     daily_limit: Annotated[int, typer.Option(help="Requests per day (0: none).")] = 500,
 ) -> None:
     """Run the IntakeQ simulator until Ctrl-C."""
-    from pqsync.intakeq.simulator import serve
+    from intakeq_sim import serve
 
     if not 0.0 <= fail_rate <= 1.0:
         fail("--fail-rate must be between 0 and 1")

@@ -15,18 +15,18 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from pqsync.domain.times import to_epoch_ms
-from pqsync.intakeq.budget import DatabaseBudget, MemoryBudget
-from pqsync.intakeq.client import IntakeQClient
-from pqsync.intakeq.errors import IntakeQAuthError
-from pqsync.intakeq.models import METADATA_FIELDS, Appointment, AppointmentQuery
-from pqsync.intakeq.simulator import (
+from intakeq_sim import (
     STATUSES,
     ManualClock,
     SimAppointment,
     SimConfig,
     SimulatorServer,
 )
+from pqsync.domain.times import to_epoch_ms
+from pqsync.intakeq.budget import DatabaseBudget, MemoryBudget
+from pqsync.intakeq.client import IntakeQClient
+from pqsync.intakeq.errors import IntakeQAuthError
+from pqsync.intakeq.models import METADATA_FIELDS, Appointment, AppointmentQuery
 from pqsync.settings import SIMULATOR_API_KEY
 
 NOW = datetime(2025, 10, 24, 16, 0, tzinfo=UTC)  # 10:00 in Denver; the window spans a DST change

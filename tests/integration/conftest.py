@@ -9,11 +9,11 @@ from datetime import UTC, date, datetime
 import pytest
 from sqlalchemy import Engine
 
+from intakeq_sim import ManualClock, SimConfig, SimulatorServer, demo_directory
 from page_hooks import PageHooks
 from pqsync.bootstrap import App
 from pqsync.intakeq.budget import MemoryBudget
 from pqsync.intakeq.client import IntakeQClient
-from pqsync.intakeq.simulator import ManualClock, SimConfig, SimulatorServer, demo_directory
 from pqsync.services.directory import DirectoryFile, import_directory
 from pqsync.services.sync import SyncService
 from pqsync.settings import SIMULATOR_API_KEY, Settings

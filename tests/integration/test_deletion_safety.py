@@ -14,11 +14,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from intakeq_sim import ManualClock, SimulatorServer
 from page_hooks import PageHooks
 from pqsync.bootstrap import App
 from pqsync.db.tables import Appointment, Organization
 from pqsync.domain.windows import Window
-from pqsync.intakeq.simulator import ManualClock, SimulatorServer
 from pqsync.services.sync import SyncService
 
 DENVER = ZoneInfo("America/Denver")

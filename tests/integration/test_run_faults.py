@@ -12,14 +12,14 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from intakeq_sim import ManualClock, SimulatorServer
 from pqsync.bootstrap import App
 from pqsync.db.tables import Appointment, PatientActivity, SyncLock, SyncLog
 from pqsync.domain.windows import Window
 from pqsync.intakeq.budget import MemoryBudget
 from pqsync.intakeq.client import IntakeQClient
-from pqsync.intakeq.simulator import ManualClock, SimulatorServer
-from pqsync.services.locks import SyncInProgress, SyncLocks
 from pqsync.services.sync import SyncService
+from pqsync.services.sync.locks import SyncInProgress, SyncLocks
 from pqsync.settings import SIMULATOR_API_KEY
 
 ORG = "first-step-house"

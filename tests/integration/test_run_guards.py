@@ -10,15 +10,17 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from intakeq_sim import ManualClock, SimulatorServer
 from pqsync.bootstrap import App
 from pqsync.db.tables import Appointment, SyncLog, SyncState
 from pqsync.intakeq.client import RequestTally
 from pqsync.intakeq.errors import IntakeQServerError
 from pqsync.intakeq.models import Appointment as IntakeQAppointment
 from pqsync.intakeq.models import AppointmentQuery
-from pqsync.intakeq.simulator import ManualClock, SimulatorServer
-from pqsync.services.locks import PREPARED_HOLD, SyncInProgress
-from pqsync.services.sync import PRACTICE_DENSITY, AppointmentSource, Record, SyncService
+from pqsync.services.sync import SyncService
+from pqsync.services.sync.locks import PREPARED_HOLD, SyncInProgress
+from pqsync.services.sync.orchestrator import AppointmentSource, Record
+from pqsync.services.sync.plan import PRACTICE_DENSITY
 
 
 def test_a_second_run_of_the_same_scope_is_told_which_run_is_going(

@@ -9,11 +9,11 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from intakeq_sim import SimulatorServer
 from page_hooks import PageHooks
 from pqsync.bootstrap import App
 from pqsync.db.tables import Appointment, PatientActivity
 from pqsync.domain.windows import Window
-from pqsync.intakeq.simulator import SimulatorServer
 from pqsync.services.sync import SyncResult, SyncService
 
 

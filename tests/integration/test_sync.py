@@ -12,6 +12,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from intakeq_sim import ManualClock, SimulatorServer
 from pqsync.bootstrap import App
 from pqsync.db.tables import (
     Affiliation,
@@ -22,7 +23,6 @@ from pqsync.db.tables import (
     SyncLog,
 )
 from pqsync.domain.windows import Window
-from pqsync.intakeq.simulator import ManualClock, SimulatorServer
 from pqsync.services.practitioners import map_practitioner, unmatched_practitioners
 from pqsync.services.sync import SyncInputError, SyncService
 

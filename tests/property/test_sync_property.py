@@ -33,6 +33,16 @@ from hypothesis.stateful import (
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session
 
+from intakeq_sim import (
+    STATUSES,
+    AppointmentChanges,
+    ManualClock,
+    SimConfig,
+    SimError,
+    SimulatorServer,
+    build_dataset,
+    demo_directory,
+)
 from page_hooks import PageHooks
 from pqsync.db.tables import (
     Appointment,
@@ -49,16 +59,6 @@ from pqsync.domain.status import map_status
 from pqsync.domain.times import from_epoch_ms
 from pqsync.intakeq.budget import MemoryBudget
 from pqsync.intakeq.client import IntakeQClient
-from pqsync.intakeq.simulator import (
-    STATUSES,
-    AppointmentChanges,
-    ManualClock,
-    SimConfig,
-    SimError,
-    SimulatorServer,
-    build_dataset,
-    demo_directory,
-)
 from pqsync.services.directory import DirectoryFile, import_directory
 from pqsync.services.sync import SyncResult, SyncService
 from pqsync.settings import SIMULATOR_API_KEY

@@ -18,12 +18,7 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from pqsync.bootstrap import App
-from pqsync.db.tables import Appointment as AppointmentRow
-from pqsync.db.tables import SyncLog
-from pqsync.intakeq.budget import DatabaseBudget
-from pqsync.intakeq.client import IntakeQClient
-from pqsync.intakeq.simulator import (
+from intakeq_sim import (
     ManualClock,
     SimAppointment,
     SimConfig,
@@ -31,6 +26,11 @@ from pqsync.intakeq.simulator import (
     demo_directory,
     malformed_kind,
 )
+from pqsync.bootstrap import App
+from pqsync.db.tables import Appointment as AppointmentRow
+from pqsync.db.tables import SyncLog
+from pqsync.intakeq.budget import DatabaseBudget
+from pqsync.intakeq.client import IntakeQClient
 from pqsync.services.directory import DirectoryFile, import_directory
 from pqsync.services.sync import SyncResult, SyncService
 from pqsync.settings import SIMULATOR_API_KEY, Settings

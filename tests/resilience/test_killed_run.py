@@ -16,8 +16,8 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 import leakcheck
+from intakeq_sim import SimConfig, SimulatorServer
 from pqsync.db.tables import Appointment, PatientActivity, SyncLog
-from pqsync.intakeq.simulator import SimConfig, SimulatorServer
 from process_env import process_env
 
 ORG = "first-step-house"

@@ -20,10 +20,10 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 import leakcheck
+from intakeq_sim import SimConfig, SimulatorServer, demo_directory
 from pqsync.bootstrap import App
 from pqsync.db.engine import make_engine
 from pqsync.db.tables import Appointment, IntakeQRequest, SyncLog
-from pqsync.intakeq.simulator import SimConfig, SimulatorServer, demo_directory
 from pqsync.services.directory import DirectoryFile, import_directory
 from pqsync.settings import load_settings
 

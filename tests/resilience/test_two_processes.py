@@ -23,8 +23,8 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 import leakcheck
+from intakeq_sim import SimConfig, SimulatorServer
 from pqsync.db.tables import Appointment, IntakeQRequest, SyncLog
-from pqsync.intakeq.simulator import SimConfig, SimulatorServer
 from pqsync.settings import SIMULATOR_API_KEY
 from process_env import process_env
 

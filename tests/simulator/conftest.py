@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pqsync.intakeq.simulator import ManualClock, SimConfig, SimulatorServer
+from intakeq_sim import ManualClock, SimConfig, SimulatorServer
 from pqsync.settings import SIMULATOR_API_KEY
 
 TODAY = date(2025, 10, 24)  # the window then spans the DST change of 2 November 2025

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
+from intakeq_sim import ManualClock, SimulatorServer
 from pqsync.domain.times import to_epoch_ms
-from pqsync.intakeq.simulator import ManualClock, SimulatorServer
 from pqsync.settings import SIMULATOR_API_KEY
 
 SWEENEY = "dr.sweeney@clinic.example"

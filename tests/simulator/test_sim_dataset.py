@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from intakeq_sim import STATUSES, Dataset, build_dataset, demo_directory
 from pqsync.intakeq.models import parse_appointment
-from pqsync.intakeq.simulator import STATUSES, Dataset, build_dataset, demo_directory
 
 TODAY = date(2025, 10, 24)
 DENVER = ZoneInfo("America/Denver")

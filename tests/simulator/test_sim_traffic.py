@@ -15,8 +15,7 @@ import httpx
 import pytest
 
 import pqsync
-from pqsync.intakeq.models import MalformedRecord, parse_appointment
-from pqsync.intakeq.simulator import (
+from intakeq_sim import (
     ManualClock,
     Request,
     SimConfig,
@@ -25,6 +24,7 @@ from pqsync.intakeq.simulator import (
     demo_directory,
     malformed_kind,
 )
+from pqsync.intakeq.models import MalformedRecord, parse_appointment
 from pqsync.settings import SIMULATOR_API_KEY
 
 KEY = {"X-Auth-Key": SIMULATOR_API_KEY}
@@ -234,7 +234,7 @@ def test_logs_hold_no_patient_data_or_key(
     sim: SimulatorServer, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
     email = sim.dataset.special.plus_address.email
-    with caplog.at_level(logging.DEBUG, logger="pqsync.intakeq.simulator"), _client(sim) as api:
+    with caplog.at_level(logging.DEBUG, logger="intakeq_sim"), _client(sim) as api:
         api.get("/appointments", params={"client": email})
         api.get("/clients", params={"search": email})
         httpx.get(f"{sim.base_url}/appointments?client=x", headers={"X-Auth-Key": "secret-9"})
@@ -249,7 +249,7 @@ def test_module_serves_until_interrupted(tmp_path: Path) -> None:
     src = str(Path(pqsync.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": src}
     process = subprocess.Popen(
-        [sys.executable, "-m", "pqsync.intakeq.simulator", "--port", "0", "--minute-limit", "0"],
+        [sys.executable, "-m", "intakeq_sim", "--port", "0", "--minute-limit", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

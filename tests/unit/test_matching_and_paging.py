@@ -8,7 +8,7 @@ import pytest
 
 from pqsync.domain.matching import PatientIdentity, PatientMatcher
 from pqsync.intakeq.client import IntakeQPagingError
-from pqsync.services.sync_plan import UNKNOWN_PRACTICE_PAGES, bounded, page_limit
+from pqsync.services.sync.plan import UNKNOWN_PRACTICE_PAGES, bounded, page_limit
 
 
 def identity(email: str, client_id: int | None = None) -> PatientIdentity:

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pqsync.intakeq.simulator import build_dataset, demo_directory
+from intakeq_sim import build_dataset, demo_directory
 from pqsync.services.demo import demo_instructions
 from pqsync.web.render import appointment_time, relative_time
 

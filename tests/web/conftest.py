@@ -34,11 +34,11 @@ from web_support import (
     wait_for_background,
 )
 
+from intakeq_sim import SimConfig, SimulatorServer, demo_directory
 from pqsync.bootstrap import App
 from pqsync.db.engine import make_engine
 from pqsync.db.tables import Affiliation, Organization, PartnerUser, Patient
 from pqsync.intakeq.client import IntakeQClient
-from pqsync.intakeq.simulator import SimConfig, SimulatorServer, demo_directory
 from pqsync.services.directory import import_directory, parse_directory
 from pqsync.services.users import issue_token
 

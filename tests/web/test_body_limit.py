@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from live_server import LiveServer, live_server, server_env
 from web_support import PASSWORD, USERS, WEBHOOK_TOKEN
 
-from pqsync.intakeq.simulator import SimulatorServer
+from intakeq_sim import SimulatorServer
 from pqsync.web.security import MAX_BODY_BYTES
 
 MB = 1024 * 1024

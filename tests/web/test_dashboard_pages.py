@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 from web_support import NOW, PASSWORD, USERS, Seed, open_client
 
 import leakcheck
+from intakeq_sim import SimulatorServer
 from pqsync.bootstrap import App
 from pqsync.db.tables import Affiliation, Appointment, Organization, Patient
-from pqsync.intakeq.simulator import SimulatorServer
 from pqsync.services.directory import import_directory, parse_directory
 
 PATIENTS = "/api/partner-dashboard/patients"

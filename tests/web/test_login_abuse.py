@@ -11,7 +11,7 @@ import pytest
 from live_server import live_server, server_env
 from web_support import PASSWORD, USERS
 
-from pqsync.intakeq.simulator import SimulatorServer
+from intakeq_sim import SimulatorServer
 
 LOGIN = "/api/auth/login"
 

@@ -20,10 +20,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from web_support import FakeClock, Seed, make_settings, open_client, wait_for_background
 
+from intakeq_sim import SimulatorServer
 from pqsync.bootstrap import App
 from pqsync.db.engine import make_engine
 from pqsync.db.tables import Affiliation, PartnerUser
-from pqsync.intakeq.simulator import SimulatorServer
 
 PATIENTS = "/api/partner-dashboard/patients"
 ROLES = ("staff_admin", "partner_admin", "case_manager", "viewer", "other_org_admin")

@@ -10,10 +10,10 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from intakeq_sim import DEMO_PASSWORD, SimulatorServer
 from pqsync.bootstrap import App
 from pqsync.intakeq.budget import MemoryBudget
 from pqsync.intakeq.client import IntakeQClient
-from pqsync.intakeq.simulator import DEMO_PASSWORD, SimulatorServer
 from pqsync.settings import Settings, load_settings
 from pqsync.web.app import create_app
 

@@ -16,10 +16,10 @@ from pqsync.domain.windows import Window
 from pqsync.logging import get_logger
 from pqsync.services.alerts import Alerts, SmtpMailer
 from pqsync.services.housekeeping import prune
-from pqsync.services.locks import SyncInProgress, SyncLocks, default_holder
 from pqsync.services.schedule import NightlySchedule
 from pqsync.services.sync import SCHEDULE_ACTOR, Actor, PreparedRun, SyncResult, SyncService
-from pqsync.services.sync_types import SyncInputError
+from pqsync.services.sync.locks import SyncInProgress, SyncLocks, default_holder
+from pqsync.services.sync.results import SyncInputError
 from pqsync.services.webhooks import Admission, WebhookGate
 
 if TYPE_CHECKING:

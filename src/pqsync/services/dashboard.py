@@ -30,7 +30,7 @@ from pqsync.db.tables import (
     SyncLog,
 )
 from pqsync.services.auth import Principal
-from pqsync.services.sync_types import Summary
+from pqsync.services.sync.results import Summary
 
 CONSENT_REQUIRED = "ROI consent required"
 # Not "next" in any useful sense for a case manager planning a ride.

@@ -13,9 +13,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from intakeq_sim import SimulatorServer, demo_directory
 from pqsync.bootstrap import build_app
 from pqsync.db.migrate import upgrade
-from pqsync.intakeq.simulator import SimulatorServer, demo_directory
 from pqsync.services.directory import import_directory_file
 from pqsync.settings import load_settings
 

@@ -25,7 +25,7 @@ from pqsync.services.dashboard import (
     local_time,
     optional_local_time,
 )
-from pqsync.services.sync_types import Summary
+from pqsync.services.sync.results import Summary
 
 TIMELINE_LIMIT = 100
 FIELD_LABELS = {

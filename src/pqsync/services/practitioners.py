@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from pqsync.db.lookup import provider_by_ref
 from pqsync.db.tables import Appointment, PatientActivity, ProviderIntakeQSettings
-from pqsync.services.sync_types import Actor
+from pqsync.services.sync.results import Actor
 
 
 class PractitionerError(ValueError):

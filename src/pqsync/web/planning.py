@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from pqsync.db.tables import Affiliation, Organization
 from pqsync.domain.windows import default_window
 from pqsync.intakeq.budget import BudgetUsage
-from pqsync.services.sync_plan import Planner
+from pqsync.services.sync.plan import Planner
 from pqsync.web.context import WebContext
 
 

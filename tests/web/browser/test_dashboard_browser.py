@@ -14,9 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from web_support import Seed, unreachable_intakeq
 
+from intakeq_sim import SimulatorServer
 from pqsync.bootstrap import App
 from pqsync.db.tables import Patient
-from pqsync.intakeq.simulator import SimulatorServer
 
 OpenPage = Callable[[], Page]
 SYNCED = re.compile(r"Synced just now \(\d+ new, \d+ updated\)")

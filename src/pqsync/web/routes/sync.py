@@ -20,7 +20,7 @@ from pqsync.services.sync import (
     SyncResult,
     SyncService,
 )
-from pqsync.services.sync_types import PatientResult, Summary
+from pqsync.services.sync.results import PatientResult, Summary
 from pqsync.web.context import WebContext
 from pqsync.web.deps import ContextDep, DashboardDep, SyncUser
 from pqsync.web.errors import ApiError, not_found, responses, retry_later

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from pqsync.intakeq.simulator.data import (
+from intakeq_sim.data import (
     DEMO_PASSWORD,
     FSH_DOMAIN,
     FSH_NAME,

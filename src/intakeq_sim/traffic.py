@@ -8,7 +8,7 @@ import threading
 from collections import Counter, defaultdict, deque
 from typing import Any
 
-from pqsync.intakeq.simulator.config import SimConfig
+from intakeq_sim.config import SimConfig
 
 
 class RateLimiter:

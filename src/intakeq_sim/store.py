@@ -6,15 +6,13 @@ import bisect
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 
-from pqsync.domain.times import local_day_bounds, to_epoch_ms
-from pqsync.intakeq.models import AppointmentQuery
-from pqsync.intakeq.simulator.clock import Clock
-from pqsync.intakeq.simulator.data import (
+from intakeq_sim.clock import Clock
+from intakeq_sim.data import (
     STATUSES,
     Client,
     Dataset,
@@ -22,6 +20,8 @@ from pqsync.intakeq.simulator.data import (
     make_id,
     order_key,
 )
+from intakeq_sim.query import Filter
+from intakeq_sim.timefmt import midnight_ms, ms_from
 
 PAGE_SIZE = 100  # IntakeQ's fixed page size
 DELETED_VISIBLE_MS = 10 * 86_400_000  # deletedOnly lists deletions of the last 10 days
@@ -64,7 +64,7 @@ class AppointmentStore:
         self._created = 0
         # Bumped by every write, so remembered query results are never stale.
         self._version = 0
-        self._cache: tuple[AppointmentQuery, int, list[SimAppointment]] | None = None
+        self._cache: tuple[Filter, int, list[SimAppointment]] | None = None
         # Each appointment's JSON, made once up front and again after the data changes: the
         # real API's rendering costs our machine nothing, and a benchmark that shares this
         # machine's cores with the simulator should not be paying for it per request.
@@ -74,21 +74,21 @@ class AppointmentStore:
             self._encode(appointment)
 
     def _now_ms(self) -> int:
-        return to_epoch_ms(self._clock())
+        return ms_from(self._clock())
 
     # --- reads ---------------------------------------------------------------------------------
 
-    def list_page(self, flt: AppointmentQuery, page: int) -> list[dict[str, Any]]:
+    def list_page(self, flt: Filter, page: int) -> list[dict[str, Any]]:
         """One page (1-based) of `GET /appointments`, rendered."""
         with self._lock:
             return [self.dataset.render(a) for a in self._page(flt, page)]
 
-    def list_page_json(self, flt: AppointmentQuery, page: int) -> bytes:
+    def list_page_json(self, flt: Filter, page: int) -> bytes:
         """`list_page` as the JSON array it is sent as."""
         with self._lock:
             return b"[" + b",".join([self._encode(a) for a in self._page(flt, page)]) + b"]"
 
-    def _page(self, flt: AppointmentQuery, page: int) -> list[SimAppointment]:
+    def _page(self, flt: Filter, page: int) -> list[SimAppointment]:
         first = (page - 1) * PAGE_SIZE
         return self._matches(flt)[first : first + PAGE_SIZE]
 
@@ -105,7 +105,7 @@ class AppointmentStore:
             self._encoded[appointment.id] = encoded
         return encoded
 
-    def _matches(self, flt: AppointmentQuery) -> list[SimAppointment]:
+    def _matches(self, flt: Filter) -> list[SimAppointment]:
         """Every match of a filter, remembered until the data changes: a client paging
         through 100,000 appointments costs one scan, not one scan per page."""
         if flt.deleted_only:  # depends on the clock, not only on the data
@@ -117,15 +117,15 @@ class AppointmentStore:
         self._cache = (flt, self._version, found)
         return found
 
-    def _select(self, flt: AppointmentQuery) -> Iterator[SimAppointment]:
+    def _select(self, flt: Filter) -> Iterator[SimAppointment]:
         zone = self.dataset.zone
         first, last = 0, len(self._order)
         if flt.end_date is not None:
-            before_ms = to_epoch_ms(local_day_bounds(flt.end_date, zone)[1])
+            before_ms = midnight_ms(flt.end_date + timedelta(days=1), zone)
             first = bisect.bisect_left(self._order, (-before_ms + 1,))
         if flt.start_date is not None:
-            from_ms = to_epoch_ms(local_day_bounds(flt.start_date, zone)[0])
-            last = bisect.bisect_left(self._order, (-from_ms + 1,))
+            after_ms = midnight_ms(flt.start_date, zone)
+            last = bisect.bisect_left(self._order, (-after_ms + 1,))
         client_ids: set[int] | None = None
         if flt.client:
             needle = flt.client.lower()
@@ -138,7 +138,7 @@ class AppointmentStore:
             }
         since_ms = None
         if flt.updated_since is not None:
-            since_ms = to_epoch_ms(local_day_bounds(flt.updated_since, zone)[0])
+            since_ms = midnight_ms(flt.updated_since, zone)
         deleted_after = self._now_ms() - DELETED_VISIBLE_MS
         appointments = self.dataset.appointments
         for index in range(first, max(first, last)):
@@ -261,7 +261,7 @@ class AppointmentStore:
                 service_id=service_id,
                 location_id=location_id,
                 status=status,
-                start_ms=to_epoch_ms(start),
+                start_ms=ms_from(start),
                 duration=service.duration,
                 price=service.price,
                 created_ms=now_ms,
@@ -294,7 +294,7 @@ class AppointmentStore:
             a = self._live(appointment_id)
             now_ms = self._now_ms()
             if changes.start is not None:
-                self._move(a, to_epoch_ms(changes.start))
+                self._move(a, ms_from(changes.start))
             if changes.practitioner_id is not None:
                 a.practitioner_id = changes.practitioner_id
             if changes.service_id is not None:

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 FAULT_KINDS = ("error500", "hang", "drop")
+# The key the simulator accepts unless told another (pqsync's settings know it as
+# SIMULATOR_API_KEY; the two are kept apart so the simulator imports nothing of pqsync).
+DEFAULT_API_KEY = "pqsync-simulator-key"
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,10 @@ from pqsync.db.engine import begin_write
 from pqsync.db.tables import Appointment as AppointmentRow
 from pqsync.domain.windows import Window
 from pqsync.intakeq.models import Appointment
-from pqsync.services import sync_audit
-from pqsync.services.appointment_writer import AppointmentWriter
-from pqsync.services.sync_context import RunContext
-from pqsync.services.sync_types import SyncedAppointment
+from pqsync.services.sync import audit as sync_audit
+from pqsync.services.sync.context import RunContext
+from pqsync.services.sync.results import SyncedAppointment
+from pqsync.services.sync.writer import AppointmentWriter
 
 # Re-checks by id one run may spend (a request each); the rest wait for the next run.
 RECHECK_LIMIT = 25

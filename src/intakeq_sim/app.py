@@ -15,25 +15,24 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
-from pqsync.domain.times import TimeParseError, from_epoch_ms, parse_iso_utc
-from pqsync.intakeq.models import AppointmentQuery
-from pqsync.intakeq.simulator.clock import Clock, utc_now
-from pqsync.intakeq.simulator.config import SimConfig
-from pqsync.intakeq.simulator.data import STATUSES, Dataset
-from pqsync.intakeq.simulator.directory import demo_directory
-from pqsync.intakeq.simulator.store import (
+from intakeq_sim.clock import Clock, utc_now
+from intakeq_sim.config import DEFAULT_API_KEY, SimConfig
+from intakeq_sim.data import STATUSES, Dataset
+from intakeq_sim.directory import demo_directory
+from intakeq_sim.query import Filter
+from intakeq_sim.store import (
     AppointmentChanges,
     AppointmentStore,
     SimError,
 )
-from pqsync.intakeq.simulator.traffic import (
+from intakeq_sim.timefmt import BadTimestamp, from_ms, parse_iso
+from intakeq_sim.traffic import (
     FaultPlan,
     RateLimiter,
     TrafficStats,
     malform,
     malformed_kind,
 )
-from pqsync.settings import SIMULATOR_API_KEY
 
 API_PREFIX = "/api/v1"
 CONTROL_PREFIX = "/_sim"
@@ -77,7 +76,7 @@ class SimulatorApp:
         self,
         dataset: Dataset,
         *,
-        api_key: str = SIMULATOR_API_KEY,
+        api_key: str = DEFAULT_API_KEY,
         config: SimConfig | None = None,
         clock: Clock = utc_now,
     ) -> None:
@@ -159,7 +158,7 @@ class SimulatorApp:
 
     def _list_appointments(self, request: Request) -> Response:
         q = request.query
-        flt = AppointmentQuery(
+        flt = Filter(
             client=q.get("client") or None,
             start_date=_date_param(q, "startDate"),
             end_date=_date_param(q, "endDate"),
@@ -189,7 +188,7 @@ class SimulatorApp:
             service_id=_field(body, "ServiceId", str),
             location_id=_field(body, "LocationId", str),
             status=status,
-            start=from_epoch_ms(_field(body, "UtcDateTime", int)),
+            start=from_ms(_field(body, "UtcDateTime", int)),
         )
         return Response(payload=created)
 
@@ -220,18 +219,18 @@ class SimulatorApp:
         """A start from `UtcDateTime` (ms), `StartDateIso` or `StartDateLocal` (practice time)."""
         ms = _optional(body, "UtcDateTime", int)
         if ms is not None:
-            return from_epoch_ms(ms)
+            return from_ms(ms)
         iso = _optional(body, "StartDateIso", str)
         local = _optional(body, "StartDateLocal", str)
         try:
             if iso is not None:
-                return parse_iso_utc(iso)
+                return parse_iso(iso)
             if local is not None:
                 naive = datetime.fromisoformat(local)
                 if naive.tzinfo is not None:
                     raise ValueError("StartDateLocal carries no offset")
                 return naive.replace(tzinfo=self.dataset.zone).astimezone(UTC)
-        except (TimeParseError, ValueError):
+        except (BadTimestamp, ValueError):
             raise SimError(400, "Invalid start date") from None
         return None
 

@@ -3,13 +3,13 @@
 Example::
 
     with SimulatorServer(config=SimConfig(minute_limit=None)) as sim:
-        httpx.get(f"{sim.base_url}/appointments", headers={"X-Auth-Key": SIMULATOR_API_KEY})
+        httpx.get(f"{sim.base_url}/appointments", headers={"X-Auth-Key": DEFAULT_API_KEY})
 """
 
-from pqsync.intakeq.simulator.app import Request, Response, SimulatorApp
-from pqsync.intakeq.simulator.clock import Clock, ManualClock, utc_now
-from pqsync.intakeq.simulator.config import FAULT_KINDS, SimConfig
-from pqsync.intakeq.simulator.data import (
+from intakeq_sim.app import Request, Response, SimulatorApp
+from intakeq_sim.clock import Clock, ManualClock, utc_now
+from intakeq_sim.config import DEFAULT_API_KEY, FAULT_KINDS, SimConfig
+from intakeq_sim.data import (
     DEMO_PASSWORD,
     STATUSES,
     Client,
@@ -22,17 +22,18 @@ from pqsync.intakeq.simulator.data import (
     build_dataset,
     render_appointment,
 )
-from pqsync.intakeq.simulator.directory import demo_directory
-from pqsync.intakeq.simulator.server import SimulatorServer, serve
-from pqsync.intakeq.simulator.store import (
+from intakeq_sim.directory import demo_directory
+from intakeq_sim.server import SimulatorServer, serve
+from intakeq_sim.store import (
     PAGE_SIZE,
     AppointmentChanges,
     AppointmentStore,
     SimError,
 )
-from pqsync.intakeq.simulator.traffic import MALFORMED_KINDS, malformed_kind
+from intakeq_sim.traffic import MALFORMED_KINDS, malformed_kind
 
 __all__ = [
+    "DEFAULT_API_KEY",
     "DEMO_PASSWORD",
     "FAULT_KINDS",
     "MALFORMED_KINDS",

@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 from pqsync.db.tables import Affiliation, SyncLog
 from pqsync.intakeq.errors import BudgetExhausted, IntakeQAuthError, IntakeQUnreachable
 from pqsync.logging import get_logger
-from pqsync.services.locks import LeaseLost
-from pqsync.services.sync_context import RunContext
-from pqsync.services.sync_types import PreparedRun, Summary, SyncResult
+from pqsync.services.sync.context import RunContext
+from pqsync.services.sync.locks import LeaseLost
+from pqsync.services.sync.results import PreparedRun, Summary, SyncResult
 
 log = get_logger("pqsync.sync")
 

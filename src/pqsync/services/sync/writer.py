@@ -20,9 +20,9 @@ from pqsync.domain.diff import TRACKED_FIELDS, appointment_changes
 from pqsync.domain.matching import PatientIdentity
 from pqsync.domain.status import map_status
 from pqsync.intakeq.models import Appointment, MalformedRecord
-from pqsync.services import sync_audit
-from pqsync.services.sync_context import MAX_LISTED, RunContext
-from pqsync.services.sync_types import SyncedAppointment
+from pqsync.services.sync import audit as sync_audit
+from pqsync.services.sync.context import MAX_LISTED, RunContext
+from pqsync.services.sync.results import SyncedAppointment
 
 Record = Appointment | MalformedRecord
 

@@ -16,11 +16,10 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from pqsync.intakeq.simulator.app import API_PREFIX, CONTROL_PREFIX, Request, SimulatorApp
-from pqsync.intakeq.simulator.clock import Clock, utc_now
-from pqsync.intakeq.simulator.config import SimConfig
-from pqsync.intakeq.simulator.data import Dataset, build_dataset
-from pqsync.settings import SIMULATOR_API_KEY
+from intakeq_sim.app import API_PREFIX, CONTROL_PREFIX, Request, SimulatorApp
+from intakeq_sim.clock import Clock, utc_now
+from intakeq_sim.config import DEFAULT_API_KEY, SimConfig
+from intakeq_sim.data import Dataset, build_dataset
 
 _log = logging.getLogger(__name__)
 
@@ -145,7 +144,7 @@ class SimulatorServer:
         patients: int = 12,
         appointments: int | None = None,
         timezone: str = "America/Denver",
-        api_key: str = SIMULATOR_API_KEY,
+        api_key: str = DEFAULT_API_KEY,
         config: SimConfig | None = None,
         clock: Clock = utc_now,
     ) -> None:
@@ -243,7 +242,7 @@ def serve(
     seed: int = 1,
     latency_ms: int = 0,
     fail_rate: float = 0.0,
-    api_key: str = SIMULATOR_API_KEY,
+    api_key: str = DEFAULT_API_KEY,
     patients: int = 12,
     appointments: int | None = None,
     minute_limit: int | None = 10,

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, insert
 
 from pqsync.db.tables import PatientActivity
 from pqsync.domain.diff import changes_as_json, describe_changes
-from pqsync.services.sync_context import RunContext
+from pqsync.services.sync.context import RunContext
 
 
 def _entry(

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from pqsync.db.tables import Provider, ProviderIntakeQSettings, Service
 from pqsync.domain.matching import PatientMatcher
-from pqsync.services.locks import LeaseKeeper
-from pqsync.services.sync_types import Actor, PatientResult, SyncResult
+from pqsync.services.sync.locks import LeaseKeeper
+from pqsync.services.sync.results import Actor, PatientResult, SyncResult
 
 # The most appointments (or warnings) one run lists in its log.
 MAX_LISTED = 200

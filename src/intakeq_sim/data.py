@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pqsync.domain.times import from_epoch_ms, local_day_bounds, to_epoch_ms, to_iso7
+from intakeq_sim.timefmt import from_ms, iso7, midnight_ms, ms_from
 
 STATUSES = ("Confirmed", "WaitingConfirmation", "Canceled", "Declined", "Missed")
 WINDOW_DAYS = 90  # DESIGN.md's default sync window: 90 days back, 90 days ahead
@@ -97,7 +97,7 @@ class SimAppointment:
 
     @property
     def start(self) -> datetime:
-        return from_epoch_ms(self.start_ms)
+        return from_ms(self.start_ms)
 
 
 @dataclass(frozen=True)
@@ -152,8 +152,8 @@ class Dataset:
         self, start: date, end: date, client_ids: set[int] | None = None
     ) -> list[SimAppointment]:
         """Live appointments starting on a local date in [start, end], newest first."""
-        lo_ms = to_epoch_ms(local_day_bounds(start, self.zone)[0])
-        hi_ms = to_epoch_ms(local_day_bounds(end, self.zone)[1])
+        lo_ms = midnight_ms(start, self.zone)
+        hi_ms = midnight_ms(end + timedelta(days=1), self.zone)
         with self.lock:
             found = [
                 a
@@ -213,7 +213,7 @@ def render_appointment(dataset: Dataset, appointment: SimAppointment) -> dict[st
     practitioner = dataset.practitioners_by_id[a.practitioner_id]
     service = dataset.services_by_id[a.service_id]
     location = dataset.locations_by_id[a.location_id]
-    start = from_epoch_ms(a.start_ms)
+    start = from_ms(a.start_ms)
     end = start + timedelta(minutes=a.duration)
     local_start = start.astimezone(dataset.zone)
     local_end = end.astimezone(dataset.zone)
@@ -234,7 +234,7 @@ def render_appointment(dataset: Dataset, appointment: SimAppointment) -> dict[st
         "ClientId": client.client_id,
         "Status": a.status,
         "StartDate": a.start_ms,
-        "EndDate": to_epoch_ms(end),
+        "EndDate": ms_from(end),
         "Duration": a.duration,
         "ServiceName": service.name,
         "ServiceId": service.id,
@@ -248,8 +248,8 @@ def render_appointment(dataset: Dataset, appointment: SimAppointment) -> dict[st
         "DateCreated": a.created_ms,
         "BookedByClient": a.booked_by_client,
         "CreatedBy": a.created_by,
-        "StartDateIso": to_iso7(start),
-        "EndDateIso": to_iso7(end),
+        "StartDateIso": iso7(start),
+        "EndDateIso": iso7(end),
         "StartDateLocal": local_start.replace(tzinfo=None).isoformat(timespec="seconds"),
         "EndDateLocal": local_end.replace(tzinfo=None).isoformat(timespec="seconds"),
         "StartDateLocalFormatted": _local_formatted(local_start),
@@ -379,7 +379,7 @@ class _Builder:
         self.today = today
         self.zone = zone
         # Everything generated happened before this moment: data depends on `today`, not the clock.
-        self.reference_ms = to_epoch_ms(datetime.combine(today, time(7, 0), tzinfo=zone))
+        self.reference_ms = ms_from(datetime.combine(today, time(7, 0), tzinfo=zone))
         self.appointments: list[SimAppointment] = []
 
     def next_id(self) -> str:
@@ -398,7 +398,7 @@ class _Builder:
         status: str | None = None,
     ) -> SimAppointment:
         rng = self.rng
-        start_ms = to_epoch_ms(datetime.combine(day, at, tzinfo=self.zone))
+        start_ms = ms_from(datetime.combine(day, at, tzinfo=self.zone))
         created_ms = min(start_ms - rng.randint(1, 45) * _DAY_MS, self.reference_ms)
         created_ms -= rng.randint(0, 600) * _MINUTE_MS
         past = start_ms < self.reference_ms

@@ -1,12 +1,12 @@
-"""`python -m pqsync.intakeq.simulator`: run the simulator in the foreground."""
+"""`python -m intakeq_sim`: run the simulator in the foreground."""
 
 from __future__ import annotations
 
 import argparse
 import os
 
-from pqsync.intakeq.simulator.server import serve
-from pqsync.settings import SIMULATOR_API_KEY
+from intakeq_sim.config import DEFAULT_API_KEY
+from intakeq_sim.server import serve
 
 
 def _limit(raw: str) -> int | None:
@@ -16,7 +16,7 @@ def _limit(raw: str) -> int | None:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and serve until Ctrl-C."""
-    parser = argparse.ArgumentParser(prog="python -m pqsync.intakeq.simulator")
+    parser = argparse.ArgumentParser(prog="python -m intakeq_sim")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--seed", type=int, default=1)
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
         latency_ms=args.latency_ms,
         fail_rate=args.fail_rate,
         # The key comes from the environment only, never the command line (shell history).
-        api_key=os.environ.get("INTAKEQ_SIMULATOR_KEY") or SIMULATOR_API_KEY,
+        api_key=os.environ.get("INTAKEQ_SIMULATOR_KEY") or DEFAULT_API_KEY,
         patients=args.patients,
         appointments=args.appointments,
         minute_limit=args.minute_limit,

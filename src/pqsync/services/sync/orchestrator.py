@@ -1,16 +1,9 @@
-"""Pull IntakeQ appointments into our database: one patient, one organisation, or nightly.
+"""Run a sync from start to end: prepare the run, carry out its plan, record the outcome.
 
-This module runs a sync from start to end; the parts live beside it:
-- sync_plan: which plan costs fewer requests, and how many pages a query may take;
-- appointment_writer: match, diff and upsert a page (domain.matching does the matching);
-- sync_deletion: soft deletion, only on proof from IntakeQ;
-- sync_audit: the activity log's entries;
-- locks: one run per scope, a lease kept alive while the run lives;
-- sync_records: the run's record in sync_logs (progress, outcome).
-
-Every run holds its scope's lease, writes a sync_logs row (failed runs too) and commits page
-by page, so a failure keeps what was already fetched. Every date sent to IntakeQ and every
-window judgement uses the practice's zone; an organisation's zone is for display only.
+The parts live beside it in this package (see its __init__). Every run holds its scope's
+lease, writes a sync_logs row (failed runs too) and commits page by page, so a failure keeps
+what was already fetched. Every date sent to IntakeQ and every window judgement uses the
+practice's zone; an organisation's zone is for display only.
 """
 
 from __future__ import annotations
@@ -42,18 +35,17 @@ from pqsync.intakeq.errors import (
 )
 from pqsync.intakeq.models import Appointment, AppointmentQuery, MalformedRecord
 from pqsync.logging import get_logger
-from pqsync.services import sync_records
-from pqsync.services.appointment_writer import AppointmentWriter
-from pqsync.services.locks import (
+from pqsync.services.sync import records as sync_records
+from pqsync.services.sync.context import Lookups, RunContext
+from pqsync.services.sync.deletion import Deletions
+from pqsync.services.sync.locks import (
     PREPARED_HOLD,
     LeaseKeeper,
     LeaseLost,
     SyncInProgress,
     SyncLocks,
 )
-from pqsync.services.sync_context import Lookups, RunContext
-from pqsync.services.sync_deletion import Deletions
-from pqsync.services.sync_plan import (
+from pqsync.services.sync.plan import (
     PAGE_SIZE,
     PRACTICE_DENSITY,
     UNKNOWN_PRACTICE_PAGES,
@@ -61,7 +53,7 @@ from pqsync.services.sync_plan import (
     bounded,
     page_limit,
 )
-from pqsync.services.sync_types import (
+from pqsync.services.sync.results import (
     Actor,
     PatientResult,
     PreparedRun,
@@ -70,6 +62,7 @@ from pqsync.services.sync_types import (
     SyncInputError,
     SyncResult,
 )
+from pqsync.services.sync.writer import AppointmentWriter
 
 __all__ = [
     "PRACTICE_DENSITY",
