@@ -21,7 +21,8 @@ from pqsync.db.tables import Appointment, PatientActivity, SyncLog
 from process_env import process_env
 
 ORG = "first-step-house"
-LEASE_SECONDS = 3
+# Long enough that the refused second run starts inside it on a loaded machine.
+LEASE_SECONDS = 8
 PQSYNC = [sys.executable, "-m", "pqsync.cli", "--log-level", "INFO"]
 
 
