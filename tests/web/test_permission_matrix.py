@@ -8,11 +8,14 @@ another organisation's patient, organisation or run exists: 404, not 403.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 import httpx2
 import pytest
 from fastapi.testclient import TestClient
 from web_support import CRON_SECRET, PASSWORD, USERS, Seed
+
+from pqsync.domain import visibility
 
 CALLERS = ("staff_admin", "partner_admin", "case_manager", "viewer", "other_org_admin", "anonymous")
 
@@ -148,3 +151,51 @@ def test_the_cron_secret_opens_the_cron_endpoint(module_client: TestClient) -> N
 
     assert response.status_code == 200, response.text
     assert response.json()["success"] is True
+
+
+# The same matrix, asked of the visibility policy itself (no HTTP, no database): the
+# endpoints aimed at an organisation's patient, organisation or run, and what each asks.
+POLICY_ACTIONS: dict[str, visibility.Action] = {
+    "appointments": "read",
+    "sync-history": "read",
+    "sync-run": "read",
+    "patient-sync": "sync",
+    "org-sync": "sync",
+    "sync-plan": "sync",
+}
+ANSWERS = {"allowed": 200, "forbidden": 403, "hidden": 404}
+ROLE_OF = {"other_org_admin": "partner_admin"}
+
+
+@dataclass(frozen=True)
+class PolicyViewer:
+    role: str
+    organization_id: uuid.UUID | None
+
+
+def _policy_cells() -> list[tuple[str, str, str, int]]:
+    return [
+        cell
+        for cell in _cells()
+        if cell[0] in POLICY_ACTIONS and cell[1] != "anonymous" and cell[2] != "-"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "caller", "target", "expected"),
+    _policy_cells(),
+    ids=[f"{e}|{c}|{t}" for e, c, t, _ in _policy_cells()],
+)
+def test_the_visibility_policy_decides_as_the_matrix_says(
+    seed: Seed, endpoint: str, caller: str, target: str, expected: int
+) -> None:
+    home = "other" if caller == "other_org_admin" else "own"
+    owner = home if target == "own" else ("own" if home == "other" else "other")
+    viewer = PolicyViewer(ROLE_OF.get(caller, caller), seed.orgs[home])
+
+    decision = visibility.decide(viewer, POLICY_ACTIONS[endpoint], [seed.orgs[owner]])
+
+    assert ANSWERS[decision] == expected
+    if endpoint == "sync-run":  # the run is the owner's Sync all
+        seen = visibility.may_see_run(viewer, "organization", seed.orgs[owner])
+        assert seen is (expected == 200)

@@ -24,6 +24,7 @@ from intakeq_sim import SimulatorServer
 from pqsync.bootstrap import App
 from pqsync.db.engine import make_engine
 from pqsync.db.tables import Affiliation, PartnerUser
+from pqsync.domain import visibility
 
 PATIENTS = "/api/partner-dashboard/patients"
 ROLES = ("staff_admin", "partner_admin", "case_manager", "viewer", "other_org_admin")
@@ -219,3 +220,32 @@ def test_a_partner_s_patient_run_is_their_organisation_s_in_its_zone(
     assert seen.json()["organizationName"] == "Harbor House"
     assert seen.json()["startedAt"].endswith("-05:00")  # New York, not Denver
     assert seen.json()["triggeredBy"] == "Hank Harbor"
+
+
+TODAY = date(2025, 11, 15)  # the tests' FakeClock, in both organisations' zones
+STATUS_ON_FILE = {"active": ("active", None), "revoked": ("revoked", None)}
+STATUS_ON_FILE["expired"] = ("active", EXPIRED_ON)  # an active consent past its date
+
+
+@dataclass(frozen=True)
+class PolicyViewer:
+    role: str
+    organization_id: uuid.UUID | None
+
+
+@pytest.mark.parametrize(("caller", "patient"), [(c, p) for c in ROLES for p in SHARED])
+def test_the_visibility_policy_shows_details_only_under_active_consent(
+    seed: Seed, caller: str, patient: str
+) -> None:
+    home = HOME.get(caller, "own")
+    viewer = PolicyViewer(
+        "partner_admin" if caller == "other_org_admin" else caller, seed.orgs[home]
+    )
+    on_file = SHARED[patient][0 if home == "own" else 1]
+    status, expires = STATUS_ON_FILE[on_file]
+
+    active = visibility.consent_active(status, expires, TODAY)
+    shown = visibility.details_visible(viewer, active)
+
+    assert visibility.consent_state(status, expires, TODAY) == on_file
+    assert shown is (caller == "staff_admin" or on_file == "active")

@@ -29,13 +29,14 @@ from pqsync.db.tables import (
     Provider,
     SyncLog,
 )
+from pqsync.domain import visibility
+from pqsync.domain.visibility import Starter
 from pqsync.services.auth import Principal
 from pqsync.services.sync.results import Summary
 
 CONSENT_REQUIRED = "ROI consent required"
 # Not "next" in any useful sense for a case manager planning a ride.
 NOT_UPCOMING = ("cancelled", "declined", "no_show")
-TRIGGER_LABELS = {"schedule": "nightly schedule", "webhook": "webhook", "cli": "command line"}
 RUN_STATES = ("pending", "running", "done", "failed")
 HISTORY_LIMIT = 50
 ROSTER_PAGE_DEFAULT = 50
@@ -66,10 +67,15 @@ def optional_local_time(moment: datetime | None, zone: ZoneInfo) -> datetime | N
 
 def consent_active(affiliation: Affiliation | None, today: date) -> bool:
     """Active status and not past its expiry date (the organisation's today)."""
-    if affiliation is None or affiliation.roi_consent_status != "active":
+    if affiliation is None:
         return False
-    expires = affiliation.roi_consent_expires_on
-    return expires is None or expires >= today
+    return visibility.consent_active(
+        affiliation.roi_consent_status, affiliation.roi_consent_expires_on, today
+    )
+
+
+def starter_of(user: PartnerUser | None) -> Starter | None:
+    return None if user is None else Starter(user.name, user.role, user.organization_id)
 
 
 def _run_summary(run: SyncLog) -> Summary:
@@ -251,7 +257,7 @@ class Dashboard:
     def organization(self, ref: str) -> Organization:
         """An organisation the viewer may act on (staff: any; partners: their own)."""
         org = organization_by_ref(self.session, ref)
-        if org is None or not (self.viewer.is_staff or org.id == self.viewer.organization_id):
+        if org is None or not visibility.may_see_organization(self.viewer, org.id):
             raise NotVisible("no such organization")
         return org
 
@@ -271,23 +277,25 @@ class Dashboard:
             .options(lazyload(Affiliation.patient))
             .order_by(Organization.slug)
         )
-        if not self.viewer.is_staff:
+        if not visibility.is_staff(self.viewer):
             query = query.where(Affiliation.organization_id == self.viewer.organization_id)
         row = self.session.execute(query.limit(1)).first()
         if row is None:
-            if not self.viewer.is_staff:
+            if not visibility.is_staff(self.viewer):
                 raise NotVisible("no such patient")
             return PatientScope(patient, None, None, self.default_zone, details_visible=True)
         affiliation, org = row
         zone = self.zone_of(org)
-        visible = self.viewer.is_staff or consent_active(affiliation, self.today_in(zone))
+        visible = visibility.details_visible(
+            self.viewer, consent_active(affiliation, self.today_in(zone))
+        )
         return PatientScope(patient, org, affiliation, zone, details_visible=visible)
 
     def counts_visible(self, patient_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
         """Of these patients, those whose appointment counts the viewer may see: staff all,
         a partner those whose ROI consent with the partner's organisation is active."""
         ids = set(patient_ids)
-        if self.viewer.is_staff or not ids:
+        if visibility.is_staff(self.viewer) or not ids:
             return ids
         zone = self._viewer_zone()
         today = self.today_in(zone)
@@ -348,7 +356,7 @@ class Dashboard:
             .join(Organization, Organization.id == Affiliation.organization_id)
             .order_by(*order, Patient.id)
         )
-        if not self.viewer.is_staff:
+        if not visibility.is_staff(self.viewer):
             query = query.where(Affiliation.organization_id == self.viewer.organization_id)
         elif organization_id is not None:
             query = query.where(Affiliation.organization_id == organization_id)
@@ -364,9 +372,9 @@ class Dashboard:
         roster: list[RosterRow] = []
         for patient_id, first, last_name, org_id, org_name, tz, status, expires, synced in rows:
             zone = ZoneInfo(tz)
-            active = status == "active" and (expires is None or expires >= self.today_in(zone))
+            active = visibility.consent_active(status, expires, self.today_in(zone))
             next_appointment = upcoming.get(patient_id)
-            shown = next_appointment is not None and (active or self.viewer.is_staff)
+            shown = next_appointment is not None and visibility.details_visible(self.viewer, active)
             roster.append(
                 RosterRow(
                     id=patient_id,
@@ -478,48 +486,26 @@ class Dashboard:
 
     def trigger_label(self, run: SyncLog, user: PartnerUser | None) -> str:
         """Who started a run, as the viewer may know it."""
-        if run.triggered_by != "user":
-            return TRIGGER_LABELS.get(run.triggered_by, run.triggered_by)
-        if user is None:
-            return "a removed user"
-        if (
-            self.viewer.is_staff
-            or user.role == "staff_admin"
-            or user.organization_id == self.viewer.organization_id
-        ):
-            return user.name
-        return "a user of another organization"
+        return visibility.trigger_label(self.viewer, run.triggered_by, starter_of(user))
 
     def sync_history(self, scope: PatientScope, limit: int = HISTORY_LIMIT) -> SyncHistory:
         """Finished runs that covered the patient, newest first, with the patient's counts."""
         patient_id = scope.patient.id
         org_runs: ColumnElement[bool]
-        if self.viewer.is_staff:
+        if visibility.is_staff(self.viewer):
             org_ids = select(Affiliation.organization_id).where(
                 Affiliation.patient_id == patient_id
             )
             org_runs = SyncLog.organization_id.in_(org_ids)
         else:
             org_runs = SyncLog.organization_id == self.viewer.organization_id
-        # A partner sees the patient runs of their own organisation, and those nobody of
-        # another organisation started (webhook, schedule, command line, the clinic's staff).
-        patient_runs: ColumnElement[bool] = SyncLog.patient_id == patient_id
-        if not self.viewer.is_staff:
-            patient_runs = and_(
-                patient_runs,
-                or_(
-                    SyncLog.organization_id == self.viewer.organization_id,
-                    SyncLog.triggered_by != "user",
-                    PartnerUser.role == "staff_admin",
-                ),
-            )
         rows = self.session.execute(
             select(SyncLog, PartnerUser)
             .outerjoin(PartnerUser, PartnerUser.id == SyncLog.triggered_by_user_id)
             .where(
                 SyncLog.status.in_(("success", "partial")),
                 or_(
-                    and_(SyncLog.sync_type == "patient", patient_runs),
+                    and_(SyncLog.sync_type == "patient", SyncLog.patient_id == patient_id),
                     and_(SyncLog.sync_type == "organization", org_runs),
                     SyncLog.sync_type == "nightly",
                 ),
@@ -531,6 +517,10 @@ class Dashboard:
         summary: Summary
         for run, user in rows:
             if run.sync_type == "patient":
+                if not visibility.patient_run_in_history(
+                    self.viewer, run.organization_id, run.triggered_by, starter_of(user)
+                ):
+                    continue
                 summary = _run_summary(run)
             else:
                 entry = next(
@@ -558,7 +548,7 @@ class Dashboard:
         return SyncHistory(scope.ref, self._last_sync(scope), history)
 
     def _last_sync(self, scope: PatientScope) -> datetime | None:
-        if self.viewer.is_staff:
+        if visibility.is_staff(self.viewer):
             last = self.session.scalar(
                 select(func.max(Affiliation.last_practiceq_sync_at)).where(
                     Affiliation.patient_id == scope.patient.id
@@ -578,14 +568,16 @@ class Dashboard:
             ).first()
         except ValueError:
             found = None
-        if found is None or not (self.viewer.is_staff or self._partner_sees_run(found[0])):
+        if found is None or not visibility.may_see_run(
+            self.viewer, found[0].sync_type, found[0].organization_id
+        ):
             raise NotVisible("no such run")
         run, user = found
         details = run.details or {}
         finished = run.status != "running"
         entries = _detail_patients(details, finished)
         ids = [entry.patient_id for entry in entries]
-        if not self.viewer.is_staff:
+        if not visibility.is_staff(self.viewer):
             ids = list(self._own_patient_ids(ids))
         names = {
             patient.id: patient.full_name
@@ -605,7 +597,7 @@ class Dashboard:
             ),
             key=lambda p: p.patient_name,
         )
-        if self.viewer.is_staff:
+        if visibility.is_staff(self.viewer):
             total = _run_summary(run) if finished else Summary.total(e.summary for e in entries)
         else:
             # Totals over the patients whose counts the partner may see, and no others.
@@ -627,13 +619,6 @@ class Dashboard:
             summary=total,
             patients=patients,
             error=run.error_message,
-        )
-
-    def _partner_sees_run(self, run: SyncLog) -> bool:
-        """Only runs of the partner's own organisation (a run of a patient they share with
-        another organisation belongs to the organisation it was started for)."""
-        return run.sync_type in ("organization", "patient") and (
-            run.organization_id == self.viewer.organization_id
         )
 
     def _viewer_zone(self) -> ZoneInfo:

@@ -7,7 +7,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, func, or_, select
+from sqlalchemy import Engine, func, or_, select, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from pqsync.db.tables import IntakeQRequest, Organization, SyncLog, WorkerHeartbeat
 
@@ -84,3 +86,12 @@ def requests_in_last_day(engine: Engine, fingerprint: str, now: datetime) -> int
             )
             or 0
         )
+
+
+def database_answers(session: Session) -> bool:
+    """Whether the database answers a trivial query."""
+    try:
+        session.execute(text("select 1"))
+    except SQLAlchemyError:
+        return False
+    return True

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from pqsync.db.tables import Alert, Organization, PartnerUser, Patient, SyncLog
 from pqsync.domain.run_types import RUN_TYPES
-from pqsync.services.dashboard import TRIGGER_LABELS
+from pqsync.domain.visibility import TRIGGER_LABELS
 
 RUN_STATUSES = ("running", "success", "partial", "failed", "paused")
 RUNS_SHOWN = 100
@@ -216,11 +216,15 @@ class AlertLine:
     run_id: uuid.UUID | None
 
 
+def newest_alerts(session: Session, limit: int) -> list[Alert]:
+    """The newest alerts raised (failure streaks, recoveries, missed nights), newest first."""
+    return list(session.scalars(select(Alert).order_by(Alert.created_at.desc()).limit(limit)))
+
+
 def recent_alerts(session: Session, zone: ZoneInfo) -> list[AlertLine]:
-    """The newest alerts raised (failure streaks, recoveries, missed nights), however they
-    were delivered: without SMTP this page is where they are read."""
-    newest = select(Alert).order_by(Alert.created_at.desc()).limit(ALERTS_SHOWN)
+    """The newest alerts raised, however they were delivered: without SMTP this page is
+    where they are read."""
     return [
         AlertLine(a.created_at.astimezone(zone), a.subject, a.delivery, a.run_id)
-        for a in session.scalars(newest)
+        for a in newest_alerts(session, ALERTS_SHOWN)
     ]

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy.orm import Session
 
-from pqsync.db.tables import SyncLog, WebhookEvent
+from pqsync.db.tables import Patient, SyncLog, WebhookEvent
 
 DAY = timedelta(days=1)
 QUEUED = "queued"
@@ -135,3 +136,10 @@ class WebhookGate:
             )
             found = {outcome: int(count) for outcome, count in rows}
         return {outcome: found.get(outcome, 0) for outcome in OUTCOMES}
+
+
+def patient_for_client(session: Session, client_id: int | None) -> uuid.UUID | None:
+    """The patient an event's IntakeQ ClientId belongs to, if it is one of ours."""
+    if client_id is None:
+        return None
+    return session.scalar(select(Patient.id).where(Patient.intakeq_client_id == client_id))

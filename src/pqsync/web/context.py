@@ -10,9 +10,13 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 from pqsync.bootstrap import App
+from pqsync.db.tables import Organization
+from pqsync.domain.windows import Window
+from pqsync.intakeq.budget import BudgetUsage
 from pqsync.services.auth import Authenticator, Principal
 from pqsync.services.dashboard import Dashboard
 from pqsync.services.sync import PreparedRun, SyncResult, SyncService
+from pqsync.services.sync_all_plan import SyncAllPlan, sync_all_plan
 from pqsync.web.metrics import Metrics
 from pqsync.web.render import make_templates
 
@@ -63,3 +67,24 @@ class WebContext:
     def run_sync_later(self, prepared: PreparedRun) -> None:
         """Queue it for a worker (the answer is sent at once; progress is in the database)."""
         self.app.jobs.run_later(prepared)
+
+    def budget_usage(self, session: Session) -> BudgetUsage:
+        """The IntakeQ budget's use; the page's session hands its connection back first, so a
+        request never holds two (under load that would drain the pool)."""
+        session.commit()
+        return self.app.budget_usage()
+
+    def sync_all_plan(
+        self, session: Session, org: Organization, window: Window | None = None
+    ) -> SyncAllPlan:
+        """What a Sync all of the organisation would cover and cost (the sync's planner)."""
+        settings = self.app.settings
+        return sync_all_plan(
+            self.sync_service(),
+            session,
+            org,
+            self.budget_usage(session),
+            minute_limit=settings.intakeq_minute_limit,
+            minute_window_seconds=settings.intakeq_minute_window_seconds,
+            window=window,
+        )

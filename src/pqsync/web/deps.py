@@ -9,7 +9,7 @@ from fastapi import Depends, Query, Request, Response
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from pqsync.domain.roles import SYNC_ROLES
+from pqsync.domain import visibility
 from pqsync.services.auth import (
     DEVICE_LIFETIME,
     SESSION_LIFETIME,
@@ -129,7 +129,7 @@ CurrentUser = Annotated[Principal, Depends(current_user)]
 
 def sync_user(user: CurrentUser) -> Principal:
     """Staff, partner admins and case managers may start syncs; viewers only read."""
-    if user.role not in SYNC_ROLES:
+    if not visibility.may_sync(user):
         raise ApiError(403, "forbidden", f"the {user.role} role may not start a sync")
     return user
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from sqlalchemy import select
 
-from pqsync.db.tables import Alert
 from pqsync.services import staff_views
 from pqsync.services.auth import Principal
 from pqsync.services.dashboard import local_time
@@ -72,9 +70,7 @@ def sync_runs(
 def alerts(_user: StaffUser, dashboard: DashboardDep) -> AlertsOut:
     """Alerts raised (failure streaks opened, recoveries, missed nights), newest first, and
     how each was delivered (`email`, `log` when no SMTP is set up, `failed`)."""
-    rows = dashboard.session.scalars(
-        select(Alert).order_by(Alert.created_at.desc()).limit(LIST_LIMIT)
-    )
+    rows = staff_views.newest_alerts(dashboard.session, LIST_LIMIT)
     zone = dashboard.default_zone
     return AlertsOut(
         alerts=[

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
+from pqsync.domain import visibility
 from pqsync.services.dashboard import (
     ROSTER_PAGE_DEFAULT,
     ROSTER_PAGE_MAX,
@@ -17,7 +18,6 @@ from pqsync.services.dashboard import (
 )
 from pqsync.web.deps import ContextDep, DashboardDep, SyncUser
 from pqsync.web.errors import ApiError, not_found, responses
-from pqsync.web.planning import sync_all_plan
 from pqsync.web.schemas import (
     AppointmentOut,
     AppointmentsOut,
@@ -59,7 +59,7 @@ def roster(
     """The organisation's patients, a page at a time (by organisation, last and first name):
     ROI consent, next appointment (only while consent is active), last sync."""
     viewer = dashboard.viewer
-    if organization_id not in (None, viewer.organization_id) and not viewer.is_staff:
+    if organization_id is not None and not visibility.may_see_organization(viewer, organization_id):
         raise not_found("organization")
     try:
         page = dashboard.roster(organization_id, search=q, limit=limit, cursor=cursor)
@@ -84,7 +84,7 @@ def sync_plan(
         org = dashboard.organization(org_id)
     except NotVisible:
         raise not_found("organization") from None
-    plan = sync_all_plan(ctx, dashboard.session, org)
+    plan = ctx.sync_all_plan(dashboard.session, org)
     return SyncPlanOut(
         organization_id=org.id,
         organization_name=org.name,

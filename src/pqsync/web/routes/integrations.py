@@ -7,13 +7,13 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pqsync.db.tables import Patient, SyncLog
 from pqsync.logging import get_logger
 from pqsync.services.dashboard import local_time
+from pqsync.services.runs import run_by_id
 from pqsync.services.sync import Actor, SyncInProgress
+from pqsync.services.webhooks import patient_for_client
 from pqsync.web.context import SCHEDULER, WebContext
 from pqsync.web.deps import ContextDep, CronCaller, SessionDep, WebhookCaller
 from pqsync.web.errors import ApiError, responses
@@ -92,7 +92,7 @@ def nightly_sync(
 def _already_ran(ctx: WebContext, session: Session, zone: ZoneInfo) -> NightlySyncOut:
     """Today's nightly run, made earlier (by the schedule or an earlier call)."""
     run_id = ctx.app.jobs.schedule().todays_run()
-    row = session.get(SyncLog, run_id) if run_id is not None else None
+    row = run_by_id(session, run_id)
     if row is None:
         raise ApiError(409, "sync_in_progress", "today's nightly sync is being started")
     return NightlySyncOut(
@@ -125,11 +125,7 @@ def appointment_webhook(
     client_id = payload.ClientId
     if client_id is None and payload.Appointment is not None:
         client_id = payload.Appointment.ClientId
-    patient_id = (
-        session.scalar(select(Patient.id).where(Patient.intakeq_client_id == client_id))
-        if client_id is not None
-        else None
-    )
+    patient_id = patient_for_client(session, client_id)
     event = payload.EventType if payload.EventType in WEBHOOK_EVENTS else "other"
     log.info("webhook.received", event_type=event, known_client=patient_id is not None)
     appointment_id = payload.Appointment.Id if payload.Appointment is not None else None

@@ -7,8 +7,6 @@ from collections.abc import Iterator
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import GaugeMetricFamily, Metric
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 
 from pqsync.bootstrap import App
 from pqsync.intakeq.budget import key_fingerprint
@@ -25,10 +23,8 @@ router = APIRouter(tags=["operations"])
 def healthz(ctx: ContextDep, session: SessionDep) -> HealthOut:
     """200 when the database answers; says whether a queue worker was seen in the last few
     minutes and when each organisation last synced successfully."""
-    try:
-        session.execute(text("select 1"))
-    except SQLAlchemyError:
-        raise ApiError(503, "unavailable", "the database does not answer") from None
+    if not health.database_answers(session):
+        raise ApiError(503, "unavailable", "the database does not answer")
     engine = ctx.app.engine
     seen = health.worker_last_seen(engine)
     alive = seen is not None and ctx.now() - seen <= health.WORKER_SEEN_WITHIN

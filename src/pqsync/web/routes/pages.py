@@ -16,12 +16,10 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pqsync.db.tables import Organization, SyncLog
-from pqsync.domain.roles import SYNC_ROLES
-from pqsync.domain.windows import default_window
+from pqsync.db.tables import Organization
+from pqsync.domain import visibility
 from pqsync.services.auth import (
     InvalidCredentials,
     LoginThrottled,
@@ -30,7 +28,9 @@ from pqsync.services.auth import (
     secrets_match,
 )
 from pqsync.services.dashboard import BadCursor, Dashboard, NotVisible, RosterRow, local_time
+from pqsync.services.organizations import all_organizations, organization_by_id
 from pqsync.services.patient_page import patient_appointments, timeline
+from pqsync.services.runs import running_sync_all
 from pqsync.web.context import WebContext
 from pqsync.web.deps import (
     SESSION_COOKIE,
@@ -149,12 +149,12 @@ def chosen_organization(
     """Partners: their own organisation. Staff: the one they chose (none yet: None), and
     the list to choose from."""
     viewer = dashboard.viewer
-    if not viewer.is_staff:
-        own = session.get(Organization, viewer.organization_id)
+    if not visibility.is_staff(viewer):
+        own = organization_by_id(session, viewer.organization_id)
         if own is None:
             raise PageNotFound()
         return own, []
-    choices = list(session.scalars(select(Organization).order_by(Organization.name)))
+    choices = all_organizations(session)
     if not org:
         return None, choices
     try:
@@ -163,25 +163,9 @@ def chosen_organization(
         raise PageNotFound() from None
 
 
-def running_run(session: Session, org: Organization) -> uuid.UUID | None:
-    """The organisation's sync-all run still going, if any (the page rejoins it)."""
-    return session.scalar(
-        select(SyncLog.id)
-        .where(
-            SyncLog.sync_type == "organization",
-            SyncLog.organization_id == org.id,
-            SyncLog.status == "running",
-        )
-        .order_by(SyncLog.started_at.desc())
-        .limit(1)
-    )
-
-
 def sync_window(ctx: WebContext, org: Organization) -> tuple[str, str]:
-    """The organisation's default date range (what Sync all starts with)."""
-    window = default_window(
-        ctx.now(), ZoneInfo(org.timezone), org.window_days_back, org.window_days_ahead
-    )
+    """The organisation's default date range (the one Sync all's run takes)."""
+    window = ctx.sync_service().organization_window(org)
     return window.start.isoformat(), window.end.isoformat()
 
 
@@ -201,7 +185,7 @@ class RosterLine:
 
 
 def roster_line(row: RosterRow, user: Principal, now: datetime) -> RosterLine:
-    shown = row.roi_consent.active or user.is_staff
+    shown = visibility.details_visible(user, row.roi_consent.active)
     upcoming = row.next_appointment if shown else None
     synced = row.last_synced_at
     return RosterLine(
@@ -232,7 +216,7 @@ def roster_page(
         "choices": choices,
         "org": chosen,
         "search": search,
-        "can_sync": user.role in SYNC_ROLES,
+        "can_sync": visibility.may_sync(user),
         "now": ctx.now(),
     }
     if chosen is not None:
@@ -244,7 +228,7 @@ def roster_page(
             rows=[roster_line(row, user, values["now"]) for row in roster.rows],
             next_cursor=roster.next_cursor,
             paged=cursor is not None,
-            running=running_run(session, chosen),
+            running=running_sync_all(session, chosen.id),
             window=sync_window(ctx, chosen),
         )
     return render(ctx, request, "roster.html", user, **values)
@@ -301,6 +285,6 @@ def patient(
         appointments=appointments,
         timeline=timeline(dashboard, scope),
         last_sync=dashboard.sync_history(scope).last_sync,
-        can_sync=user.role in SYNC_ROLES,
+        can_sync=visibility.may_sync(user),
         now=ctx.now(),
     )

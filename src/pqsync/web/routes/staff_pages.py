@@ -7,11 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import select
 
-from pqsync.db.tables import Organization
 from pqsync.domain.run_types import RUN_TYPES
 from pqsync.services.auth import Principal
+from pqsync.services.organizations import all_organizations
 from pqsync.services.practitioners import (
     PractitionerError,
     map_practitioner,
@@ -37,7 +36,6 @@ from pqsync.web.page_support import (
     check_form_token,
     render,
 )
-from pqsync.web.planning import budget_usage
 
 router = APIRouter(prefix="/staff", route_class=PageRoute, include_in_schema=False)
 
@@ -59,7 +57,7 @@ def staff_runs(
         filters = RunFilters.parse(organization, type, status, day)
     except StaffInputError as exc:
         error, filters = str(exc), RunFilters()
-    usage = budget_usage(ctx, session)
+    usage = ctx.budget_usage(session)
     return render(
         ctx,
         request,
@@ -69,7 +67,7 @@ def staff_runs(
         alerts=recent_alerts(session, zone),
         filters=filters,
         error=error,
-        organizations=list(session.scalars(select(Organization).order_by(Organization.name))),
+        organizations=all_organizations(session),
         run_types=RUN_TYPES,
         run_statuses=RUN_STATUSES,
         usage=usage,
