@@ -70,6 +70,8 @@ class RunContext:
     keep_appointments: bool = True
     # Re-checks by id this run may still spend (one request each), over all its patients.
     rechecks_left: int = 0
+    # Whether the run fetched the whole window completely (a reconcile).
+    window_fetched: bool = False
     # Why the run as a whole is incomplete (every patient's data may be out of date).
     incomplete_reasons: list[str] = field(default_factory=list)
 

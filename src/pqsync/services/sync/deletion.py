@@ -7,10 +7,10 @@ Absence alone proves nothing: IntakeQ's offset pages shift when a record above t
 stored a row after this one began. So a complete fetch only names candidates: live rows of
 the run's patients in the window (judged in the practice's zone, the one IntakeQ reads
 dates in), written before the run began and not returned by it. Each is re-checked by id,
-up to `RECHECK_LIMIT` a run (over all its patients): one request each, where confirming by a second full fetch
-would cost the whole window's pages again (or leave the deletion to the next run). What
-comes back is written as it is now (moved out of the window, say); the rest wait for the
-next run, which the run's warnings say.
+up to `RECHECK_LIMIT` a run over all its patients: one request each, where confirming by a
+second full fetch would cost the whole window's pages again (or leave the deletion to the
+next run). What comes back is written as it is now (moved out of the window, moved to
+another client); the rest wait for the next run, which ends `partial` saying so.
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ IntakeQ's `client` filter is a partial match and is never trusted. The rules:
    staff ("2 IntakeQ clients share this email").
 3. A patient whose ClientId is known follows a new one only when IntakeQ lists an
    appointment we store for them (same Id) under the new ClientId with their email (profiles
-   merged, a profile re-created); the change is audited. A record with their email under
-   another ClientId that we do not store for them is someone else's (a family member).
+   merged), or when the new one is the only client left with their email (a profile
+   re-created); the change is audited. A record with their email under another ClientId
+   otherwise is someone else's (a family member).
 4. Anything else is not our patient's.
 
 Pure but for the `lookup` callable; the writer asks `prepare` before its write transaction
@@ -85,7 +86,7 @@ class Identities:
         if client_id is None or client_id in self.by_client_id or not email:
             return None
         patient = self.by_email.get(email.lower())
-        if patient is None or patient.client_id is not None or self.lookup is None:
+        if patient is None or self.lookup is None:
             return None
         key = email.lower()
         return None if key in self._carriers else key
@@ -130,13 +131,31 @@ class Identities:
                 return None  # IntakeQ's own answers disagree: learn nothing this run
             self._set(patient, client_id)
             return patient
-        if stored_for == patient.id:
-            self._set(patient, client_id)  # rule 3: the patient's ClientId follows
+        if stored_for == patient.id or self._carriers.get(patient.email.lower()) == {client_id}:
+            # Rule 3: an appointment we store for the patient is now under this ClientId,
+            # or it is the only client left with their email: the ClientId follows.
+            self._set(patient, client_id)
             return patient
         return None
 
-    def note_held_elsewhere(self, patient_id: uuid.UUID, client_id: int) -> None:
-        self.held_elsewhere.add((patient_id, client_id))
+    def refused_for(
+        self, client_id: int | None, email: str | None, owner: PatientIdentity | None
+    ) -> uuid.UUID | None:
+        """The run's patient whose email this record carries although its ClientId is
+        another patient's (one person, two of our patients): said once per run."""
+        patient = self.by_email.get((email or "").lower())
+        if (
+            patient is None
+            or owner is None
+            or client_id is None
+            or owner.id == patient.id
+            or patient.client_id is not None
+            or patient.id not in self.scope
+            or (patient.id, client_id) in self.held_elsewhere
+        ):
+            return None
+        self.held_elsewhere.add((patient.id, client_id))
+        return patient.id
 
     def _set(self, patient: PatientIdentity, client_id: int) -> None:
         old = patient.client_id

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, or_, select
 from sqlalchemy.orm import Session
 
 from pqsync.db.engine import begin_write
@@ -82,7 +82,9 @@ Record = Appointment | MalformedRecord
 ProgressCallback = Callable[[str, int, int | None], None]
 
 NIGHTLY_WATERMARK = "nightly_watermark"
-# A full-window reconcile replaces the incremental run when the watermark is this old.
+NIGHTLY_RECONCILED = "nightly_reconciled"
+# A full-window reconcile replaces the incremental run when the watermark is this old, and
+# in any case once this long after the last one (whatever the watermark says).
 RECONCILE_AFTER = timedelta(days=7)
 # `updatedSince` is date-only: go back a whole day more so the boundary is never missed.
 WATERMARK_OVERLAP = timedelta(days=1)
@@ -535,10 +537,13 @@ class SyncService:
             if len(first) == PAGE_SIZE:
                 if keep_going is not None and not keep_going(first):
                     return False
+                estimate = self.planner.estimate_window_cost(first, window)
                 if density is not None:
-                    limit = page_limit(self.planner.window_cost(density, window))
+                    # Never below what the first page implies: a remembered size may be
+                    # stale, and a short bound fails a run that was going well.
+                    expected = max(self.planner.window_cost(density, window), estimate)
+                    limit = page_limit(expected)
                 else:
-                    estimate = self.planner.estimate_window_cost(first, window)
                     limit = page_limit(estimate, measured=False)
                 rest = bounded(pages, limit - 1)
                 for number, page in enumerate(rest, start=2):
@@ -548,6 +553,7 @@ class SyncService:
         finally:
             pages.close()
         self.planner.remember_density(session, records, window)
+        ctx.window_fetched = True
         if ctx.unidentified_malformed:
             ctx.warn("a record without an Id was skipped: deletions were not inferred this run")
         else:
@@ -636,10 +642,21 @@ class SyncService:
         patient_ids: list[uuid.UUID],
         progress: ProgressCallback,
     ) -> None:
+        """A whole-window fetch on the first night, when the watermark is a week old and
+        once every RECONCILE_AFTER whatever it says; otherwise what changed since the last
+        run, then a full fetch (backfill) of every patient the last run did not make
+        complete: newly affiliated, email or ClientId changed, or incomplete last night."""
         watermark = self._watermark(session.get(SyncState, NIGHTLY_WATERMARK))
+        reconciled = self._watermark(session.get(SyncState, NIGHTLY_RECONCILED))
         density = self.planner.known_density(session)
         session.commit()
-        if watermark is None or prepared.started_at - watermark > RECONCILE_AFTER:
+        started = prepared.started_at
+        if (
+            watermark is None
+            or started - watermark > RECONCILE_AFTER
+            or reconciled is None
+            or started - reconciled >= RECONCILE_AFTER
+        ):
             ctx.result.plan = "window"
             self._window_fetch(session, prepared, ctx, patient_ids, progress)
             return
@@ -663,6 +680,37 @@ class SyncService:
             self.writer.write_page(session, ctx, page)
             progress("pages", number, None)
         self._all_states(ctx, "done")
+        behind = self._not_synced_since(session, patient_ids, watermark)
+        if not behind:
+            return
+        per_patient = self.planner.per_patient_cost(session, behind, prepared.window)
+        session.commit()
+        if density is not None and self.planner.window_cost(density, prepared.window) < per_patient:
+            ctx.result.plan = "window"
+            self._window_fetch(session, prepared, ctx, patient_ids, progress)
+            return
+        ctx.result.plan = "incremental+backfill"
+        for patient_id in behind:
+            ctx.results[patient_id].state = "pending"
+        self._per_patient(session, prepared, ctx, behind, progress)
+
+    @staticmethod
+    def _not_synced_since(
+        session: Session, patient_ids: list[uuid.UUID], watermark: datetime
+    ) -> list[uuid.UUID]:
+        """The patients with an affiliation never stamped, or not stamped by the last
+        nightly run (whose start is the watermark): their data needs a full fetch."""
+        behind = set(
+            session.scalars(
+                select(Affiliation.patient_id).where(
+                    or_(
+                        Affiliation.last_practiceq_sync_at.is_(None),
+                        Affiliation.last_practiceq_sync_at < watermark,
+                    )
+                )
+            )
+        )
+        return [p for p in patient_ids if p in behind]
 
     @staticmethod
     def _watermark(state: SyncState | None) -> datetime | None:
@@ -681,7 +729,11 @@ class SyncService:
         self, session: Session, prepared: PreparedRun, ctx: RunContext, requests_made: int
     ) -> None:
         result = sync_records.finish(session, prepared, ctx, requests_made, self.clock())
-        if prepared.scope == "nightly" and result.status == "success":
-            self.planner.put_state(
-                session, NIGHTLY_WATERMARK, {"at": prepared.started_at.isoformat()}
-            )
+        if prepared.scope != "nightly" or result.status == "failed":
+            return
+        # A partial run moves the watermark too: the patients it left incomplete are not
+        # stamped, and the next night's backfill fetches them whole.
+        at = {"at": prepared.started_at.isoformat()}
+        self.planner.put_state(session, NIGHTLY_WATERMARK, at)
+        if ctx.window_fetched:
+            self.planner.put_state(session, NIGHTLY_RECONCILED, at)
