@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from intakeq_sim import ManualClock, SimulatorServer, demo_directory
@@ -120,11 +120,11 @@ def test_a_patient_added_after_go_live_gets_their_appointments_from_the_nightly(
         sim, "POST", "/clients", FirstName="Nadia", LastName="Novak",
         Email="nadia.novak@firststephouse.org", Organization=ORG,
     )  # fmt: skip
-    booked = {book(sim, nadia["ClientId"], days) for days in (3, 10, 17, 24, 31)}
+    booked = {book(sim, nadia["ClientId"], days) for days in (10, 17, 24, 31, 38)}
+    clock.advance(timedelta(days=3))  # booked before the nights below
     assert service.sync_nightly().plan == "window"
     clock.advance(timedelta(days=1))
     assert service.sync_nightly().plan == "incremental"
-    clock.advance(timedelta(days=2))
     # She moves in: the directory now lists her; IntakeQ has not touched her bookings since.
     import_directory(pq.engine, DirectoryFile.model_validate(demo_directory(sim.dataset)))
     clock.advance(timedelta(days=1))
@@ -359,17 +359,26 @@ def test_a_client_id_held_by_another_patient_is_a_warning_never_a_crash(
 def test_a_sync_over_an_empty_range_does_not_shrink_later_full_fetches(
     service: SyncService, sim: SimulatorServer, pq: App
 ) -> None:
-    far = sim.dataset.today + timedelta(days=400)
+    ds = sim.dataset
+    stranger = next(c for c in ds.clients if c.organization is None)
+    for n in range(1300):  # a busier practice: more than 12 pages in the window
+        start = datetime.combine(ds.today, time(8), DENVER) + timedelta(days=n % 170 - 85)
+        sim.app.store.create(
+            client_id=stranger.client_id,
+            practitioner_id=ds.mapped_practitioners[0].id,
+            service_id=ds.services[1].id,
+            location_id=ds.locations[0].id,
+            status="Confirmed",
+            start=start,
+        )
+    far = ds.today + timedelta(days=300)
     empty = service.sync_organization(ORG, window=Window(far, far + timedelta(days=1)))
     assert empty.status == "success" and empty.summary.new == 0
-    with Session(pq.engine) as session:
-        session.execute(update(Affiliation).values(last_practiceq_sync_at=None))
-        session.commit()
 
     result = service.sync_nightly()
 
     assert result.status == "success", result.error
-    fsh = {c.client_id for c in sim.dataset.fsh_patients}
-    start, end = sim.dataset.default_window()
-    wanted = {a.id for a in sim.dataset.appointments_in_window(start, end, fsh)}
+    fsh = {c.client_id for c in ds.fsh_patients}
+    start, end = ds.default_window()
+    wanted = {a.id for a in ds.appointments_in_window(start, end, fsh)}
     assert set(live(pq.engine)) == wanted
