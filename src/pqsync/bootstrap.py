@@ -19,6 +19,7 @@ from pqsync.jobs.queue import make_queue
 from pqsync.jobs.tasks import Jobs
 from pqsync.services.sync import SyncService
 from pqsync.services.sync.locks import SyncLocks
+from pqsync.services.verify import Verifier
 from pqsync.settings import Settings
 
 
@@ -106,6 +107,22 @@ class App:
             default_timezone=self.settings.timezone,
             practice_timezone=self.settings.practice_timezone,
             locks=self.sync_locks(),
+        )
+
+    def verifier(self) -> Verifier:
+        """`pqsync verify`: the stored window against IntakeQ's, within the day's budget."""
+        self.require_schema()
+
+        def requests_left() -> int:
+            usage = self.budget_usage()
+            return max(0, usage.daily_limit - usage.day_used)
+
+        return Verifier(
+            self.engine,
+            self.intakeq,
+            clock=self.clock,
+            practice_timezone=self.settings.practice_timezone,
+            requests_left=requests_left,
         )
 
     def sync_locks(self) -> SyncLocks:
