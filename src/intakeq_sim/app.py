@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
+from intakeq_sim.clients import control as client_control
 from intakeq_sim.clock import Clock, utc_now
 from intakeq_sim.config import DEFAULT_API_KEY, SimConfig
 from intakeq_sim.data import STATUSES, Dataset
@@ -283,6 +284,11 @@ class SimulatorApp:
                 return Response(payload=store.delete(appointment_id))
             case "POST", ["appointments", appointment_id, "restore"]:
                 return Response(payload=store.restore(appointment_id))
+        if parts and parts[0] in ("clients", "appointments"):
+            body = _json_object(request.body) if request.method == "POST" else {}
+            payload = client_control(store, method, parts, body)
+            if payload is not None:
+                return Response(payload=payload)
         return _error(404, "No such control route")
 
     def _provider_create(self, body: Mapping[str, Any]) -> dict[str, Any]:

@@ -76,6 +76,16 @@ class AppointmentStore:
     def _now_ms(self) -> int:
         return ms_from(self._clock())
 
+    def now_ms(self) -> int:
+        """The simulator's clock, in IntakeQ's epoch milliseconds."""
+        return self._now_ms()
+
+    def data_changed(self) -> None:
+        """Forget remembered listings and renderings after a change made outside this class
+        (clients.py's merges and moves)."""
+        with self._lock:
+            self._version += 1
+
     # --- reads ---------------------------------------------------------------------------------
 
     def list_page(self, flt: Filter, page: int) -> list[dict[str, Any]]:
