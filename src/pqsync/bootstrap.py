@@ -17,6 +17,7 @@ from pqsync.intakeq.budget import BudgetUsage, DatabaseBudget
 from pqsync.intakeq.client import IntakeQClient
 from pqsync.jobs.queue import make_queue
 from pqsync.jobs.tasks import Jobs
+from pqsync.services.alerts import Alerts, SmtpMailer
 from pqsync.services.sync import SyncService
 from pqsync.services.sync.locks import SyncLocks
 from pqsync.services.verify import Verifier
@@ -123,6 +124,19 @@ class App:
             clock=self.clock,
             practice_timezone=self.settings.practice_timezone,
             requests_left=requests_left,
+            alerts=self.alerts(),
+        )
+
+    def alerts(self) -> Alerts:
+        """Alerts by mail (`PQSYNC_SMTP_URL`, `PQSYNC_ALERT_EMAILS`), else the log; always
+        listed on the staff page."""
+        settings = self.settings
+        return Alerts(
+            self.engine,
+            self.clock,
+            mailer=SmtpMailer.from_url(settings.smtp_url) if settings.smtp_url else None,
+            recipients=settings.alert_recipients,
+            base_url=settings.base_url,
         )
 
     def sync_locks(self) -> SyncLocks:

@@ -325,7 +325,8 @@ class Alert(Base):
     __tablename__ = "alerts"
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     key: Mapped[str] = mapped_column(String(200), index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # failure | recovery | missed
+    # failure | recovery | missed | discrepancy | accurate (a verification's streak)
+    kind: Mapped[str] = mapped_column(String(16))
     subject: Mapped[str] = mapped_column(String(300))
     body: Mapped[str] = mapped_column(Text)
     organization_id: Mapped[uuid.UUID | None] = mapped_column(

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Generator, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -34,12 +34,14 @@ from pqsync.db.lookup import organization_by_ref
 from pqsync.db.tables import Affiliation, Organization, Patient, Verification
 from pqsync.db.tables import Appointment as AppointmentRow
 from pqsync.domain.diff import TRACKED_FIELDS, appointment_changes, jsonable
+from pqsync.domain.schedule import VERIFY_AT, latest_weekly_day, local_instant
 from pqsync.domain.status import map_status
 from pqsync.domain.windows import Window, default_window
 from pqsync.intakeq.client import RequestTally
 from pqsync.intakeq.errors import IntakeQError
 from pqsync.intakeq.models import Appointment, AppointmentQuery, MalformedRecord
 from pqsync.logging import get_logger
+from pqsync.services.alerts import Alerts
 from pqsync.services.sync.context import Lookups
 from pqsync.services.sync.plan import PAGE_SIZE, Planner, bounded, page_limit
 
@@ -50,6 +52,10 @@ Record = Appointment | MalformedRecord
 MAX_KEPT = 200
 # Requests a verification leaves untouched in the day's budget, for the day's syncs.
 KEEP_FOR_SYNCS = 100
+# A scheduled verification the budget skipped is tried again after this long...
+RETRY_SKIPPED_AFTER = timedelta(hours=1)
+# ... until a day after its time; a week missed altogether waits for the next.
+WEEKLY_DUE_FOR = timedelta(days=1)
 # Fields whose values are shown; the others (free text IntakeQ sends) only by name.
 VALUES_SHOWN = frozenset(
     {
@@ -173,12 +179,14 @@ class Verifier:
         clock: Callable[[], datetime],
         practice_timezone: str = "America/Denver",
         requests_left: Callable[[], int] | None = None,
+        alerts: Alerts | None = None,
     ) -> None:
         self.engine = engine
         self.source = source
         self.clock = clock
         self.practice_zone = ZoneInfo(practice_timezone)
         self.requests_left = requests_left
+        self.alerts = alerts
         self.planner = Planner(clock, self.practice_zone)
 
     # -- scope ----------------------------------------------------------------------------
@@ -230,6 +238,34 @@ class Verifier:
             ).values()
         )
         return stored // PAGE_SIZE + 1
+
+    def due_slot(self) -> str | None:
+        """This week's slot when its scheduled verification (every organisation, Sunday
+        04:00 in the practice's zone) is less than a day old and has not run yet, and no try
+        of it that measured nothing (skipped for the budget, IntakeQ failing) is newer than
+        an hour; else None."""
+        now = self.clock()
+        day = latest_weekly_day(now, self.practice_zone)
+        slot = f"weekly:{day.isoformat()}"
+        since = local_instant(day, VERIFY_AT, self.practice_zone)
+        if now - since >= WEEKLY_DUE_FOR:
+            return None
+        with Session(self.engine) as session:
+            if session.scalar(select(Verification.id).where(Verification.slot == slot)):
+                return None
+            skipped = session.scalar(
+                select(Verification.started_at)
+                .where(
+                    Verification.triggered_by == "schedule",
+                    Verification.status.in_(("skipped", "failed")),
+                    Verification.started_at >= since,
+                )
+                .order_by(Verification.started_at.desc())
+                .limit(1)
+            )
+        if skipped is not None and now - skipped < RETRY_SKIPPED_AFTER:
+            return None
+        return slot
 
     # -- running --------------------------------------------------------------------------
 
@@ -444,7 +480,16 @@ class Verifier:
                     error_message=result.error,
                     discrepancies=[d.as_json() for d in result.discrepancies[:MAX_KEPT]],
                     finished_at=result.finished_at,
+                    # A try that measured nothing gives its week's slot back (tried again).
+                    **({"slot": None} if result.accuracy is None else {}),
                 )
+            )
+        if self.alerts is not None and result.accuracy is not None:
+            self.alerts.verification_finished(
+                organization_id=result.organization_id,
+                organization_name=result.organization_name,
+                compared=result.compared,
+                counts={k: result.count(k) for k in ("missing", "extra", "stale")},
             )
         log.info(
             "verify.finished",
