@@ -311,9 +311,7 @@ def test_verify_says_100_percent_after_a_sync_and_names_a_row_changed_behind_its
     assert found.returncode == 2, found.stderr
     body = json.loads(found.stdout)
     assert body["status"] == "discrepancies"
-    assert [(d["appointmentId"], d["kind"]) for d in body["discrepancies"]] == [
-        (tampered, "stale")
-    ]
+    assert [(d["appointmentId"], d["kind"]) for d in body["discrepancies"]] == [(tampered, "stale")]
     assert "start_time" in body["discrepancies"][0]["fields"]
     assert body["accuracyPercent"] < 100.0
 
