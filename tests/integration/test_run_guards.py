@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from contextlib import AbstractContextManager
 from datetime import timedelta
 
@@ -16,7 +16,7 @@ from pqsync.db.tables import Appointment, SyncLog, SyncState
 from pqsync.intakeq.client import RequestTally
 from pqsync.intakeq.errors import IntakeQServerError
 from pqsync.intakeq.models import Appointment as IntakeQAppointment
-from pqsync.intakeq.models import AppointmentQuery
+from pqsync.intakeq.models import AppointmentQuery, Client
 from pqsync.services.sync import SyncService
 from pqsync.services.sync.locks import PREPARED_HOLD, SyncInProgress
 from pqsync.services.sync.orchestrator import AppointmentSource, Record
@@ -68,6 +68,9 @@ class FailsForOnePatient:
 
     def get_appointment(self, appointment_id: str) -> IntakeQAppointment | None:
         return self.real.get_appointment(appointment_id)
+
+    def clients(self, search: str | None = None) -> Iterator[Client]:
+        return self.real.clients(search)
 
     def appointment_pages(self, query: AppointmentQuery) -> Generator[list[Record], None, None]:
         if query.client == self.failing_email:

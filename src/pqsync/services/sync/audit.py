@@ -101,6 +101,65 @@ def deleted(
     )
 
 
+def left(
+    ctx: RunContext,
+    patient_id: uuid.UUID,
+    appointment_id: uuid.UUID,
+    pq_appointment_id: str,
+    reason: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """An appointment leaves a patient's page because IntakeQ lists it under someone else
+    (named by neither name nor id: the other client may be another organisation's)."""
+    return _entry(
+        ctx,
+        patient_id,
+        appointment_id,
+        "appointment_removed",
+        f"Appointment {pq_appointment_id} is no longer this patient's: {reason}",
+        {},
+        now,
+    )
+
+
+def arrived(
+    ctx: RunContext,
+    patient_id: uuid.UUID,
+    appointment_id: uuid.UUID,
+    pq_appointment_id: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """An appointment IntakeQ moved to this patient from another client."""
+    return _entry(
+        ctx,
+        patient_id,
+        appointment_id,
+        "appointment_moved_here",
+        f"Appointment {pq_appointment_id} is now this patient's: IntakeQ lists it under them",
+        {},
+        now,
+    )
+
+
+def client_id_followed(
+    ctx: RunContext, patient_id: uuid.UUID, old: int | None, new: int, now: datetime
+) -> dict[str, Any]:
+    """The patient's IntakeQ ClientId changed (profiles merged, a profile re-created)."""
+    return {
+        **_entry(
+            ctx,
+            patient_id,
+            patient_id,
+            "intakeq_client_changed",
+            f"IntakeQ now lists this patient's appointments under client {new} (was {old}): "
+            "their profiles were merged or re-created in IntakeQ",
+            {"intakeq_client_id": {"old": old, "new": new}},
+            now,
+        ),
+        "appointment_id": None,
+    }
+
+
 def record(conn: Connection, entries: list[dict[str, Any]]) -> None:
     """Insert the entries in the caller's transaction."""
     if entries:

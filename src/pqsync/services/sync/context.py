@@ -11,7 +11,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from pqsync.db.tables import Provider, ProviderIntakeQSettings, Service
-from pqsync.domain.matching import PatientMatcher
+from pqsync.services.sync.identity import Identities
 from pqsync.services.sync.locks import LeaseKeeper
 from pqsync.services.sync.results import Actor, PatientResult, SyncResult
 
@@ -58,7 +58,7 @@ class RunContext:
     practice_zone: ZoneInfo
     display_zone: ZoneInfo
     lookups: Lookups
-    matcher: PatientMatcher
+    identity: Identities
     results: dict[uuid.UUID, PatientResult]
     result: SyncResult
     lease: LeaseKeeper
@@ -68,6 +68,21 @@ class RunContext:
     unidentified_malformed: bool = False
     # Per-appointment outcomes are kept only where someone reads them (a patient's run).
     keep_appointments: bool = True
+    # Re-checks by id this run may still spend (one request each), over all its patients.
+    rechecks_left: int = 0
+    # Why the run as a whole is incomplete (every patient's data may be out of date).
+    incomplete_reasons: list[str] = field(default_factory=list)
+
+    def incomplete(self, patient_id: uuid.UUID | None, reason: str) -> None:
+        """Record that a patient's data (None: everyone's in the run) may be out of date:
+        the run ends `partial` and does not stamp them as synced."""
+        if patient_id is None:
+            if reason not in self.incomplete_reasons:
+                self.incomplete_reasons.append(reason)
+            return
+        result = self.results.get(patient_id)
+        if result is not None and reason not in result.incomplete:
+            result.incomplete.append(reason)
 
     def check_lease(self, conn: Connection) -> None:
         """Refuse to write (LeaseLost) unless the run still holds its scope."""

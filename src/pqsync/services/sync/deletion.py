@@ -7,7 +7,7 @@ Absence alone proves nothing: IntakeQ's offset pages shift when a record above t
 stored a row after this one began. So a complete fetch only names candidates: live rows of
 the run's patients in the window (judged in the practice's zone, the one IntakeQ reads
 dates in), written before the run began and not returned by it. Each is re-checked by id,
-up to `RECHECK_LIMIT` a run: one request each, where confirming by a second full fetch
+up to `RECHECK_LIMIT` a run (over all its patients): one request each, where confirming by a second full fetch
 would cost the whole window's pages again (or leave the deletion to the next run). What
 comes back is written as it is now (moved out of the window, say); the rest wait for the
 next run, which the run's warnings say.
@@ -34,6 +34,9 @@ from pqsync.services.sync.writer import AppointmentWriter
 
 # Re-checks by id one run may spend (a request each); the rest wait for the next run.
 RECHECK_LIMIT = 25
+# Up to this many patients, the deletion scan filters by patient in SQL (the nightly's
+# thousands are filtered as they stream).
+PATIENTS_IN_SQL = 500
 
 
 class ById(Protocol):
@@ -58,25 +61,28 @@ class Deletions:
         """After a complete fetch of `window` for these patients: re-check by id what it did
         not return, and soft-delete what IntakeQ answers 404 for."""
         start, end = window.bounds(ctx.practice_zone)
-        wanted = set(patient_ids)
-        stored = session.execute(
-            select(AppointmentRow.pq_appointment_id, AppointmentRow.patient_id)
-            .where(
-                AppointmentRow.deleted_at.is_(None),
-                AppointmentRow.start_time >= start,
-                AppointmentRow.start_time < end,
-                # Written after this run began (by another run): not for this fetch to judge.
-                AppointmentRow.created_at <= ctx.started_at,
-                AppointmentRow.updated_at <= ctx.started_at,
-            )
-            .order_by(AppointmentRow.start_time)
-            .execution_options(yield_per=5000)
+        wanted = list(patient_ids)
+        statement = select(AppointmentRow.pq_appointment_id, AppointmentRow.patient_id).where(
+            AppointmentRow.deleted_at.is_(None),
+            AppointmentRow.start_time >= start,
+            AppointmentRow.start_time < end,
+            # Written after this run began (by another run): not for this fetch to judge.
+            AppointmentRow.created_at <= ctx.started_at,
+            AppointmentRow.updated_at <= ctx.started_at,
         )
-        candidates = [
-            pq_id for pq_id, patient in stored if patient in wanted and pq_id not in ctx.fetched_ids
-        ]
+        if len(wanted) <= PATIENTS_IN_SQL:
+            statement = statement.where(AppointmentRow.patient_id.in_(wanted))
+        stored = session.execute(
+            statement.order_by(AppointmentRow.start_time).execution_options(yield_per=5000)
+        )
+        chosen = set(wanted)
+        candidates = {
+            pq_id: patient
+            for pq_id, patient in stored
+            if patient in chosen and pq_id not in ctx.fetched_ids
+        }
         session.commit()
-        self.recheck(session, ctx, candidates)
+        self.recheck(session, ctx, list(candidates), owners=candidates)
 
     def recheck(
         self,
@@ -84,38 +90,36 @@ class Deletions:
         ctx: RunContext,
         pq_ids: list[str],
         proof: str = "absent from a complete fetch, 404 by id",
+        *,
+        owners: dict[str, uuid.UUID] | None = None,
     ) -> None:
-        """`GET /appointments/{id}` for each (up to RECHECK_LIMIT): a 404 deletes it, an
-        answer is written as it is now. One that now belongs to a client who is not our
-        patient is deleted too: it is no longer theirs to see."""
-        checked, waiting = pq_ids[:RECHECK_LIMIT], pq_ids[RECHECK_LIMIT:]
+        """`GET /appointments/{id}` for each, within the run's re-check budget (one request
+        each, `RECHECK_LIMIT` a run): a 404 deletes it, an answer is written as it is now
+        (the writer moves it to its owner, or off our patient's page when it is now a
+        client's who is not our patient). What the budget leaves makes its patients'
+        data incomplete for this run."""
+        checked, waiting = pq_ids[: ctx.rechecks_left], pq_ids[ctx.rechecks_left :]
+        ctx.rechecks_left -= len(checked)
         if waiting:
             ctx.warn(
                 f"{len(waiting)} appointment(s) absent from the fetch were not re-checked "
                 f"this run (at most {RECHECK_LIMIT} a run); they stay until a sync proves "
                 "them deleted"
             )
+            reason = (
+                "some of this patient's appointments are no longer listed by IntakeQ and "
+                "could not all be checked this run; they may be out of date until the next sync"
+            )
+            for pq_id in waiting:
+                ctx.incomplete(owners.get(pq_id) if owners else None, reason)
         gone: list[str] = []
         for pq_id in checked:
             found = self.source.get_appointment(pq_id)
             if found is None:
                 gone.append(pq_id)
-            elif ctx.matcher.owner_of(found.client_id, found.client_email) is None and (
-                self._is_stored(session, pq_id)
-            ):
-                gone.append(pq_id)
-                ctx.warn(f"appointment {pq_id} now belongs to another IntakeQ client")
             else:
                 self.writer.write_page(session, ctx, [found])
         self.soft_delete(session, ctx, gone, proof)
-
-    @staticmethod
-    def _is_stored(session: Session, pq_id: str) -> bool:
-        found = session.scalar(
-            select(AppointmentRow.id).where(AppointmentRow.pq_appointment_id == pq_id)
-        )
-        session.commit()
-        return found is not None
 
     def soft_delete(self, session: Session, ctx: RunContext, pq_ids: list[str], proof: str) -> None:
         """Mark these appointments deleted (kept for history), audit each, count them."""

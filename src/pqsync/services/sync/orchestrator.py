@@ -9,7 +9,7 @@ practice's zone; an organisation's zone is for display only.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -23,7 +23,6 @@ from pqsync.db.engine import begin_write
 from pqsync.db.lookup import organization_by_ref, patient_by_ref
 from pqsync.db.tables import Affiliation, Organization, Patient, SyncLog, SyncState
 from pqsync.db.tables import Appointment as AppointmentRow
-from pqsync.domain.matching import PatientIdentity, PatientMatcher
 from pqsync.domain.run_types import run_type
 from pqsync.domain.windows import Window, default_window
 from pqsync.intakeq.client import IntakeQPagingError, RequestTally
@@ -33,11 +32,12 @@ from pqsync.intakeq.errors import (
     IntakeQError,
     IntakeQUnreachable,
 )
-from pqsync.intakeq.models import Appointment, AppointmentQuery, MalformedRecord
+from pqsync.intakeq.models import Appointment, AppointmentQuery, Client, MalformedRecord
 from pqsync.logging import get_logger
 from pqsync.services.sync import records as sync_records
 from pqsync.services.sync.context import Lookups, RunContext
-from pqsync.services.sync.deletion import Deletions
+from pqsync.services.sync.deletion import RECHECK_LIMIT, Deletions
+from pqsync.services.sync.identity import Identities, PatientIdentity, exact_carriers
 from pqsync.services.sync.locks import (
     PREPARED_HOLD,
     LeaseKeeper,
@@ -101,6 +101,8 @@ class AppointmentSource(Protocol):
     def get_appointment(self, appointment_id: str) -> Appointment | None: ...
 
     def appointment_pages(self, query: AppointmentQuery) -> Generator[list[Record], None, None]: ...
+
+    def clients(self, search: str | None = None) -> Iterator[Client]: ...
 
 
 def _no_progress(_label: str, _done: int, _total: int | None) -> None:
@@ -397,6 +399,7 @@ class SyncService:
     def _context(self, session: Session, prepared: PreparedRun, lease: LeaseKeeper) -> RunContext:
         patients = self._load_patients(session, prepared.patient_ids)
         results = {p.id: PatientResult(patient_id=p.id, patient_name=p.full_name) for p in patients}
+        everyone = session.execute(select(Patient.id, Patient.email, Patient.intakeq_client_id))
         ctx = RunContext(
             run_id=prepared.run_id,
             actor=prepared.actor,
@@ -404,8 +407,10 @@ class SyncService:
             practice_zone=self.practice_zone,
             display_zone=ZoneInfo(prepared.timezone),
             lookups=Lookups.load(session),
-            matcher=PatientMatcher(
-                PatientIdentity(p.id, p.email, p.intakeq_client_id) for p in patients
+            identity=Identities(
+                [PatientIdentity(*row) for row in everyone],
+                scope=set(results),
+                lookup=self._carriers,
             ),
             results=results,
             result=SyncResult(
@@ -422,9 +427,14 @@ class SyncService:
             ),
             lease=lease,
             keep_appointments=prepared.scope == "patient",
+            rechecks_left=RECHECK_LIMIT,
         )
         session.commit()
         return ctx
+
+    def _carriers(self, email: str) -> set[int]:
+        """The ClientIds of the IntakeQ clients whose email is exactly `email`."""
+        return exact_carriers(email, ((c.client_id, c.email) for c in self.source.clients(email)))
 
     def _load_patients(self, session: Session, ids: list[uuid.UUID]) -> list[Patient]:
         if not ids:
@@ -558,7 +568,6 @@ class SyncService:
         window = prepared.window
         stored = self.planner.stored_counts(session, patient_ids, window)
         session.commit()
-        emails = {p.id: p.email for p in ctx.matcher.by_email.values()}
         for done, patient_id in enumerate(patient_ids):
             result = ctx.results[patient_id]
             if result.state == "done":
@@ -567,9 +576,8 @@ class SyncService:
             sync_records.save_progress(session, prepared, ctx)
             held = stored.get(patient_id, 0)
             try:
-                own = self._fetch_patient(
-                    session, ctx, patient_id, emails[patient_id], window, held
-                )
+                email = ctx.identity.email_of(patient_id)
+                own = self._fetch_patient(session, ctx, patient_id, email, window, held)
                 if own == 0 and held > 0:
                     # None of the patient's own came back (their email may have changed in
                     # IntakeQ, and `client=` matched others): absence proves nothing.
@@ -577,6 +585,12 @@ class SyncService:
                         f"patient {patient_id}: the fetch is incomplete: IntakeQ returned none "
                         "of the patient's appointments for their email (has it changed in "
                         "IntakeQ?); nothing was deleted"
+                    )
+                    ctx.incomplete(
+                        patient_id,
+                        "IntakeQ returned none of this patient's appointments for their "
+                        "email; they may be out of date (check the email in IntakeQ and in "
+                        "the directory)",
                     )
                 elif ctx.unidentified_malformed:
                     ctx.warn(f"patient {patient_id}: a record without an Id: nothing deleted")

@@ -51,10 +51,24 @@ def progress_details(prepared: PreparedRun, ctx: RunContext) -> dict[str, Any]:
                 "state": r.state,
                 "summary": r.summary.as_dict(),
                 "error": r.error,
+                "incomplete": r.incomplete,
             }
             for r in results
         },
     }
+
+
+def incomplete_reasons(ctx: RunContext) -> list[str]:
+    """Why the run is partial: the run's own reasons, then each patient reason with how many
+    patients it concerns (patients are named on their own pages, not here)."""
+    reasons = list(ctx.incomplete_reasons)
+    counted: dict[str, int] = {}
+    for result in ctx.results.values():
+        for reason in result.incomplete:
+            counted[reason] = counted.get(reason, 0) + 1
+    for reason, count in counted.items():
+        reasons.append(reason if count == 1 else f"{reason} ({count} patients)")
+    return reasons
 
 
 def save_progress(session: Session, prepared: PreparedRun, ctx: RunContext) -> None:
@@ -81,6 +95,15 @@ def finish(
     for patient_result in ctx.results.values():
         result.summary.add(patient_result.summary)
     result.summary.errors += result.malformed
+    for patient_id, carriers in ctx.identity.shared.items():
+        if patient_id in ctx.results:
+            ctx.warn(f"patient {patient_id}: {carriers} IntakeQ clients share this email")
+            ctx.incomplete(
+                patient_id,
+                f"{carriers} IntakeQ clients share this patient's email, so neither's "
+                "appointments are shown; staff should give each client its own email in IntakeQ",
+            )
+    result.incomplete = incomplete_reasons(ctx)
     failed = [r for r in ctx.results.values() if r.state == "failed"]
     if result.status != "failed" and failed and len(failed) == len(ctx.results):
         # Nobody could be synced: that is a failed run, not a partial one.
@@ -88,7 +111,8 @@ def finish(
         result.error = failed[0].error
         result.error_kind = "intakeq"
     if result.status != "failed":
-        result.status = "partial" if result.summary.errors else "success"
+        partial = result.summary.errors or result.incomplete
+        result.status = "partial" if partial else "success"
     result.finished_at = finished_at
     details = progress_details(prepared, ctx)
     details.update(
@@ -98,6 +122,7 @@ def finish(
         unknown_clients=result.unknown_clients,
         unknown_appointments=result.unknown_appointments,
         error_kind=result.error_kind,
+        incomplete=result.incomplete,
     )
     s = result.summary
     session.execute(
@@ -116,7 +141,10 @@ def finish(
             details=details,
         )
     )
-    synced = [r.patient_id for r in ctx.results.values() if r.state == "done"]
+    # "Last synced" only for the patients whose data this run made complete.
+    synced = (
+        [] if ctx.incomplete_reasons else [r.patient_id for r in ctx.results.values() if r.complete]
+    )
     if result.status != "failed" and synced:
         statement = update(Affiliation).where(Affiliation.patient_id.in_(synced))
         if prepared.scope in ("organization", "patient") and prepared.organization_id:

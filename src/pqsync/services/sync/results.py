@@ -92,6 +92,12 @@ class PatientResult:
     appointments: list[SyncedAppointment] = field(default_factory=list)
     error: str | None = None
     state: str = "pending"  # pending | running | done | failed
+    # Why this patient's data may be out of date after the run (empty: complete).
+    incomplete: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.state == "done" and not self.incomplete
 
 
 @dataclass(frozen=True)
@@ -134,6 +140,8 @@ class SyncResult:
     unknown_clients: int = 0
     unknown_appointments: list[dict[str, Any]] = field(default_factory=list)
     malformed: int = 0
+    # Why the run is `partial`, in words a person can act on (patients' and the run's own).
+    incomplete: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

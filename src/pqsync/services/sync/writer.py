@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, select, update
+from sqlalchemy import Connection, Table, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -17,11 +17,11 @@ from pqsync.db.engine import begin_write
 from pqsync.db.tables import Appointment as AppointmentRow
 from pqsync.db.tables import Patient
 from pqsync.domain.diff import TRACKED_FIELDS, appointment_changes
-from pqsync.domain.matching import PatientIdentity
 from pqsync.domain.status import map_status
 from pqsync.intakeq.models import Appointment, MalformedRecord
 from pqsync.services.sync import audit as sync_audit
 from pqsync.services.sync.context import MAX_LISTED, RunContext
+from pqsync.services.sync.identity import ClientIdChange, PatientIdentity
 from pqsync.services.sync.results import SyncedAppointment
 
 Record = Appointment | MalformedRecord
@@ -48,35 +48,37 @@ class AppointmentWriter:
     ) -> None:
         """Match, diff and write one page in one transaction of `session`.
 
-        With `only_patient`, records of other patients are left for their own query.
-        """
-        matched = self._match(ctx, page, only_patient)
-        learned = ctx.matcher.take_learned()
+        With `only_patient`, records of other patients are left for their own query, unless
+        we store them for `only_patient` (then they move to their owner)."""
+        records = self._appointments(ctx, page)
+        for record in records:  # questions to IntakeQ, before the database is locked
+            ctx.identity.prepare(record.client_id, record.client_email)
+        changes: list[ClientIdChange] = []
         try:
             begin_write(session)
             conn = session.connection()
             ctx.check_lease(conn)
-            outcomes = self._write(conn, ctx, matched) if matched else []
-            if learned:
-                conn.execute(
-                    update(PATIENTS)
-                    .where(PATIENTS.c.id == bindparam("learned_id"))
-                    .values(intakeq_client_id=bindparam("learned_client_id")),
-                    [{"learned_id": p, "learned_client_id": c} for p, c in learned.items()],
-                )
+            stored = self._stored(conn, [r.id for r in records])
+            matched, leaving = self._resolve(ctx, records, stored, only_patient)
+            changes = ctx.identity.take_changes()
+            outcomes = self._write(conn, ctx, matched, stored) if matched else []
+            self._store_identity(conn, ctx, changes)
+            removed = self._remove(conn, ctx, leaving, stored)
             session.commit()
         except BaseException:
             session.rollback()
+            ctx.identity.undo(changes)
             raise
         for appointment, patient_id, row_id, action in outcomes:
             self._count(ctx, appointment, patient_id, row_id, action)
+        for patient_id in removed:
+            if patient_id in ctx.results:
+                ctx.results[patient_id].summary.deleted += 1
 
     # -- matching --------------------------------------------------------------------------
 
-    def _match(
-        self, ctx: RunContext, page: list[Record], only_patient: uuid.UUID | None
-    ) -> list[tuple[Appointment, PatientIdentity]]:
-        matched: list[tuple[Appointment, PatientIdentity]] = []
+    def _appointments(self, ctx: RunContext, page: list[Record]) -> list[Appointment]:
+        found: list[Appointment] = []
         seen: set[str] = set()
         for record in page:
             if isinstance(record, MalformedRecord):
@@ -86,26 +88,77 @@ class AppointmentWriter:
             if record.id in seen:
                 continue  # IntakeQ listed it twice on one page
             seen.add(record.id)
-            owner = ctx.matcher.owner_of(record.client_id, record.client_email)
-            if owner is not None and only_patient is not None and owner.id != only_patient:
+            found.append(record)
+        return found
+
+    @staticmethod
+    def _stored(conn: Connection, pq_ids: list[str]) -> dict[str, dict[str, Any]]:
+        if not pq_ids:
+            return {}
+        columns = [APPOINTMENTS.c[name] for name in ("id", "pq_appointment_id", *TRACKED_FIELDS)]
+        return {
+            row.pq_appointment_id: dict(row._mapping)
+            for row in conn.execute(
+                select(*columns).where(APPOINTMENTS.c.pq_appointment_id.in_(pq_ids))
+            )
+        }
+
+    def _resolve(
+        self,
+        ctx: RunContext,
+        records: list[Appointment],
+        stored: dict[str, dict[str, Any]],
+        only_patient: uuid.UUID | None,
+    ) -> tuple[list[tuple[Appointment, PatientIdentity]], list[Appointment]]:
+        """(records to write, with their owner; stored records no patient of ours owns)."""
+        identity = ctx.identity
+        matched: list[tuple[Appointment, PatientIdentity]] = []
+        leaving: list[Appointment] = []
+        for record in records:
+            row = stored.get(record.id)
+            stored_for: uuid.UUID | None = row["patient_id"] if row else None
+            owner = identity.resolve(record.client_id, record.client_email, stored_for)
+            by_email = identity.by_email.get((record.client_email or "").lower())
+            if (
+                by_email is not None
+                and owner is not None
+                and owner.id != by_email.id
+                and identity.in_scope(by_email)
+                and record.client_id is not None
+                and by_email.client_id is None
+            ):
+                # One person, two of our patients: the ClientId is already the other's.
+                if (by_email.id, record.client_id) not in identity.held_elsewhere:
+                    identity.note_held_elsewhere(by_email.id, record.client_id)
+                    ctx.warn(
+                        f"patient {by_email.id}: IntakeQ client {record.client_id} carries "
+                        "this patient's email but is already another patient's; its "
+                        "appointments were not matched to this patient"
+                    )
+            if owner is None:
+                if row is not None and row["deleted_at"] is None:
+                    leaving.append(record)
+                else:
+                    self._note_unknown(ctx, record)
+                continue
+            if only_patient is not None and owner.id != only_patient != stored_for:
                 continue  # another of our patients': their own query writes it
-            patient = ctx.matcher.match(record.client_id, record.client_email)
-            if patient is None or patient.id not in ctx.results:
-                self._note_unknown(ctx, record)
+            if owner.id not in ctx.results and stored_for in (None, owner.id):
+                self._note_unknown(ctx, record)  # another organisation's patient
                 continue
             practitioner = record.practitioner_id
             if practitioner and practitioner not in ctx.lookups.providers_by_practitioner:
                 unmatched = ctx.result.unmatched_practitioners
                 unmatched[practitioner] = unmatched.get(practitioner, 0) + 1
-            matched.append((record, patient))
-        return matched
+            matched.append((record, owner))
+        return matched, leaving
 
     @staticmethod
     def _note_malformed(ctx: RunContext, record: MalformedRecord) -> None:
         """A broken record is an error when it is (or may be) one of this run's patients'."""
         if record.appointment_id:
             ctx.fetched_ids.add(record.appointment_id)
-        owner = ctx.matcher.owner_of(record.client_id, record.client_email)
+        owner = ctx.identity.owner_of(record.client_id, record.client_email)
         if owner is None and (record.client_id is not None or record.client_email):
             ctx.result.unknown_clients += 1  # another client's record: not ours to judge
             return
@@ -116,6 +169,10 @@ class AppointmentWriter:
         ctx.result.malformed += 1
         where = f" (appointment {record.appointment_id})" if record.appointment_id else ""
         ctx.warn(f"malformed record skipped{where}: {record.reason}")
+        ctx.incomplete(
+            owner.id if owner is not None else None,
+            f"IntakeQ sent an unreadable appointment record{where}; it may be out of date here",
+        )
 
     @staticmethod
     def _note_unknown(ctx: RunContext, record: Appointment) -> None:
@@ -128,53 +185,126 @@ class AppointmentWriter:
 
     # -- writing ---------------------------------------------------------------------------
 
+    def _store_identity(
+        self, conn: Connection, ctx: RunContext, changes: list[ClientIdChange]
+    ) -> None:
+        """Store learned and followed ClientIds; a followed one is audited on the patient."""
+        if not changes:
+            return
+        now = self.clock()
+        conn.execute(
+            update(PATIENTS)
+            .where(PATIENTS.c.id == bindparam("changed_id"))
+            .values(intakeq_client_id=bindparam("changed_client_id")),
+            [{"changed_id": c.patient_id, "changed_client_id": c.new} for c in changes],
+        )
+        sync_audit.record(
+            conn,
+            [
+                sync_audit.client_id_followed(ctx, c.patient_id, c.old, c.new, now)
+                for c in changes
+                if c.old is not None
+            ],
+        )
+
+    def _remove(
+        self,
+        conn: Connection,
+        ctx: RunContext,
+        leaving: list[Appointment],
+        stored: dict[str, dict[str, Any]],
+    ) -> list[uuid.UUID]:
+        """Take off our patients' pages the appointments IntakeQ now lists under a client
+        who is not our patient (kept, marked deleted, the reason in the history)."""
+        if not leaving:
+            return []
+        now = self.clock()
+        rows = [stored[record.id] for record in leaving]
+        conn.execute(
+            update(APPOINTMENTS)
+            .where(APPOINTMENTS.c.id == bindparam("row_id"))
+            .values(deleted_at=now, updated_at=now),
+            [{"row_id": row["id"]} for row in rows],
+        )
+        sync_audit.record(
+            conn,
+            [
+                sync_audit.left(
+                    ctx,
+                    row["patient_id"],
+                    row["id"],
+                    row["pq_appointment_id"],
+                    "IntakeQ now lists it under a client who is not this patient",
+                    now,
+                )
+                for row in rows
+            ],
+        )
+        return [row["patient_id"] for row in rows]
+
     def _write(
         self,
         conn: Connection,
         ctx: RunContext,
         matched: list[tuple[Appointment, PatientIdentity]],
+        stored: dict[str, dict[str, Any]],
     ) -> list[tuple[Appointment, uuid.UUID, uuid.UUID, str]]:
-        """Diff and upsert; returns (appointment, patient id, row id, action) per record."""
+        """Diff and upsert; returns (appointment, patient id, row id, action) per record.
+        A stored row whose IntakeQ LastModified is newer than the record's is left as it
+        is: the record was fetched before that change (newer wins)."""
         now = self.clock()
-        columns = [APPOINTMENTS.c[name] for name in ("id", "pq_appointment_id", *TRACKED_FIELDS)]
-        stored: dict[str, dict[str, Any]] = {
-            row.pq_appointment_id: dict(row._mapping)
-            for row in conn.execute(
-                select(*columns).where(
-                    APPOINTMENTS.c.pq_appointment_id.in_([a.id for a, _ in matched])
-                )
-            )
-        }
         rows: list[dict[str, Any]] = []
         pending: list[tuple[Appointment, uuid.UUID, dict[str, tuple[Any, Any]] | None]] = []
         outcomes: list[tuple[Appointment, uuid.UUID, uuid.UUID, str]] = []
+        moved: list[dict[str, Any]] = []
         for appointment, patient in matched:
             incoming = self._row_values(ctx, appointment, patient.id)
             existing = stored.get(appointment.id)
             if existing is None:
                 changes = None
             else:
+                if _newer(existing["intakeq_last_modified"], appointment.last_modified):
+                    outcomes.append((appointment, patient.id, existing["id"], "unchanged"))
+                    continue
                 changes = appointment_changes(existing, incoming)
                 if not changes:
                     outcomes.append((appointment, patient.id, existing["id"], "unchanged"))
                     continue
+                if "patient_id" in changes:
+                    old_patient = changes.pop("patient_id")[0]
+                    moved.append(
+                        sync_audit.left(
+                            ctx,
+                            old_patient,
+                            existing["id"],
+                            appointment.id,
+                            "IntakeQ now lists it under another client",
+                            now,
+                        )
+                    )
             stamps = {"created_at": now, "updated_at": now, "last_synced_at": now}
             rows.append({**incoming, "id": uuid.uuid4(), **stamps})
             pending.append((appointment, patient.id, changes))
         if not rows:
             return outcomes
-        # A row another run stored since our read keeps its id: RETURNING says which it is.
+        # A row another run stored since our read keeps its id: RETURNING says which it is;
+        # one it stored from a newer record is not replaced (and not returned).
         kept = {pq_id: row_id for pq_id, row_id in conn.execute(self._upsert(conn), rows)}
-        entries = []
+        entries = list(moved)
         for (appointment, patient_id, changes), row in zip(pending, rows, strict=True):
-            row_id = kept[appointment.id]
+            row_id = kept.get(appointment.id)
+            if row_id is None:
+                continue  # a newer version was stored meanwhile: it stays
             if changes is None:
                 entries.append(sync_audit.created(ctx, patient_id, row_id, row, now))
                 outcomes.append((appointment, patient_id, row_id, "new"))
             else:
-                entries.append(
-                    sync_audit.changed(ctx, patient_id, row_id, appointment.id, changes, now)
-                )
+                if changes:
+                    entries.append(
+                        sync_audit.changed(ctx, patient_id, row_id, appointment.id, changes, now)
+                    )
+                else:
+                    entries.append(sync_audit.arrived(ctx, patient_id, row_id, appointment.id, now))
                 outcomes.append((appointment, patient_id, row_id, "updated"))
         sync_audit.record(conn, entries)
         return outcomes
@@ -184,9 +314,15 @@ class AppointmentWriter:
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         statement = dialect.insert(APPOINTMENTS)
         changed = [*_FROM_INTAKEQ, "deleted_at", "updated_at", "last_synced_at"]
+        stored, incoming = APPOINTMENTS.c.intakeq_last_modified, statement.excluded
         return statement.on_conflict_do_update(
             index_elements=[APPOINTMENTS.c.pq_appointment_id],
             set_={name: statement.excluded[name] for name in changed},
+            where=or_(
+                stored.is_(None),
+                incoming.intakeq_last_modified.is_(None),
+                incoming.intakeq_last_modified >= stored,
+            ),
         ).returning(APPOINTMENTS.c.pq_appointment_id, APPOINTMENTS.c.id)
 
     @staticmethod
@@ -222,7 +358,9 @@ class AppointmentWriter:
         action: str,
     ) -> None:
         """Count what a write did to one appointment (and list it, in a patient's run)."""
-        result = ctx.results[patient_id]
+        result = ctx.results.get(patient_id)
+        if result is None:
+            return  # moved to a patient outside this run
         if action == "new":
             result.summary.new += 1
         elif action == "updated":
@@ -240,3 +378,8 @@ class AppointmentWriter:
                     action=action,
                 )
             )
+
+
+def _newer(stored: datetime | None, incoming: datetime | None) -> bool:
+    """Whether the stored row's IntakeQ LastModified is later than the incoming record's."""
+    return stored is not None and incoming is not None and stored > incoming

@@ -1,0 +1,173 @@
+"""Which of our patients an IntakeQ record belongs to, and when a patient's ClientId changes.
+
+IntakeQ's `client` filter is a partial match and is never trusted. The rules:
+
+1. A record whose ClientId is a patient's is that patient's (every patient, not only the
+   run's: a ClientId held by another organisation's patient is never taken by a second one).
+2. Otherwise a record carrying a patient's email (case-insensitive; plus-addresses are
+   distinct) teaches that patient's ClientId, but only when exactly one IntakeQ client
+   carries the email (`GET /clients?search=`, asked once per email and run). Two or more
+   means neither is learned, nothing of either is written, and the patient is flagged for
+   staff ("2 IntakeQ clients share this email").
+3. A patient whose ClientId is known follows a new one only when IntakeQ lists an
+   appointment we store for them (same Id) under the new ClientId with their email (profiles
+   merged, a profile re-created); the change is audited. A record with their email under
+   another ClientId that we do not store for them is someone else's (a family member).
+4. Anything else is not our patient's.
+
+Pure but for the `lookup` callable; the writer asks `prepare` before its write transaction
+so no request is made while the database is locked.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class PatientIdentity:
+    """What identity knows of a patient."""
+
+    id: uuid.UUID
+    email: str
+    client_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ClientIdChange:
+    patient_id: uuid.UUID
+    old: int | None
+    new: int
+
+
+# How many IntakeQ clients carry one email, by ClientId: the answer to `GET /clients?search=`
+# filtered to exact (case-insensitive) email matches.
+ClientLookup = Callable[[str], set[int]]
+
+SHARED_EMAIL = "{n} IntakeQ clients share this email"
+
+
+@dataclass
+class Identities:
+    """Every patient's identity for one run; `scope` are the patients the run syncs."""
+
+    patients: Iterable[PatientIdentity]
+    scope: set[uuid.UUID]
+    lookup: ClientLookup | None = None
+    by_client_id: dict[int, PatientIdentity] = field(init=False)
+    by_email: dict[str, PatientIdentity] = field(init=False)
+    by_id: dict[uuid.UUID, PatientIdentity] = field(init=False)
+    # Email -> ClientIds carrying it, as IntakeQ answered this run.
+    _carriers: dict[str, set[int]] = field(init=False, default_factory=dict)
+    # Patients whose email more than one IntakeQ client carries: patient id -> how many.
+    shared: dict[uuid.UUID, int] = field(init=False, default_factory=dict)
+    # ClientIds learned or followed since the last `take_changes`.
+    _changes: list[ClientIdChange] = field(init=False, default_factory=list)
+    # (patient, ClientId) pairs refused because another patient holds the ClientId.
+    held_elsewhere: set[tuple[uuid.UUID, int]] = field(init=False, default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.by_client_id = {}
+        self.by_email = {}
+        self.by_id = {}
+        for patient in self.patients:
+            self.by_id[patient.id] = patient
+            if patient.client_id is not None:
+                self.by_client_id[patient.client_id] = patient
+            self.by_email[patient.email.lower()] = patient
+
+    # -- before the write transaction: questions to IntakeQ --------------------------------
+
+    def needs_lookup(self, client_id: int | None, email: str | None) -> str | None:
+        """The email to ask IntakeQ about before this record can be judged, if any."""
+        if client_id is None or client_id in self.by_client_id or not email:
+            return None
+        patient = self.by_email.get(email.lower())
+        if patient is None or patient.client_id is not None or self.lookup is None:
+            return None
+        key = email.lower()
+        return None if key in self._carriers else key
+
+    def prepare(self, client_id: int | None, email: str | None) -> None:
+        """Ask IntakeQ (once per email and run) who carries this record's email."""
+        key = self.needs_lookup(client_id, email)
+        if key is not None and self.lookup is not None:
+            self._carriers[key] = self.lookup(key)
+
+    # -- inside the write transaction: pure --------------------------------------------------
+
+    def owner_of(self, client_id: int | None, email: str | None) -> PatientIdentity | None:
+        """Whose record this is, without learning anything (rules 1 and 2's email match)."""
+        if client_id is not None and client_id in self.by_client_id:
+            return self.by_client_id[client_id]
+        patient = self.by_email.get(email.lower()) if email else None
+        if patient is None or patient.id in self.shared:
+            return None
+        if patient.client_id not in (None, client_id):
+            return None  # our email under another IntakeQ client: rule 3 decides
+        return patient
+
+    def resolve(
+        self, client_id: int | None, email: str | None, stored_for: uuid.UUID | None = None
+    ) -> PatientIdentity | None:
+        """Whose record this is, applying rules 1-4; `stored_for` is the patient we store
+        this appointment (same Id) for, if any. Learns and follows ClientIds."""
+        if client_id is not None and client_id in self.by_client_id:
+            return self.by_client_id[client_id]
+        patient = self.by_email.get(email.lower()) if email else None
+        if patient is None or client_id is None:
+            return patient if patient is not None and patient.id not in self.shared else None
+        if patient.id in self.shared:
+            return None
+        if patient.client_id is None:
+            carriers = self._carriers.get(patient.email.lower())
+            if carriers is not None and len(carriers) > 1:
+                self.shared[patient.id] = len(carriers)
+                return None
+            if carriers is not None and client_id not in carriers:
+                return None  # IntakeQ's own answers disagree: learn nothing this run
+            self._set(patient, client_id)
+            return patient
+        if stored_for == patient.id:
+            self._set(patient, client_id)  # rule 3: the patient's ClientId follows
+            return patient
+        return None
+
+    def note_held_elsewhere(self, patient_id: uuid.UUID, client_id: int) -> None:
+        self.held_elsewhere.add((patient_id, client_id))
+
+    def _set(self, patient: PatientIdentity, client_id: int) -> None:
+        old = patient.client_id
+        if old is not None:
+            self.by_client_id.pop(old, None)
+        patient.client_id = client_id
+        self.by_client_id[client_id] = patient
+        self._changes.append(ClientIdChange(patient.id, old, client_id))
+
+    def take_changes(self) -> list[ClientIdChange]:
+        """ClientIds learned or followed since the last call, to store with the page."""
+        changes, self._changes = self._changes, []
+        return changes
+
+    def undo(self, changes: Iterable[ClientIdChange]) -> None:
+        """Forget changes whose transaction rolled back."""
+        for change in reversed(list(changes)):
+            patient = self.by_id[change.patient_id]
+            self.by_client_id.pop(change.new, None)
+            patient.client_id = change.old
+            if change.old is not None:
+                self.by_client_id[change.old] = patient
+
+    def in_scope(self, patient: PatientIdentity | None) -> bool:
+        return patient is not None and patient.id in self.scope
+
+    def email_of(self, patient_id: uuid.UUID) -> str:
+        return self.by_id[patient_id].email
+
+
+def exact_carriers(email: str, found: Iterable[tuple[int, str | None]]) -> set[int]:
+    """The ClientIds among `/clients` search results whose email is exactly `email`."""
+    wanted = email.lower()
+    return {client_id for client_id, their in found if (their or "").lower() == wanted}
