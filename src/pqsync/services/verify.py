@@ -11,15 +11,17 @@ compares it with our live rows of the scope's patients:
 
 It names appointments by IntakeQ id and patients by our id, never by name. It writes nothing
 but its own record (`verifications`): it measures, the sync repairs. Whose appointment an
-IntakeQ record is follows its own rule, not the sync's matcher: the patient whose ClientId
-it carries, else the patient whose email it carries when exactly one ClientId in the fetch
-carries that email; an email carried by several ClientIds is ambiguous and not judged.
+IntakeQ record is follows its own rule, written apart from the sync's: the patient whose
+ClientId it carries; else the patient whose email it carries, when its ClientId is the only
+IntakeQ client carrying that email (`GET /clients`, asked once per such email: a merged or
+re-created profile); else nobody of ours (two clients on one email: neither is shown).
+A verification therefore costs the window's pages plus one request per such email.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -39,10 +41,11 @@ from pqsync.domain.status import map_status
 from pqsync.domain.windows import Window, default_window
 from pqsync.intakeq.client import RequestTally
 from pqsync.intakeq.errors import IntakeQError
-from pqsync.intakeq.models import Appointment, AppointmentQuery, MalformedRecord
+from pqsync.intakeq.models import Appointment, AppointmentQuery, Client, MalformedRecord
 from pqsync.logging import get_logger
 from pqsync.services.alerts import Alerts
 from pqsync.services.sync.context import Lookups
+from pqsync.services.sync.identity import exact_carriers
 from pqsync.services.sync.plan import PAGE_SIZE, Planner, bounded, page_limit
 
 log = get_logger("pqsync.verify")
@@ -85,6 +88,8 @@ class VerificationSource(Protocol):
     def counting(self) -> AbstractContextManager[RequestTally]: ...
 
     def appointment_pages(self, query: AppointmentQuery) -> Generator[list[Record], None, None]: ...
+
+    def clients(self, search: str | None = None) -> Iterator[Client]: ...
 
 
 @dataclass(frozen=True)
@@ -299,7 +304,7 @@ class Verifier:
         try:
             with self.source.counting() as tally:
                 try:
-                    fetched = self._fetch(scope.window, expected)
+                    listed = self._owned(self._fetch(scope.window, expected))
                 finally:
                     result.requests_made = tally.sent
         except IntakeQError as exc:
@@ -307,9 +312,13 @@ class Verifier:
             result.error = f"IntakeQ: {exc}"
             return self._close(result)
         with Session(self.engine) as session:
-            self._compare(session, scope, fetched, result)
+            self._compare(session, scope, listed, result)
         result.status = "discrepancies" if result.discrepancies else "accurate"
         return self._close(result)
+
+    def _carriers(self, email: str) -> set[int]:
+        """The ClientIds IntakeQ's clients carrying exactly this email (`GET /clients`)."""
+        return exact_carriers(email, ((c.client_id, c.email) for c in self.source.clients(email)))
 
     def _fetch(self, window: Window, expected: int) -> list[Record]:
         records: list[Record] = []
@@ -325,28 +334,28 @@ class Verifier:
 
     # -- comparing ------------------------------------------------------------------------
 
-    def _compare(
-        self, session: Session, scope: _Scope, fetched: list[Record], result: VerificationResult
-    ) -> None:
-        in_scope = {pid for pid, _email, _client in scope.patients}
-        owners = _Owners(self._all_patients(session), fetched)
-        lookups = Lookups.load(session)
-        theirs: dict[str, tuple[Appointment, uuid.UUID | None]] = {}
-        unreadable: set[str] = set()
-        unidentified = False
+    def _owned(self, fetched: list[Record]) -> _Listed:
+        """IntakeQ's records with their owners (asking `/clients` where an email needs it)."""
+        with Session(self.engine) as session:
+            owners = _Owners(self._all_patients(session), self._carriers)
+        listed = _Listed()
         for record in fetched:
             if isinstance(record, MalformedRecord):
                 if record.appointment_id:
-                    unreadable.add(record.appointment_id)
+                    listed.unreadable.add(record.appointment_id)
                 else:
-                    unidentified = True
+                    listed.unidentified = True
                 continue
-            owner = owners.owner(record)
-            if owner is _AMBIGUOUS:
-                unreadable.add(record.id)
-                continue
-            theirs[record.id] = (record, owner if isinstance(owner, uuid.UUID) else None)
+            listed.theirs[record.id] = (record, owners.owner(record))
+        return listed
 
+    def _compare(
+        self, session: Session, scope: _Scope, listed: _Listed, result: VerificationResult
+    ) -> None:
+        in_scope = {pid for pid, _email, _client in scope.patients}
+        lookups = Lookups.load(session)
+        theirs, unreadable = listed.theirs, listed.unreadable
+        unidentified = listed.unidentified
         start, end = scope.window.bounds(self.practice_zone)
         columns = [
             AppointmentRow.pq_appointment_id,
@@ -506,40 +515,43 @@ class SlotTaken(Exception):
     """Another worker already ran (or runs) this week's scheduled verification."""
 
 
-_AMBIGUOUS = object()
+@dataclass
+class _Listed:
+    theirs: dict[str, tuple[Appointment, uuid.UUID | None]] = field(default_factory=dict)
+    unreadable: set[str] = field(default_factory=set)  # ids of records we cannot read
+    unidentified: bool = False  # a record without an Id: absence proves nothing
 
 
 class _Owners:
     """Whose IntakeQ record is whose, by the verification's own rule (module docstring)."""
 
     def __init__(
-        self, patients: Iterable[tuple[uuid.UUID, str, int | None]], fetched: list[Record]
+        self,
+        patients: Iterable[tuple[uuid.UUID, str, int | None]],
+        carriers: Callable[[str], set[int]],
     ) -> None:
         self.by_client: dict[int, uuid.UUID] = {}
-        self.by_email: dict[str, uuid.UUID] = {}
+        self.by_email: dict[str, tuple[uuid.UUID, int | None]] = {}
         for pid, email, client_id in patients:
             if client_id is not None:
                 self.by_client[client_id] = pid
-            self.by_email[email.lower()] = pid
-        self.clients_of_email: dict[str, set[int | None]] = {}
-        for record in fetched:
-            if isinstance(record, Appointment) and record.client_email:
-                email = record.client_email.lower()
-                self.clients_of_email.setdefault(email, set()).add(record.client_id)
+            self.by_email[email.lower()] = (pid, client_id)
+        self.carriers = carriers
+        self._asked: dict[str, set[int]] = {}
 
-    def owner(self, record: Appointment) -> uuid.UUID | object | None:
-        email = record.client_email.lower() if record.client_email else None
-        if email in self.by_email and len(self.clients_of_email.get(email or "", ())) > 1:
-            return _AMBIGUOUS
+    def owner(self, record: Appointment) -> uuid.UUID | None:
         if record.client_id is not None and record.client_id in self.by_client:
             return self.by_client[record.client_id]
-        if email is None:
+        email = (record.client_email or "").lower()
+        if record.client_id is None or email not in self.by_email:
             return None
-        patient = self.by_email.get(email)
-        if patient is None:
-            return None
-        held_by = self.by_client.get(record.client_id) if record.client_id is not None else None
-        return patient if held_by in (None, patient) else None
+        patient, _known = self.by_email[email]
+        if email not in self._asked:
+            self._asked[email] = self.carriers(email)
+        # Our patient's email on a ClientId no patient holds: theirs only when it is the one
+        # IntakeQ client carrying that email (a re-created or merged profile). Two clients on
+        # one email (a family member) make the record nobody's: neither is shown.
+        return patient if self._asked[email] == {record.client_id} else None
 
 
 def _column(name: str) -> Any:
