@@ -17,8 +17,10 @@ from pqsync.intakeq.budget import BudgetUsage, DatabaseBudget
 from pqsync.intakeq.client import IntakeQClient
 from pqsync.jobs.queue import make_queue
 from pqsync.jobs.tasks import Jobs
+from pqsync.services.alerts import Alerts, SmtpMailer
 from pqsync.services.sync import SyncService
 from pqsync.services.sync.locks import SyncLocks
+from pqsync.services.verify import Verifier
 from pqsync.settings import Settings
 
 
@@ -106,6 +108,35 @@ class App:
             default_timezone=self.settings.timezone,
             practice_timezone=self.settings.practice_timezone,
             locks=self.sync_locks(),
+        )
+
+    def verifier(self) -> Verifier:
+        """`pqsync verify`: the stored window against IntakeQ's, within the day's budget."""
+        self.require_schema()
+
+        def requests_left() -> int:
+            usage = self.budget_usage()
+            return max(0, usage.daily_limit - usage.day_used)
+
+        return Verifier(
+            self.engine,
+            self.intakeq,
+            clock=self.clock,
+            practice_timezone=self.settings.practice_timezone,
+            requests_left=requests_left,
+            alerts=self.alerts(),
+        )
+
+    def alerts(self) -> Alerts:
+        """Alerts by mail (`PQSYNC_SMTP_URL`, `PQSYNC_ALERT_EMAILS`), else the log; always
+        listed on the staff page."""
+        settings = self.settings
+        return Alerts(
+            self.engine,
+            self.clock,
+            mailer=SmtpMailer.from_url(settings.smtp_url) if settings.smtp_url else None,
+            recipients=settings.alert_recipients,
+            base_url=settings.base_url,
         )
 
     def sync_locks(self) -> SyncLocks:

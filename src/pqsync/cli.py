@@ -29,6 +29,7 @@ from pqsync.services.practitioners import (
 )
 from pqsync.services.sync import SyncInputError, SyncResult, SyncService
 from pqsync.services.sync.locks import SyncInProgress
+from pqsync.services.verify import VerificationResult, VerifyInputError
 from pqsync.settings import SettingsError, load_settings
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -55,6 +56,7 @@ USER_ERRORS = (
     NotSetUp,
     SyncInProgress,
     PractitionerError,
+    VerifyInputError,
 )
 
 
@@ -278,6 +280,67 @@ def sync_nightly(as_json: JsonOpt = False) -> None:
         return service.sync_nightly(progress=progress)
 
     _run_sync(as_json, run)
+
+
+# `pqsync verify`'s exit code when it found discrepancies (1 is for errors).
+DISCREPANCIES_EXIT = 2
+
+
+@cli.command("verify")
+def verify(
+    organization: Annotated[
+        str | None, typer.Argument(help="Organisation id or slug (or --all).")
+    ] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every organisation at once.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare what we store in the window with what IntakeQ has: missing, extra and stale
+    appointments, by id. Exit 2 when there are discrepancies, 1 when it could not measure."""
+    if (organization is None) == (not every):
+        fail("name one organisation or pass --all")
+    with application() as app:
+        result = app.verifier().verify(None if every else organization)
+    print_verification(result, as_json)
+
+
+def print_verification(result: VerificationResult, as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(result.as_json()))
+    else:
+        scope = result.organization_name or "all organisations"
+        out.print(
+            f"{scope}: {result.window.start} to {result.window.end}, "
+            f"{result.requests_made} IntakeQ request(s)",
+            highlight=False,
+        )
+        if result.accuracy is not None:
+            out.print(
+                f"accuracy {result.accuracy:.1f}% ({result.compared:,} appointments compared): "
+                f"{result.count('missing')} missing, {result.count('extra')} extra, "
+                f"{result.count('stale')} stale",
+                highlight=False,
+            )
+        if result.not_judged:
+            out.print(
+                f"note: {result.not_judged} IntakeQ record(s) could not be judged (unreadable, "
+                "an email two IntakeQ clients share, or written by a sync meanwhile)",
+                highlight=False,
+            )
+        for d in result.discrepancies[:50]:
+            fields = "; ".join(
+                f"{name} {v['stored']} -> {v['intakeq']}" if v else name
+                for name, v in d.fields.items()
+            )
+            out.print(
+                f"{d.kind}: appointment {d.appointment_id} (patient {d.patient_id}): {d.reason}"
+                + (f" [{fields}]" if fields else ""),
+                highlight=False,
+                markup=False,
+            )
+    if result.status in ("failed", "skipped"):
+        fail(f"verification {result.status}: {result.error}")
+    if result.discrepancies:
+        raise typer.Exit(DISCREPANCIES_EXIT)
 
 
 @practitioners_cli.command("list")

@@ -288,3 +288,33 @@ def test_serve_refuses_zero_workers(imported: dict[str, str]) -> None:
     assert "--workers must be at least 1" in one_error_line(
         run(imported, "serve", "--workers", "0")
     )
+
+
+def test_verify_says_100_percent_after_a_sync_and_names_a_row_changed_behind_its_back(
+    imported: dict[str, str], engine: Engine
+) -> None:
+    assert run(imported, "sync", "org", "first-step-house").returncode == 0
+
+    accurate = run(imported, "verify", "first-step-house")
+    assert accurate.returncode == 0, accurate.stderr
+    assert re.search(
+        r"accuracy 100\.0% \([\d,]+ appointments compared\): 0 missing, 0 extra, 0 stale",
+        accurate.stdout,
+    ), accurate.stdout
+
+    with Session(engine) as session, session.begin():
+        row = session.scalars(select(Appointment).order_by(Appointment.start_time)).first()
+        assert row is not None
+        row.start_time = row.start_time.replace(year=row.start_time.year - 1)
+        tampered = row.pq_appointment_id
+    found = run(imported, "verify", "--all", "--json")
+    assert found.returncode == 2, found.stderr
+    body = json.loads(found.stdout)
+    assert body["status"] == "discrepancies"
+    assert [(d["appointmentId"], d["kind"]) for d in body["discrepancies"]] == [(tampered, "stale")]
+    assert "start_time" in body["discrepancies"][0]["fields"]
+    assert body["accuracyPercent"] < 100.0
+
+
+def test_verify_needs_one_organisation_or_all(env: dict[str, str]) -> None:
+    assert "name one organisation or pass --all" in one_error_line(run(env, "verify"))

@@ -4,14 +4,10 @@ failure streak, one on recovery, none while healthy, never a patient's data."""
 from __future__ import annotations
 
 import html
-import socket
 from collections.abc import Callable, Iterator
-from email import message_from_bytes
-from email.message import Message
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from mail_support import Inbox, smtp_server, text_of
 from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 from web_support import PASSWORD, USERS, Seed, open_client, unreachable_intakeq
@@ -22,35 +18,10 @@ from pqsync.db.tables import Alert, Patient
 ALERT_TO = "ops@clinic.example"
 
 
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        content = envelope.content
-        data = content if isinstance(content, bytes) else str(content).encode()
-        self.messages.append(message_from_bytes(data))
-        return "250 OK"
-
-
 @pytest.fixture
 def inbox() -> Iterator[tuple[Inbox, int]]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    handler = Inbox()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield handler, port
-    finally:
-        controller.stop()
-
-
-def text_of(message: Message) -> str:
-    payload = message.get_payload(decode=True)
-    assert isinstance(payload, bytes)
-    return payload.decode("utf-8")
+    with smtp_server() as server:
+        yield server
 
 
 def org_sync(app: App, seed: Seed) -> int:

@@ -325,7 +325,8 @@ class Alert(Base):
     __tablename__ = "alerts"
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     key: Mapped[str] = mapped_column(String(200), index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # failure | recovery | missed
+    # failure | recovery | missed | discrepancy | accurate (a verification's streak)
+    kind: Mapped[str] = mapped_column(String(16))
     subject: Mapped[str] = mapped_column(String(300))
     body: Mapped[str] = mapped_column(Text)
     organization_id: Mapped[uuid.UUID | None] = mapped_column(
@@ -372,3 +373,31 @@ class WebhookEvent(Base):
         Index("ix_webhook_events_key_at", "coalesce_key", "received_at"),
         Index("ix_webhook_events_received_at", "received_at"),
     )
+
+
+class Verification(Base):
+    """One `pqsync verify`: what we store in the window compared with what IntakeQ lists
+    (missing, extra and stale appointments, by IntakeQ id). Holds ids, never names."""
+
+    __tablename__ = "verifications"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    scope: Mapped[str] = mapped_column(String(16))  # all | organization
+    organization_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("organizations.id", ondelete="SET NULL")
+    )
+    triggered_by: Mapped[str] = mapped_column(String(16))  # cli | schedule
+    # running | accurate | discrepancies | failed | skipped
+    status: Mapped[str] = mapped_column(String(16))
+    # The weekly slot a scheduled verification claims (one per slot however many workers).
+    slot: Mapped[str | None] = mapped_column(String(32), unique=True)
+    window_start: Mapped[date] = mapped_column(Date)
+    window_end: Mapped[date] = mapped_column(Date)
+    compared: Mapped[int] = mapped_column(default=0)
+    missing: Mapped[int] = mapped_column(default=0)
+    extra: Mapped[int] = mapped_column(default=0)
+    stale: Mapped[int] = mapped_column(default=0)
+    requests_made: Mapped[int] = mapped_column(default=0)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    discrepancies: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    started_at: Mapped[datetime] = mapped_column(index=True)
+    finished_at: Mapped[datetime | None] = mapped_column()

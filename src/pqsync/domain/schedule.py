@@ -41,3 +41,19 @@ def latest_due_day(now: datetime, zone: ZoneInfo, at: time = NIGHTLY_AT) -> date
     if local_instant(today, at, zone) <= now:
         return today
     return today - timedelta(days=1)
+
+
+# The weekly verification: Sunday 04:00 in the practice's zone (after the nightly runs).
+VERIFY_WEEKDAY = 6  # Monday is 0
+VERIFY_AT = time(4, 0)
+
+
+def latest_weekly_day(
+    now: datetime, zone: ZoneInfo, weekday: int = VERIFY_WEEKDAY, at: time = VERIFY_AT
+) -> date:
+    """The most recent local `weekday` whose `at` has come by `now`."""
+    today = now.astimezone(zone).date()
+    day = today - timedelta(days=(today.weekday() - weekday) % 7)
+    if local_instant(day, at, zone) > now:
+        day -= timedelta(days=7)
+    return day

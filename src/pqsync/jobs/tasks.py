@@ -14,12 +14,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from pqsync.db.tables import SyncLog, WorkerHeartbeat
 from pqsync.domain.windows import Window
 from pqsync.logging import get_logger
-from pqsync.services.alerts import Alerts, SmtpMailer
+from pqsync.services.alerts import Alerts
 from pqsync.services.housekeeping import prune
 from pqsync.services.schedule import NightlySchedule
 from pqsync.services.sync import SCHEDULE_ACTOR, Actor, PreparedRun, SyncResult, SyncService
 from pqsync.services.sync.locks import SyncInProgress, SyncLocks, default_holder
 from pqsync.services.sync.results import SyncInputError
+from pqsync.services.verify import SlotTaken
 from pqsync.services.webhooks import Admission, WebhookGate
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class Jobs:
         self._run = huey.task(name="run_sync")(self._run_prepared)
         self._start = huey.task(name="start_sync")(self._start_scope)
         self._refetch = huey.task(name="webhook_refetch")(self._webhook_refetch)
+        self._verify = huey.task(name="verify")(self._weekly_verification)
         huey.periodic_task(crontab(), name="tick")(self.tick)
 
     @property
@@ -59,14 +61,7 @@ class Jobs:
         return self.app.engine
 
     def alerts(self) -> Alerts:
-        settings = self.app.settings
-        return Alerts(
-            self.engine,
-            self.app.clock,
-            mailer=SmtpMailer.from_url(settings.smtp_url) if settings.smtp_url else None,
-            recipients=settings.alert_recipients,
-            base_url=settings.base_url,
-        )
+        return self.app.alerts()
 
     def schedule(self) -> NightlySchedule:
         return NightlySchedule(self.engine, self.app.clock, self.worker)
@@ -225,7 +220,24 @@ class Jobs:
             started = None  # the next tick claims again
         if started is not None:
             self.run_later(started[1])
+        self.verify_if_due()
         prune(self.engine, now, log_retention_days=self.app.settings.log_retention_days)
+
+    def verify_if_due(self) -> None:
+        """Queue this week's verification of every organisation once its time has come
+        (Sunday 04:00 in the practice's zone); it runs when the day's budget allows."""
+        if self.app.verifier().due_slot() is not None:
+            self._verify()
+
+    def _weekly_verification(self) -> None:
+        verifier = self.app.verifier()
+        slot = verifier.due_slot()
+        if slot is None:
+            return
+        try:
+            verifier.verify(None, trigger="schedule", slot=slot)
+        except SlotTaken:
+            log.info("job.verify_skipped", reason="another worker has this week's")
 
     def heartbeat(self, now: datetime) -> None:
         """Record that this worker is alive (`/healthz`)."""

@@ -159,6 +159,41 @@ class Alerts:
         )
         self._deliver(key, "missed", subject, body, None, organization_id)
 
+    def verification_finished(
+        self,
+        *,
+        organization_id: uuid.UUID | None,
+        organization_name: str | None,
+        compared: int,
+        counts: dict[str, int],
+    ) -> None:
+        """A verification with discrepancies opens a streak (one mail); one that finds none
+        closes it (one mail). Counts only: the staff page lists the appointments by id."""
+        key = f"verify:{organization_id or 'all'}"
+        where = organization_name or "all organisations"
+        found = sum(counts.values())
+        page = f"{self.base_url}/staff/runs#accuracy"
+        if found:
+            if not self._flip(key, failing=True):
+                return
+            subject = f"pqsync: stored appointments differ from IntakeQ ({where})"
+            body = (
+                f"The verification compared {compared} appointments of {where} with IntakeQ "
+                f"and found {found} that differ: {counts.get('missing', 0)} missing, "
+                f"{counts.get('extra', 0)} extra, {counts.get('stale', 0)} stale.\n\n"
+                f"Each one, by id: {page}\n\n"
+                "A sync of the organisation usually repairs them; if they stay, pqsync has a "
+                "bug. You get one mail per streak, and one when the data matches again.\n"
+            )
+            self._deliver(key, "discrepancy", subject, body, None, organization_id)
+        elif self._flip(key, failing=False):
+            subject = f"pqsync: stored appointments match IntakeQ again ({where})"
+            body = (
+                f"The verification compared {compared} appointments of {where} with IntakeQ "
+                f"and found none that differ.\n\n{page}\n"
+            )
+            self._deliver(key, "accurate", subject, body, None, organization_id)
+
     # -- internals -----------------------------------------------------------------------
 
     def _facts(self, run_id: uuid.UUID) -> RunFacts | None:

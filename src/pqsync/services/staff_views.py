@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pqsync.db.tables import Alert, Organization, PartnerUser, Patient, SyncLog
+from pqsync.db.tables import Alert, Organization, PartnerUser, Patient, SyncLog, Verification
 from pqsync.domain.run_types import RUN_TYPES
 from pqsync.domain.visibility import TRIGGER_LABELS
 
@@ -228,3 +228,87 @@ def recent_alerts(session: Session, zone: ZoneInfo) -> list[AlertLine]:
         AlertLine(a.created_at.astimezone(zone), a.subject, a.delivery, a.run_id)
         for a in newest_alerts(session, ALERTS_SHOWN)
     ]
+
+
+@dataclass(frozen=True)
+class DiscrepancyLine:
+    kind: str  # missing | extra | stale
+    appointment_id: str  # IntakeQ's
+    patient_id: str | None
+    reason: str
+    fields: list[str]  # "status: scheduled -> cancelled", or a field's name alone
+
+
+@dataclass(frozen=True)
+class AccuracyView:
+    """The newest verification that measured something, and a newer one that could not."""
+
+    percent: float
+    compared: int
+    measured_at: datetime  # in the staff's zone
+    scope: str  # the organisation's name, or "all organisations"
+    missing: int
+    extra: int
+    stale: int
+    discrepancies: list[DiscrepancyLine]
+    not_measured: str | None = None  # "skipped: not enough of today's requests..."
+
+
+def _discrepancy_line(raw: Mapping[str, Any]) -> DiscrepancyLine:
+    raw_fields = raw.get("fields")
+    fields: Mapping[str, Any] = raw_fields if isinstance(raw_fields, Mapping) else {}
+    described = []
+    for name, values in sorted(fields.items()):
+        if isinstance(values, Mapping) and values:
+            described.append(f"{name}: {values.get('stored')} -> {values.get('intakeq')}")
+        else:
+            described.append(str(name))
+    patient = raw.get("patientId")
+    return DiscrepancyLine(
+        kind=str(raw.get("kind", "")),
+        appointment_id=str(raw.get("appointmentId", "")),
+        patient_id=str(patient) if patient else None,
+        reason=str(raw.get("reason", "")),
+        fields=described,
+    )
+
+
+def accuracy(session: Session, zone: ZoneInfo) -> AccuracyView | None:
+    """What `/staff/runs` shows of `pqsync verify`: None before the first measurement."""
+    measured = session.scalar(
+        select(Verification)
+        .where(Verification.status.in_(("accurate", "discrepancies")))
+        .order_by(Verification.started_at.desc())
+        .limit(1)
+    )
+    if measured is None:
+        return None
+    newer = session.scalar(
+        select(Verification)
+        .where(
+            Verification.started_at > measured.started_at,
+            Verification.status.in_(("failed", "skipped")),
+        )
+        .order_by(Verification.started_at.desc())
+        .limit(1)
+    )
+    org_name = (
+        session.scalar(select(Organization.name).where(Organization.id == measured.organization_id))
+        if measured.organization_id
+        else None
+    )
+    found = measured.missing + measured.extra + measured.stale
+    compared = measured.compared
+    return AccuracyView(
+        percent=100.0 * (compared - found) / compared if compared else 100.0,
+        compared=compared,
+        measured_at=measured.started_at.astimezone(zone),
+        scope=org_name or "all organisations",
+        missing=measured.missing,
+        extra=measured.extra,
+        stale=measured.stale,
+        discrepancies=[
+            _discrepancy_line(d) for d in measured.discrepancies or [] if isinstance(d, Mapping)
+        ],
+        not_measured=f"{newer.status}: {newer.error_message}" if newer is not None else None,
+    )

@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import GaugeMetricFamily, Metric
+from sqlalchemy.orm import Session
 
 from pqsync.bootstrap import App
 from pqsync.intakeq.budget import key_fingerprint
-from pqsync.services import health
+from pqsync.services import health, verify
 from pqsync.settings import SettingsError
 from pqsync.web.deps import ContextDep, MetricsCaller, SessionDep
 from pqsync.web.errors import ApiError, responses
@@ -59,6 +60,39 @@ def metrics(ctx: ContextDep) -> Response:
     return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
+def accuracy_metrics(app: App) -> Iterator[Metric]:
+    """The newest `pqsync verify` that measured something (NaN: never measured)."""
+    with Session(app.engine) as session:
+        measured = verify.latest(session)
+    nan = float("nan")
+    found = measured.missing + measured.extra + measured.stale if measured else 0
+    compared = measured.compared if measured else 0
+    yield GaugeMetricFamily(
+        "pqsync_accuracy_ratio",
+        "Share of compared appointments whose stored copy matches IntakeQ (0 to 1).",
+        value=(compared - found) / compared if compared else (1.0 if measured else nan),
+    )
+    yield GaugeMetricFamily(
+        "pqsync_accuracy_compared",
+        "Appointments the newest verification compared.",
+        value=compared if measured else nan,
+    )
+    kinds = GaugeMetricFamily(
+        "pqsync_accuracy_discrepancies",
+        "Appointments the newest verification found differing, by kind.",
+        labels=["kind"],
+    )
+    if measured is not None:
+        for kind in ("missing", "extra", "stale"):
+            kinds.add_metric([kind], getattr(measured, kind))
+    yield kinds
+    yield GaugeMetricFamily(
+        "pqsync_accuracy_age_seconds",
+        "Seconds since the newest verification that measured something began.",
+        value=(app.clock() - measured.started_at).total_seconds() if measured else nan,
+    )
+
+
 def operational_metrics(app: App) -> Iterator[Metric]:
     """Gauges read from the database and the queue at each scrape."""
     now = app.clock()
@@ -75,6 +109,7 @@ def operational_metrics(app: App) -> Iterator[Metric]:
     for (run_type, status), count in sorted(health.runs_by_type_and_outcome(engine).items()):
         runs.add_metric([run_type, status], count)
     yield runs
+    yield from accuracy_metrics(app)
     yield GaugeMetricFamily(
         "pqsync_queue_depth", "Jobs waiting in the queue.", value=app.jobs.pending()
     )
