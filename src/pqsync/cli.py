@@ -107,16 +107,34 @@ def db_upgrade() -> None:
 @directory_cli.command("import")
 def directory_import(
     file: Annotated[Path, typer.Argument(help="The directory file (JSON).")],
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="Also end the affiliations and users (of the organisations the file lists) "
+            "that the file no longer names.",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would change; change nothing.")
+    ] = False,
 ) -> None:
     """Import organisations, providers, services, patients, affiliations and users."""
     with application() as app:
         app.require_schema()
-        counts = import_directory_file(app.engine, file)
+        counts = import_directory_file(app.engine, file, prune=prune, dry_run=dry_run)
+        for line in counts.ended:
+            out.print(
+                ("would end: " if dry_run else "ended: ") + line, highlight=False, soft_wrap=True
+            )
         created = sum(counts.created.values())
         updated = sum(counts.updated.values())
         unchanged = sum(counts.unchanged.values())
+        ended = len(counts.ended)
         out.print(
-            f"directory imported: {created} created, {updated} updated, {unchanged} unchanged"
+            f"directory {'checked (dry run, nothing written)' if dry_run else 'imported'}: "
+            f"{created} created, {updated} updated, {unchanged} unchanged, {ended} ended",
+            highlight=False,
         )
 
 

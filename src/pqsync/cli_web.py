@@ -117,6 +117,7 @@ def users_deactivate(email: Annotated[str, typer.Argument(help="The user's email
         f"{done.email} {state}: {done.sessions_ended} session(s) ended, "
         f"{done.tokens_revoked} token(s) revoked",
         highlight=False,
+        soft_wrap=True,
     )
 
 

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse
 
+from pqsync.domain import visibility
 from pqsync.domain.run_types import RUN_TYPES
 from pqsync.services.auth import Principal
 from pqsync.services.organizations import all_organizations
@@ -122,6 +123,10 @@ def staff_map_practitioner(
     provider: Annotated[str, Form(max_length=320)] = "",
 ) -> HTMLResponse:
     check_form_token(user, csrf_token)
+    if not visibility.may_administer(user):
+        return practitioners_page(
+            request, ctx, user, error="Not mapped: your role may only read.", status=403
+        )
     try:
         relinked = map_practitioner(
             ctx.app.engine,
