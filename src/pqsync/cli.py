@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 from zoneinfo import ZoneInfo
@@ -14,6 +15,7 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from sqlalchemy.orm import Session
 
 from pqsync.bootstrap import App, NotSetUp, build_app
 from pqsync.cli_web import users_cli
@@ -21,6 +23,7 @@ from pqsync.db.migrate import upgrade
 from pqsync.domain.windows import Window, WindowError, parse_day, resolve_window
 from pqsync.intakeq.errors import IntakeQError
 from pqsync.logging import configure_logging
+from pqsync.services.access import AccessQueryError, access_report
 from pqsync.services.directory import DirectoryError, import_directory_file
 from pqsync.services.practitioners import (
     PractitionerError,
@@ -41,6 +44,8 @@ practitioners_cli = typer.Typer(no_args_is_help=True, help="IntakeQ practitioner
 cli.add_typer(sync_cli, name="sync")
 cli.add_typer(practitioners_cli, name="practitioners")
 cli.add_typer(users_cli, name="users")
+access_cli = typer.Typer(no_args_is_help=True, help="The access record: who read patient data.")
+cli.add_typer(access_cli, name="access")
 
 out = Console()
 err = Console(stderr=True)
@@ -55,6 +60,7 @@ USER_ERRORS = (
     NotSetUp,
     SyncInProgress,
     PractitionerError,
+    AccessQueryError,
 )
 
 
@@ -136,6 +142,65 @@ def directory_import(
             f"{created} created, {updated} updated, {unchanged} unchanged, {ended} ended",
             highlight=False,
         )
+
+
+DaysOpt = Annotated[int, typer.Option("--days", min=1, max=3660, help="How far back.")]
+
+
+def _print_access(patient_id: str | None, email: str | None, days: int, as_json: bool) -> None:
+    with application() as app:
+        app.require_schema()
+        with Session(app.engine) as session:
+            report = access_report(
+                session,
+                since=app.clock() - timedelta(days=days),
+                patient_id=patient_id,
+                user_email=email,
+            )
+    rows = [
+        {
+            "accessed_at": e.accessed_at.isoformat(),
+            "user_email": e.user_email,
+            "user_role": e.user_role,
+            "via": e.via,
+            "view": e.view,
+            "patient_id": str(e.patient_id),
+            "detail": e.detail,
+        }
+        for e in report.entries
+    ]
+    if as_json:
+        typer.echo(json.dumps({"subject": report.subject, "days": days, "reads": rows}))
+        return
+    out.print(f"{report.subject}: {len(rows)} read(s) in the last {days} days", highlight=False)
+    for row in rows:
+        out.print(
+            f"{row['accessed_at']}  {row['user_email']} ({row['user_role']}, {row['via']})  "
+            f"{row['view']}  patient {row['patient_id']}"
+            + (f"  {row['detail']}" if row["detail"] else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@access_cli.command("patient")
+def access_patient(
+    patient_id: Annotated[str, typer.Argument(help="The patient's id.")],
+    days: DaysOpt = 90,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Who was shown this patient's data, newest first."""
+    _print_access(patient_id, None, days, as_json)
+
+
+@access_cli.command("user")
+def access_user(
+    email: Annotated[str, typer.Argument(help="The user's email.")],
+    days: DaysOpt = 90,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Which patients' data this user was shown, newest first."""
+    _print_access(None, email, days, as_json)
 
 
 StartOpt = Annotated[str | None, typer.Option("--start", help="First day, YYYY-MM-DD.")]

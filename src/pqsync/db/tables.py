@@ -213,8 +213,9 @@ class SyncLog(Base):
 class PatientActivity(Base):
     __tablename__ = "patient_activity_log"
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    # RESTRICT: a patient with a change history cannot be deleted (erase them instead).
     patient_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("patients.id", ondelete="CASCADE"), index=True
+        ForeignKey("patients.id", ondelete="RESTRICT"), index=True
     )
     appointment_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("appointments.id", ondelete="SET NULL")

@@ -17,7 +17,14 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+FK = "fk_patient_activity_log_patient_id_patients"
+
+
 def upgrade() -> None:
+    # A patient's change history is a record: deleting the patient may not delete it.
+    with op.batch_alter_table("patient_activity_log", schema=None) as batch_op:
+        batch_op.drop_constraint(FK, type_="foreignkey")
+        batch_op.create_foreign_key(FK, "patients", ["patient_id"], ["id"], ondelete="RESTRICT")
     with op.batch_alter_table("partner_users", schema=None) as batch_op:
         batch_op.add_column(sa.Column("deactivated_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("deactivated_by", sa.String(length=320), nullable=True))
@@ -49,6 +56,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("patient_activity_log", schema=None) as batch_op:
+        batch_op.drop_constraint(FK, type_="foreignkey")
+        batch_op.create_foreign_key(FK, "patients", ["patient_id"], ["id"], ondelete="CASCADE")
     op.drop_table("patient_access_log")
     with op.batch_alter_table("partner_users", schema=None) as batch_op:
         batch_op.drop_column("deactivated_by")
