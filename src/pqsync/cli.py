@@ -13,13 +13,14 @@ from typing import Annotated, Any, NoReturn
 from zoneinfo import ZoneInfo
 
 import typer
+from alembic.util.exc import CommandError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from sqlalchemy.orm import Session
 
 from pqsync.bootstrap import App, NotSetUp, build_app
 from pqsync.cli_web import users_cli
-from pqsync.db.migrate import upgrade
+from pqsync.db.migrate import downgrade, schema_state, upgrade
 from pqsync.domain.windows import Window, WindowError, parse_day, resolve_window
 from pqsync.intakeq.errors import IntakeQError
 from pqsync.logging import configure_logging
@@ -108,6 +109,48 @@ def db_upgrade() -> None:
     with application() as app:
         upgrade(app.engine)
         out.print("database schema is up to date")
+
+
+@db_cli.command("current")
+def db_current(
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 1 unless the schema is this version's head.")
+    ] = False,
+) -> None:
+    """Print the database's schema revision and this version's head."""
+    with application() as app:
+        state = schema_state(app.engine)
+        if state.current is None:
+            fail("the database is not set up: run `pqsync db upgrade`")
+        where = (
+            "up to date"
+            if state.current == state.head
+            else "behind: run `pqsync db upgrade`"
+            if state.behind
+            else "ahead: written by a newer pqsync"
+        )
+        out.print(f"schema {state.current} (this version's head: {state.head}): {where}")
+        if check and state.current != state.head:
+            raise typer.Exit(1)
+
+
+@db_cli.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="The revision to go back to (e.g. 0004).")],
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Confirm: columns and tables after it are dropped.")
+    ] = False,
+) -> None:
+    """Take the schema back to an earlier revision (back up first: later tables and columns
+    and their data are dropped). Each migration runs in its own transaction."""
+    if not yes:
+        fail("a downgrade drops the tables and columns of later revisions: back up, then add --yes")
+    with application() as app:
+        try:
+            downgrade(app.engine, revision)
+        except CommandError as exc:
+            fail(f"cannot downgrade to {revision}: {exc}")
+        out.print(f"database schema is now at {schema_state(app.engine).current}")
 
 
 @directory_cli.command("import")
