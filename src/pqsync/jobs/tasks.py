@@ -3,6 +3,7 @@ later (budget paused it), re-fetch for a webhook, and the minute tick of the sch
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ from pqsync.services.housekeeping import prune
 from pqsync.services.schedule import NightlySchedule
 from pqsync.services.sync import SCHEDULE_ACTOR, Actor, PreparedRun, SyncResult, SyncService
 from pqsync.services.sync.locks import SyncInProgress, SyncLocks, default_holder
-from pqsync.services.sync.results import SyncInputError
+from pqsync.services.sync.results import HandedBack, SyncInputError
 from pqsync.services.verify import SlotTaken
 from pqsync.services.webhooks import Admission, WebhookGate
 
@@ -50,6 +51,8 @@ class Jobs:
         self.app = app
         self.huey = huey
         self.worker = worker or default_holder()
+        # Set when the worker is stopping (SIGTERM): running syncs hand back at a page's end.
+        self.stopping = threading.Event()
         self._run = huey.task(name="run_sync")(self._run_prepared)
         self._start = huey.task(name="start_sync")(self._start_scope)
         self._refetch = huey.task(name="webhook_refetch")(self._webhook_refetch)
@@ -127,10 +130,19 @@ class Jobs:
             log.warning("job.run_lost_its_lease", run_id=str(prepared.run_id))
             return
         service = self.app.sync_service()
-        self.finished(prepared, service.run(prepared))
+        self.finished(prepared, service.run(prepared, progress=self._check_stopping))
+
+    def _check_stopping(self, _label: str, _done: int, _total: int | None) -> None:
+        if self.stopping.is_set():
+            raise HandedBack()
 
     def finished(self, prepared: PreparedRun, result: SyncResult) -> None:
-        """After a run: reschedule one the day's budget paused, then alerts."""
+        """After a run: queue again one handed back by a stopping worker (the next worker
+        carries it out), reschedule one the day's budget paused, then alerts."""
+        if result.error_kind == "handed_back":
+            self._start(prepared.scope, _scope_ref(prepared), prepared.window, prepared.actor)
+            log.info("job.handed_back", run_id=str(prepared.run_id), scope=prepared.scope)
+            return
         if is_paused(result) and result.budget_frees_at is not None:
             message = paused_message(result.budget_frees_at)
             with self.engine.begin() as conn:
@@ -152,7 +164,7 @@ class Jobs:
         except (SyncInProgress, SyncInputError) as exc:
             log.info("job.start_skipped", scope=scope, reason=type(exc).__name__)
             return
-        self.finished(prepared, service.run(prepared))
+        self.finished(prepared, service.run(prepared, progress=self._check_stopping))
 
     def _webhook_refetch(
         self,
@@ -177,7 +189,7 @@ class Jobs:
             # The running sync or the nightly one picks the change up.
             log.info("webhook.sync_skipped", reason=type(exc).__name__)
             return
-        self.finished(prepared, service.run(prepared))
+        self.finished(prepared, service.run(prepared, progress=self._check_stopping))
 
     # -- the schedule -----------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from pqsync.db.engine import begin_write
 from pqsync.db.tables import ApiToken, LoginAttempt, Organization, PartnerUser, UserSession
+from pqsync.domain.roles import STAFF_ROLES
 from pqsync.services.passwords import hash_password, verify_password
 
 SESSION_LIFETIME = timedelta(hours=12)
@@ -88,7 +89,7 @@ class Principal:
 
     @property
     def is_staff(self) -> bool:
-        return self.role == "staff_admin"
+        return self.role in STAFF_ROLES
 
 
 class InvalidCredentials(Exception):

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from pqsync.db.engine import begin_write
 from pqsync.db.lookup import organization_by_ref
-from pqsync.db.tables import ApiToken, PartnerUser
-from pqsync.domain.roles import ROLES
+from pqsync.db.tables import ApiToken, PartnerUser, UserSession
+from pqsync.domain.roles import ROLES, STAFF_ROLES
 from pqsync.services.auth import new_token, token_digest
 from pqsync.services.passwords import hash_password
 
@@ -49,7 +49,7 @@ def create_user(
     organization: str | None = None,
     name: str | None = None,
 ) -> PartnerUser:
-    """Create a user; staff_admin belongs to no organisation, every other role to one."""
+    """Create a user; staff roles belong to no organisation, every other role to one."""
     try:
         address = _email_adapter.validate_python(email.strip()).lower()
     except ValidationError:
@@ -60,9 +60,9 @@ def create_user(
         raise UserInputError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
     org_id: uuid.UUID | None = None
     begin_write(session)
-    if role == "staff_admin":
+    if role in STAFF_ROLES:
         if organization:
-            raise UserInputError("a staff_admin belongs to no organization: leave out --org")
+            raise UserInputError(f"a {role} belongs to no organization: leave out --org")
     elif not organization:
         raise UserInputError(f"--org is required for role {role}")
     else:
@@ -118,3 +118,54 @@ def revoke_tokens(session: Session, email: str, *, now: datetime) -> int:
     )
     session.commit()
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+@dataclass(frozen=True)
+class Deactivation:
+    user_id: uuid.UUID
+    email: str
+    sessions_ended: int
+    tokens_revoked: int
+    already_inactive: bool
+
+
+def end_user_access(session: Session, user: PartnerUser, *, by: str, now: datetime) -> Deactivation:
+    """Within the caller's transaction: mark the user inactive (once) and end every open
+    session and API token of theirs."""
+    already_inactive = not user.is_active
+    if not already_inactive:
+        user.is_active = False
+        user.deactivated_at = now
+        user.deactivated_by = by[:320]
+    sessions = session.execute(
+        update(UserSession)
+        .where(UserSession.user_id == user.id, UserSession.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    tokens = session.execute(
+        update(ApiToken)
+        .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return Deactivation(
+        user_id=user.id,
+        email=user.email,
+        sessions_ended=int(getattr(sessions, "rowcount", 0) or 0),
+        tokens_revoked=int(getattr(tokens, "rowcount", 0) or 0),
+        already_inactive=already_inactive,
+    )
+
+
+def deactivate_user(
+    session: Session, user_id: uuid.UUID, *, by: str, now: datetime
+) -> Deactivation:
+    """Take a user off at once: inactive, every open session ended and every API token
+    revoked in one transaction, so their next request is refused (401). `by` says who did
+    it ("cli", "directory", a staff email); running it again changes nothing."""
+    begin_write(session)
+    user = session.get(PartnerUser, user_id)
+    if user is None:
+        raise UserInputError("no such user")
+    done = end_user_access(session, user, by=by, now=now)
+    session.commit()
+    return done

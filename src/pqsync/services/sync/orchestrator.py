@@ -54,7 +54,9 @@ from pqsync.services.sync.plan import (
     page_limit,
 )
 from pqsync.services.sync.results import (
+    HANDED_BACK,
     Actor,
+    HandedBack,
     PatientResult,
     PreparedRun,
     Summary,
@@ -386,6 +388,11 @@ class SyncService:
                 except (IntakeQError, LeaseLost) as exc:
                     session.rollback()
                     sync_records.record_failure(ctx.result, exc)
+                except HandedBack:
+                    session.rollback()
+                    ctx.result.status = "paused"
+                    ctx.result.error = HANDED_BACK
+                    ctx.result.error_kind = "handed_back"
                 except Exception as exc:
                     session.rollback()
                     ctx.result.status = "failed"

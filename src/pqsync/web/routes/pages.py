@@ -224,6 +224,7 @@ def roster_page(
             roster = dashboard.roster(chosen.id, search=search, cursor=cursor)
         except BadCursor:
             roster = dashboard.roster(chosen.id, search=search)
+        dashboard.record("roster_page", [row.id for row in roster.rows])
         values.update(
             rows=[roster_line(row, user, values["now"]) for row in roster.rows],
             next_cursor=roster.next_cursor,
@@ -276,6 +277,7 @@ def patient(
     except NotVisible:
         raise PageNotFound() from None
     appointments = patient_appointments(dashboard, scope) if scope.details_visible else None
+    dashboard.record("patient_page", [scope.patient.id])
     return render(
         ctx,
         request,
