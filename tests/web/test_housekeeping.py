@@ -1,5 +1,5 @@
 """Pruning on the schedule: expired sessions, old login attempts and request-budget rows go;
-sync and activity logs stay unless a retention is set."""
+sync logs stay unless a retention is set; the change history has its own (default: kept)."""
 
 from __future__ import annotations
 
@@ -67,16 +67,32 @@ def test_a_tick_prunes_what_outlived_its_window_and_keeps_the_logs(
     assert left["activity"] == fresh["activity"]
 
 
-def test_a_retention_setting_prunes_old_sync_and_activity_logs(
+def test_log_retention_prunes_old_sync_logs_and_keeps_the_change_history(
     build_app: Callable[..., App], seed: Seed, clock: FakeClock
 ) -> None:
     app = build_app(PQSYNC_LOG_RETENTION_DAYS=7)
     use_the_app(app, seed)
-    assert counts(app)["activity"] > 0
+    before = counts(app)
+    assert before["activity"] > 0
 
     clock.advance(days=8)
     app.jobs.tick()
     left = counts(app)
 
-    assert left["activity"] == 0
+    # The change history is a record, not a log: log retention leaves it whole.
+    assert left["activity"] == before["activity"]
     assert left["sync logs"] == 1  # only tonight's run, just started
+
+
+def test_the_change_history_has_its_own_retention(
+    build_app: Callable[..., App], seed: Seed, clock: FakeClock
+) -> None:
+    app = build_app(PQSYNC_LOG_RETENTION_DAYS=7, PQSYNC_CHANGE_HISTORY_RETENTION_DAYS=30)
+    use_the_app(app, seed)
+    clock.advance(days=8)
+    app.jobs.tick()
+    assert counts(app)["activity"] > 0
+
+    clock.advance(days=23)
+    app.jobs.tick()
+    assert counts(app)["activity"] == 0

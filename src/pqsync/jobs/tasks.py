@@ -225,7 +225,13 @@ class Jobs:
             started = None  # the next tick claims again
         if started is not None:
             self.run_later(started[1])
-        prune(self.engine, now, log_retention_days=self.app.settings.log_retention_days)
+        settings = self.app.settings
+        prune(
+            self.engine,
+            now,
+            log_retention_days=settings.log_retention_days,
+            change_history_retention_days=settings.change_history_retention_days,
+        )
 
     def heartbeat(self, now: datetime) -> None:
         """Record that this worker is alive (`/healthz`)."""

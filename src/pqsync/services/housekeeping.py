@@ -1,5 +1,6 @@
 """Pruning on the schedule, so that no table grows without bound: expired sessions, old
-login attempts, request-budget rows past their window; logs only past the retention setting."""
+login attempts, request-budget rows past their window; sync logs only past the retention
+setting. The change history (the activity log) is a record: only its own setting prunes it."""
 
 from __future__ import annotations
 
@@ -27,7 +28,13 @@ CLAIMS_KEPT = timedelta(days=60)
 HEARTBEATS_KEPT = timedelta(days=7)
 
 
-def prune(engine: Engine, now: datetime, *, log_retention_days: int | None) -> dict[str, int]:
+def prune(
+    engine: Engine,
+    now: datetime,
+    *,
+    log_retention_days: int | None,
+    change_history_retention_days: int | None = None,
+) -> dict[str, int]:
     """Delete what has outlived its use; returns rows deleted per table."""
     statements = {
         "user_sessions": delete(UserSession).where(
@@ -49,11 +56,13 @@ def prune(engine: Engine, now: datetime, *, log_retention_days: int | None) -> d
     }
     if log_retention_days is not None:
         cutoff = now - timedelta(days=log_retention_days)
-        statements["patient_activity_log"] = delete(PatientActivity).where(
-            PatientActivity.created_at < cutoff
-        )
+        # A pruned run's history entries stay, their run reference set to NULL.
         statements["sync_logs"] = delete(SyncLog).where(
             SyncLog.status != "running", SyncLog.started_at < cutoff
+        )
+    if change_history_retention_days is not None:
+        statements["patient_activity_log"] = delete(PatientActivity).where(
+            PatientActivity.created_at < now - timedelta(days=change_history_retention_days)
         )
     deleted: dict[str, int] = {}
     with engine.begin() as conn:

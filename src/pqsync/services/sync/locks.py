@@ -19,9 +19,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from types import TracebackType
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from pqsync.db.engine import write_connection
 from pqsync.db.tables import SyncLock, SyncLog
 from pqsync.logging import get_logger
 
@@ -96,7 +97,9 @@ class SyncLocks:
             return
         except IntegrityError:
             pass
-        with self.engine.begin() as conn:
+        # Reads then writes: the write lock is taken up front (BEGIN IMMEDIATE on SQLite), or a
+        # snapshot older than another's write fails at once with "database is locked".
+        with write_connection(self.engine) as conn, conn.begin():
             stale = conn.scalar(
                 select(SyncLock.run_id).where(
                     SyncLock.scope_key == scope_key, SyncLock.expires_at < now
@@ -157,20 +160,24 @@ class SyncLocks:
         """Close the runs whose worker died: expired leases are freed and their runs, and
         runs still `running` with no lease at all (older than one lease), marked failed."""
         now = self.clock()
-        with self.engine.begin() as conn:
-            expired = list(conn.scalars(select(SyncLock.run_id).where(SyncLock.expires_at < now)))
+        held = select(SyncLock.run_id)
+        lapsed = SyncLock.expires_at < now
+        orphan = and_(
+            SyncLog.status == "running",
+            SyncLog.started_at < now - self.lease,
+            SyncLog.id.not_in(held),
+        )
+        with self.engine.connect() as conn:  # most calls find nothing: no write lock for them
+            if (
+                conn.scalar(select(SyncLock.run_id).where(lapsed).limit(1)) is None
+                and conn.scalar(select(SyncLog.id).where(orphan).limit(1)) is None
+            ):
+                return []
+        with write_connection(self.engine) as conn, conn.begin():
+            expired = list(conn.scalars(select(SyncLock.run_id).where(lapsed)))
             if expired:
-                conn.execute(delete(SyncLock).where(SyncLock.expires_at < now))
-            held = select(SyncLock.run_id)
-            orphaned = list(
-                conn.scalars(
-                    select(SyncLog.id).where(
-                        SyncLog.status == "running",
-                        SyncLog.started_at < now - self.lease,
-                        SyncLog.id.not_in(held),
-                    )
-                )
-            )
+                conn.execute(delete(SyncLock).where(lapsed))
+            orphaned = list(conn.scalars(select(SyncLog.id).where(orphan)))
             closed = _close_stopped(conn, [*expired, *orphaned], now)
         return closed
 

@@ -148,6 +148,9 @@ def start_user_run(
     """A run started by the caller, over the body's dateRange (or the default window)."""
     window = requested_window(body)
     viewer = dashboard.viewer
+    # End the request's read and hand its connection back: preparing takes connections of
+    # its own, and a request holding two at once can starve the pool under a stampede.
+    dashboard.session.commit()
     actor = Actor(kind="user", user_id=viewer.user_id, name=viewer.name)
     return start_run(ctx, what, lambda service: prepare(service, window, actor))
 
