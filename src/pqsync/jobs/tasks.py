@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from huey import Huey, crontab
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine
 from sqlalchemy.dialects import postgresql, sqlite
 
-from pqsync.db.tables import SyncLog, WorkerHeartbeat
+from pqsync.db.tables import WorkerHeartbeat
 from pqsync.domain.windows import Window
 from pqsync.logging import get_logger
 from pqsync.services.alerts import Alerts, SmtpMailer
@@ -27,19 +27,10 @@ if TYPE_CHECKING:
 
 log = get_logger("pqsync.jobs")
 
-PAUSED_MESSAGE = "paused: IntakeQ's daily limit; resumes at {at}"
-
 
 def is_paused(result: SyncResult) -> bool:
     """A run that stopped at the day's request limit: paused, not failed."""
-    return result.status == "paused" or (
-        result.status == "failed" and result.error_kind == "budget"
-    )
-
-
-def paused_message(frees_at: datetime | None) -> str:
-    at = frees_at.strftime("%H:%M UTC") if frees_at is not None else "when budget frees up"
-    return PAUSED_MESSAGE.format(at=at)
+    return result.status == "paused"
 
 
 class Jobs:
@@ -50,6 +41,7 @@ class Jobs:
         self.huey = huey
         self.worker = worker or default_holder()
         self._run = huey.task(name="run_sync")(self._run_prepared)
+        # Kept for tasks an earlier version queued (a paused run now resumes as itself).
         self._start = huey.task(name="start_sync")(self._start_scope)
         self._refetch = huey.task(name="webhook_refetch")(self._webhook_refetch)
         huey.periodic_task(crontab(), name="tick")(self.tick)
@@ -135,20 +127,25 @@ class Jobs:
         self.finished(prepared, service.run(prepared))
 
     def finished(self, prepared: PreparedRun, result: SyncResult) -> None:
-        """After a run: reschedule one the day's budget paused, then alerts."""
-        if is_paused(result) and result.budget_frees_at is not None:
-            message = paused_message(result.budget_frees_at)
-            with self.engine.begin() as conn:
-                conn.execute(
-                    update(SyncLog).where(SyncLog.id == result.run_id).values(error_message=message)
-                )
-            self._start.schedule(
-                args=(prepared.scope, _scope_ref(prepared), prepared.window, prepared.actor),
-                # A delay, not an eta: huey's clock is the machine's, ours may be another.
-                delay=max(0.0, (result.budget_frees_at - self.app.clock()).total_seconds()),
-            )
-            log.info("job.paused", run_id=str(prepared.run_id), message=message)
+        """After a run: alerts. A paused run is taken up again by the tick once its day's
+        requests free up (see `resume_paused`)."""
+        if is_paused(result):
+            log.info("job.paused", run_id=str(prepared.run_id), resumes_at=result.budget_frees_at)
         self.alerts().run_finished(result.run_id)
+
+    def resume_paused(self) -> list[uuid.UUID]:
+        """Queue the paused runs whose requests have freed up, each as the same run."""
+        service = self.app.sync_service()
+        resumed = []
+        for run_id in service.paused_runs_due():
+            try:
+                prepared = service.prepare_resume(run_id)
+            except (SyncInProgress, SyncInputError) as exc:
+                log.info("job.resume_skipped", run_id=str(run_id), reason=type(exc).__name__)
+                continue
+            self.run_later(prepared)
+            resumed.append(run_id)
+        return resumed
 
     def _start_scope(self, scope: str, ref: str | None, window: Window, actor: Actor) -> None:
         service = self.app.sync_service()
@@ -219,6 +216,7 @@ class Jobs:
             alerts.nightly_missed(
                 missed.organization_id, missed.organization_name, missed.local_day
             )
+        self.resume_paused()
         try:
             started = self.start_nightly()
         except SyncInProgress:
@@ -243,14 +241,6 @@ class Jobs:
             conn.execute(
                 statement.on_conflict_do_update(index_elements=["worker"], set_={"seen_at": now})
             )
-
-
-def _scope_ref(prepared: PreparedRun) -> str | None:
-    if prepared.scope == "patient":
-        return str(prepared.patient_ids[0])
-    if prepared.scope == "organization":
-        return str(prepared.organization_id)
-    return None
 
 
 def _prepare(

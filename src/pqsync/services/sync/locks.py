@@ -38,9 +38,11 @@ log = get_logger("pqsync.locks")
 class SyncInProgress(Exception):
     """A run of this scope is already going; `run_id` names it."""
 
-    def __init__(self, scope: str, run_id: uuid.UUID) -> None:
+    def __init__(self, scope: str, run_id: uuid.UUID, paused_until: datetime | None = None) -> None:
         self.scope = scope
         self.run_id = run_id
+        # Set when that run is paused (the day's requests are spent): when it resumes.
+        self.paused_until = paused_until
         super().__init__(f"a sync of {scope} is already running (run {run_id})")
 
 
@@ -115,9 +117,32 @@ class SyncLocks:
                     _close_stopped(conn, [stale], now)
                 return
             running = conn.scalar(select(SyncLock.run_id).where(SyncLock.scope_key == scope_key))
+            paused_until = _paused_until(conn, running) if running is not None else None
         if running is None:  # released between our two statements: try once more
             return self.acquire(scope_key, run_id, label, hold=hold)
-        raise SyncInProgress(label or scope_key, running)
+        raise SyncInProgress(label or scope_key, running, paused_until)
+
+    def hold_until(self, scope_key: str, run_id: uuid.UUID, until: datetime) -> None:
+        """Keep a paused run's scope until it resumes (a new run of it would only pause)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(SyncLock)
+                .where(SyncLock.scope_key == scope_key, SyncLock.run_id == run_id)
+                .values(expires_at=until)
+            )
+
+    def resume(self, scope_key: str, run_id: uuid.UUID) -> None:
+        """Take the scope back for a paused run (its hold may have lapsed), or raise
+        SyncInProgress when another run has it."""
+        now = self.clock()
+        with write_connection(self.engine) as conn, conn.begin():
+            taken = conn.execute(
+                update(SyncLock)
+                .where(SyncLock.scope_key == scope_key, SyncLock.run_id == run_id)
+                .values(holder=self.holder, expires_at=now + PREPARED_HOLD)
+            )
+        if taken.rowcount != 1:
+            self.acquire(scope_key, run_id, hold=PREPARED_HOLD)
 
     def renew(self, scope_key: str, run_id: uuid.UUID) -> bool:
         """Extend the lease; False when the run no longer holds the scope."""
@@ -180,6 +205,16 @@ class SyncLocks:
             orphaned = list(conn.scalars(select(SyncLog.id).where(orphan)))
             closed = _close_stopped(conn, [*expired, *orphaned], now)
         return closed
+
+
+def _paused_until(conn: Connection, run_id: uuid.UUID) -> datetime | None:
+    row = conn.execute(select(SyncLog.status, SyncLog.details).where(SyncLog.id == run_id)).first()
+    if row is None or row.status != "paused":
+        return None
+    try:
+        return datetime.fromisoformat(str((row.details or {}).get("resumes_at")))
+    except ValueError:
+        return None
 
 
 def _close_stopped(conn: Connection, run_ids: list[uuid.UUID], now: datetime) -> list[uuid.UUID]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -32,12 +33,22 @@ def error_kind(exc: Exception) -> str:
 
 
 def record_failure(result: SyncResult, exc: Exception) -> None:
-    """What ended the run, in the result (and so in its record)."""
-    result.status = "failed"
+    """What ended the run, in the result (and so in its record). The day's requests running
+    out pauses the run (it resumes, as the same run, once they free up): not a failure."""
+    result.status = "paused" if isinstance(exc, BudgetExhausted) else "failed"
     result.error = str(exc)
     result.error_kind = error_kind(exc)
     if isinstance(exc, BudgetExhausted):
         result.budget_frees_at = exc.frees_at
+
+
+def paused_message(resumes_at: datetime, zone: ZoneInfo) -> str:
+    """What a paused run says: when it resumes, with the date, in the organisation's zone."""
+    local = resumes_at.astimezone(zone)
+    return (
+        "paused: the day's IntakeQ requests are used up; resumes at "
+        f"{local.strftime('%Y-%m-%d %H:%M')} {local.tzname()}"
+    )
 
 
 def progress_details(prepared: PreparedRun, ctx: RunContext) -> dict[str, Any]:
@@ -82,12 +93,15 @@ def finish(
         result.summary.add(patient_result.summary)
     result.summary.errors += result.malformed
     failed = [r for r in ctx.results.values() if r.state == "failed"]
-    if result.status != "failed" and failed and len(failed) == len(ctx.results):
+    paused = result.status == "paused"
+    if paused and result.budget_frees_at is not None:
+        result.error = paused_message(result.budget_frees_at, ctx.display_zone)
+    if result.status == "running" and failed and len(failed) == len(ctx.results):
         # Nobody could be synced: that is a failed run, not a partial one.
         result.status = "failed"
         result.error = failed[0].error
         result.error_kind = "intakeq"
-    if result.status != "failed":
+    if result.status == "running":
         result.status = "partial" if result.summary.errors else "success"
     result.finished_at = finished_at
     details = progress_details(prepared, ctx)
@@ -99,6 +113,8 @@ def finish(
         unknown_appointments=result.unknown_appointments,
         error_kind=result.error_kind,
     )
+    if paused and result.budget_frees_at is not None:
+        details["resumes_at"] = result.budget_frees_at.isoformat()
     s = result.summary
     session.execute(
         update(SyncLog)
@@ -117,7 +133,7 @@ def finish(
         )
     )
     synced = [r.patient_id for r in ctx.results.values() if r.state == "done"]
-    if result.status != "failed" and synced:
+    if result.status != "failed" and synced:  # a paused run's finished patients too
         statement = update(Affiliation).where(Affiliation.patient_id.in_(synced))
         if prepared.scope in ("organization", "patient") and prepared.organization_id:
             statement = statement.where(Affiliation.organization_id == prepared.organization_id)
