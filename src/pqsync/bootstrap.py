@@ -6,6 +6,7 @@ Tests build the same graph with their own settings (and fakes where a unit test 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -106,7 +107,14 @@ class App:
             default_timezone=self.settings.timezone,
             practice_timezone=self.settings.practice_timezone,
             locks=self.sync_locks(),
+            on_runs_closed=self.runs_closed,
         )
+
+    def runs_closed(self, run_ids: list[uuid.UUID]) -> None:
+        """Dead runs closed by whoever noticed them (a tick, a web request): each may alert."""
+        alerts = self.jobs.alerts()
+        for run_id in run_ids:
+            alerts.run_finished(run_id)
 
     def sync_locks(self) -> SyncLocks:
         """Runs' leases on their scopes (`PQSYNC_RUN_LEASE_SECONDS`)."""

@@ -123,8 +123,21 @@ class Jobs:
             # Waited in the queue past its lease: closed as stopped, its scope free again.
             log.warning("job.run_lost_its_lease", run_id=str(prepared.run_id))
             return
-        service = self.app.sync_service()
-        self.finished(prepared, service.run(prepared))
+        self.carry_out(self.app.sync_service(), prepared)
+
+    def carry_out(self, service: SyncService, prepared: PreparedRun) -> SyncResult:
+        """Run it to the end, then alerts; a run that raised (a database error, a bug) is
+        recorded as failed by the run itself and alerts too before the error goes on."""
+        try:
+            result = service.run(prepared)
+        except Exception:
+            try:
+                self.alerts().run_finished(prepared.run_id)
+            except Exception as exc:  # the database itself is down: the lease reaper alerts
+                log.error("alert.not_raised", run_id=str(prepared.run_id), error=type(exc).__name__)
+            raise
+        self.finished(prepared, result)
+        return result
 
     def finished(self, prepared: PreparedRun, result: SyncResult) -> None:
         """After a run: alerts. A paused run is taken up again by the tick once its day's
@@ -154,7 +167,7 @@ class Jobs:
         except (SyncInProgress, SyncInputError) as exc:
             log.info("job.start_skipped", scope=scope, reason=type(exc).__name__)
             return
-        self.finished(prepared, service.run(prepared))
+        self.carry_out(service, prepared)
 
     def _webhook_refetch(
         self,
@@ -179,7 +192,7 @@ class Jobs:
             # The running sync or the nightly one picks the change up.
             log.info("webhook.sync_skipped", reason=type(exc).__name__)
             return
-        self.finished(prepared, service.run(prepared))
+        self.carry_out(service, prepared)
 
     # -- the schedule -----------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ DEFAULT_LEASE = timedelta(seconds=30)
 # this long until the run starts, then `DEFAULT_LEASE` renewed while it lives.
 PREPARED_HOLD = timedelta(minutes=10)
 WORKER_STOPPED = "worker stopped"
+NO_WORKER = "no worker took the run: it waited in the queue until its hold ran out"
 
 log = get_logger("pqsync.locks")
 
@@ -199,11 +200,21 @@ class SyncLocks:
             ):
                 return []
         with write_connection(self.engine) as conn, conn.begin():
-            expired = list(conn.scalars(select(SyncLock.run_id).where(lapsed)))
+            leases = conn.execute(
+                select(SyncLock.run_id, SyncLock.acquired_at, SyncLock.expires_at).where(lapsed)
+            ).all()
+            expired = [lease.run_id for lease in leases]
+            # A lease still the length of the queue's hold was never renewed: no worker
+            # ever took its run up (none running), which is not a crash.
+            never_taken = {
+                lease.run_id
+                for lease in leases
+                if lease.expires_at - lease.acquired_at >= PREPARED_HOLD - timedelta(seconds=1)
+            }
             if expired:
                 conn.execute(delete(SyncLock).where(lapsed))
             orphaned = list(conn.scalars(select(SyncLog.id).where(orphan)))
-            closed = _close_stopped(conn, [*expired, *orphaned], now)
+            closed = _close_stopped(conn, [*expired, *orphaned], now, never_taken)
         return closed
 
 
@@ -217,8 +228,14 @@ def _paused_until(conn: Connection, run_id: uuid.UUID) -> datetime | None:
         return None
 
 
-def _close_stopped(conn: Connection, run_ids: list[uuid.UUID], now: datetime) -> list[uuid.UUID]:
-    """Mark these runs failed ("worker stopped") if they are still `running`."""
+def _close_stopped(
+    conn: Connection,
+    run_ids: list[uuid.UUID],
+    now: datetime,
+    never_taken: set[uuid.UUID] | None = None,
+) -> list[uuid.UUID]:
+    """Mark these runs failed ("worker stopped", or "no worker" for those in `never_taken`)
+    if they are still `running`."""
     if not run_ids:
         return []
     closed = list(
@@ -226,17 +243,18 @@ def _close_stopped(conn: Connection, run_ids: list[uuid.UUID], now: datetime) ->
     )
     for run_id in closed:
         details = conn.scalar(select(SyncLog.details).where(SyncLog.id == run_id)) or {}
+        no_worker = never_taken is not None and run_id in never_taken
         conn.execute(
             update(SyncLog)
             .where(SyncLog.id == run_id, SyncLog.status == "running")
             .values(
                 status="failed",
                 finished_at=now,
-                error_message=WORKER_STOPPED,
-                details={**details, "error_kind": "worker_stopped"},
+                error_message=NO_WORKER if no_worker else WORKER_STOPPED,
+                details={**details, "error_kind": "no_worker" if no_worker else "worker_stopped"},
             )
         )
-        log.warning("sync.worker_stopped", run_id=str(run_id))
+        log.warning("sync.no_worker" if no_worker else "sync.worker_stopped", run_id=str(run_id))
     return closed
 
 

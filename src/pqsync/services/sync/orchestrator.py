@@ -17,6 +17,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from pqsync.db.engine import begin_write
@@ -123,8 +124,11 @@ class SyncService:
         default_timezone: str = "America/Denver",
         practice_timezone: str = "America/Denver",
         locks: SyncLocks | None = None,
+        on_runs_closed: Callable[[list[uuid.UUID]], None] | None = None,
     ) -> None:
         self.engine = engine
+        # Told of the dead runs that preparing a run closed (so they alert, whoever closed them).
+        self.on_runs_closed = on_runs_closed
         self.source = source
         self.clock = clock
         self.default_timezone = default_timezone
@@ -284,7 +288,9 @@ class SyncService:
         organization_id = organization.id if organization else None
         organization_name = organization.name if organization else None
         session.commit()  # end the read transaction before other connections write
-        self.locks.reap_expired()  # runs whose worker died are closed, their scopes freed
+        closed = self.locks.reap_expired()  # runs whose worker died are closed, scopes freed
+        if closed and self.on_runs_closed is not None:
+            self.on_runs_closed(closed)
         self.locks.acquire(scope_key, run_id, label, hold=PREPARED_HOLD)
         now = self.clock()
         prepared = PreparedRun(
@@ -464,8 +470,13 @@ class SyncService:
                 except Exception as exc:
                     session.rollback()
                     ctx.result.status = "failed"
-                    ctx.result.error = f"internal error ({type(exc).__name__})"
-                    ctx.result.error_kind = "internal"
+                    database = isinstance(exc, SQLAlchemyError)
+                    ctx.result.error = (
+                        f"database error ({type(exc).__name__})"
+                        if database
+                        else f"internal error ({type(exc).__name__})"
+                    )
+                    ctx.result.error_kind = "database" if database else "internal"
                     self._finish(session, prepared, ctx, tally.sent)
                     raise
                 self._finish(session, prepared, ctx, tally.sent)
