@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from web_support import CRON_SECRET, FakeClock, Seed, open_client
 
 from pqsync.bootstrap import App
-from pqsync.db.tables import Alert, SyncLock, SyncLog
+from pqsync.db.tables import Alert, Organization, SyncLock, SyncLog
 
 CRON = "/api/cron/sync-practiceq-appointments"
 
@@ -144,6 +144,8 @@ def test_a_night_not_run_by_0600_local_is_one_alert_per_organisation_then_caught
     build_app: Callable[..., App], clock: FakeClock
 ) -> None:
     app = build_app()  # 14:03 in Denver, 16:03 in New York: no worker ran last night
+    with app.engine.begin() as conn:  # installed two days ago
+        conn.execute(update(Organization).values(created_at=clock.now - timedelta(days=2)))
     app.jobs.tick()
     clock.advance(minutes=1)
     app.jobs.tick()
@@ -157,3 +159,29 @@ def test_a_night_not_run_by_0600_local_is_one_alert_per_organisation_then_caught
     ]
     nightly = [r for r in runs(app) if r.run_type == "automated_daily"]
     assert [r.status for r in nightly] == ["success"]
+
+
+def test_a_fresh_install_alerts_only_for_nights_due_since_it(
+    build_app: Callable[..., App], clock: FakeClock
+) -> None:
+    app = build_app()
+    with app.engine.begin() as conn:  # installed at 13:00 Denver, after its 03:00 and 06:00
+        conn.execute(update(Organization).values(created_at=clock.now - timedelta(hours=1)))
+    app.jobs.tick()
+    app.jobs.drain()
+    assert [a.kind for a in alerts_of(app)] == []
+
+    # No worker that night: next day at 06:30 the missed night is one alert per organisation.
+    clock.advance(hours=16, minutes=30)  # 06:33 in Denver, 08:33 in New York
+    app.jobs.huey.flush()  # the worker of the first day is gone, its queue with it
+    app.jobs.tick()
+    missed = [a.subject for a in alerts_of(app) if a.kind == "missed"]
+    assert missed == [
+        "pqsync: the nightly sync did not run for First Step House on 2025-11-16",
+        "pqsync: the nightly sync did not run for Harbor House on 2025-11-16",
+    ]
+
+
+def alerts_of(app: App) -> list[Alert]:
+    with Session(app.engine) as session:
+        return list(session.scalars(select(Alert).order_by(Alert.subject)))
