@@ -6,6 +6,7 @@ Tests build the same graph with their own settings (and fakes where a unit test 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -126,6 +127,7 @@ class App:
             default_timezone=self.settings.timezone,
             practice_timezone=self.settings.practice_timezone,
             locks=self.sync_locks(),
+            on_runs_closed=self.runs_closed,
         )
 
     def verifier(self) -> Verifier:
@@ -156,6 +158,11 @@ class App:
             recipients=settings.alert_recipients,
             base_url=settings.base_url,
         )
+    def runs_closed(self, run_ids: list[uuid.UUID]) -> None:
+        """Dead runs closed by whoever noticed them (a tick, a web request): each may alert."""
+        alerts = self.alerts()
+        for run_id in run_ids:
+            alerts.run_finished(run_id)
 
     def sync_locks(self) -> SyncLocks:
         """Runs' leases on their scopes (`PQSYNC_RUN_LEASE_SECONDS`)."""

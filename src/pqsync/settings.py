@@ -68,8 +68,13 @@ class Settings(BaseSettings):
     )
     # Where people reach the web app: the links in alert mail start with it.
     base_url: str = Field("http://127.0.0.1:8000", validation_alias="PQSYNC_BASE_URL")
-    # Sync logs and the activity log older than this many days are pruned; none: kept forever.
+    # Sync logs older than this many days are pruned; none: kept forever.
     log_retention_days: int | None = Field(None, ge=1, validation_alias="PQSYNC_LOG_RETENTION_DAYS")
+    # The change history (who changed which appointment, when) is a record, not a log: it is
+    # pruned only by its own setting, never below six years; none (the default): kept forever.
+    change_history_retention_days: int | None = Field(
+        None, ge=2196, validation_alias="PQSYNC_CHANGE_HISTORY_RETENTION_DAYS"
+    )
     # The share of the day's IntakeQ requests that webhook-started work may take.
     webhook_budget_share: float = Field(
         0.2, ge=0, le=1, validation_alias="PQSYNC_WEBHOOK_BUDGET_SHARE"

@@ -212,8 +212,27 @@ def test_429_honours_retry_after(harness: Callable[..., Harness]) -> None:
     assert h.sleeps == [7.0]
 
 
+def test_a_429_that_outlasts_a_whole_minute_window_is_intakeqs_daily_limit(
+    harness: Callable[..., Harness],
+) -> None:
+    """IntakeQ's own daily limit answers 429 like its minute limit, but a minute's wait does
+    not clear it: the run pauses (BudgetExhausted) instead of retrying for five minutes."""
+    h = harness(httpx.Response(429))
+
+    with pytest.raises(BudgetExhausted) as raised:
+        list(h.client.appointment_pages(AppointmentQuery()))
+
+    assert h.sleeps == [60.0]
+    assert h.client.requests_sent == 2
+    assert raised.value.frees_at is not None
+
+
 def test_429_that_never_ends_raises_rate_limited(harness: Callable[..., Harness]) -> None:
-    h = harness(httpx.Response(429), max_rate_limit_retries=2, rate_limit_wait=0.01)
+    h = harness(
+        httpx.Response(429, headers={"Retry-After": "1"}),
+        max_rate_limit_retries=2,
+        rate_limit_wait=0.01,
+    )
 
     with pytest.raises(IntakeQRateLimited, match="/appointments"):
         list(h.client.appointment_pages(AppointmentQuery()))

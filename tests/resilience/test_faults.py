@@ -32,7 +32,7 @@ from pqsync.db.tables import SyncLog
 from pqsync.intakeq.budget import DatabaseBudget
 from pqsync.intakeq.client import IntakeQClient
 from pqsync.services.directory import DirectoryFile, import_directory
-from pqsync.services.sync import SyncResult, SyncService
+from pqsync.services.sync import SyncInProgress, SyncResult, SyncService
 from pqsync.settings import SIMULATOR_API_KEY, Settings
 
 NOW = datetime(2025, 10, 24, 16, 0, tzinfo=UTC)  # 10:00 in Denver
@@ -135,7 +135,8 @@ def test_an_org_sync_through_faults_and_429s_stores_exactly_intakeqs_data_within
             SIMULATOR_API_KEY,
             budget=budget,
             timeout=0.3,
-            rate_limit_wait=0.5,
+            # A whole minute window of the simulator's: a 429 after that is its daily limit.
+            rate_limit_wait=2.0,
             sleep=sleep,
             rng=random.Random(7),
         )
@@ -164,7 +165,7 @@ def test_an_org_sync_through_faults_and_429s_stores_exactly_intakeqs_data_within
 
     # The run really met every kind of fault and a 429 burst...
     assert all(count >= 1 for count in stats["faults"].values()), stats
-    assert stats["rate_limited"] >= 3
+    assert stats["rate_limited"] >= 2
     # ...and IntakeQ received exactly what we counted, never more than the budget allowed.
     assert stats["requests"] == requests_sent == day_used
     assert requests_sent <= DAILY_BUDGET
@@ -225,7 +226,9 @@ def test_a_budget_that_runs_out_mid_run_stops_cleanly_and_keeps_the_pages_fetche
         import_demo_directory(engine, sim)
         service = app.sync_service()
         result = service.sync_organization(ORG)
-        again = service.sync_organization(ORG)
+        with pytest.raises(SyncInProgress) as refused:
+            service.sync_organization(ORG)
+        again = refused.value
         stats = sim.stats()
     finally:
         app.close()
@@ -236,15 +239,14 @@ def test_a_budget_that_runs_out_mid_run_stops_cleanly_and_keeps_the_pages_fetche
     # The day window is IntakeQ's 24 h plus our 5% minute-window margin (3 s), like the
     # minute window: the oldest request was sent at NOW.
     frees_at = NOW + timedelta(hours=24, seconds=3)
-    assert result.status == "failed"
+    assert result.status == "paused"
     assert result.error_kind == "budget"
     assert result.plan == "window"
     assert result.budget_frees_at == frees_at
     assert result.error is not None
-    assert "3 of 3 requests used" in result.error
-    assert f"frees up at {frees_at.isoformat(timespec='seconds')}" in result.error
+    assert "resumes at" in result.error
     log = sync_log(engine, result)
-    assert (log.status, log.error_message) == ("failed", result.error)
+    assert (log.status, log.error_message) == ("paused", result.error)
     assert log.requests_made == daily_limit
     assert log.details["error_kind"] == "budget"
 
@@ -254,8 +256,8 @@ def test_a_budget_that_runs_out_mid_run_stops_cleanly_and_keeps_the_pages_fetche
     assert set(stored_rows(engine)) == fetched
     assert log.appointments_new == len(fetched)
 
-    # The next run learns the day is spent without sending anything.
-    assert (again.status, again.error_kind) == ("failed", "budget")
-    assert again.requests_made == 0
+    # The scope stays the paused run's: another run starts nothing and sends nothing.
+    assert again.run_id == result.run_id
+    assert again.paused_until == frees_at
     assert stats["requests"] == daily_limit
     assert set(stored_rows(engine)) == fetched

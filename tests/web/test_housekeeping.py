@@ -1,11 +1,14 @@
 """Pruning on the schedule: expired sessions, old failed login attempts and request-budget
-rows go; sync logs stay unless a retention is set; the change history, the access record and
-the login history stay at least six years whatever the setting."""
+rows go; sync logs stay unless a retention is set; the change history has its own retention
+(default: kept), and it, the access record and the login history stay at least six years
+whatever the settings."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from web_support import PASSWORD, USERS, FakeClock, Seed, open_client
@@ -97,3 +100,19 @@ def test_no_retention_setting_prunes_the_change_history_or_access_record_under_s
     assert after_five_years["activity"] == fresh["activity"]
     assert after_five_years["access"] == fresh["access"]
     assert after_five_years["login attempts"] >= 1  # the successful login
+
+
+def test_the_change_history_has_its_own_retention_of_at_least_six_years(
+    build_app: Callable[..., App], seed: Seed, clock: FakeClock
+) -> None:
+    with pytest.raises(ValidationError):
+        build_app(PQSYNC_CHANGE_HISTORY_RETENTION_DAYS=30)
+    app = build_app(PQSYNC_LOG_RETENTION_DAYS=7, PQSYNC_CHANGE_HISTORY_RETENTION_DAYS=2200)
+    use_the_app(app, seed)
+    clock.advance(days=8)
+    app.jobs.tick()
+    assert counts(app)["activity"] > 0
+
+    clock.advance(days=2200)
+    app.jobs.tick()
+    assert counts(app)["activity"] == 0

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from web_support import CRON_SECRET, FakeClock, Seed, open_client
 
 from pqsync.bootstrap import App
-from pqsync.db.tables import Alert, SyncLock, SyncLog
+from pqsync.db.tables import Alert, Organization, SyncLock, SyncLog
 
 CRON = "/api/cron/sync-practiceq-appointments"
 
@@ -98,38 +98,54 @@ def test_a_run_whose_worker_died_is_closed_as_failed_and_its_scope_freed(
     assert again.status == "success"
 
 
-def test_a_run_that_spends_the_days_budget_is_paused_and_rescheduled_for_when_it_frees(
-    build_app: Callable[..., App], seed: Seed
+def test_a_run_that_spends_the_days_budget_is_paused_and_the_same_run_resumes(
+    build_app: Callable[..., App], seed: Seed, clock: FakeClock
 ) -> None:
     app = build_app(INTAKEQ_DAILY_LIMIT=1)
+    org_url = f"/api/partner-dashboard/organizations/{seed.orgs['own']}/sync-all-patients"
     with open_client(app) as client:
         client.post(
             f"/api/partner-dashboard/patients/{seed.consenting}/sync",
             headers=seed.bearer("case_manager"),
         )
         response = client.post(
-            f"/api/partner-dashboard/organizations/{seed.orgs['own']}/sync-all-patients",
-            headers={**seed.bearer("partner_admin"), "Prefer": "respond-async"},
+            org_url, headers={**seed.bearer("partner_admin"), "Prefer": "respond-async"}
         )
         run_id = uuid.UUID(response.json()["runId"])
         app.jobs.drain()
         progress = client.get(
             f"/api/partner-dashboard/sync-runs/{run_id}", headers=seed.bearer("partner_admin")
         ).json()
+        again = client.post(org_url, headers=seed.bearer("partner_admin"))
 
-    assert progress["error"] == "paused: IntakeQ's daily limit; resumes at 21:03 UTC"
-    assert app.jobs.drain() == 0  # the resumption waits for the budget
-    assert len(runs(app)) == 2
-    scheduled = app.jobs.huey.scheduled()
-    assert len(scheduled) == 1
-    assert scheduled[0].name == "start_sync"
-    assert scheduled[0].args[0:2] == ("organization", str(seed.orgs["own"]))
+    assert progress["status"] == "paused"
+    # The resume moment with its date, in the organisation's zone (Denver).
+    assert progress["error"] == (
+        "paused: the day's IntakeQ requests are used up; resumes at 2025-11-16 14:03 MST"
+    )
+    # Pressing Sync again starts nothing: the paused run is named, with when it resumes.
+    assert again.status_code == 429
+    assert again.json()["error"]["runId"] == str(run_id)
+    assert again.json()["error"]["retryAt"] == "2025-11-16T14:03:03-07:00"
+    app.jobs.tick()
+    app.jobs.drain()
+    assert [r.status for r in runs(app) if r.sync_type == "organization"] == ["paused"]
+
+    clock.advance(days=1, seconds=5)
+    later = build_app(INTAKEQ_DAILY_LIMIT=1000)  # a worker of the next day
+    later.jobs.tick()
+    later.jobs.drain()
+
+    organization_runs = [r for r in runs(app) if r.sync_type == "organization"]
+    assert [(r.id, r.status) for r in organization_runs] == [(run_id, "success")]
 
 
 def test_a_night_not_run_by_0600_local_is_one_alert_per_organisation_then_caught_up(
     build_app: Callable[..., App], clock: FakeClock
 ) -> None:
     app = build_app()  # 14:03 in Denver, 16:03 in New York: no worker ran last night
+    with app.engine.begin() as conn:  # installed two days ago
+        conn.execute(update(Organization).values(created_at=clock.now - timedelta(days=2)))
     app.jobs.tick()
     clock.advance(minutes=1)
     app.jobs.tick()
@@ -143,3 +159,29 @@ def test_a_night_not_run_by_0600_local_is_one_alert_per_organisation_then_caught
     ]
     nightly = [r for r in runs(app) if r.run_type == "automated_daily"]
     assert [r.status for r in nightly] == ["success"]
+
+
+def test_a_fresh_install_alerts_only_for_nights_due_since_it(
+    build_app: Callable[..., App], clock: FakeClock
+) -> None:
+    app = build_app()
+    with app.engine.begin() as conn:  # installed at 13:00 Denver, after its 03:00 and 06:00
+        conn.execute(update(Organization).values(created_at=clock.now - timedelta(hours=1)))
+    app.jobs.tick()
+    app.jobs.drain()
+    assert [a.kind for a in alerts_of(app)] == []
+
+    # No worker that night: next day at 06:30 the missed night is one alert per organisation.
+    clock.advance(hours=16, minutes=30)  # 06:33 in Denver, 08:33 in New York
+    app.jobs.huey.flush()  # the worker of the first day is gone, its queue with it
+    app.jobs.tick()
+    missed = [a.subject for a in alerts_of(app) if a.kind == "missed"]
+    assert missed == [
+        "pqsync: the nightly sync did not run for First Step House on 2025-11-16",
+        "pqsync: the nightly sync did not run for Harbor House on 2025-11-16",
+    ]
+
+
+def alerts_of(app: App) -> list[Alert]:
+    with Session(app.engine) as session:
+        return list(session.scalars(select(Alert).order_by(Alert.subject)))

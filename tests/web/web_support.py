@@ -90,10 +90,17 @@ class Seed:
         return {"Authorization": f"Bearer {self.tokens[who]}"}
 
 
-def open_client(app: App, address: str = "203.0.113.7") -> TestClient:
+def open_client(
+    app: App, address: str = "203.0.113.7", *, raise_server_exceptions: bool = True
+) -> TestClient:
     """A test client of the HTTP API over `app` (https, so Secure cookies are sent),
     calling from `address`."""
-    return TestClient(create_app(app), base_url="https://testserver", client=(address, 50000))
+    return TestClient(
+        create_app(app),
+        base_url="https://testserver",
+        client=(address, 50000),
+        raise_server_exceptions=raise_server_exceptions,
+    )
 
 
 def wait_for_background(client: TestClient) -> None:

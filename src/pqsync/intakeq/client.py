@@ -4,7 +4,8 @@ Rules every call follows (see shared INTAKEQ_API.md):
 - every try, retries included, first reserves a slot of the shared `RequestBudget`;
   `BudgetExhausted` propagates unchanged, so a run never spends more than the day allows;
 - 429: wait `Retry-After` seconds when given, else `rate_limit_wait` (IntakeQ's minute
-  window needs about 60 s), then try again, at most `max_rate_limit_retries` times;
+  window needs about 60 s), then try again, at most `max_rate_limit_retries` times; a 429
+  again after a whole minute window's wait is IntakeQ's daily limit: `BudgetExhausted`;
 - 5xx, timeouts and dropped connections: up to `max_retries` retries with capped
   exponential backoff and full jitter. POSTs (create, cancel) are retried only when the
   request certainly never left (connection refused, connect timeout): repeating a
@@ -23,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote
@@ -32,6 +34,7 @@ import orjson
 
 from pqsync.intakeq.budget import RequestBudget
 from pqsync.intakeq.errors import (
+    BudgetExhausted,
     IntakeQAuthError,
     IntakeQError,
     IntakeQNotFound,
@@ -359,6 +362,7 @@ class IntakeQClient:
         when `missing_ok`) or raise the typed error."""
         idempotent = method in _IDEMPOTENT_METHODS
         failures = rate_limited = attempt = 0
+        waited_a_window = False
         while True:
             attempt += 1
             self._budget.acquire()
@@ -384,8 +388,16 @@ class IntakeQClient:
             wait = None
             if status == 429:
                 rate_limited += 1
+                if waited_a_window and "Retry-After" not in response.headers:
+                    # A whole minute window went by and IntakeQ still refuses: its daily
+                    # limit, not the minute's. Pause rather than retry for minutes.
+                    self._log_try(
+                        method, path, params, attempt, started, None, status=status, failed=True
+                    )
+                    raise self._daily_limit_reached()
                 if rate_limited <= self._max_rate_limit_retries:
                     wait = self._rate_limit_delay(response)
+                    waited_a_window = "Retry-After" not in response.headers
             elif status >= 500:
                 failures += 1
                 if idempotent and failures <= self._max_retries:
@@ -423,6 +435,13 @@ class IntakeQClient:
         """Capped exponential backoff with full jitter."""
         ceiling = min(self._backoff_cap, self._backoff_base * 2 ** (failures - 1))
         return self._rng.uniform(0, ceiling)
+
+    def _daily_limit_reached(self) -> BudgetExhausted:
+        """IntakeQ's own day is spent: try again when our oldest request of the last 24 hours
+        ages out (a day from now when we know of none)."""
+        usage = self._budget.usage()
+        frees_at = usage.day_frees_at or datetime.now(UTC) + timedelta(days=1)
+        return BudgetExhausted(usage.day_used, usage.daily_limit, frees_at)
 
     def _rate_limit_delay(self, response: httpx.Response) -> float:
         """`Retry-After` seconds when IntakeQ sends them, else a full minute window."""

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from huey import Huey, crontab
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine
 from sqlalchemy.dialects import postgresql, sqlite
 
-from pqsync.db.tables import SyncLog, WorkerHeartbeat
+from pqsync.db.tables import WorkerHeartbeat
 from pqsync.domain.windows import Window
 from pqsync.logging import get_logger
 from pqsync.services.alerts import Alerts
@@ -29,19 +29,10 @@ if TYPE_CHECKING:
 
 log = get_logger("pqsync.jobs")
 
-PAUSED_MESSAGE = "paused: IntakeQ's daily limit; resumes at {at}"
-
 
 def is_paused(result: SyncResult) -> bool:
     """A run that stopped at the day's request limit: paused, not failed."""
-    return result.status == "paused" or (
-        result.status == "failed" and result.error_kind == "budget"
-    )
-
-
-def paused_message(frees_at: datetime | None) -> str:
-    at = frees_at.strftime("%H:%M UTC") if frees_at is not None else "when budget frees up"
-    return PAUSED_MESSAGE.format(at=at)
+    return result.status == "paused"
 
 
 class Jobs:
@@ -54,6 +45,7 @@ class Jobs:
         # Set when the worker is stopping (SIGTERM): running syncs hand back at a page's end.
         self.stopping = threading.Event()
         self._run = huey.task(name="run_sync")(self._run_prepared)
+        # Kept for tasks an earlier version queued (a paused run now resumes as itself).
         self._start = huey.task(name="start_sync")(self._start_scope)
         self._refetch = huey.task(name="webhook_refetch")(self._webhook_refetch)
         self._verify = huey.task(name="verify")(self._weekly_verification)
@@ -129,33 +121,50 @@ class Jobs:
             # Waited in the queue past its lease: closed as stopped, its scope free again.
             log.warning("job.run_lost_its_lease", run_id=str(prepared.run_id))
             return
-        service = self.app.sync_service()
-        self.finished(prepared, service.run(prepared, progress=self._check_stopping))
+        self.carry_out(self.app.sync_service(), prepared)
 
     def _check_stopping(self, _label: str, _done: int, _total: int | None) -> None:
         if self.stopping.is_set():
             raise HandedBack()
 
+    def carry_out(self, service: SyncService, prepared: PreparedRun) -> SyncResult:
+        """Run it to the end, then alerts; a run that raised (a database error, a bug) is
+        recorded as failed by the run itself and alerts too before the error goes on. A
+        stopping worker (SIGTERM) hands the run back at a page's end."""
+        try:
+            result = service.run(prepared, progress=self._check_stopping)
+        except Exception:
+            try:
+                self.alerts().run_finished(prepared.run_id)
+            except Exception as exc:  # the database itself is down: the lease reaper alerts
+                log.error("alert.not_raised", run_id=str(prepared.run_id), error=type(exc).__name__)
+            raise
+        self.finished(prepared, result)
+        return result
+
     def finished(self, prepared: PreparedRun, result: SyncResult) -> None:
-        """After a run: queue again one handed back by a stopping worker (the next worker
-        carries it out), reschedule one the day's budget paused, then alerts."""
+        """After a run: alerts. A paused run (out of the day's requests, or handed back by a
+        stopping worker) is taken up again as itself by a tick once it is due (see
+        `resume_paused`): the next worker carries a handed-back run out."""
         if result.error_kind == "handed_back":
-            self._start(prepared.scope, _scope_ref(prepared), prepared.window, prepared.actor)
             log.info("job.handed_back", run_id=str(prepared.run_id), scope=prepared.scope)
-            return
-        if is_paused(result) and result.budget_frees_at is not None:
-            message = paused_message(result.budget_frees_at)
-            with self.engine.begin() as conn:
-                conn.execute(
-                    update(SyncLog).where(SyncLog.id == result.run_id).values(error_message=message)
-                )
-            self._start.schedule(
-                args=(prepared.scope, _scope_ref(prepared), prepared.window, prepared.actor),
-                # A delay, not an eta: huey's clock is the machine's, ours may be another.
-                delay=max(0.0, (result.budget_frees_at - self.app.clock()).total_seconds()),
-            )
-            log.info("job.paused", run_id=str(prepared.run_id), message=message)
+        elif is_paused(result):
+            log.info("job.paused", run_id=str(prepared.run_id), resumes_at=result.budget_frees_at)
         self.alerts().run_finished(result.run_id)
+
+    def resume_paused(self) -> list[uuid.UUID]:
+        """Queue the paused runs whose requests have freed up, each as the same run."""
+        service = self.app.sync_service()
+        resumed = []
+        for run_id in service.paused_runs_due():
+            try:
+                prepared = service.prepare_resume(run_id)
+            except (SyncInProgress, SyncInputError) as exc:
+                log.info("job.resume_skipped", run_id=str(run_id), reason=type(exc).__name__)
+                continue
+            self.run_later(prepared)
+            resumed.append(run_id)
+        return resumed
 
     def _start_scope(self, scope: str, ref: str | None, window: Window, actor: Actor) -> None:
         service = self.app.sync_service()
@@ -164,7 +173,7 @@ class Jobs:
         except (SyncInProgress, SyncInputError) as exc:
             log.info("job.start_skipped", scope=scope, reason=type(exc).__name__)
             return
-        self.finished(prepared, service.run(prepared, progress=self._check_stopping))
+        self.carry_out(service, prepared)
 
     def _webhook_refetch(
         self,
@@ -189,7 +198,7 @@ class Jobs:
             # The running sync or the nightly one picks the change up.
             log.info("webhook.sync_skipped", reason=type(exc).__name__)
             return
-        self.finished(prepared, service.run(prepared, progress=self._check_stopping))
+        self.carry_out(service, prepared)
 
     # -- the schedule -----------------------------------------------------------------------
 
@@ -226,14 +235,21 @@ class Jobs:
             alerts.nightly_missed(
                 missed.organization_id, missed.organization_name, missed.local_day
             )
+        self.resume_paused()
         try:
             started = self.start_nightly()
         except SyncInProgress:
             started = None  # the next tick claims again
         if started is not None:
             self.run_later(started[1])
+        settings = self.app.settings
+        prune(
+            self.engine,
+            now,
+            log_retention_days=settings.log_retention_days,
+            change_history_retention_days=settings.change_history_retention_days,
+        )
         self.verify_if_due()
-        prune(self.engine, now, log_retention_days=self.app.settings.log_retention_days)
 
     def verify_if_due(self) -> None:
         """Queue this week's verification of every organisation once its time has come
@@ -261,14 +277,6 @@ class Jobs:
             conn.execute(
                 statement.on_conflict_do_update(index_elements=["worker"], set_={"seen_at": now})
             )
-
-
-def _scope_ref(prepared: PreparedRun) -> str | None:
-    if prepared.scope == "patient":
-        return str(prepared.patient_ids[0])
-    if prepared.scope == "organization":
-        return str(prepared.organization_id)
-    return None
 
 
 def _prepare(

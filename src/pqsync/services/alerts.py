@@ -37,6 +37,10 @@ PLAIN_ERRORS = {
     "internal": "pqsync failed on its side; the server log has the details.",
     "worker_stopped": "The worker carrying the run stopped (crashed or was killed) before "
     "it finished.",
+    "no_worker": "No pqsync worker took the run: it waited in the queue until it was dropped. "
+    "Check that `pqsync worker` is running.",
+    "database": "The database failed (locked, full, unreachable or damaged); the server log "
+    "has the details.",
 }
 FAILED = "failed"
 

@@ -1,8 +1,8 @@
 """Pruning on the schedule, so that no table grows without bound: expired sessions, old
 failed login attempts, request-budget rows past their window; sync logs only past the
-retention setting. Records are not logs: the access record is never pruned here, and the
-change history and successful logins are kept at least `RETENTION_FLOOR` (six years)
-whatever the setting says."""
+retention setting. Records are not logs: the access record is never pruned here; the change
+history (the activity log) only by its own setting, and it and successful logins are kept at
+least `RETENTION_FLOOR` (six years) whatever the settings say."""
 
 from __future__ import annotations
 
@@ -31,7 +31,13 @@ CLAIMS_KEPT = timedelta(days=60)
 HEARTBEATS_KEPT = timedelta(days=7)
 
 
-def prune(engine: Engine, now: datetime, *, log_retention_days: int | None) -> dict[str, int]:
+def prune(
+    engine: Engine,
+    now: datetime,
+    *,
+    log_retention_days: int | None,
+    change_history_retention_days: int | None = None,
+) -> dict[str, int]:
     """Delete what has outlived its use; returns rows deleted per table."""
     statements = {
         "user_sessions": delete(UserSession).where(
@@ -60,11 +66,14 @@ def prune(engine: Engine, now: datetime, *, log_retention_days: int | None) -> d
     }
     if log_retention_days is not None:
         cutoff = now - timedelta(days=log_retention_days)
-        statements["patient_activity_log"] = delete(PatientActivity).where(
-            PatientActivity.created_at < min(cutoff, now - RETENTION_FLOOR)
-        )
+        # A pruned run's history entries stay, their run reference set to NULL.
         statements["sync_logs"] = delete(SyncLog).where(
             SyncLog.status != "running", SyncLog.started_at < cutoff
+        )
+    if change_history_retention_days is not None:
+        statements["patient_activity_log"] = delete(PatientActivity).where(
+            PatientActivity.created_at
+            < min(now - timedelta(days=change_history_retention_days), now - RETENTION_FLOOR)
         )
     deleted: dict[str, int] = {}
     with engine.begin() as conn:

@@ -113,11 +113,17 @@ class NightlySchedule:
         return None
 
     def missed(self) -> list[Missed]:
-        """Organisations whose latest nightly run had not started by 06:00 local."""
+        """Organisations whose latest nightly run had not started by 06:00 local; only nights
+        due since the organisation was set up (a fresh install has missed nothing)."""
         now = self.clock()
+        with self.engine.connect() as conn:
+            since = dict(conn.execute(select(Organization.id, Organization.created_at)).all())
         missed: list[Missed] = []
         for org_id, name, zone, day in self._due(now):
             if now < local_instant(day, MISSED_AFTER, zone):
+                continue
+            created = since.get(org_id)
+            if created is not None and local_instant(day, NIGHTLY_AT, zone) < created:
                 continue
             with self.engine.connect() as conn:
                 claimed = conn.scalar(

@@ -57,8 +57,7 @@ class WebContext:
     def run_sync(self, service: SyncService, prepared: PreparedRun) -> SyncResult:
         """Run a prepared sync to the end, count it, and let the queue see it finished (a
         paused run is rescheduled; a failure may alert)."""
-        result = service.run(prepared)
-        self.app.jobs.finished(prepared, result)
+        result = self.app.jobs.carry_out(service, prepared)
         self.metrics.sync_runs.labels(
             scope=result.scope, status=result.status, trigger=prepared.actor.kind
         ).inc()

@@ -19,9 +19,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from types import TracebackType
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from pqsync.db.engine import write_connection
 from pqsync.db.tables import SyncLock, SyncLog
 from pqsync.logging import get_logger
 
@@ -30,6 +31,7 @@ DEFAULT_LEASE = timedelta(seconds=30)
 # this long until the run starts, then `DEFAULT_LEASE` renewed while it lives.
 PREPARED_HOLD = timedelta(minutes=10)
 WORKER_STOPPED = "worker stopped"
+NO_WORKER = "no worker took the run: it waited in the queue until its hold ran out"
 
 log = get_logger("pqsync.locks")
 
@@ -37,9 +39,11 @@ log = get_logger("pqsync.locks")
 class SyncInProgress(Exception):
     """A run of this scope is already going; `run_id` names it."""
 
-    def __init__(self, scope: str, run_id: uuid.UUID) -> None:
+    def __init__(self, scope: str, run_id: uuid.UUID, paused_until: datetime | None = None) -> None:
         self.scope = scope
         self.run_id = run_id
+        # Set when that run is paused (the day's requests are spent): when it resumes.
+        self.paused_until = paused_until
         super().__init__(f"a sync of {scope} is already running (run {run_id})")
 
 
@@ -96,7 +100,9 @@ class SyncLocks:
             return
         except IntegrityError:
             pass
-        with self.engine.begin() as conn:
+        # Reads then writes: the write lock is taken up front (BEGIN IMMEDIATE on SQLite), or a
+        # snapshot older than another's write fails at once with "database is locked".
+        with write_connection(self.engine) as conn, conn.begin():
             stale = conn.scalar(
                 select(SyncLock.run_id).where(
                     SyncLock.scope_key == scope_key, SyncLock.expires_at < now
@@ -112,9 +118,32 @@ class SyncLocks:
                     _close_stopped(conn, [stale], now)
                 return
             running = conn.scalar(select(SyncLock.run_id).where(SyncLock.scope_key == scope_key))
+            paused_until = _paused_until(conn, running) if running is not None else None
         if running is None:  # released between our two statements: try once more
             return self.acquire(scope_key, run_id, label, hold=hold)
-        raise SyncInProgress(label or scope_key, running)
+        raise SyncInProgress(label or scope_key, running, paused_until)
+
+    def hold_until(self, scope_key: str, run_id: uuid.UUID, until: datetime) -> None:
+        """Keep a paused run's scope until it resumes (a new run of it would only pause)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(SyncLock)
+                .where(SyncLock.scope_key == scope_key, SyncLock.run_id == run_id)
+                .values(expires_at=until)
+            )
+
+    def resume(self, scope_key: str, run_id: uuid.UUID) -> None:
+        """Take the scope back for a paused run (its hold may have lapsed), or raise
+        SyncInProgress when another run has it."""
+        now = self.clock()
+        with write_connection(self.engine) as conn, conn.begin():
+            taken = conn.execute(
+                update(SyncLock)
+                .where(SyncLock.scope_key == scope_key, SyncLock.run_id == run_id)
+                .values(holder=self.holder, expires_at=now + PREPARED_HOLD)
+            )
+        if taken.rowcount != 1:
+            self.acquire(scope_key, run_id, hold=PREPARED_HOLD)
 
     def renew(self, scope_key: str, run_id: uuid.UUID) -> bool:
         """Extend the lease; False when the run no longer holds the scope."""
@@ -157,26 +186,56 @@ class SyncLocks:
         """Close the runs whose worker died: expired leases are freed and their runs, and
         runs still `running` with no lease at all (older than one lease), marked failed."""
         now = self.clock()
-        with self.engine.begin() as conn:
-            expired = list(conn.scalars(select(SyncLock.run_id).where(SyncLock.expires_at < now)))
+        held = select(SyncLock.run_id)
+        lapsed = SyncLock.expires_at < now
+        orphan = and_(
+            SyncLog.status == "running",
+            SyncLog.started_at < now - self.lease,
+            SyncLog.id.not_in(held),
+        )
+        with self.engine.connect() as conn:  # most calls find nothing: no write lock for them
+            if (
+                conn.scalar(select(SyncLock.run_id).where(lapsed).limit(1)) is None
+                and conn.scalar(select(SyncLog.id).where(orphan).limit(1)) is None
+            ):
+                return []
+        with write_connection(self.engine) as conn, conn.begin():
+            leases = conn.execute(
+                select(SyncLock.run_id, SyncLock.acquired_at, SyncLock.expires_at).where(lapsed)
+            ).all()
+            expired = [lease.run_id for lease in leases]
+            # A lease still the length of the queue's hold was never renewed: no worker
+            # ever took its run up (none running), which is not a crash.
+            never_taken = {
+                lease.run_id
+                for lease in leases
+                if lease.expires_at - lease.acquired_at >= PREPARED_HOLD - timedelta(seconds=1)
+            }
             if expired:
-                conn.execute(delete(SyncLock).where(SyncLock.expires_at < now))
-            held = select(SyncLock.run_id)
-            orphaned = list(
-                conn.scalars(
-                    select(SyncLog.id).where(
-                        SyncLog.status == "running",
-                        SyncLog.started_at < now - self.lease,
-                        SyncLog.id.not_in(held),
-                    )
-                )
-            )
-            closed = _close_stopped(conn, [*expired, *orphaned], now)
+                conn.execute(delete(SyncLock).where(lapsed))
+            orphaned = list(conn.scalars(select(SyncLog.id).where(orphan)))
+            closed = _close_stopped(conn, [*expired, *orphaned], now, never_taken)
         return closed
 
 
-def _close_stopped(conn: Connection, run_ids: list[uuid.UUID], now: datetime) -> list[uuid.UUID]:
-    """Mark these runs failed ("worker stopped") if they are still `running`."""
+def _paused_until(conn: Connection, run_id: uuid.UUID) -> datetime | None:
+    row = conn.execute(select(SyncLog.status, SyncLog.details).where(SyncLog.id == run_id)).first()
+    if row is None or row.status != "paused":
+        return None
+    try:
+        return datetime.fromisoformat(str((row.details or {}).get("resumes_at")))
+    except ValueError:
+        return None
+
+
+def _close_stopped(
+    conn: Connection,
+    run_ids: list[uuid.UUID],
+    now: datetime,
+    never_taken: set[uuid.UUID] | None = None,
+) -> list[uuid.UUID]:
+    """Mark these runs failed ("worker stopped", or "no worker" for those in `never_taken`)
+    if they are still `running`."""
     if not run_ids:
         return []
     closed = list(
@@ -184,17 +243,18 @@ def _close_stopped(conn: Connection, run_ids: list[uuid.UUID], now: datetime) ->
     )
     for run_id in closed:
         details = conn.scalar(select(SyncLog.details).where(SyncLog.id == run_id)) or {}
+        no_worker = never_taken is not None and run_id in never_taken
         conn.execute(
             update(SyncLog)
             .where(SyncLog.id == run_id, SyncLog.status == "running")
             .values(
                 status="failed",
                 finished_at=now,
-                error_message=WORKER_STOPPED,
-                details={**details, "error_kind": "worker_stopped"},
+                error_message=NO_WORKER if no_worker else WORKER_STOPPED,
+                details={**details, "error_kind": "no_worker" if no_worker else "worker_stopped"},
             )
         )
-        log.warning("sync.worker_stopped", run_id=str(run_id))
+        log.warning("sync.no_worker" if no_worker else "sync.worker_stopped", run_id=str(run_id))
     return closed
 
 

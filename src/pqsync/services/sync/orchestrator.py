@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, or_, select
+from sqlalchemy import Engine, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from pqsync.db.engine import begin_write
@@ -129,8 +130,11 @@ class SyncService:
         default_timezone: str = "America/Denver",
         practice_timezone: str = "America/Denver",
         locks: SyncLocks | None = None,
+        on_runs_closed: Callable[[list[uuid.UUID]], None] | None = None,
     ) -> None:
         self.engine = engine
+        # Told of the dead runs that preparing a run closed (so they alert, whoever closed them).
+        self.on_runs_closed = on_runs_closed
         self.source = source
         self.clock = clock
         self.default_timezone = default_timezone
@@ -290,7 +294,9 @@ class SyncService:
         organization_id = organization.id if organization else None
         organization_name = organization.name if organization else None
         session.commit()  # end the read transaction before other connections write
-        self.locks.reap_expired()  # runs whose worker died are closed, their scopes freed
+        closed = self.locks.reap_expired()  # runs whose worker died are closed, scopes freed
+        if closed and self.on_runs_closed is not None:
+            self.on_runs_closed(closed)
         self.locks.acquire(scope_key, run_id, label, hold=PREPARED_HOLD)
         now = self.clock()
         prepared = PreparedRun(
@@ -331,6 +337,84 @@ class SyncService:
         except BaseException:
             self.locks.release(scope_key, run_id)
             raise
+        return prepared
+
+    def paused_runs_due(self) -> list[uuid.UUID]:
+        """Paused runs whose requests have freed up, oldest first."""
+        now = self.clock()
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(SyncLog.id, SyncLog.details)
+                .where(SyncLog.status == "paused")
+                .order_by(SyncLog.started_at)
+            ).all()
+        due = []
+        for run_id, details in rows:
+            try:
+                resumes_at = datetime.fromisoformat(str((details or {}).get("resumes_at")))
+            except ValueError:
+                resumes_at = now
+            if resumes_at <= now:
+                due.append(run_id)
+        return due
+
+    def prepare_resume(self, run_id: uuid.UUID) -> PreparedRun:
+        """Take a paused run up again, as the same run: its scope, window and starter, its
+        finished patients kept. Raises SyncInProgress when another run holds the scope,
+        SyncInputError when the run is not paused (any more)."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            row = session.get(SyncLog, run_id)
+            if row is None or row.status != "paused":
+                raise SyncInputError("no such paused run")
+            org = session.get(Organization, row.organization_id) if row.organization_id else None
+            if row.sync_type == "patient" and row.patient_id is not None:
+                patient_ids = [row.patient_id]
+                scope_key = f"patient:{row.patient_id}"
+            elif row.sync_type == "organization" and org is not None:
+                patient_ids = list(
+                    session.scalars(
+                        select(Affiliation.patient_id).where(Affiliation.organization_id == org.id)
+                    )
+                )
+                scope_key = f"organization:{org.id}"
+            elif row.sync_type == "nightly":
+                patient_ids = list(session.scalars(select(Affiliation.patient_id).distinct()))
+                scope_key = "nightly"
+            else:
+                raise SyncInputError("the paused run's patient or organisation is gone")
+            details = dict(row.details or {})
+            prepared = PreparedRun(
+                run_id=run_id,
+                scope=row.sync_type,
+                scope_key=scope_key,
+                window=Window(row.date_range_start, row.date_range_end)
+                if row.date_range_start is not None and row.date_range_end is not None
+                else self.organization_window(org),
+                actor=Actor(
+                    kind=row.triggered_by,
+                    user_id=row.triggered_by_user_id,
+                    name=details.get("triggered_by_name"),
+                ),
+                started_at=row.started_at,
+                timezone=org.timezone if org is not None else self.default_timezone,
+                patient_ids=patient_ids,
+                organization_id=org.id if org is not None else None,
+                organization_name=org.name if org is not None else None,
+                resumed=True,
+            )
+            session.commit()
+            self.locks.resume(scope_key, run_id)
+            begin_write(session)
+            reopened = session.connection().execute(
+                update(SyncLog)
+                .where(SyncLog.id == run_id, SyncLog.status == "paused")
+                .values(status="running", finished_at=None, error_message=None)
+            )
+            session.commit()
+        if reopened.rowcount != 1:  # resumed by another worker meanwhile
+            self.locks.release(scope_key, run_id)
+            raise SyncInputError("no such paused run")
+        log.info("sync.resumed", run_id=str(run_id), scope=prepared.scope)
         return prepared
 
     # -- convenience: prepare + run -----------------------------------------------------
@@ -376,6 +460,7 @@ class SyncService:
     ) -> SyncResult:
         """Execute a prepared run. IntakeQ failures and a lost lease give a failed result,
         never an exception."""
+        keep_scope = False
         try:
             with (
                 self.locks.keep(prepared.scope_key, prepared.run_id) as lease,
@@ -396,14 +481,26 @@ class SyncService:
                 except Exception as exc:
                     session.rollback()
                     ctx.result.status = "failed"
-                    ctx.result.error = f"internal error ({type(exc).__name__})"
-                    ctx.result.error_kind = "internal"
+                    database = isinstance(exc, SQLAlchemyError)
+                    ctx.result.error = (
+                        f"database error ({type(exc).__name__})"
+                        if database
+                        else f"internal error ({type(exc).__name__})"
+                    )
+                    ctx.result.error_kind = "database" if database else "internal"
                     self._finish(session, prepared, ctx, tally.sent)
                     raise
                 self._finish(session, prepared, ctx, tally.sent)
+                if ctx.result.status == "paused" and ctx.result.budget_frees_at is not None:
+                    # The scope stays the paused run's until it resumes (and a while after,
+                    # for the worker to take it up); a new run of it would only pause too.
+                    until = ctx.result.budget_frees_at + PREPARED_HOLD
+                    self.locks.hold_until(prepared.scope_key, prepared.run_id, until)
+                    keep_scope = True
                 return ctx.result
         finally:
-            self.locks.release(prepared.scope_key, prepared.run_id)
+            if not keep_scope:
+                self.locks.release(prepared.scope_key, prepared.run_id)
 
     def _context(self, session: Session, prepared: PreparedRun, lease: LeaseKeeper) -> RunContext:
         patients = self._load_patients(session, prepared.patient_ids)
@@ -438,6 +535,15 @@ class SyncService:
             keep_appointments=prepared.scope == "patient",
             rechecks_left=RECHECK_LIMIT,
         )
+        if prepared.resumed:
+            # A paused run resumes where it stopped: its finished patients stay finished.
+            row = session.get(SyncLog, prepared.run_id)
+            saved = (row.details if row is not None else {}).get("patients") or {}
+            for patient_id, result in results.items():
+                before = saved.get(str(patient_id)) or {}
+                if before.get("state") == "done":
+                    result.state = "done"
+                    result.summary = Summary.from_mapping(before.get("summary"))
         session.commit()
         return ctx
 
@@ -476,6 +582,12 @@ class SyncService:
             self._organization(session, prepared, ctx, patient_ids, progress)
         else:
             self._nightly(session, prepared, ctx, patient_ids, progress)
+
+    @staticmethod
+    def _recount(ctx: RunContext) -> None:
+        """A fetch of the whole window counts every patient afresh (a resumed run's too)."""
+        for result in ctx.results.values():
+            result.summary = Summary()
 
     @staticmethod
     def _all_states(ctx: RunContext, state: str) -> None:
@@ -531,6 +643,7 @@ class SyncService:
         page 1. A complete fetch names deletion candidates, which are then proved."""
         window = prepared.window
         self._all_states(ctx, "running")
+        self._recount(ctx)
         density = self.planner.known_density(session)
         session.commit()
         pages = self.source.appointment_pages(
@@ -669,6 +782,7 @@ class SyncService:
             return
         ctx.result.plan = "incremental"
         self._all_states(ctx, "running")
+        self._recount(ctx)
         limit = (
             page_limit(self.planner.window_cost(density, prepared.window))
             if density is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -32,12 +33,22 @@ def error_kind(exc: Exception) -> str:
 
 
 def record_failure(result: SyncResult, exc: Exception) -> None:
-    """What ended the run, in the result (and so in its record)."""
-    result.status = "failed"
+    """What ended the run, in the result (and so in its record). The day's requests running
+    out pauses the run (it resumes, as the same run, once they free up): not a failure."""
+    result.status = "paused" if isinstance(exc, BudgetExhausted) else "failed"
     result.error = str(exc)
     result.error_kind = error_kind(exc)
     if isinstance(exc, BudgetExhausted):
         result.budget_frees_at = exc.frees_at
+
+
+def paused_message(resumes_at: datetime, zone: ZoneInfo) -> str:
+    """What a paused run says: when it resumes, with the date, in the organisation's zone."""
+    local = resumes_at.astimezone(zone)
+    return (
+        "paused: the day's IntakeQ requests are used up; resumes at "
+        f"{local.strftime('%Y-%m-%d %H:%M')} {local.tzname()}"
+    )
 
 
 def progress_details(prepared: PreparedRun, ctx: RunContext) -> dict[str, Any]:
@@ -105,14 +116,15 @@ def finish(
             )
     result.incomplete = incomplete_reasons(ctx)
     failed = [r for r in ctx.results.values() if r.state == "failed"]
-    if result.status == "paused":
-        pass  # handed back or out of budget: neither failed nor done
-    elif result.status != "failed" and failed and len(failed) == len(ctx.results):
+    paused = result.status == "paused"
+    if paused and result.budget_frees_at is not None:
+        result.error = paused_message(result.budget_frees_at, ctx.display_zone)
+    if result.status == "running" and failed and len(failed) == len(ctx.results):
         # Nobody could be synced: that is a failed run, not a partial one.
         result.status = "failed"
         result.error = failed[0].error
         result.error_kind = "intakeq"
-    if result.status not in ("failed", "paused"):
+    if result.status == "running":
         partial = result.summary.errors or result.incomplete
         result.status = "partial" if partial else "success"
     result.finished_at = finished_at
@@ -126,6 +138,8 @@ def finish(
         error_kind=result.error_kind,
         incomplete=result.incomplete,
     )
+    if paused and result.budget_frees_at is not None:
+        details["resumes_at"] = result.budget_frees_at.isoformat()
     s = result.summary
     session.execute(
         update(SyncLog)
@@ -143,7 +157,8 @@ def finish(
             details=details,
         )
     )
-    # "Last synced" only for the patients whose data this run made complete.
+    # "Last synced" only for the patients whose data this run made complete (a paused run's
+    # finished patients too).
     synced = (
         [] if ctx.incomplete_reasons else [r.patient_id for r in ctx.results.values() if r.complete]
     )

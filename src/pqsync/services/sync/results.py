@@ -125,13 +125,15 @@ class PreparedRun:
     organization_name: str | None = None
     # Set for a run that re-fetches one appointment (a webhook's hint) instead of a window.
     appointment_id: str | None = None
+    # A paused run taken up again: its finished patients are not synced twice.
+    resumed: bool = False
 
 
 @dataclass
 class SyncResult:
     run_id: uuid.UUID
     scope: str
-    status: str  # running | success | partial | failed
+    status: str  # running | success | partial | failed | paused
     window: Window
     started_at: datetime
     finished_at: datetime

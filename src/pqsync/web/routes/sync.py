@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Annotated, Any, cast
@@ -75,7 +76,10 @@ def wants_async(prefer: str | None) -> bool:
 
 
 def start_run(
-    ctx: WebContext, what: str, prepare: Callable[[SyncService], PreparedRun]
+    ctx: WebContext,
+    what: str,
+    prepare: Callable[[SyncService], PreparedRun],
+    zone: ZoneInfo | None = None,
 ) -> tuple[SyncService, PreparedRun]:
     """Prepare a run of `what` ("this patient"): 404 if its patient or organisation is gone,
     409 naming the run already going."""
@@ -85,7 +89,26 @@ def start_run(
     except SyncInputError:
         raise not_found("patient or organization") from None
     except SyncInProgress as exc:
+        if exc.paused_until is not None:
+            shown_in = zone or ZoneInfo(ctx.app.settings.timezone)
+            raise paused(what, exc.run_id, exc.paused_until, shown_in, ctx.now()) from None
         raise in_progress(what, exc) from None
+
+
+def paused(
+    what: str, run_id: uuid.UUID, until: datetime, zone: ZoneInfo, now: datetime
+) -> ApiError:
+    """429: the sync of `what` is paused until the day's requests free up; it resumes then
+    by itself, as the same run."""
+    local = local_time(until, zone)
+    return retry_later(
+        "sync_paused",
+        f"the sync of {what} is paused: the day's IntakeQ requests are used up; it resumes "
+        f"by itself at {local.isoformat()} (run {run_id})",
+        retry_at=local,
+        now=now,
+        run_id=run_id,
+    )
 
 
 def in_progress(what: str, exc: SyncInProgress) -> ApiError:
@@ -109,7 +132,8 @@ def failure(result: SyncResult, zone: ZoneInfo, now: datetime) -> ApiError:
         frees = local_time(result.budget_frees_at, zone)
         return retry_later(
             "intakeq_budget_exhausted",
-            f"the daily IntakeQ request budget is used up; it frees up at {frees.isoformat()}",
+            "the daily IntakeQ request budget is used up; it frees up at "
+            f"{frees.isoformat()}, and the sync (paused) resumes by itself then",
             retry_at=frees,
             now=now,
             run_id=result.run_id,
@@ -146,12 +170,16 @@ def start_user_run(
     what: str,
     body: SyncRequest | None,
     prepare: Callable[[SyncService, Window | None, Actor], PreparedRun],
+    zone: ZoneInfo | None = None,
 ) -> tuple[SyncService, PreparedRun]:
     """A run started by the caller, over the body's dateRange (or the default window)."""
     window = requested_window(body)
     viewer = dashboard.viewer
+    # End the request's read and hand its connection back: preparing takes connections of
+    # its own, and a request holding two at once can starve the pool under a stampede.
+    dashboard.session.commit()
     actor = Actor(kind="user", user_id=viewer.user_id, name=viewer.name)
-    return start_run(ctx, what, lambda service: prepare(service, window, actor))
+    return start_run(ctx, what, lambda service: prepare(service, window, actor), zone)
 
 
 def patient_sync_out(result: SyncResult, scope: PatientScope) -> PatientSyncOut:
@@ -206,6 +234,7 @@ def sync_patient(
             if dashboard.viewer.is_staff or scope.organization is None
             else scope.organization.id,
         ),
+        scope.zone,
     )
     result = ctx.run_sync(service, prepared)
     if not result.ok:
@@ -239,6 +268,7 @@ def sync_organization(
         "this organization",
         body,
         lambda s, window, actor: s.prepare_organization(str(org.id), window=window, actor=actor),
+        dashboard.zone_of(org),
     )
     if wants_async(prefer):
         ctx.run_sync_later(prepared)
