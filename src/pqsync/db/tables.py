@@ -372,3 +372,45 @@ class WebhookEvent(Base):
         Index("ix_webhook_events_key_at", "coalesce_key", "received_at"),
         Index("ix_webhook_events_received_at", "received_at"),
     )
+
+
+class AttentionHandled(Base):
+    """A 'needs attention' item a partner marked handled (who, when). The key names the
+    item (a missed appointment's id, the consent's expiry date), so a new one shows again."""
+
+    __tablename__ = "attention_handled"
+    __table_args__ = (UniqueConstraint("organization_id", "patient_id", "item_key"),)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
+    item_key: Mapped[str] = mapped_column(String(120))
+    handled_by_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("partner_users.id", ondelete="SET NULL")
+    )
+    handled_by_name: Mapped[str] = mapped_column(String(200))
+    handled_at: Mapped[datetime] = mapped_column()
+
+
+class CalendarFeed(Base):
+    """A user's secret calendar address: only the SHA-256 of its token is stored."""
+
+    __tablename__ = "calendar_feeds"
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("partner_users.id", ondelete="CASCADE"), primary_key=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class CaseworkPreferences(Base):
+    """A partner user's casework settings: the daily digest, the dismissed changes."""
+
+    __tablename__ = "casework_preferences"
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("partner_users.id", ondelete="CASCADE"), primary_key=True
+    )
+    digest_opt_in: Mapped[bool] = mapped_column(default=False)
+    digest_sent_on: Mapped[date | None] = mapped_column(Date)
+    changes_dismissed_at: Mapped[datetime | None] = mapped_column()

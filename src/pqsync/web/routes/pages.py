@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from pqsync.db.tables import Organization
 from pqsync.domain import visibility
+from pqsync.services import casework
 from pqsync.services.auth import (
     InvalidCredentials,
     LoginThrottled,
@@ -230,6 +231,8 @@ def roster_page(
             paged=cursor is not None,
             running=running_sync_all(session, chosen.id),
             window=sync_window(ctx, chosen),
+            attention=casework.attention(session, user, chosen, values["now"]),
+            can_handle=visibility.may_sync(user),
         )
     return render(ctx, request, "roster.html", user, **values)
 
