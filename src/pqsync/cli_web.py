@@ -9,7 +9,14 @@ from rich.console import Console
 from sqlalchemy.orm import Session
 
 from pqsync.bootstrap import App, NotSetUp, build_app
-from pqsync.services.users import UserInputError, create_user, issue_token, revoke_tokens
+from pqsync.services.users import (
+    UserInputError,
+    create_user,
+    deactivate_user,
+    find_user,
+    issue_token,
+    revoke_tokens,
+)
 from pqsync.settings import SettingsError, load_settings
 
 users_cli = typer.Typer(no_args_is_help=True, help="Dashboard users and their API tokens.")
@@ -91,6 +98,26 @@ def users_revoke(email: Annotated[str, typer.Argument(help="The user's email.")]
     finally:
         app.close()
     out.print(f"revoked {count} token(s)", highlight=False)
+
+
+@users_cli.command("deactivate")
+def users_deactivate(email: Annotated[str, typer.Argument(help="The user's email.")]) -> None:
+    """Take a user off at once: no more logins, every session and API token ended."""
+    app = _app()
+    try:
+        with Session(app.engine) as session:
+            user = find_user(session, email)
+            done = deactivate_user(session, user.id, by="cli", now=app.clock())
+    except UserInputError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        app.close()
+    state = "was already deactivated" if done.already_inactive else "deactivated"
+    out.print(
+        f"{done.email} {state}: {done.sessions_ended} session(s) ended, "
+        f"{done.tokens_revoked} token(s) revoked",
+        highlight=False,
+    )
 
 
 def serve(

@@ -87,6 +87,9 @@ class PartnerUser(Base):
     password_hash: Mapped[str | None] = mapped_column(String(255))
     is_active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=_now)
+    deactivated_at: Mapped[datetime | None] = mapped_column()
+    # Who took the user off, as written then ("cli", "directory", a staff email).
+    deactivated_by: Mapped[str | None] = mapped_column(String(320))
 
 
 class Patient(Base):
@@ -353,6 +356,30 @@ class WorkerHeartbeat(Base):
     __tablename__ = "worker_heartbeats"
     worker: Mapped[str] = mapped_column(String(200), primary_key=True)
     seen_at: Mapped[datetime] = mapped_column()
+
+
+class PatientAccess(Base):
+    """One read of one patient's data: who, when, through which view. The trail outlives
+    users and patients (no foreign keys: deleting either never deletes it); nothing prunes
+    it before the retention floor (services/access.py)."""
+
+    __tablename__ = "patient_access_log"
+    __table_args__ = (
+        Index("ix_patient_access_log_patient_at", "patient_id", "accessed_at"),
+        Index("ix_patient_access_log_user_at", "user_id", "accessed_at"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    patient_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # Kept as written at the time: the user may be renamed, deactivated or removed later.
+    user_email: Mapped[str] = mapped_column(String(320))
+    user_role: Mapped[str] = mapped_column(String(32))
+    organization_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    via: Mapped[str] = mapped_column(String(16))  # cookie | bearer | cli
+    view: Mapped[str] = mapped_column(String(64))  # roster | patient_page | api_... | export
+    detail: Mapped[str | None] = mapped_column(String(300))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    accessed_at: Mapped[datetime] = mapped_column(default=_now, index=True)
 
 
 class WebhookEvent(Base):

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from pqsync.db.engine import begin_write
 from pqsync.db.lookup import organization_by_ref
-from pqsync.db.tables import ApiToken, PartnerUser
+from pqsync.db.tables import ApiToken, PartnerUser, UserSession
 from pqsync.domain.roles import ROLES
 from pqsync.services.auth import new_token, token_digest
 from pqsync.services.passwords import hash_password
@@ -118,3 +118,48 @@ def revoke_tokens(session: Session, email: str, *, now: datetime) -> int:
     )
     session.commit()
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+@dataclass(frozen=True)
+class Deactivation:
+    user_id: uuid.UUID
+    email: str
+    sessions_ended: int
+    tokens_revoked: int
+    already_inactive: bool
+
+
+def deactivate_user(
+    session: Session, user_id: uuid.UUID, *, by: str, now: datetime
+) -> Deactivation:
+    """Take a user off at once: inactive, every open session ended and every API token
+    revoked in one transaction, so their next request is refused (401). `by` says who did
+    it ("cli", "directory", a staff email); running it again changes nothing."""
+    begin_write(session)
+    user = session.get(PartnerUser, user_id)
+    if user is None:
+        raise UserInputError("no such user")
+    already_inactive = not user.is_active
+    if not already_inactive:
+        user.is_active = False
+        user.deactivated_at = now
+        user.deactivated_by = by[:320]
+    sessions = session.execute(
+        update(UserSession)
+        .where(UserSession.user_id == user.id, UserSession.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    tokens = session.execute(
+        update(ApiToken)
+        .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    email = user.email
+    session.commit()
+    return Deactivation(
+        user_id=user_id,
+        email=email,
+        sessions_ended=int(getattr(sessions, "rowcount", 0) or 0),
+        tokens_revoked=int(getattr(tokens, "rowcount", 0) or 0),
+        already_inactive=already_inactive,
+    )
