@@ -10,10 +10,12 @@ from datetime import date, timedelta
 
 from casework_support import add_appointments, denver, names, set_consent, text_of
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
 from test_dashboard_pages import sign_in
-from web_support import NOW, Seed, open_client
+from web_support import NOW, USERS, Seed, open_client
 
 from pqsync.bootstrap import App
+from pqsync.services.access import access_for_patient
 
 
 def day_of(page: str, day: str) -> str:
@@ -259,6 +261,15 @@ def test_the_attendance_record_counts_kept_missed_and_cancelled_and_is_in_the_hi
         "Nov 15, 2025 at 2:03 PM" in history
     )
     assert "Attendance record opened for printing, 2025-09-02 to 2025-11-30" in history
+    with Session(pq_app.engine) as session:
+        record = access_for_patient(session, seed.consenting)
+    exports = [(e.view, e.user_email, e.detail) for e in record if e.view.startswith("attend")]
+    assert (
+        "attendance_csv",
+        USERS["case_manager"],
+        "Attendance record downloaded as CSV, 2025-09-02 to 2025-11-30",
+    ) in exports
+    assert all(e.accessed_at == NOW for e in record if e.view == "attendance_csv")
 
 
 def test_no_attendance_record_without_consent_or_of_another_organisation(
@@ -289,6 +300,10 @@ def test_the_roster_csv_holds_details_only_where_consent_allows_and_is_in_every_
     assert rows[seed.names[seed.expired]]["Next appointment"] == "ROI consent required"
     assert rows[seed.names[seed.expired]]["Provider"] == ""
     assert rows[seed.names[seed.expired]]["ROI consent"] == "expired (until 2025-10-16)"
-    for patient in (seed.consenting,):
-        history = text_of(client.get(f"/patients/{patient}").text).split("History")[1]
-        assert "Roster downloaded as CSV · Jordan Ames" in history
+    history = text_of(client.get(f"/patients/{seed.consenting}").text).split("History")[1]
+    assert "Roster downloaded as CSV · Jordan Ames" in history
+    with Session(pq_app.engine) as session:
+        for patient in seed.names:
+            views = [e.view for e in access_for_patient(session, patient)]
+            expected = 0 if patient == seed.other_patient else 1
+            assert views.count("roster_csv") == expected

@@ -76,9 +76,7 @@ def stop_feed(session: Session, user_id: uuid.UUID) -> None:
 
 @dataclass(frozen=True)
 class Feed:
-    user_id: uuid.UUID
-    user_name: str
-    user_role: str
+    user: PartnerUser
     organization_id: uuid.UUID
     patient_ids: list[uuid.UUID]
     body: bytes
@@ -182,9 +180,7 @@ def feed(session: Session, token: str, now: datetime) -> Feed:
             last_date=today + timedelta(days=FEED_DAYS_AHEAD + 1),
         )
     return Feed(
-        user_id=user.id,
-        user_name=user.name,
-        user_role=user.role,
+        user=user,
         organization_id=org.id,
         patient_ids=sorted(set(patient_ids)),
         body=calendar.to_ical(),

@@ -25,12 +25,14 @@ from pqsync.db.tables import (
     Appointment,
     AttentionHandled,
     Organization,
+    PartnerUser,
     Patient,
     PatientActivity,
     Provider,
     Service,
 )
 from pqsync.domain import visibility
+from pqsync.services.access import record_access
 from pqsync.services.auth import Principal
 from pqsync.services.dashboard import NOT_UPCOMING, local_time
 
@@ -625,33 +627,41 @@ FEED_DETAIL = "Upcoming appointments sent to the calendar feed"
 def record_export(
     session: Session,
     *,
-    user_id: uuid.UUID,
+    user: Principal | PartnerUser,
+    view: str,
     patient_ids: Iterable[uuid.UUID],
     detail: str,
     now: datetime,
 ) -> None:
-    """One entry in each resident's history (one statement however many residents): who
-    exported what, when, which range. Committed before the export is sent."""
-    rows = [
-        {
-            "id": uuid.uuid4(),
-            "patient_id": patient_id,
-            "activity_type": EXPORT_ACTIVITY,
-            "description": detail,
-            "changes": {},
-            "actor": "user",
-            "actor_user_id": user_id,
-            "created_at": now,
-        }
-        for patient_id in patient_ids
-    ]
-    if rows:
-        session.execute(insert(PatientActivity), rows)
+    """Before an export leaves: the access record (services/access.py) and one entry in each
+    resident's history on their page (one statement each however many residents): who
+    exported what, when, which range."""
+    ids = list(dict.fromkeys(patient_ids))
+    if not ids:
+        return
+    record_access(session, user=user, view=view, patient_ids=ids, detail=detail, now=now)
+    user_id = user.user_id if isinstance(user, Principal) else user.id
+    session.execute(
+        insert(PatientActivity),
+        [
+            {
+                "id": uuid.uuid4(),
+                "patient_id": patient_id,
+                "activity_type": EXPORT_ACTIVITY,
+                "description": detail,
+                "changes": {},
+                "actor": "user",
+                "actor_user_id": user_id,
+                "created_at": now,
+            }
+            for patient_id in ids
+        ],
+    )
     session.commit()
 
 
 def record_feed_sent(
-    session: Session, user_id: uuid.UUID, patient_ids: Iterable[uuid.UUID], now: datetime
+    session: Session, user: PartnerUser, patient_ids: Iterable[uuid.UUID], now: datetime
 ) -> None:
     """A calendar app polls every few minutes: the feed is written to each resident's
     history once a day per user (the first time that day it holds the resident)."""
@@ -659,7 +669,7 @@ def record_feed_sent(
     already = set(
         session.scalars(
             select(PatientActivity.patient_id).where(
-                PatientActivity.actor_user_id == user_id,
+                PatientActivity.actor_user_id == user.id,
                 PatientActivity.activity_type == EXPORT_ACTIVITY,
                 PatientActivity.description == FEED_DETAIL,
                 PatientActivity.created_at > since,
@@ -668,7 +678,8 @@ def record_feed_sent(
     )
     record_export(
         session,
-        user_id=user_id,
+        user=user,
+        view="calendar_feed",
         patient_ids=[pid for pid in patient_ids if pid not in already],
         detail=FEED_DETAIL,
         now=now,

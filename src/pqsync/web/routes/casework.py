@@ -149,7 +149,8 @@ def attendance_page(
     record = attendance_record(ctx, session, user, patient_id, start, end)
     casework.record_export(
         session,
-        user_id=user.user_id,
+        user=user,
+        view="attendance_page",
         patient_ids=[record.patient_id],
         detail=f"Attendance record opened for printing, {record.range_text}",
         now=ctx.now(),
@@ -184,7 +185,8 @@ def attendance_csv(
     )
     casework.record_export(
         session,
-        user_id=user.user_id,
+        user=user,
+        view="attendance_csv",
         patient_ids=[record.patient_id],
         detail=f"Attendance record downloaded as CSV, {record.range_text}",
         now=ctx.now(),
@@ -205,7 +207,8 @@ def roster_csv(
     )
     casework.record_export(
         session,
-        user_id=user.user_id,
+        user=user,
+        view="roster_csv",
         patient_ids=[r.patient_id for r in rows],
         detail="Roster downloaded as CSV",
         now=ctx.now(),
@@ -275,5 +278,5 @@ def calendar_ics(token: str, request: Request, ctx: ContextDep, session: Session
     held = [tag.strip() for tag in request.headers.get("if-none-match", "").split(",")]
     if feed.etag in held:
         return Response(status_code=304, headers=headers)
-    casework.record_feed_sent(session, feed.user_id, feed.patient_ids, ctx.now())
+    casework.record_feed_sent(session, feed.user, feed.patient_ids, ctx.now())
     return Response(feed.body, media_type="text/calendar; charset=utf-8", headers=headers)

@@ -1,7 +1,7 @@
 """casework: handled attention items, calendar feed addresses, case managers' preferences
 
 Revision ID: 0009
-Revises: 0004
+Revises: 0011
 Create Date: 2026-12-07
 
 """
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | Sequence[str] | None = "0004"
+down_revision: str | Sequence[str] | None = "0011"  # 0004 until issue-27 (0011) was merged
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
