@@ -10,11 +10,13 @@ from datetime import date, timedelta
 
 from casework_support import add_appointments, denver, names, set_consent, text_of
 from fastapi.testclient import TestClient
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from test_dashboard_pages import sign_in
 from web_support import NOW, USERS, Seed, open_client
 
 from pqsync.bootstrap import App
+from pqsync.db.tables import Affiliation
 from pqsync.services.access import access_for_patient
 
 
@@ -307,3 +309,51 @@ def test_the_roster_csv_holds_details_only_where_consent_allows_and_is_in_every_
             views = [e.view for e in access_for_patient(session, patient)]
             expected = 0 if patient == seed.other_patient else 1
             assert views.count("roster_csv") == expected
+
+
+# -- roster filters and sort -----------------------------------------------------------------
+
+
+def row_ids(page: str) -> list[str]:
+    return re.findall(r'data-patient-row="([^"]+)"', page)
+
+
+def test_roster_filters_and_sort(client: TestClient, seed: Seed, pq_app: App) -> None:
+    with Session(pq_app.engine) as session:
+        consenting = [
+            a.patient_id
+            for a in session.scalars(
+                select(Affiliation)
+                .filter_by(organization_id=seed.orgs["own"], roi_consent_status="active")
+                .order_by(Affiliation.patient_id)
+            )
+        ]
+        session.execute(
+            update(Affiliation)
+            .where(Affiliation.patient_id == consenting[3])
+            .values(last_practiceq_sync_at=NOW - timedelta(hours=1))
+        )
+        session.commit()
+    a, b, c = consenting[:3]
+    add_appointments(
+        pq_app,
+        {"patient_id": a, "start_time": denver(2025, 11, 16, 10, 0)},  # Sunday: this week
+        {"patient_id": b, "start_time": denver(2025, 11, 12, 10, 0), "status": "no_show"},
+        {"patient_id": c, "start_time": denver(2025, 11, 20, 10, 0)},  # next week
+    )
+    sign_in(client, "case_manager")
+    this_week = row_ids(client.get("/?show=this_week").text)
+    assert sorted(this_week) == sorted([str(a), str(b)])
+    assert row_ids(client.get("/?show=missed").text) == [str(b)]
+    no_upcoming = row_ids(client.get("/?show=no_upcoming").text)
+    assert str(b) in no_upcoming and str(a) not in no_upcoming and str(c) not in no_upcoming
+    assert str(seed.missing) not in no_upcoming  # no consent: no details to judge by
+    assert row_ids(client.get("/?show=consent_expiring").text) == [str(seed.expired)]
+    by_next = row_ids(client.get("/?sort=next").text)
+    assert by_next[:2] == [str(a), str(c)] and len(by_next) == 12
+    by_synced = row_ids(client.get("/?sort=synced").text)
+    assert by_synced[-1] == str(consenting[3]) and len(by_synced) == 12
+    page = client.get("/?show=missed&sort=next")
+    assert "Showing: Missed recently (14 days), sorted by next appointment." in text_of(page.text)
+    assert client.get("/?show=nonsense").status_code == 200
+    assert client.get("/?page=0").status_code == 404

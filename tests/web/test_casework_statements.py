@@ -101,6 +101,8 @@ def test_each_casework_view_costs_the_same_statements_for_1000_residents_as_for_
             assert address is not None
             views = {
                 "roster": "/",
+                "roster-filtered": "/?show=missed&sort=next",
+                "roster-sorted": "/?sort=synced",
                 "week": "/week",
                 "roster-csv": "/roster.csv",
                 "attendance": f"/patients/{patient}/attendance",

@@ -14,9 +14,10 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, and_, exists, func, insert, or_, select
+from sqlalchemy import ColumnElement, and_, case, exists, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,7 +35,14 @@ from pqsync.db.tables import (
 from pqsync.domain import visibility
 from pqsync.services.access import record_access
 from pqsync.services.auth import Principal
-from pqsync.services.dashboard import NOT_UPCOMING, local_time
+from pqsync.services.dashboard import (
+    CONSENT_REQUIRED,
+    NOT_UPCOMING,
+    ConsentView,
+    NextAppointment,
+    RosterRow,
+    local_time,
+)
 
 MISSED_DAYS = 14
 CONSENT_WARNING_DAYS = 30
@@ -569,8 +577,8 @@ def roster_export(
 
 def next_appointments(
     session: Session, organization_id: uuid.UUID, now: datetime, visible: ColumnElement[bool]
-) -> dict[uuid.UUID, tuple[datetime, str | None]]:
-    """Each visible resident's next appointment (start, provider), one statement."""
+) -> dict[uuid.UUID, tuple[datetime, str | None, str]]:
+    """Each visible resident's next appointment (start, provider, status), one statement."""
     upcoming = and_(
         Appointment.deleted_at.is_(None),
         Appointment.start_time >= now,
@@ -583,9 +591,9 @@ def next_appointments(
         .group_by(Appointment.patient_id)
         .subquery()
     )
-    found: dict[uuid.UUID, tuple[datetime, str | None]] = {}
-    for patient_id, start, provider in session.execute(
-        select(Appointment.patient_id, Appointment.start_time, Provider.name)
+    found: dict[uuid.UUID, tuple[datetime, str | None, str]] = {}
+    for patient_id, start, provider, status in session.execute(
+        select(Appointment.patient_id, Appointment.start_time, Provider.name, Appointment.status)
         .join(
             first,
             and_(
@@ -597,7 +605,7 @@ def next_appointments(
         .where(upcoming)
         .order_by(Appointment.pq_appointment_id)
     ):
-        found.setdefault(patient_id, (start, provider))
+        found.setdefault(patient_id, (start, provider, status))
     return found
 
 
@@ -684,3 +692,144 @@ def record_feed_sent(
         detail=FEED_DETAIL,
         now=now,
     )
+
+
+# -- roster filters and sort -----------------------------------------------------------------
+
+ROSTER_FILTERS = {
+    "all": "Everyone",
+    "this_week": "Appointment this week",
+    "no_upcoming": "No upcoming appointment",
+    "missed": "Missed recently (14 days)",
+    "consent_expiring": "ROI consent expiring or expired",
+}
+ROSTER_SORTS = {
+    "name": "Name",
+    "next": "Next appointment",
+    "synced": "Last synced (oldest first)",
+}
+FILTERED_PAGE = 50
+
+
+@dataclass(frozen=True)
+class FilteredRoster:
+    rows: list[RosterRow]
+    page: int
+    more: bool
+
+
+def filtered_roster(
+    session: Session,
+    viewer: Principal,
+    org: Organization,
+    now: datetime,
+    *,
+    show: str = "all",
+    sort: str = "name",
+    page: int = 1,
+) -> FilteredRoster:
+    """The roster narrowed to one kind of resident and ordered as asked, a page at a time
+    (three statements). Filters that need appointment details match only residents whose
+    details the viewer may see; sorting by next appointment puts the others last."""
+    zone = org_zone(org)
+    today = org_today(org, now)
+    visible = details_clause(viewer, today)
+    upcoming = and_(
+        Appointment.patient_id == Affiliation.patient_id,
+        Appointment.deleted_at.is_(None),
+        Appointment.start_time >= now,
+        Appointment.status.not_in(NOT_UPCOMING),
+    )
+    next_start = select(func.min(Appointment.start_time)).where(upcoming).scalar_subquery()
+    monday = week_start(today)
+    conditions: list[ColumnElement[bool]] = [Affiliation.organization_id == org.id]
+    if show == "this_week":
+        conditions += [
+            visible,
+            exists().where(
+                Appointment.patient_id == Affiliation.patient_id,
+                Appointment.deleted_at.is_(None),
+                Appointment.start_time >= local_midnight(monday, zone),
+                Appointment.start_time < local_midnight(monday + timedelta(days=7), zone),
+            ),
+        ]
+    elif show == "no_upcoming":
+        conditions += [visible, ~exists().where(upcoming)]
+    elif show == "missed":
+        conditions += [
+            visible,
+            exists().where(
+                Appointment.patient_id == Affiliation.patient_id,
+                Appointment.deleted_at.is_(None),
+                Appointment.status == "no_show",
+                Appointment.start_time >= now - timedelta(days=MISSED_DAYS),
+                Appointment.start_time <= now,
+            ),
+        ]
+    elif show == "consent_expiring":
+        conditions.append(
+            or_(
+                and_(
+                    Affiliation.roi_consent_status == "active",
+                    Affiliation.roi_consent_expires_on.is_not(None),
+                    Affiliation.roi_consent_expires_on <= today + timedelta(CONSENT_WARNING_DAYS),
+                ),
+                Affiliation.roi_consent_status == "expired",
+            )
+        )
+    names = (Patient.last_name, Patient.first_name, Patient.id)
+    shown_next = case((visible, next_start), else_=None)
+    order: tuple[Any, ...]
+    if sort == "next":
+        order = (shown_next.is_(None), shown_next, *names)
+    elif sort == "synced":
+        last_sync = Affiliation.last_practiceq_sync_at
+        order = (last_sync.is_not(None), last_sync, *names)
+    else:
+        order = names
+    page = max(1, page)
+    rows = session.execute(
+        select(
+            Patient.id,
+            Patient.first_name,
+            Patient.last_name,
+            Affiliation.roi_consent_status,
+            Affiliation.roi_consent_expires_on,
+            Affiliation.last_practiceq_sync_at,
+        )
+        .select_from(Affiliation)
+        .join(Patient, Patient.id == Affiliation.patient_id)
+        .where(*conditions)
+        .order_by(*order)
+        .limit(FILTERED_PAGE + 1)
+        .offset((page - 1) * FILTERED_PAGE)
+    ).all()
+    more = len(rows) > FILTERED_PAGE
+    rows = rows[:FILTERED_PAGE]
+    ids = [row[0] for row in rows]
+    upcoming_of = next_appointments(
+        session, org.id, now, and_(visible, Affiliation.patient_id.in_(ids))
+    )
+    out = []
+    for patient_id, first, last, status, expires, synced in rows:
+        active = visibility.consent_active(status, expires, today)
+        found = upcoming_of.get(patient_id) if visibility.details_visible(viewer, active) else None
+        out.append(
+            RosterRow(
+                id=patient_id,
+                name=f"{first} {last}".strip(),
+                organization_id=org.id,
+                organization_name=org.name,
+                roi_consent=ConsentView(
+                    status=status,
+                    expires_on=expires,
+                    active=active,
+                    message=None if active else CONSENT_REQUIRED,
+                ),
+                next_appointment=NextAppointment(local_time(found[0], zone), found[1], found[2])
+                if found
+                else None,
+                last_synced_at=local_time(synced, zone) if synced else None,
+            )
+        )
+    return FilteredRoster(out, page, more)

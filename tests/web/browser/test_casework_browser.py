@@ -117,3 +117,23 @@ def test_the_calendar_page(new_page: OpenPage) -> None:
     assert fits_width(page)
     answer = page.request.get(address.input_value())
     assert answer.status == 200 and answer.text().startswith("BEGIN:VCALENDAR")
+
+
+def test_filtering_and_sorting_the_roster(new_page: OpenPage, seed: Seed, pq_app: App) -> None:
+    add_appointments(
+        pq_app,
+        {"patient_id": seed.consenting, "start_time": NOW - timedelta(days=2), "status": "no_show"},
+    )
+    page = sign_in(new_page(), "case_manager")
+    page.get_by_label("Show").select_option(label="Missed recently (14 days)")
+    page.get_by_label("Sort by").select_option(label="Next appointment")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_role("status").filter(has_text="Showing:")).to_contain_text(
+        "Missed recently (14 days), sorted by next appointment"
+    )
+    expect(page.locator("[data-patient-row]")).to_have_count(1)
+    expect(
+        page.locator("tbody").get_by_role("link", name=seed.names[seed.consenting])
+    ).to_be_visible()
+    assert blocking_violations(page) == []
+    assert fits_width(page)

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
@@ -210,6 +210,9 @@ def roster_page(
     org: str | None,
     search: str = "",
     cursor: str | None = None,
+    show: str = "all",
+    sort: str = "name",
+    page: int = 1,
 ) -> HTMLResponse:
     dashboard = ctx.dashboard(session, user)
     chosen, choices = chosen_organization(dashboard, session, org)
@@ -219,8 +222,34 @@ def roster_page(
         "search": search,
         "can_sync": visibility.may_sync(user),
         "now": ctx.now(),
+        "filters": casework.ROSTER_FILTERS,
+        "sorts": casework.ROSTER_SORTS,
+        "show": show if show in casework.ROSTER_FILTERS else "all",
+        "sort": sort if sort in casework.ROSTER_SORTS else "name",
+        "filtered": None,
     }
-    if chosen is not None:
+    if chosen is not None and (values["show"], values["sort"], page) != ("all", "name", 1):
+        # Filters and sort (issue 25): their own query, paged by number.
+        narrowed = casework.filtered_roster(
+            session,
+            user,
+            chosen,
+            values["now"],
+            show=values["show"],
+            sort=values["sort"],
+            page=page,
+        )
+        values.update(
+            rows=[roster_line(row, user, values["now"]) for row in narrowed.rows],
+            next_cursor=None,
+            paged=False,
+            filtered=narrowed,
+            running=running_sync_all(session, chosen.id),
+            window=sync_window(ctx, chosen),
+            attention=casework.attention(session, user, chosen, values["now"]),
+            can_handle=visibility.may_sync(user),
+        )
+    elif chosen is not None:
         try:
             roster = dashboard.roster(chosen.id, search=search, cursor=cursor)
         except BadCursor:
@@ -245,8 +274,13 @@ def roster(
     user: PageUser,
     org: str | None = None,
     cursor: str | None = None,
+    show: str = "all",
+    sort: str = "name",
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> HTMLResponse:
-    return roster_page(request, ctx, session, user, org=org, cursor=cursor)
+    return roster_page(
+        request, ctx, session, user, org=org, cursor=cursor, show=show, sort=sort, page=page
+    )
 
 
 @router.post("/")
