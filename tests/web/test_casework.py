@@ -8,6 +8,7 @@ import io
 import re
 from datetime import date, timedelta
 
+import httpx
 from casework_support import add_appointments, denver, names, set_consent, text_of
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
@@ -15,8 +16,9 @@ from sqlalchemy.orm import Session
 from test_dashboard_pages import sign_in
 from web_support import NOW, USERS, Seed, open_client
 
+from intakeq_sim import SimulatorServer
 from pqsync.bootstrap import App
-from pqsync.db.tables import Affiliation
+from pqsync.db.tables import Affiliation, Patient
 from pqsync.services.access import access_for_patient
 
 
@@ -357,3 +359,54 @@ def test_roster_filters_and_sort(client: TestClient, seed: Seed, pq_app: App) ->
     assert "Showing: Missed recently (14 days), sorted by next appointment." in text_of(page.text)
     assert client.get("/?show=nonsense").status_code == 200
     assert client.get("/?page=0").status_code == 404
+
+
+# -- since your last visit -------------------------------------------------------------------
+
+
+def changes_panel(page: str) -> str | None:
+    found = re.search(r'<section id="since-last-visit".*?</section>', page, re.DOTALL)
+    return text_of(found.group(0)) if found else None
+
+
+def test_since_your_last_visit_lists_synced_changes_until_dismissed(
+    client: TestClient, seed: Seed, pq_app: App, simulator: SimulatorServer
+) -> None:
+    csrf = sign_in(client, "case_manager")
+    assert changes_panel(client.get("/").text) is None  # a first visit: nothing to compare
+    sync = f"/api/partner-dashboard/patients/{seed.consenting}/sync"
+    assert client.post(sync, headers={"X-CSRF-Token": csrf}).status_code == 200
+    with Session(pq_app.engine) as session:
+        client_id = session.scalars(
+            select(Patient.intakeq_client_id).filter_by(id=seed.consenting)
+        ).one()
+    pq_app.clock.advance(hours=1)  # type: ignore[attr-defined]
+    client.post("/logout", data={"csrf_token": csrf})
+    pq_app.clock.advance(hours=14)  # type: ignore[attr-defined]  # the next morning
+    control = simulator.control_url + "/appointments"
+    moved = httpx.post(
+        control, json={"ClientId": client_id, "StartDateLocal": "2025-11-24T14:00:00"}
+    )
+    off = httpx.post(control, json={"ClientId": client_id, "StartDateLocal": "2025-11-25T10:00:00"})
+    with open_client(pq_app) as other:  # the partner admin syncs overnight's bookings
+        token = sign_in(other, "partner_admin")
+        assert other.post(sync, headers={"X-CSRF-Token": token}).json()["summary"]["new"] == 2
+        httpx.patch(
+            f"{control}/{moved.json()['Id']}", json={"StartDateLocal": "2025-11-24T15:30:00"}
+        )
+        httpx.post(f"{control}/{off.json()['Id']}/cancel", json={})
+        httpx.post(control, json={"ClientId": client_id, "StartDateLocal": "2025-11-26T09:00:00"})
+        assert other.post(sync, headers={"X-CSRF-Token": token}).status_code == 200
+    pq_app.clock.advance(hours=1)  # type: ignore[attr-defined]
+    csrf = sign_in(client, "case_manager")
+    panel = changes_panel(client.get("/").text)
+    assert panel is not None
+    assert "Since your last visit (5)" in panel
+    assert "3 new, 1 rescheduled, 1 cancelled, 0 missed" in panel
+    name = seed.names[seed.consenting]
+    assert f"Rescheduled {name} Mon, Nov 24 at 3:30 PM" in panel
+    assert f"Cancelled {name} Tue, Nov 25 at 10:00 AM" in panel
+    assert changes_panel(client.get("/").text) == panel  # stays until dismissed
+    done = client.post("/changes/dismiss", data={"csrf_token": csrf}, follow_redirects=False)
+    assert done.status_code == 303
+    assert changes_panel(client.get("/").text) is None

@@ -25,12 +25,14 @@ from pqsync.db.tables import (
     Affiliation,
     Appointment,
     AttentionHandled,
+    CaseworkPreferences,
     Organization,
     PartnerUser,
     Patient,
     PatientActivity,
     Provider,
     Service,
+    UserSession,
 )
 from pqsync.domain import visibility
 from pqsync.services.access import record_access
@@ -833,3 +835,134 @@ def filtered_roster(
             )
         )
     return FilteredRoster(out, page, more)
+
+
+# -- since your last visit -------------------------------------------------------------------
+
+CHANGES_SCAN = 500
+CHANGES_SHOWN = 25
+CHANGE_LABELS = {
+    "new": "New",
+    "rescheduled": "Rescheduled",
+    "cancelled": "Cancelled",
+    "missed": "Missed",
+}
+
+
+@dataclass(frozen=True)
+class ChangeItem:
+    kind: str  # new | rescheduled | cancelled | missed
+    label: str
+    patient_id: uuid.UUID
+    patient_name: str
+    when: str  # the appointment's (new) time
+
+
+@dataclass(frozen=True)
+class SinceLastVisit:
+    since: datetime
+    counts: dict[str, int]
+    items: list[ChangeItem]
+    at_least: bool  # more changes than were read: the counts are lower bounds
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def _change_kind(activity_type: str, changes: Any) -> str | None:
+    if activity_type == "appointment_created":
+        return "new"
+    if activity_type != "appointment_updated" or not isinstance(changes, dict):
+        return None
+    status = changes.get("status")
+    new_status = status.get("new") if isinstance(status, dict) else None
+    if new_status == "no_show":
+        return "missed"
+    if new_status in ("cancelled", "declined"):
+        return "cancelled"
+    if "start_time" in changes:
+        return "rescheduled"
+    return None
+
+
+def previous_sign_in(
+    session: Session, user_id: uuid.UUID, current_session: uuid.UUID | None
+) -> datetime | None:
+    """When the user signed in before this session (None: this is the first time)."""
+    query = select(func.max(UserSession.created_at)).where(UserSession.user_id == user_id)
+    if current_session is not None:
+        current = (
+            select(UserSession.created_at)
+            .where(UserSession.id == current_session)
+            .scalar_subquery()
+        )
+        query = query.where(UserSession.id != current_session, UserSession.created_at <= current)
+    return session.scalar(query)
+
+
+def since_last_visit(
+    session: Session, viewer: Principal, org: Organization, now: datetime
+) -> SinceLastVisit | None:
+    """New, rescheduled, cancelled and missed appointments of the organisation's consenting
+    residents since the viewer's previous sign-in (or since they dismissed the list, if
+    later). None on a first visit. Three statements."""
+    previous = previous_sign_in(session, viewer.user_id, viewer.session_id)
+    if previous is None:
+        return None
+    prefs = session.get(CaseworkPreferences, viewer.user_id)
+    since = previous
+    if prefs is not None and prefs.changes_dismissed_at is not None:
+        since = max(since, prefs.changes_dismissed_at)
+    zone = org_zone(org)
+    rows = session.execute(
+        select(
+            PatientActivity.activity_type,
+            PatientActivity.changes,
+            PatientActivity.patient_id,
+            Patient.first_name,
+            Patient.last_name,
+            Appointment.start_time,
+        )
+        .join(Affiliation, Affiliation.patient_id == PatientActivity.patient_id)
+        .join(Patient, Patient.id == PatientActivity.patient_id)
+        .join(Appointment, Appointment.id == PatientActivity.appointment_id)
+        .where(
+            Affiliation.organization_id == org.id,
+            details_clause(viewer, org_today(org, now)),
+            PatientActivity.created_at > since,
+            PatientActivity.activity_type.in_(("appointment_created", "appointment_updated")),
+        )
+        .order_by(PatientActivity.created_at.desc(), PatientActivity.id)
+        .limit(CHANGES_SCAN + 1)
+    ).all()
+    at_least = len(rows) > CHANGES_SCAN
+    counts = dict.fromkeys(CHANGE_LABELS, 0)
+    items: list[ChangeItem] = []
+    for activity_type, changes, patient_id, first, last, start in rows[:CHANGES_SCAN]:
+        kind = _change_kind(activity_type, changes)
+        if kind is None:
+            continue
+        counts[kind] += 1
+        if len(items) < CHANGES_SHOWN:
+            local = local_time(start, zone)
+            items.append(
+                ChangeItem(
+                    kind=kind,
+                    label=CHANGE_LABELS[kind],
+                    patient_id=patient_id,
+                    patient_name=f"{first} {last}".strip(),
+                    when=f"{day_label(local.date())} at {short_time(local)}",
+                )
+            )
+    return SinceLastVisit(local_time(since, zone), counts, items, at_least)
+
+
+def dismiss_changes(session: Session, user_id: uuid.UUID, now: datetime) -> None:
+    """The list starts again from now (until the next sign-in brings a later start)."""
+    prefs = session.get(CaseworkPreferences, user_id)
+    if prefs is None:
+        session.add(CaseworkPreferences(user_id=user_id, changes_dismissed_at=now))
+    else:
+        prefs.changes_dismissed_at = now
+    session.commit()

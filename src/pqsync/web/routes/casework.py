@@ -110,6 +110,20 @@ def attention_handled(
     return RedirectResponse(target, status_code=303, headers=PAGE_HEADERS)
 
 
+@router.post("/changes/dismiss")
+def changes_dismiss(
+    ctx: ContextDep,
+    session: SessionDep,
+    user: PageUser,
+    csrf_token: CsrfField = NO_TOKEN,
+    org: Annotated[str, Form(max_length=64)] = "",
+) -> Response:
+    check_form_token(user, csrf_token)
+    casework.dismiss_changes(session, user.user_id, ctx.now())
+    target = f"/?org={org}" if user.is_staff and org else "/"
+    return RedirectResponse(target, status_code=303, headers=PAGE_HEADERS)
+
+
 # -- records to hand on ----------------------------------------------------------------------
 
 

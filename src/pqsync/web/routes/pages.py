@@ -201,6 +201,17 @@ def roster_line(row: RosterRow, user: Principal, now: datetime) -> RosterLine:
     )
 
 
+def casework_values(
+    session: Session, user: Principal, org: Organization, now: datetime
+) -> dict[str, Any]:
+    """What the roster shows of issue 25's casework: needs attention, since the last visit."""
+    return {
+        "attention": casework.attention(session, user, org, now),
+        "can_handle": visibility.may_sync(user),
+        "changes": casework.since_last_visit(session, user, org, now),
+    }
+
+
 def roster_page(
     request: Request,
     ctx: WebContext,
@@ -246,8 +257,7 @@ def roster_page(
             filtered=narrowed,
             running=running_sync_all(session, chosen.id),
             window=sync_window(ctx, chosen),
-            attention=casework.attention(session, user, chosen, values["now"]),
-            can_handle=visibility.may_sync(user),
+            **casework_values(session, user, chosen, values["now"]),
         )
     elif chosen is not None:
         try:
@@ -260,8 +270,7 @@ def roster_page(
             paged=cursor is not None,
             running=running_sync_all(session, chosen.id),
             window=sync_window(ctx, chosen),
-            attention=casework.attention(session, user, chosen, values["now"]),
-            can_handle=visibility.may_sync(user),
+            **casework_values(session, user, chosen, values["now"]),
         )
     return render(ctx, request, "roster.html", user, **values)
 
