@@ -15,6 +15,7 @@ from pqsync.db.tables import SyncLog, WorkerHeartbeat
 from pqsync.domain.windows import Window
 from pqsync.logging import get_logger
 from pqsync.services.alerts import Alerts, SmtpMailer
+from pqsync.services.digest import send_digests
 from pqsync.services.housekeeping import prune
 from pqsync.services.schedule import NightlySchedule
 from pqsync.services.sync import SCHEDULE_ACTOR, Actor, PreparedRun, SyncResult, SyncService
@@ -225,6 +226,7 @@ class Jobs:
             started = None  # the next tick claims again
         if started is not None:
             self.run_later(started[1])
+        send_digests(self.engine, self.app.clock, alerts.mailer, self.app.settings.base_url)
         prune(self.engine, now, log_retention_days=self.app.settings.log_retention_days)
 
     def heartbeat(self, now: datetime) -> None:

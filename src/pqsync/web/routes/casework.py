@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from pqsync.db.tables import Organization
 from pqsync.domain import visibility
-from pqsync.services import calendar_feed, casework
+from pqsync.services import calendar_feed, casework, digest
 from pqsync.services.auth import Principal
 from pqsync.services.dashboard import Dashboard, NotVisible
 from pqsync.web.deps import ContextDep, SessionDep
@@ -248,7 +248,16 @@ def calendar_page(
     if not calendar_feed.may_have_feed(user.role, user.organization_id):
         raise PageForbidden()
     state = calendar_feed.feed_state(session, user.user_id)
-    return render(ctx, request, "calendar.html", user, state=state, address=None)
+    return render(
+        ctx,
+        request,
+        "calendar.html",
+        user,
+        state=state,
+        address=None,
+        digest=digest.opted_in(session, user.user_id),
+        may_digest=user.role in digest.DIGEST_ROLES,
+    )
 
 
 @router.post("/calendar")
@@ -270,7 +279,31 @@ def calendar_reset(
         token = calendar_feed.reset_address(session, user.user_id, ctx.now())
         address = str(request.base_url).rstrip("/") + f"/calendar/{token}.ics"
     state = calendar_feed.feed_state(session, user.user_id)
-    return render(ctx, request, "calendar.html", user, state=state, address=address)
+    return render(
+        ctx,
+        request,
+        "calendar.html",
+        user,
+        state=state,
+        address=address,
+        digest=digest.opted_in(session, user.user_id),
+        may_digest=user.role in digest.DIGEST_ROLES,
+    )
+
+
+@router.post("/digest")
+def digest_choice(
+    ctx: ContextDep,
+    session: SessionDep,
+    user: PageUser,
+    csrf_token: CsrfField = NO_TOKEN,
+    daily: Annotated[str, Form(max_length=8)] = "",
+) -> Response:
+    check_form_token(user, csrf_token)
+    if user.role not in digest.DIGEST_ROLES or user.organization_id is None:
+        raise PageForbidden()
+    digest.set_opt_in(session, user.user_id, daily == "yes")
+    return RedirectResponse("/calendar", status_code=303, headers=PAGE_HEADERS)
 
 
 FEED_HEADERS = {
