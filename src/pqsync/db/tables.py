@@ -441,3 +441,19 @@ class CaseworkPreferences(Base):
     digest_opt_in: Mapped[bool] = mapped_column(default=False)
     digest_sent_on: Mapped[date | None] = mapped_column(Date)
     changes_dismissed_at: Mapped[datetime | None] = mapped_column()
+
+
+class Invitation(Base):
+    """A partner admin's invitation: a one-time link (only its SHA-256 stored) with which the
+    invited user sets their password."""
+
+    __tablename__ = "invitations"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("partner_users.id", ondelete="CASCADE"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    invited_by_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("partner_users.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column()

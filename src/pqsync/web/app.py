@@ -23,6 +23,7 @@ from pqsync.web.routes import (
     dashboard,
     integrations,
     ops,
+    org_admin,
     pages,
     staff_pages,
     sync,
@@ -55,7 +56,18 @@ def create_app(app: App) -> FastAPI:
     api.state.pqsync = ctx
     ctx.metrics.watch(partial(ops.operational_metrics, app))
     install_error_handlers(api)
-    for module in (auth, sync, dashboard, integrations, ops, admin, pages, staff_pages, casework):
+    for module in (
+        auth,
+        sync,
+        dashboard,
+        integrations,
+        ops,
+        admin,
+        pages,
+        staff_pages,
+        casework,
+        org_admin,
+    ):
         api.include_router(module.router)
     api.include_router(casework.feed_router)
     install_docs(api)

@@ -1,4 +1,5 @@
-"""casework: handled attention items, calendar feed addresses, case managers' preferences
+"""casework: handled attention items, calendar feed addresses, case managers' preferences,
+invitations
 
 Revision ID: 0009
 Revises: 0011
@@ -83,7 +84,34 @@ def upgrade() -> None:
     )
 
 
+    op.create_table(
+        "invitations",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("user_id", sa.Uuid(), nullable=False),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("invited_by_user_id", sa.Uuid(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["partner_users.id"],
+            name=op.f("fk_invitations_user_id_partner_users"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["invited_by_user_id"],
+            ["partner_users.id"],
+            name=op.f("fk_invitations_invited_by_user_id_partner_users"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_invitations")),
+        sa.UniqueConstraint("token_hash", name=op.f("uq_invitations_token_hash")),
+    )
+
+
 def downgrade() -> None:
+    op.drop_table("invitations")
     op.drop_table("casework_preferences")
     op.drop_table("calendar_feeds")
     op.drop_table("attention_handled")
