@@ -19,6 +19,7 @@ ENDPOINTS = {
     "attendance": "/patients/{patient}/attendance",
     "attendance-csv": "/patients/{patient}/attendance.csv",
     "calendar": "/calendar",
+    "organization": "/organization",
 }
 # own/other: aimed at the caller's organisation (or its consenting patient) or the other's;
 # "nc": the caller's organisation's patient without consent (First Step House's expired).
@@ -29,6 +30,7 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "attendance":     ("200/200",   "200/404",    "200/404",   "200/404", "200/404", "303/303"),
     "attendance-csv": ("200/200",   "200/404",    "200/404",   "200/404", "200/404", "303/303"),
     "calendar":       ("403",       "200",        "200",       "200",     "200",     "303"),
+    "organization":   ("403",       "200",        "403",       "403",     "200",     "303"),
 }  # fmt: skip
 NO_CONSENT = {
     "staff_admin": 200,

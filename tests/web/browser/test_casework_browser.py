@@ -137,3 +137,24 @@ def test_filtering_and_sorting_the_roster(new_page: OpenPage, seed: Seed, pq_app
     ).to_be_visible()
     assert blocking_violations(page) == []
     assert fits_width(page)
+
+
+def test_the_organisation_page_and_an_invitation(new_page: OpenPage) -> None:
+    page = sign_in(new_page(), "partner_admin")
+    page.get_by_role("link", name="Your organisation").click()
+    expect(page.get_by_role("heading", name="ROI consents")).to_be_visible()
+    assert blocking_violations(page) == []
+    assert fits_width(page)
+    page.get_by_label("Name").fill("Sam Case")
+    page.get_by_label("Email").fill("sam@firststephouse.org")
+    page.get_by_role("button", name="Invite").click()
+    link = page.get_by_label("Invitation link")
+    expect(link).to_have_value(re.compile(r"/invite/inv_"))
+    assert blocking_violations(page) == []
+    invited = new_page()
+    invited.goto(link.input_value())
+    expect(invited.get_by_role("heading", name="Welcome, Sam Case")).to_be_visible()
+    assert blocking_violations(invited) == []
+    invited.get_by_label("New password").fill("a long password")
+    invited.get_by_role("button", name="Set password").click()
+    expect(invited.get_by_role("heading", name="Sign in")).to_be_visible()
