@@ -429,3 +429,61 @@ class Verification(Base):
     discrepancies: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     started_at: Mapped[datetime] = mapped_column(index=True)
     finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class AttentionHandled(Base):
+    """A 'needs attention' item a partner marked handled (who, when). The key names the
+    item (a missed appointment's id, the consent's expiry date), so a new one shows again."""
+
+    __tablename__ = "attention_handled"
+    __table_args__ = (UniqueConstraint("organization_id", "patient_id", "item_key"),)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
+    item_key: Mapped[str] = mapped_column(String(120))
+    handled_by_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("partner_users.id", ondelete="SET NULL")
+    )
+    handled_by_name: Mapped[str] = mapped_column(String(200))
+    handled_at: Mapped[datetime] = mapped_column()
+
+
+class CalendarFeed(Base):
+    """A user's secret calendar address: only the SHA-256 of its token is stored."""
+
+    __tablename__ = "calendar_feeds"
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("partner_users.id", ondelete="CASCADE"), primary_key=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class CaseworkPreferences(Base):
+    """A partner user's casework settings: the daily digest, the dismissed changes."""
+
+    __tablename__ = "casework_preferences"
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("partner_users.id", ondelete="CASCADE"), primary_key=True
+    )
+    digest_opt_in: Mapped[bool] = mapped_column(default=False)
+    digest_sent_on: Mapped[date | None] = mapped_column(Date)
+    changes_dismissed_at: Mapped[datetime | None] = mapped_column()
+
+
+class Invitation(Base):
+    """A partner admin's invitation: a one-time link (only its SHA-256 stored) with which the
+    invited user sets their password."""
+
+    __tablename__ = "invitations"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("partner_users.id", ondelete="CASCADE"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    invited_by_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("partner_users.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column()

@@ -16,6 +16,7 @@ from pqsync.db.tables import WorkerHeartbeat
 from pqsync.domain.windows import Window
 from pqsync.logging import get_logger
 from pqsync.services.alerts import Alerts
+from pqsync.services.digest import send_digests
 from pqsync.services.housekeeping import prune
 from pqsync.services.schedule import NightlySchedule
 from pqsync.services.sync import SCHEDULE_ACTOR, Actor, PreparedRun, SyncResult, SyncService
@@ -243,6 +244,7 @@ class Jobs:
         if started is not None:
             self.run_later(started[1])
         settings = self.app.settings
+        send_digests(self.engine, self.app.clock, alerts.mailer, settings.base_url)
         prune(
             self.engine,
             now,

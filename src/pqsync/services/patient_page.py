@@ -147,7 +147,10 @@ def _activity(dashboard: Dashboard, scope: PatientScope) -> list[TimelineEntry]:
             TimelineEntry(
                 at=local_time(activity.created_at, scope.zone),
                 who=who,
-                what=_headline(activity.activity_type),
+                # An export says what left pqsync and which range (issue 25).
+                what=activity.description
+                if activity.activity_type == "record_exported"
+                else _headline(activity.activity_type),
                 changes=_field_changes(activity.changes, names, scope.zone),
                 summary=None,
             )

@@ -19,9 +19,11 @@ from pqsync.web.render import STATIC_DIR
 from pqsync.web.routes import (
     admin,
     auth,
+    casework,
     dashboard,
     integrations,
     ops,
+    org_admin,
     pages,
     staff_pages,
     sync,
@@ -54,8 +56,20 @@ def create_app(app: App) -> FastAPI:
     api.state.pqsync = ctx
     ctx.metrics.watch(partial(ops.operational_metrics, app))
     install_error_handlers(api)
-    for module in (auth, sync, dashboard, integrations, ops, admin, pages, staff_pages):
+    for module in (
+        auth,
+        sync,
+        dashboard,
+        integrations,
+        ops,
+        admin,
+        pages,
+        staff_pages,
+        casework,
+        org_admin,
+    ):
         api.include_router(module.router)
+    api.include_router(casework.feed_router)
     install_docs(api)
     api.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

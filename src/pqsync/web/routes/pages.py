@@ -14,12 +14,13 @@ from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
 from pqsync.db.tables import Organization
 from pqsync.domain import visibility
+from pqsync.services import casework
 from pqsync.services.auth import (
     InvalidCredentials,
     LoginThrottled,
@@ -200,6 +201,17 @@ def roster_line(row: RosterRow, user: Principal, now: datetime) -> RosterLine:
     )
 
 
+def casework_values(
+    session: Session, user: Principal, org: Organization, now: datetime
+) -> dict[str, Any]:
+    """What the roster shows of issue 25's casework: needs attention, since the last visit."""
+    return {
+        "attention": casework.attention(session, user, org, now),
+        "can_handle": visibility.may_sync(user),
+        "changes": casework.since_last_visit(session, user, org, now),
+    }
+
+
 def roster_page(
     request: Request,
     ctx: WebContext,
@@ -209,6 +221,9 @@ def roster_page(
     org: str | None,
     search: str = "",
     cursor: str | None = None,
+    show: str = "all",
+    sort: str = "name",
+    page: int = 1,
 ) -> HTMLResponse:
     dashboard = ctx.dashboard(session, user)
     chosen, choices = chosen_organization(dashboard, session, org)
@@ -218,8 +233,33 @@ def roster_page(
         "search": search,
         "can_sync": visibility.may_sync(user),
         "now": ctx.now(),
+        "filters": casework.ROSTER_FILTERS,
+        "sorts": casework.ROSTER_SORTS,
+        "show": show if show in casework.ROSTER_FILTERS else "all",
+        "sort": sort if sort in casework.ROSTER_SORTS else "name",
+        "filtered": None,
     }
-    if chosen is not None:
+    if chosen is not None and (values["show"], values["sort"], page) != ("all", "name", 1):
+        # Filters and sort (issue 25): their own query, paged by number.
+        narrowed = casework.filtered_roster(
+            session,
+            user,
+            chosen,
+            values["now"],
+            show=values["show"],
+            sort=values["sort"],
+            page=page,
+        )
+        values.update(
+            rows=[roster_line(row, user, values["now"]) for row in narrowed.rows],
+            next_cursor=None,
+            paged=False,
+            filtered=narrowed,
+            running=running_sync_all(session, chosen.id),
+            window=sync_window(ctx, chosen),
+            **casework_values(session, user, chosen, values["now"]),
+        )
+    elif chosen is not None:
         try:
             roster = dashboard.roster(chosen.id, search=search, cursor=cursor)
         except BadCursor:
@@ -231,6 +271,7 @@ def roster_page(
             paged=cursor is not None,
             running=running_sync_all(session, chosen.id),
             window=sync_window(ctx, chosen),
+            **casework_values(session, user, chosen, values["now"]),
         )
     return render(ctx, request, "roster.html", user, **values)
 
@@ -243,8 +284,13 @@ def roster(
     user: PageUser,
     org: str | None = None,
     cursor: str | None = None,
+    show: str = "all",
+    sort: str = "name",
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> HTMLResponse:
-    return roster_page(request, ctx, session, user, org=org, cursor=cursor)
+    return roster_page(
+        request, ctx, session, user, org=org, cursor=cursor, show=show, sort=sort, page=page
+    )
 
 
 @router.post("/")

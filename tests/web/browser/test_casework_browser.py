@@ -1,0 +1,160 @@
+"""The casework views in a real browser at laptop width and at 375 px: needs attention on the
+roster (marking an item handled), this week and the attendance record (also as Chromium
+prints them to PDF), the calendar page. axe-core finds no serious or critical violation."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import timedelta
+
+from browser_support import fits_width, screenshot, sign_in
+from casework_support import add_appointments, denver
+from playwright.sync_api import Page, expect
+from test_accessibility_browser import blocking_violations
+from web_support import NOW, Seed
+
+from pqsync.bootstrap import App
+
+OpenPage = Callable[[], Page]
+
+
+def pdf_pages(pdf: bytes) -> int:
+    return len(re.findall(rb"/Type\s*/Page\b", pdf))
+
+
+def test_needs_attention_and_marking_an_item_handled(
+    new_page: OpenPage, seed: Seed, pq_app: App
+) -> None:
+    add_appointments(
+        pq_app,
+        {"patient_id": seed.consenting, "start_time": NOW - timedelta(days=2), "status": "no_show"},
+    )
+    page = sign_in(new_page(), "case_manager")
+    section = page.get_by_role("region", name=re.compile(r"Needs attention \(\d+\)"))
+    expect(section).to_be_visible()
+    missed = section.get_by_role("heading", name="Missed or cancelled late (last 14 days) (1)")
+    expect(missed).to_be_visible()
+    assert blocking_violations(page) == []
+    assert fits_width(page)
+    screenshot(page, "attention", "#attention")
+    name = seed.names[seed.consenting]
+    section.get_by_role("button", name=re.compile(f"Mark handled: {name}, Missed")).click()
+    expect(
+        page.get_by_role("heading", name="Missed or cancelled late (last 14 days) (0)")
+    ).to_be_visible()
+    page.get_by_text(re.compile(r"Handled \(1\)")).click()
+    expect(page.get_by_text("Handled by Jordan Ames")).to_be_visible()
+    assert blocking_violations(page) == []
+    assert fits_width(page)
+
+
+def test_this_week_on_screen_and_printed(new_page: OpenPage, seed: Seed, pq_app: App) -> None:
+    add_appointments(
+        pq_app,
+        {"patient_id": seed.consenting, "start_time": denver(2025, 11, 11, 9, 0),
+         "location_name": "Main clinic"},
+        {"patient_id": seed.consenting, "start_time": denver(2025, 11, 13, 15, 30),
+         "status": "no_show"},
+    )  # fmt: skip
+    page = sign_in(new_page(), "case_manager")
+    page.get_by_role("link", name="This week").click()
+    expect(page.get_by_role("heading", name=re.compile("This week"))).to_be_visible()
+    tuesday = page.get_by_role("region", name="Tue, Nov 11")
+    expect(tuesday.get_by_role("cell", name="Main clinic")).to_be_visible()
+    expect(page.get_by_role("region", name="Thu, Nov 13")).to_contain_text("No-show")
+    assert blocking_violations(page) == []
+    assert fits_width(page)
+    screenshot(page, "week")
+    page.get_by_role("link", name="Next week →").click()
+    expect(page.get_by_text("Mon, Nov 17 to Sun, Nov 23, 2025")).to_be_visible()
+    page.get_by_role("link", name="← Previous week").click()
+    expect(page.get_by_text("Mon, Nov 10 to Sun, Nov 16, 2025")).to_be_visible()
+
+    page.emulate_media(media="print")
+    expect(page.locator("header.top")).to_be_hidden()
+    expect(page.get_by_role("link", name="Next week →")).to_be_hidden()
+    expect(tuesday.get_by_role("cell", name="Main clinic")).to_be_visible()
+    pdf = page.pdf(format="Letter")
+    assert pdf.startswith(b"%PDF")
+    assert 1 <= pdf_pages(pdf) <= 2  # a board's page or two, not one per day
+
+
+def test_the_attendance_record_on_screen_and_printed(
+    new_page: OpenPage, seed: Seed, pq_app: App
+) -> None:
+    add_appointments(
+        pq_app,
+        {"patient_id": seed.consenting, "start_time": denver(2025, 10, 1, 10, 0)},
+        {"patient_id": seed.consenting, "start_time": denver(2025, 10, 8, 10, 0),
+         "status": "no_show"},
+    )  # fmt: skip
+    page = sign_in(new_page(), "case_manager")
+    page.goto(f"/patients/{seed.consenting}")
+    page.get_by_role("link", name="Attendance record (print or CSV)").click()
+    expect(page.get_by_role("heading", name="Attendance record")).to_be_visible()
+    expect(page.get_by_role("status")).to_contain_text("1 kept, 1 missed, 0 cancelled")
+    assert blocking_violations(page) == []
+    assert fits_width(page)
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download as CSV").click()
+    assert download.value.suggested_filename.endswith(".csv")
+    page.emulate_media(media="print")
+    expect(page.get_by_role("link", name="Download as CSV")).to_be_hidden()
+    pdf = page.pdf(format="Letter")
+    assert pdf.startswith(b"%PDF") and pdf_pages(pdf) == 1
+
+
+def test_the_calendar_page(new_page: OpenPage) -> None:
+    page = sign_in(new_page(), "case_manager")
+    page.get_by_role("link", name="Calendar feed").click()
+    expect(page.get_by_text("You have no calendar address yet.")).to_be_visible()
+    assert blocking_violations(page) == []
+    page.get_by_role("button", name="Make an address").click()
+    address = page.get_by_label("Calendar address")
+    expect(address).to_have_value(re.compile(r"/calendar/cal_[^/]+\.ics$"))
+    assert blocking_violations(page) == []
+    assert fits_width(page)
+    answer = page.request.get(address.input_value())
+    assert answer.status == 200 and answer.text().startswith("BEGIN:VCALENDAR")
+
+
+def test_filtering_and_sorting_the_roster(new_page: OpenPage, seed: Seed, pq_app: App) -> None:
+    add_appointments(
+        pq_app,
+        {"patient_id": seed.consenting, "start_time": NOW - timedelta(days=2), "status": "no_show"},
+    )
+    page = sign_in(new_page(), "case_manager")
+    page.get_by_label("Show").select_option(label="Missed recently (14 days)")
+    page.get_by_label("Sort by").select_option(label="Next appointment")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_role("status").filter(has_text="Showing:")).to_contain_text(
+        "Missed recently (14 days), sorted by next appointment"
+    )
+    expect(page.locator("[data-patient-row]")).to_have_count(1)
+    expect(
+        page.locator("tbody").get_by_role("link", name=seed.names[seed.consenting])
+    ).to_be_visible()
+    assert blocking_violations(page) == []
+    assert fits_width(page)
+
+
+def test_the_organisation_page_and_an_invitation(new_page: OpenPage) -> None:
+    page = sign_in(new_page(), "partner_admin")
+    page.get_by_role("link", name="Your organisation").click()
+    expect(page.get_by_role("heading", name="ROI consents")).to_be_visible()
+    assert blocking_violations(page) == []
+    assert fits_width(page)
+    page.get_by_label("Name").fill("Sam Case")
+    page.get_by_label("Email").fill("sam@firststephouse.org")
+    page.get_by_role("button", name="Invite").click()
+    link = page.get_by_label("Invitation link")
+    expect(link).to_have_value(re.compile(r"/invite/inv_"))
+    assert blocking_violations(page) == []
+    invited = new_page()
+    invited.goto(link.input_value())
+    expect(invited.get_by_role("heading", name="Welcome, Sam Case")).to_be_visible()
+    assert blocking_violations(invited) == []
+    invited.get_by_label("New password").fill("a long password")
+    invited.get_by_role("button", name="Set password").click()
+    expect(invited.get_by_role("heading", name="Sign in")).to_be_visible()
