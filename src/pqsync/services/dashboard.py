@@ -187,6 +187,7 @@ class RunPatient:
     patient_name: str
     state: str
     summary: Summary | None  # None: the counts are not the viewer's to see (ROI consent)
+    error_kind: str | None = None  # why this patient failed: unreachable | budget | auth | ...
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,11 @@ class RunProgress:
     summary: Summary
     patients: list[RunPatient]
     error: str | None
+    error_kind: str | None = None  # why the run stopped: unreachable | budget | auth | ...
+    plan: str | None = None  # window | per_patient | incremental | refetch
+    pages_done: int = 0  # the window plan's pages fetched so far
+    pages_about: int | None = None  # and about how many it has
+    percent: int = 0  # how far the run is, 0-100, in steps a person can follow
 
 
 @dataclass(frozen=True)
@@ -211,6 +217,7 @@ class _DetailEntry:
     patient_id: uuid.UUID
     state: str
     summary: Summary
+    error_kind: str | None = None
 
 
 def _detail_patients(details: Mapping[str, Any], finished: bool) -> list[_DetailEntry]:
@@ -226,8 +233,29 @@ def _detail_patients(details: Mapping[str, Any], finished: bool) -> list[_Detail
         state = entry.get("state")
         if state not in RUN_STATES:
             state = "done" if finished else "pending"
-        out.append(_DetailEntry(patient_id, str(state), Summary.from_mapping(entry.get("summary"))))
+        kind = entry.get("error_kind")
+        out.append(
+            _DetailEntry(
+                patient_id,
+                str(state),
+                Summary.from_mapping(entry.get("summary")),
+                kind if isinstance(kind, str) else None,
+            )
+        )
     return out
+
+
+def run_percent(status: str, total: int, done: int, pages: Mapping[str, Any] | None) -> int:
+    """How far a run is: its patients finished, or while the window plan fetches, its pages
+    (short of 100 until the patients are finished); a stopped run where it stopped."""
+    if status in ("success", "partial"):
+        return 100
+    share = done / total if total else 0.0
+    if pages and not done:
+        fetched, about = pages.get("done"), pages.get("about")
+        if isinstance(fetched, int) and isinstance(about, int) and about > 0:
+            share = min(fetched / (about + 1), 0.95)
+    return min(99, int(share * 100))
 
 
 def _count(details: Mapping[str, Any], key: str, *, default: int) -> int:
@@ -591,6 +619,7 @@ class Dashboard:
                     names[e.patient_id],
                     e.state,
                     e.summary if e.patient_id in counted else None,
+                    e.error_kind,
                 )
                 for e in entries
                 if e.patient_id in names
@@ -605,6 +634,10 @@ class Dashboard:
         org = self.session.get(Organization, run.organization_id) if run.organization_id else None
         zone = self.zone_of(org) if org is not None else self._viewer_zone()
         done = sum(e.state in ("done", "failed") for e in entries)
+        patients_total = _count(details, "patients_total", default=len(entries))
+        patients_done = _count(details, "patients_done", default=done)
+        pages = details.get("pages") if isinstance(details.get("pages"), Mapping) else None
+        kind, plan = details.get("error_kind"), details.get("plan")
         return RunProgress(
             run_id=run.id,
             scope=run.sync_type,
@@ -614,11 +647,16 @@ class Dashboard:
             organization_name=org.name if org else None,
             started_at=local_time(run.started_at, zone),
             finished_at=optional_local_time(run.finished_at, zone),
-            patients_total=_count(details, "patients_total", default=len(entries)),
-            patients_done=_count(details, "patients_done", default=done),
+            patients_total=patients_total,
+            patients_done=patients_done,
             summary=total,
             patients=patients,
             error=run.error_message,
+            error_kind=kind if isinstance(kind, str) else None,
+            plan=plan if isinstance(plan, str) else None,
+            pages_done=_count(pages or {}, "done", default=0),
+            pages_about=_count(pages or {}, "about", default=0) or None,
+            percent=run_percent(run.status, patients_total, patients_done, pages),
         )
 
     def _viewer_zone(self) -> ZoneInfo:

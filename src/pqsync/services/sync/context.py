@@ -68,6 +68,9 @@ class RunContext:
     unidentified_malformed: bool = False
     # Per-appointment outcomes are kept only where someone reads them (a patient's run).
     keep_appointments: bool = True
+    # The window plan's pages: fetched so far, and about how many there are (progress only).
+    pages_done: int = 0
+    pages_about: int | None = None
 
     def check_lease(self, conn: Connection) -> None:
         """Refuse to write (LeaseLost) unless the run still holds its scope."""

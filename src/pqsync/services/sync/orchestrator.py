@@ -318,6 +318,8 @@ class SyncService:
                         "patients_total": len(patient_ids),
                         "patients_done": 0,
                         "triggered_by_name": actor.name,
+                        # Every patient's line from the first second: queued.
+                        "patients": {str(p): {"state": "pending"} for p in patient_ids},
                     },
                 )
             )
@@ -526,15 +528,20 @@ class SyncService:
                 if keep_going is not None and not keep_going(first):
                     return False
                 if density is not None:
-                    limit = page_limit(self.planner.window_cost(density, window))
+                    about = self.planner.window_cost(density, window)
+                    limit = page_limit(about)
                 else:
-                    estimate = self.planner.estimate_window_cost(first, window)
-                    limit = page_limit(estimate, measured=False)
+                    about = self.planner.estimate_window_cost(first, window)
+                    limit = page_limit(about, measured=False)
+                self._page_progress(session, prepared, ctx, 1, max(about, 2))
                 rest = bounded(pages, limit - 1)
                 for number, page in enumerate(rest, start=2):
                     self.writer.write_page(session, ctx, page)
                     records += len(page)
                     progress("pages", number, None)
+                    self._page_progress(session, prepared, ctx, number, max(about, number + 1))
+            else:
+                self._page_progress(session, prepared, ctx, 1, 1)
         finally:
             pages.close()
         self.planner.remember_density(session, records, window)
@@ -546,6 +553,14 @@ class SyncService:
         progress("patients", len(patient_ids), len(patient_ids))
         return True
 
+    @staticmethod
+    def _page_progress(
+        session: Session, prepared: PreparedRun, ctx: RunContext, done: int, about: int
+    ) -> None:
+        """The window plan's pages so far in the run's record ("page 2 of about 5")."""
+        ctx.pages_done, ctx.pages_about = done, about
+        sync_records.save_progress(session, prepared, ctx)
+
     def _per_patient(
         self,
         session: Session,
@@ -556,6 +571,10 @@ class SyncService:
     ) -> None:
         """One exact-filtered `client` query per patient; one failing patient fails alone."""
         window = prepared.window
+        ctx.pages_done, ctx.pages_about = 0, None  # a window probe's page is not progress
+        for result in ctx.results.values():
+            if result.state == "running":  # left so by a window probe: queued again
+                result.state = "pending"
         stored = self.planner.stored_counts(session, patient_ids, window)
         session.commit()
         emails = {p.id: p.email for p in ctx.matcher.by_email.values()}
@@ -582,13 +601,15 @@ class SyncService:
                     ctx.warn(f"patient {patient_id}: a record without an Id: nothing deleted")
                 else:
                     self.deletions.absent_from_complete_fetch(session, ctx, [patient_id], window)
-            except _RUN_ENDING:
+            except _RUN_ENDING as exc:
                 result.state = "failed"
+                result.error_kind = sync_records.error_kind(exc)
                 raise
             except IntakeQError as exc:
                 session.rollback()
                 result.state = "failed"
                 result.error = str(exc)
+                result.error_kind = sync_records.error_kind(exc)
                 result.summary.errors += 1
                 ctx.warn(f"patient {patient_id}: {exc}")
                 progress("patients", done + 1, len(patient_ids))

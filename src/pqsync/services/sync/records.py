@@ -42,7 +42,7 @@ def record_failure(result: SyncResult, exc: Exception) -> None:
 
 def progress_details(prepared: PreparedRun, ctx: RunContext) -> dict[str, Any]:
     results = ctx.results.values()
-    return {
+    details: dict[str, Any] = {
         "patients_total": len(prepared.patient_ids),
         "patients_done": sum(1 for r in results if r.state in ("done", "failed")),
         "triggered_by_name": prepared.actor.name,
@@ -51,10 +51,16 @@ def progress_details(prepared: PreparedRun, ctx: RunContext) -> dict[str, Any]:
                 "state": r.state,
                 "summary": r.summary.as_dict(),
                 "error": r.error,
+                "error_kind": r.error_kind,
             }
             for r in results
         },
     }
+    if ctx.result.plan is not None:
+        details["plan"] = ctx.result.plan
+    if ctx.pages_done:
+        details["pages"] = {"done": ctx.pages_done, "about": ctx.pages_about}
+    return details
 
 
 def save_progress(session: Session, prepared: PreparedRun, ctx: RunContext) -> None:

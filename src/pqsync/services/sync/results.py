@@ -92,6 +92,7 @@ class PatientResult:
     appointments: list[SyncedAppointment] = field(default_factory=list)
     error: str | None = None
     state: str = "pending"  # pending | running | done | failed
+    error_kind: str | None = None  # as SyncResult.error_kind, when this patient failed
 
 
 @dataclass(frozen=True)
