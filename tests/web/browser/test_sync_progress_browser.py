@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+from argon2 import PasswordHasher
 from axe_playwright_python.sync_playwright import Axe
 from browser_support import live_server, screenshot, sign_in
 from playwright.sync_api import Browser, Page, expect
@@ -68,8 +69,6 @@ def practice(database_url: str, request: pytest.FixtureRequest) -> Iterator[Prac
     ) as simulator:
         engine = make_engine(database_url)
         import_directory(engine, parse_directory(json.dumps(demo_directory(simulator.dataset))))
-        from argon2 import PasswordHasher
-
         cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
         with Session(engine) as session:
             session.execute(update(PartnerUser).values(password_hash=cheap.hash(PASSWORD)))
@@ -145,7 +144,7 @@ def test_each_patient_finishes_in_turn_and_the_percentage_rises_in_steps(
             queued_line = page.locator('#run-patients li[data-state="pending"]').last
             expect(queued_line).to_contain_text("queued")
             expect(page.locator("#run-headline")).to_contain_text(
-                re.compile(r"Syncing patients\.\.\. \(\d+/%d complete, \d+%%\)" % PATIENTS)
+                re.compile(rf"Syncing patients\.\.\. \(\d+/{PATIENTS} complete, \d+%\)")
             )
             assert _blocking(page) == []
             screenshot(page, "progress-mid-run", "#run-progress")
