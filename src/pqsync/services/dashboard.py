@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -210,6 +210,8 @@ class RunProgress:
     pages_done: int = 0  # the window plan's pages fetched so far
     pages_about: int | None = None  # and about how many it has
     percent: int = 0  # how far the run is, 0-100, in steps a person can follow
+    waiting_seconds: int | None = None  # waiting for IntakeQ's request limit, about this long
+    waiting_reason: str | None = None  # minute_limit (our count) | rate_limited (IntakeQ's 429)
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,25 @@ def _detail_patients(details: Mapping[str, Any], finished: bool) -> list[_Detail
             )
         )
     return out
+
+
+def _waiting(details: Mapping[str, Any]) -> tuple[int | None, str | None]:
+    """A run's wait for IntakeQ's request limit that has not ended yet: about how many
+    seconds are left (real time: the wait is), and why."""
+    raw = details.get("waiting")
+    if not isinstance(raw, Mapping):
+        return None, None
+    try:
+        until = datetime.fromisoformat(str(raw.get("until")))
+    except ValueError:
+        return None, None
+    if until.tzinfo is None:
+        return None, None
+    left = (until - datetime.now(UTC)).total_seconds()
+    if left <= 0:
+        return None, None
+    reason = raw.get("reason")
+    return max(1, round(left)), reason if reason in ("minute_limit", "rate_limited") else None
 
 
 def run_percent(status: str, total: int, done: int, pages: Mapping[str, Any] | None) -> int:
@@ -638,6 +659,7 @@ class Dashboard:
         patients_done = _count(details, "patients_done", default=done)
         pages = details.get("pages") if isinstance(details.get("pages"), Mapping) else None
         kind, plan = details.get("error_kind"), details.get("plan")
+        waiting_seconds, waiting_reason = (None, None) if finished else _waiting(details)
         return RunProgress(
             run_id=run.id,
             scope=run.sync_type,
@@ -657,6 +679,8 @@ class Dashboard:
             pages_done=_count(pages or {}, "done", default=0),
             pages_about=_count(pages or {}, "about", default=0) or None,
             percent=run_percent(run.status, patients_total, patients_done, pages),
+            waiting_seconds=waiting_seconds,
+            waiting_reason=waiting_reason,
         )
 
     def _viewer_zone(self) -> ZoneInfo:

@@ -191,6 +191,12 @@ class SyncRunOut(ApiModel):
         default=None, description="About how many pages the window plan fetches."
     )
     percent: int = Field(default=0, ge=0, le=100, description="How far the run is.")
+    waiting_seconds: int | None = Field(
+        default=None, description="Waiting for IntakeQ's request limit: about this long."
+    )
+    waiting_reason: str | None = Field(
+        default=None, description="minute_limit (our count of its limit) | rate_limited (429)."
+    )
 
 
 # -- dashboard ----------------------------------------------------------------------------

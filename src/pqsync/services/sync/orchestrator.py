@@ -26,6 +26,7 @@ from pqsync.db.tables import Appointment as AppointmentRow
 from pqsync.domain.matching import PatientIdentity, PatientMatcher
 from pqsync.domain.run_types import run_type
 from pqsync.domain.windows import Window, default_window
+from pqsync.intakeq import waits
 from pqsync.intakeq.client import IntakeQPagingError, RequestTally
 from pqsync.intakeq.errors import (
     BudgetExhausted,
@@ -379,8 +380,13 @@ class SyncService:
                 Session(self.engine, expire_on_commit=False) as session,
             ):
                 ctx = self._context(session, prepared, lease)
+
+                def note_wait(seconds: float, why: str) -> None:
+                    sync_records.note_wait(self.engine, prepared, ctx, seconds, why)
+
                 try:
-                    self._execute(session, prepared, ctx, progress)
+                    with waits.listening(note_wait):
+                        self._execute(session, prepared, ctx, progress)
                 except (IntakeQError, LeaseLost) as exc:
                     session.rollback()
                     sync_records.record_failure(ctx.result, exc)
