@@ -158,6 +158,7 @@ class App:
             recipients=settings.alert_recipients,
             base_url=settings.base_url,
         )
+
     def runs_closed(self, run_ids: list[uuid.UUID]) -> None:
         """Dead runs closed by whoever noticed them (a tick, a web request): each may alert."""
         alerts = self.alerts()

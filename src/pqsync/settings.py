@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     run_lease_seconds: float = Field(
         30.0, ge=1, le=300, validation_alias="PQSYNC_RUN_LEASE_SECONDS"
     )
+    # A patient's sync answers within this many seconds; one that must wait longer (IntakeQ's
+    # request limit, a slow IntakeQ) answers 202 and goes on in the background.
+    sync_answer_seconds: float = Field(
+        8.0, ge=0.5, le=120, validation_alias="PQSYNC_SYNC_ANSWER_SECONDS"
+    )
     # Where people reach the web app: the links in alert mail start with it.
     base_url: str = Field("http://127.0.0.1:8000", validation_alias="PQSYNC_BASE_URL")
     # Sync logs older than this many days are pruned; none: kept forever.

@@ -36,6 +36,7 @@ from sqlalchemy import (
 
 from pqsync.db.engine import write_connection
 from pqsync.db.tables import IntakeQRequest
+from pqsync.intakeq import waits
 from pqsync.intakeq.errors import BudgetExhausted
 from pqsync.logging import EventLogger, get_logger
 
@@ -159,6 +160,7 @@ class _SlidingWindows(ABC):
             )
             if self._on_wait is not None:
                 self._on_wait(wait)
+            waits.announce(wait, "minute_limit")
             self._sleep(wait)
 
     def settle(self) -> None:

@@ -10,6 +10,9 @@ Rules every call follows (see shared INTAKEQ_API.md):
   exponential backoff and full jitter. POSTs (create, cancel) are retried only when the
   request certainly never left (connection refused, connect timeout): repeating a
   create that IntakeQ may have processed would book the patient twice;
+- a request has a deadline (`deadline`, 25 s): its tries and their backoffs together end
+  within it, so a hanging IntakeQ is told as unreachable in about that time (waits for the
+  rate limit are announced to the run, see `waits`, and do not count against it);
 - 401/403, other 4xx and bodies that are not JSON fail at once with a typed error;
 - error messages and log lines carry the path only: never the query string (it holds
   `client=<email>`), never the key.
@@ -32,6 +35,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from pqsync.intakeq import waits
 from pqsync.intakeq.budget import RequestBudget
 from pqsync.intakeq.errors import (
     BudgetExhausted,
@@ -170,6 +174,7 @@ class IntakeQClient:
         budget: RequestBudget,
         transport: httpx.BaseTransport | None = None,
         timeout: float = 30.0,
+        deadline: float = 25.0,
         max_retries: int = 3,
         backoff_base: float = 0.5,
         backoff_cap: float = 8.0,
@@ -195,6 +200,7 @@ class IntakeQClient:
             },
         )
         self._budget = budget
+        self._deadline = deadline
         self._max_retries = max_retries
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
@@ -363,13 +369,24 @@ class IntakeQClient:
         idempotent = method in _IDEMPOTENT_METHODS
         failures = rate_limited = attempt = 0
         waited_a_window = False
+        waited = 0.0  # announced rate-limit waits, which the deadline leaves out
+        begun = time.monotonic()
+
+        def remaining() -> float:
+            return self._deadline - (time.monotonic() - begun - waited)
+
         while True:
             attempt += 1
+            before = time.monotonic()
             self._budget.acquire()
+            waited += time.monotonic() - before
             self._count_request()
             started = time.perf_counter()
             try:
-                response = self._http.request(method, path, params=params, json=body)
+                timeout = max(0.1, min(remaining(), self._http.timeout.read or self._deadline))
+                response = self._http.request(
+                    method, path, params=params, json=body, timeout=timeout
+                )
             except httpx.TransportError as exc:
                 self._budget.settle()
                 failures += 1
@@ -377,6 +394,8 @@ class IntakeQClient:
                     idempotent or isinstance(exc, _NEVER_SENT)
                 )
                 wait = self._backoff(failures) if retry else None
+                if wait is not None and wait >= remaining():
+                    wait = None  # past the deadline: say so now rather than try again
                 self._log_try(method, path, params, attempt, started, wait, error=exc, failed=True)
                 if wait is None:
                     raise self._unreachable(exc, path) from None
@@ -398,10 +417,14 @@ class IntakeQClient:
                 if rate_limited <= self._max_rate_limit_retries:
                     wait = self._rate_limit_delay(response)
                     waited_a_window = "Retry-After" not in response.headers
+                    waits.announce(wait, "rate_limited")
+                    waited += wait
             elif status >= 500:
                 failures += 1
                 if idempotent and failures <= self._max_retries:
                     wait = self._backoff(failures)
+                    if wait >= remaining():
+                        wait = None
             failed = status >= 400 and not (status == 404 and missing_ok)
             self._log_try(
                 method, path, params, attempt, started, wait, status=status, failed=failed

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -188,6 +188,7 @@ class RunPatient:
     patient_name: str
     state: str
     summary: Summary | None  # None: the counts are not the viewer's to see (ROI consent)
+    error_kind: str | None = None  # why this patient failed: unreachable | budget | auth | ...
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,13 @@ class RunProgress:
     summary: Summary
     patients: list[RunPatient]
     error: str | None
+    error_kind: str | None = None  # why the run stopped: unreachable | budget | auth | ...
+    plan: str | None = None  # window | per_patient | incremental | refetch
+    pages_done: int = 0  # the window plan's pages fetched so far
+    pages_about: int | None = None  # and about how many it has
+    percent: int = 0  # how far the run is, 0-100, in steps a person can follow
+    waiting_seconds: int | None = None  # waiting for IntakeQ's request limit, about this long
+    waiting_reason: str | None = None  # minute_limit (our count) | rate_limited (IntakeQ's 429)
 
 
 @dataclass(frozen=True)
@@ -212,6 +220,7 @@ class _DetailEntry:
     patient_id: uuid.UUID
     state: str
     summary: Summary
+    error_kind: str | None = None
 
 
 def _detail_patients(details: Mapping[str, Any], finished: bool) -> list[_DetailEntry]:
@@ -227,8 +236,48 @@ def _detail_patients(details: Mapping[str, Any], finished: bool) -> list[_Detail
         state = entry.get("state")
         if state not in RUN_STATES:
             state = "done" if finished else "pending"
-        out.append(_DetailEntry(patient_id, str(state), Summary.from_mapping(entry.get("summary"))))
+        kind = entry.get("error_kind")
+        out.append(
+            _DetailEntry(
+                patient_id,
+                str(state),
+                Summary.from_mapping(entry.get("summary")),
+                kind if isinstance(kind, str) else None,
+            )
+        )
     return out
+
+
+def _waiting(details: Mapping[str, Any]) -> tuple[int | None, str | None]:
+    """A run's wait for IntakeQ's request limit that has not ended yet: about how many
+    seconds are left (real time: the wait is), and why."""
+    raw = details.get("waiting")
+    if not isinstance(raw, Mapping):
+        return None, None
+    try:
+        until = datetime.fromisoformat(str(raw.get("until")))
+    except ValueError:
+        return None, None
+    if until.tzinfo is None:
+        return None, None
+    left = (until - datetime.now(UTC)).total_seconds()
+    if left <= 0:
+        return None, None
+    reason = raw.get("reason")
+    return max(1, round(left)), reason if reason in ("minute_limit", "rate_limited") else None
+
+
+def run_percent(status: str, total: int, done: int, pages: Mapping[str, Any] | None) -> int:
+    """How far a run is: its patients finished, or while the window plan fetches, its pages
+    (short of 100 until the patients are finished); a stopped run where it stopped."""
+    if status in ("success", "partial"):
+        return 100
+    share = done / total if total else 0.0
+    if pages and not done:
+        fetched, about = pages.get("done"), pages.get("about")
+        if isinstance(fetched, int) and isinstance(about, int) and about > 0:
+            share = min(fetched / (about + 1), 0.95)
+    return min(99, int(share * 100))
 
 
 def _count(details: Mapping[str, Any], key: str, *, default: int) -> int:
@@ -605,6 +654,7 @@ class Dashboard:
                     names[e.patient_id],
                     e.state,
                     e.summary if e.patient_id in counted else None,
+                    e.error_kind,
                 )
                 for e in entries
                 if e.patient_id in names
@@ -619,6 +669,11 @@ class Dashboard:
         org = self.session.get(Organization, run.organization_id) if run.organization_id else None
         zone = self.zone_of(org) if org is not None else self._viewer_zone()
         done = sum(e.state in ("done", "failed") for e in entries)
+        patients_total = _count(details, "patients_total", default=len(entries))
+        patients_done = _count(details, "patients_done", default=done)
+        pages = details.get("pages") if isinstance(details.get("pages"), Mapping) else None
+        kind, plan = details.get("error_kind"), details.get("plan")
+        waiting_seconds, waiting_reason = (None, None) if finished else _waiting(details)
         return RunProgress(
             run_id=run.id,
             scope=run.sync_type,
@@ -628,11 +683,18 @@ class Dashboard:
             organization_name=org.name if org else None,
             started_at=local_time(run.started_at, zone),
             finished_at=optional_local_time(run.finished_at, zone),
-            patients_total=_count(details, "patients_total", default=len(entries)),
-            patients_done=_count(details, "patients_done", default=done),
+            patients_total=patients_total,
+            patients_done=patients_done,
             summary=total,
             patients=patients,
             error=run.error_message,
+            error_kind=kind if isinstance(kind, str) else None,
+            plan=plan if isinstance(plan, str) else None,
+            pages_done=_count(pages or {}, "done", default=0),
+            pages_about=_count(pages or {}, "about", default=0) or None,
+            percent=run_percent(run.status, patients_total, patients_done, pages),
+            waiting_seconds=waiting_seconds,
+            waiting_reason=waiting_reason,
         )
 
     def _viewer_zone(self) -> ZoneInfo:

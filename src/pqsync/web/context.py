@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +20,9 @@ from pqsync.services.sync import PreparedRun, SyncResult, SyncService
 from pqsync.services.sync_all_plan import SyncAllPlan, sync_all_plan
 from pqsync.web.metrics import Metrics
 from pqsync.web.render import make_templates
+
+# Patients' syncs that answer in time run here, and go on here when they cannot.
+_RUNNER = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="pqsync-sync")
 
 # Whom the cron endpoint's answers are shown to: the clinic, with no user behind it.
 SCHEDULER = Principal(
@@ -62,6 +66,17 @@ class WebContext:
             scope=result.scope, status=result.status, trigger=prepared.actor.kind
         ).inc()
         return result
+
+    def run_sync_within(
+        self, service: SyncService, prepared: PreparedRun, seconds: float
+    ) -> SyncResult | None:
+        """Run it in a thread of the web process and wait up to `seconds` for its end; None
+        when it goes on past them (its progress is in the database, as for a queued run)."""
+        future = _RUNNER.submit(self.run_sync, service, prepared)
+        try:
+            return future.result(timeout=seconds)
+        except concurrent.futures.TimeoutError:
+            return None
 
     def run_sync_later(self, prepared: PreparedRun) -> None:
         """Queue it for a worker (the answer is sent at once; progress is in the database)."""

@@ -12,6 +12,7 @@ from pydantic.alias_generators import to_camel
 RunStatus = Literal["running", "success", "partial", "failed", "paused"]
 RunScope = Literal["patient", "organization", "nightly"]
 PatientState = Literal["pending", "running", "done", "failed"]
+ErrorKind = str  # unreachable | budget | auth | intakeq | lease | internal
 SyncAction = Literal["new", "updated", "unchanged", "deleted"]
 ConsentStatus = Literal["active", "expired", "revoked", "missing"]
 
@@ -160,6 +161,9 @@ class RunPatientOut(ApiModel):
     patient_name: str
     state: PatientState
     summary: SummaryOut | None = Field(description=HIDDEN_COUNTS)
+    error_kind: ErrorKind | None = Field(
+        default=None, description="Why this patient's sync failed, when it did."
+    )
 
 
 class SyncRunOut(ApiModel):
@@ -178,6 +182,21 @@ class SyncRunOut(ApiModel):
     )
     patients: list[RunPatientOut]
     error: str | None
+    error_kind: ErrorKind | None = Field(default=None, description="Why the run stopped.")
+    plan: str | None = Field(
+        default=None, description="window | per_patient | incremental | refetch, once chosen."
+    )
+    pages_done: int = Field(default=0, description="The window plan's pages fetched so far.")
+    pages_about: int | None = Field(
+        default=None, description="About how many pages the window plan fetches."
+    )
+    percent: int = Field(default=0, ge=0, le=100, description="How far the run is.")
+    waiting_seconds: int | None = Field(
+        default=None, description="Waiting for IntakeQ's request limit: about this long."
+    )
+    waiting_reason: str | None = Field(
+        default=None, description="minute_limit (our count of its limit) | rate_limited (429)."
+    )
 
 
 # -- dashboard ----------------------------------------------------------------------------

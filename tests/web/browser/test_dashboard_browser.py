@@ -86,7 +86,9 @@ def test_sync_all_shows_each_patient_and_reaches_the_end(new_page: OpenPage) -> 
         re.compile(r"Sync all finished: 12/12 complete \(\d+ new, \d+ updated\)"), timeout=60_000
     )
     expect(page.locator("#run-patients li")).to_have_count(12)
-    expect(page.locator("#run-patients li").first).to_contain_text(re.compile(r"done \(\d+ new"))
+    expect(page.locator("#run-patients li").first).to_contain_text(
+        re.compile(r"\d+ appointments synced \(\d+ new")
+    )
     screenshot(page, "progress", "#run-progress")
     page.get_by_role("link", name="Show the updated list").click()
     expect(page.locator("tbody")).not_to_contain_text("Last synced: Never")

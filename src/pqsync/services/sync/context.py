@@ -86,6 +86,10 @@ class RunContext:
         if result is not None and reason not in result.incomplete:
             result.incomplete.append(reason)
 
+    # The window plan's pages: fetched so far, and about how many there are (progress only).
+    pages_done: int = 0
+    pages_about: int | None = None
+
     def check_lease(self, conn: Connection) -> None:
         """Refuse to write (LeaseLost) unless the run still holds its scope."""
         self.lease.check(conn)

@@ -26,6 +26,7 @@ from pqsync.db.tables import Affiliation, Organization, Patient, SyncLog, SyncSt
 from pqsync.db.tables import Appointment as AppointmentRow
 from pqsync.domain.run_types import run_type
 from pqsync.domain.windows import Window, default_window
+from pqsync.intakeq import waits
 from pqsync.intakeq.client import IntakeQPagingError, RequestTally
 from pqsync.intakeq.errors import (
     BudgetExhausted,
@@ -330,6 +331,8 @@ class SyncService:
                         "patients_total": len(patient_ids),
                         "patients_done": 0,
                         "triggered_by_name": actor.name,
+                        # Every patient's line from the first second: queued.
+                        "patients": {str(p): {"state": "pending"} for p in patient_ids},
                     },
                 )
             )
@@ -468,8 +471,13 @@ class SyncService:
                 Session(self.engine, expire_on_commit=False) as session,
             ):
                 ctx = self._context(session, prepared, lease)
+
+                def note_wait(seconds: float, why: str) -> None:
+                    sync_records.note_wait(self.engine, prepared, ctx, seconds, why)
+
                 try:
-                    self._execute(session, prepared, ctx, progress)
+                    with waits.listening(note_wait):
+                        self._execute(session, prepared, ctx, progress)
                 except (IntakeQError, LeaseLost) as exc:
                     session.rollback()
                     sync_records.record_failure(ctx.result, exc)
@@ -661,15 +669,20 @@ class SyncService:
                 if density is not None:
                     # Never below what the first page implies: a remembered size may be
                     # stale, and a short bound fails a run that was going well.
-                    expected = max(self.planner.window_cost(density, window), estimate)
-                    limit = page_limit(expected)
+                    about = max(self.planner.window_cost(density, window), estimate)
+                    limit = page_limit(about)
                 else:
+                    about = estimate
                     limit = page_limit(estimate, measured=False)
+                self._page_progress(session, prepared, ctx, 1, max(about, 2))
                 rest = bounded(pages, limit - 1)
                 for number, page in enumerate(rest, start=2):
                     self.writer.write_page(session, ctx, page)
                     records += len(page)
                     progress("pages", number, None)
+                    self._page_progress(session, prepared, ctx, number, max(about, number + 1))
+            else:
+                self._page_progress(session, prepared, ctx, 1, 1)
         finally:
             pages.close()
         self.planner.remember_density(session, records, window)
@@ -682,6 +695,14 @@ class SyncService:
         progress("patients", len(patient_ids), len(patient_ids))
         return True
 
+    @staticmethod
+    def _page_progress(
+        session: Session, prepared: PreparedRun, ctx: RunContext, done: int, about: int
+    ) -> None:
+        """The window plan's pages so far in the run's record ("page 2 of about 5")."""
+        ctx.pages_done, ctx.pages_about = done, about
+        sync_records.save_progress(session, prepared, ctx)
+
     def _per_patient(
         self,
         session: Session,
@@ -692,6 +713,10 @@ class SyncService:
     ) -> None:
         """One exact-filtered `client` query per patient; one failing patient fails alone."""
         window = prepared.window
+        ctx.pages_done, ctx.pages_about = 0, None  # a window probe's page is not progress
+        for result in ctx.results.values():
+            if result.state == "running":  # left so by a window probe: queued again
+                result.state = "pending"
         stored = self.planner.stored_counts(session, patient_ids, window)
         session.commit()
         for done, patient_id in enumerate(patient_ids):
@@ -722,13 +747,15 @@ class SyncService:
                     ctx.warn(f"patient {patient_id}: a record without an Id: nothing deleted")
                 else:
                     self.deletions.absent_from_complete_fetch(session, ctx, [patient_id], window)
-            except _RUN_ENDING:
+            except _RUN_ENDING as exc:
                 result.state = "failed"
+                result.error_kind = sync_records.error_kind(exc)
                 raise
             except IntakeQError as exc:
                 session.rollback()
                 result.state = "failed"
                 result.error = str(exc)
+                result.error_kind = sync_records.error_kind(exc)
                 result.summary.errors += 1
                 ctx.warn(f"patient {patient_id}: {exc}")
                 progress("patients", done + 1, len(patient_ids))

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import update
+from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
 from pqsync.db.tables import Affiliation, SyncLog
@@ -53,7 +53,7 @@ def paused_message(resumes_at: datetime, zone: ZoneInfo) -> str:
 
 def progress_details(prepared: PreparedRun, ctx: RunContext) -> dict[str, Any]:
     results = ctx.results.values()
-    return {
+    details: dict[str, Any] = {
         "patients_total": len(prepared.patient_ids),
         "patients_done": sum(1 for r in results if r.state in ("done", "failed")),
         "triggered_by_name": prepared.actor.name,
@@ -63,10 +63,16 @@ def progress_details(prepared: PreparedRun, ctx: RunContext) -> dict[str, Any]:
                 "summary": r.summary.as_dict(),
                 "error": r.error,
                 "incomplete": r.incomplete,
+                "error_kind": r.error_kind,
             }
             for r in results
         },
     }
+    if ctx.result.plan is not None:
+        details["plan"] = ctx.result.plan
+    if ctx.pages_done:
+        details["pages"] = {"done": ctx.pages_done, "about": ctx.pages_about}
+    return details
 
 
 def incomplete_reasons(ctx: RunContext) -> list[str]:
@@ -89,6 +95,45 @@ def save_progress(session: Session, prepared: PreparedRun, ctx: RunContext) -> N
         .values(details=progress_details(prepared, ctx))
     )
     session.commit()
+
+
+# A wait shorter than this is not worth a word (or a write).
+NOTED_WAIT_SECONDS = 2.0
+
+
+def note_wait(
+    engine: Engine, prepared: PreparedRun, ctx: RunContext, seconds: float, why: str
+) -> None:
+    """Record in the run's progress that it waits `seconds` for IntakeQ's request limit
+    (`why`: minute_limit | rate_limited); the next progress save clears it.
+
+    Written on a connection of its own, never the run's: the run may be inside a write it
+    must not commit half-way. Best effort: on SQLite, where the run's own open write would
+    block it, it gives up after a moment instead of waiting."""
+    if seconds < NOTED_WAIT_SECONDS:
+        return
+    details = progress_details(prepared, ctx)
+    until = datetime.now(UTC) + timedelta(seconds=seconds)  # real time: the wait is real
+    details["waiting"] = {"until": until.isoformat(), "reason": why}
+    sqlite = engine.dialect.name == "sqlite"
+    try:
+        with engine.connect() as conn:
+            busy = conn.exec_driver_sql("PRAGMA busy_timeout").scalar() if sqlite else None
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA busy_timeout = 200")
+            try:
+                conn.execute(
+                    update(SyncLog)
+                    .where(SyncLog.id == prepared.run_id, SyncLog.status == "running")
+                    .values(details=details)
+                )
+                conn.commit()
+            finally:
+                if sqlite:
+                    conn.rollback()
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(busy or 0)}")
+    except Exception as exc:  # a word about a wait must not stop the run
+        log.info("sync.wait_not_noted", run_id=str(prepared.run_id), error=type(exc).__name__)
 
 
 def finish(

@@ -108,6 +108,8 @@ class PatientResult:
     def complete(self) -> bool:
         return self.state == "done" and not self.incomplete
 
+    error_kind: str | None = None  # as SyncResult.error_kind, when this patient failed
+
 
 @dataclass(frozen=True)
 class PreparedRun:

@@ -205,17 +205,23 @@ def patient_sync_out(result: SyncResult, scope: PatientScope) -> PatientSyncOut:
     )
 
 
-@router.post("/patients/{patientId}/sync", responses=SYNC_ERRORS)
+@router.post(
+    "/patients/{patientId}/sync",
+    response_model=PatientSyncOut,
+    responses={**ACCEPTED_RESPONSE, **SYNC_ERRORS},
+)
 def sync_patient(
     patient_id: Annotated[str, Path(alias="patientId")],
     _user: SyncUser,
     ctx: ContextDep,
     dashboard: DashboardDep,
     body: SyncRequest | None = None,
-) -> PatientSyncOut:
+) -> PatientSyncOut | JSONResponse:
     """Sync one patient's appointments from IntakeQ now and return what changed.
 
-    Without active ROI consent a partner still syncs, but `appointments` comes back empty."""
+    Without active ROI consent a partner still syncs, but `appointments` comes back empty.
+    A sync that must wait longer than `PQSYNC_SYNC_ANSWER_SECONDS` (IntakeQ's request
+    limit, a slow IntakeQ) answers 202 with its progress and Location, and goes on."""
     try:
         scope = dashboard.patient(patient_id)
     except NotVisible:
@@ -236,7 +242,9 @@ def sync_patient(
         ),
         scope.zone,
     )
-    result = ctx.run_sync(service, prepared)
+    result = ctx.run_sync_within(service, prepared, ctx.app.settings.sync_answer_seconds)
+    if result is None:
+        return accepted(dashboard, prepared)
     if not result.ok:
         raise failure(result, scope.zone, ctx.now())
     dashboard.record("api_sync_patient", [scope.patient.id], f"run {result.run_id}")

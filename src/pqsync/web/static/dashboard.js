@@ -5,7 +5,7 @@
 
 (function () {
   var API = "/api/partner-dashboard";
-  var POLL_MS = 1000;
+  var POLL_MS = 700;
 
   // The server's clock, not the browser's: "2 minutes ago" must not depend on a laptop's
   // clock being right.
@@ -172,41 +172,84 @@
 
   // -- sync all -----------------------------------------------------------------------------
 
-  var STATE_LABELS = { pending: "queued", running: "syncing", done: "done", failed: "failed" };
+  // Why something stopped, in words a person reads; "PracticeQ" is the name they know.
+  function reasonText(kind) {
+    switch (kind) {
+      case "unreachable": return "PracticeQ did not answer";
+      case "budget": return "today's PracticeQ request budget ran out";
+      case "auth": return "PracticeQ refused the clinic's key (please tell the clinic)";
+      case "lease": return "the sync was interrupted before it finished";
+      case "internal": return "the dashboard ran into a problem";
+    }
+    return "PracticeQ answered with an error";
+  }
+
+  function appointmentsSynced(summary) {
+    var count = summary["new"] + summary.updated + summary.unchanged + (summary.deleted || 0);
+    var changed = [];
+    if (summary["new"]) changed.push(summary["new"] + " new");
+    if (summary.updated) changed.push(summary.updated + " updated");
+    if (summary.deleted) changed.push(summary.deleted + " removed");
+    return plural(count, "appointment") + " synced" + (changed.length ? " (" + changed.join(", ") + ")" : "");
+  }
+
+  // One patient's line: what happened to them in this run, whatever the run's outcome.
+  function lineText(run, p) {
+    var stopped = run.status === "failed";
+    if (p.state === "done") return p.summary ? appointmentsSynced(p.summary) : "synced";
+    if (p.state === "failed") return "failed: " + reasonText(p.errorKind || run.errorKind);
+    if (p.state === "running") {
+      if (stopped) return "not finished: " + reasonText(run.errorKind) + "; what was fetched is kept";
+      return run.plan === "window" && run.pagesDone ? "syncing (with everyone, page by page)" : "syncing";
+    }
+    return stopped ? "not synced: the sync stopped before this patient" : "queued";
+  }
+
+  function headlineText(run) {
+    var total = run.patientsTotal || 0;
+    var done = run.patientsDone || 0;
+    if (run.status === "running") {
+      if (run.plan === "window" && run.pagesDone && !done) {
+        return "Fetching from PracticeQ: page " + run.pagesDone + " of about " +
+          Math.max(run.pagesAbout || 1, run.pagesDone) + " (" + run.percent + "%)";
+      }
+      return "Syncing patients... (" + done + "/" + total + " complete, " + run.percent + "%)";
+    }
+    if (run.status === "failed") {
+      return "Sync all stopped: " + reasonText(run.errorKind) + ". " + done + "/" + total +
+        " complete; what was fetched is kept. You can try again.";
+    }
+    var counts = summaryText(run.summary);
+    return "Sync all finished: " + done + "/" + total + " complete" + (counts ? " (" + counts + ")" : "");
+  }
 
   function showRun(panel, run) {
     panel.hidden = false;
-    var total = run.patientsTotal || 0;
-    var done = run.patientsDone || 0;
     var headline = document.getElementById("run-headline");
-    var text;
-    if (run.status === "running") {
-      text = "Syncing patients... (" + done + "/" + total + " complete)";
-    } else if (run.status === "failed") {
-      text = "Sync all stopped: " + (run.error || "PracticeQ is not answering") + ". " +
-        done + "/" + total + " complete; what was fetched is kept. Try again in a minute.";
-    } else {
-      var counts = summaryText(run.summary);
-      text = "Sync all finished: " + done + "/" + total + " complete" + (counts ? " (" + counts + ")" : "");
-    }
+    var text = headlineText(run);
     if (headline.textContent !== text) headline.textContent = text;
+    var percent = run.percent;
     var bar = document.getElementById("run-bar");
-    bar.max = Math.max(total, 1);
-    bar.value = done;
+    bar.max = 100;
+    bar.value = percent;
+    document.getElementById("run-percent").textContent = percent + "%";
+    panel.setAttribute("data-percent", String(percent));
     var list = document.getElementById("run-patients");
     var items = (run.patients || []).map(function (p) {
       var li = document.createElement("li");
+      li.setAttribute("data-state", p.state);
       var name = document.createElement("span");
       name.textContent = p.patientName;
       var state = document.createElement("span");
-      state.className = "state-" + p.state;
-      var label = STATE_LABELS[p.state] || p.state;
-      state.textContent = p.state === "done" && p.summary ? label + " (" + summaryText(p.summary) + ")" : label;
+      state.className = "state-" + p.state + (run.status === "failed" && p.state !== "done" ? " state-failed" : "");
+      state.textContent = lineText(run, p);
       li.appendChild(name);
       li.appendChild(state);
       return li;
     });
     list.replaceChildren.apply(list, items);
+    var retry = document.getElementById("run-retry");
+    if (retry) retry.hidden = run.status !== "failed";
   }
 
   function follow(panel, runId) {
@@ -251,6 +294,7 @@
     var panel = document.getElementById("run-progress");
     if (!panel) return;
     document.getElementById("run-done").hidden = true;
+    var retry = document.getElementById("run-retry");
     var running = panel.getAttribute("data-run");
     if (running) follow(panel, running);
     var open = document.getElementById("sync-all-open");
@@ -268,6 +312,7 @@
       dialog.showModal();
       showPlan(dialog.getAttribute("data-org"));
     });
+    if (retry) retry.addEventListener("click", function () { open.click(); });
     document.getElementById("sync-all-cancel").addEventListener("click", function () {
       dialog.close();
       open.focus();
