@@ -92,7 +92,7 @@ class WebhookSender:
 
     def __init__(self, seed: int = 1, knobs: WebhookKnobs | None = None) -> None:
         self.knobs = knobs or WebhookKnobs()
-        self._random = random.Random(f"webhooks:{seed}")
+        self._random = random.Random(f"webhooks:{seed}")  # noqa: S311 - a test double
         self._heap: list[_Delivery] = []
         self._seq = itertools.count()
         self._cond = threading.Condition()
