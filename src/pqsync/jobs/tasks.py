@@ -20,7 +20,7 @@ from pqsync.services.schedule import NightlySchedule
 from pqsync.services.sync import SCHEDULE_ACTOR, Actor, PreparedRun, SyncResult, SyncService
 from pqsync.services.sync.locks import SyncInProgress, SyncLocks, default_holder
 from pqsync.services.sync.results import SyncInputError
-from pqsync.services.webhooks import Admission, WebhookGate
+from pqsync.services.webhooks import Admission, WebhookGate, patient_of_key
 
 if TYPE_CHECKING:
     from pqsync.bootstrap import App
@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 log = get_logger("pqsync.jobs")
 
 PAUSED_MESSAGE = "paused: IntakeQ's daily limit; resumes at {at}"
+# A webhook's re-fetch that meets a running sync of its patient tries again this much later,
+# so that it runs after that sync (which may have fetched before the change).
+BUSY_RETRY_SECONDS = 2.0
+# How long past its due moment a pending webhook event waits before a worker's tick queues
+# its re-fetch again (its job was lost with a process, or is stuck).
+OVERDUE_GRACE = timedelta(seconds=30)
 
 
 def is_paused(result: SyncResult) -> bool:
@@ -159,15 +165,32 @@ class Jobs:
             return
         self.finished(prepared, service.run(prepared))
 
+    def requeue_overdue_webhooks(self) -> int:
+        """Queue again the re-fetch of every key whose pending events are overdue (their job
+        died with a process); a duplicate job finds nothing pending and does nothing."""
+        gate = self.webhook_gate()
+        keys = gate.overdue_keys(OVERDUE_GRACE)
+        for key in keys:
+            self._refetch.schedule(args=(patient_of_key(key), None, key, None), delay=0)
+        if keys:
+            log.info("webhook.requeued", keys=len(keys))
+        return len(keys)
+
     def _webhook_refetch(
         self,
         patient_id: uuid.UUID | None,
         appointment_id: str | None,
         key: str,
-        since: datetime,
+        since: datetime | None,
     ) -> None:
-        """Re-fetch the one appointment the events named, else the whole patient."""
-        named = self.webhook_gate().appointments_since(key, since) or {appointment_id}
+        """Re-fetch the one appointment the pending events of `key` name, else the whole
+        patient; then mark them processed. Meeting a running sync of the patient, try again
+        after it (that sync may have fetched before the change)."""
+        gate = self.webhook_gate()
+        started = self.app.clock()
+        named = gate.pending_appointments(key)
+        if not named:
+            return  # dealt with by an earlier job of the key
         only = next(iter(named)) if len(named) == 1 else None
         service = self.app.sync_service()
         webhook = Actor("webhook")
@@ -177,12 +200,23 @@ class Jobs:
             elif patient_id is not None:
                 prepared = service.prepare_patient(str(patient_id), actor=webhook)
             else:
+                gate.mark_processed(key, started)
                 return
-        except (SyncInProgress, SyncInputError) as exc:
-            # The running sync or the nightly one picks the change up.
+        except SyncInProgress:
+            log.info("webhook.sync_busy", retry_seconds=BUSY_RETRY_SECONDS)
+            self._refetch.schedule(
+                args=(patient_id, appointment_id, key, since), delay=BUSY_RETRY_SECONDS
+            )
+            return
+        except SyncInputError as exc:
             log.info("webhook.sync_skipped", reason=type(exc).__name__)
+            gate.mark_processed(key, started)
             return
         self.finished(prepared, service.run(prepared))
+        gate.mark_processed(key, started)
+        if gate.pending_appointments(key):
+            # Events that came during the run: their own job may have met it busy.
+            self._refetch.schedule(args=(patient_id, None, key, None), delay=BUSY_RETRY_SECONDS)
 
     # -- the schedule -----------------------------------------------------------------------
 
@@ -225,6 +259,7 @@ class Jobs:
             started = None  # the next tick claims again
         if started is not None:
             self.run_later(started[1])
+        self.requeue_overdue_webhooks()
         prune(self.engine, now, log_retention_days=self.app.settings.log_retention_days)
 
     def heartbeat(self, now: datetime) -> None:
