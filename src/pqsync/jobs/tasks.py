@@ -165,13 +165,16 @@ class Jobs:
             return
         self.finished(prepared, service.run(prepared))
 
-    def requeue_overdue_webhooks(self) -> int:
+    def requeue_overdue_webhooks(self, *, every_pending: bool = False) -> int:
         """Queue again the re-fetch of every key whose pending events are overdue (their job
-        died with a process); a duplicate job finds nothing pending and does nothing."""
+        died with a process), or of every pending key (a worker starting: the queue may have
+        lost what a killed process held); a duplicate job finds nothing pending and stops."""
         gate = self.webhook_gate()
-        keys = gate.overdue_keys(OVERDUE_GRACE)
+        grace = -gate.coalesce_for if every_pending else OVERDUE_GRACE
+        delay = gate.coalesce_for.total_seconds() if every_pending else 0.0
+        keys = gate.overdue_keys(grace)
         for key in keys:
-            self._refetch.schedule(args=(patient_of_key(key), None, key, None), delay=0)
+            self._refetch.schedule(args=(patient_of_key(key), None, key, None), delay=delay)
         if keys:
             log.info("webhook.requeued", keys=len(keys))
         return len(keys)

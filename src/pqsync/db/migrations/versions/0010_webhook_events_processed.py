@@ -19,16 +19,12 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table("webhook_events", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("processed_at", sa.DateTime(timezone=True), nullable=True)
-        )
+        batch_op.add_column(sa.Column("processed_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index(
             "ix_webhook_events_pending", ["processed_at", "outcome"], unique=False
         )
     # Events received before this revision were handled (or dropped) the old way.
-    op.execute(
-        "UPDATE webhook_events SET processed_at = received_at WHERE processed_at IS NULL"
-    )
+    op.execute("UPDATE webhook_events SET processed_at = received_at WHERE processed_at IS NULL")
 
 
 def downgrade() -> None:
