@@ -17,10 +17,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from web_support import (
     INTAKEQ_KEY,
-    PASSWORD,
-    USERS,
     METRICS_TOKEN,
+    PASSWORD,
     TODAY,
+    USERS,
     WEBHOOK_TOKEN,
     Seed,
     open_client,
