@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from pqsync.db.engine import write_connection
 from pqsync.db.tables import Appointment, Patient, SyncLog, WebhookEvent
 
 DAY = timedelta(days=1)
@@ -98,7 +99,9 @@ class WebhookGate:
         after `delay_seconds` (so that a burst for one client becomes one re-fetch)."""
         now = self.clock()
         key = coalesce_key(patient_id, appointment_id)
-        with self.engine.begin() as conn:
+        # Read then write: on SQLite the write lock is taken up front, so a busy database
+        # makes the webhook wait (busy timeout) instead of failing it.
+        with write_connection(self.engine) as conn, conn.begin():
             if self.practice_id and str(practice_id) != self.practice_id:
                 outcome = FOREIGN
             elif patient_id is None:
