@@ -31,10 +31,12 @@ from intakeq_sim.store import (
     SimError,
 )
 from intakeq_sim.traffic import MALFORMED_KINDS, malformed_kind
+from intakeq_sim.webhooks import EVENT_TYPES, WebhookKnobs, WebhookSender
 
 __all__ = [
     "DEFAULT_API_KEY",
     "DEMO_PASSWORD",
+    "EVENT_TYPES",
     "FAULT_KINDS",
     "MALFORMED_KINDS",
     "PAGE_SIZE",
@@ -56,6 +58,8 @@ __all__ = [
     "SimulatorApp",
     "SimulatorServer",
     "SpecialCases",
+    "WebhookKnobs",
+    "WebhookSender",
     "build_dataset",
     "demo_directory",
     "malformed_kind",

@@ -34,6 +34,7 @@ from intakeq_sim.traffic import (
     malform,
     malformed_kind,
 )
+from intakeq_sim.webhooks import WebhookSender
 
 API_PREFIX = "/api/v1"
 CONTROL_PREFIX = "/_sim"
@@ -87,6 +88,8 @@ class SimulatorApp:
         self.stats = TrafficStats()
         self.limiter = RateLimiter()
         self.faults = FaultPlan(dataset.seed)
+        self.webhooks = WebhookSender(dataset.seed)
+        self.store.listener = self.webhooks.appointment_changed
         # Set on shutdown so hung and slow requests end instead of holding the server.
         self.stopping = threading.Event()
         self._api_key = api_key
@@ -267,6 +270,17 @@ class SimulatorApp:
                 except (ValueError, TypeError) as exc:
                     raise SimError(400, str(exc)) from None
                 return Response(payload=self.config.as_dict())
+            case "GET", ["webhooks"]:
+                return Response(payload=self._webhooks_state())
+            case "POST", ["webhooks"]:
+                try:
+                    self.webhooks.configure(_json_object(request.body))
+                except (ValueError, TypeError) as exc:
+                    raise SimError(400, str(exc)) from None
+                return Response(payload=self._webhooks_state())
+            case "POST", ["webhooks", "forge"]:
+                self.webhooks.forge(_json_object(request.body))
+                return Response(status=202, payload=self._webhooks_state())
             case "GET", ["directory"]:
                 return Response(payload=demo_directory(self.dataset))
             case "GET", ["appointments"]:
@@ -290,6 +304,9 @@ class SimulatorApp:
             if payload is not None:
                 return Response(payload=payload)
         return _error(404, "No such control route")
+
+    def _webhooks_state(self) -> dict[str, Any]:
+        return {"settings": self.webhooks.knobs.as_dict(), "stats": self.webhooks.stats()}
 
     def _provider_create(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """A provider books: any status, sensible defaults for what the body leaves out."""

@@ -20,6 +20,7 @@ from intakeq_sim.app import API_PREFIX, CONTROL_PREFIX, Request, SimulatorApp
 from intakeq_sim.clock import Clock, utc_now
 from intakeq_sim.config import DEFAULT_API_KEY, SimConfig
 from intakeq_sim.data import Dataset, build_dataset
+from intakeq_sim.webhooks import WebhookKnobs, WebhookSender
 
 _log = logging.getLogger(__name__)
 
@@ -181,6 +182,7 @@ class SimulatorServer:
         if httpd is None or thread is None:
             return
         self.app.stopping.set()
+        self.app.webhooks.stop()
         httpd.shutdown()
         httpd.close_connections()
         httpd.server_close()
@@ -232,6 +234,15 @@ class SimulatorServer:
         self.app.config = self.app.config.updated(changes)
         return self.app.config
 
+    def configure_webhooks(self, **changes: Any) -> WebhookKnobs:
+        """Where webhooks go and how they travel, like `POST /_sim/webhooks` (names as
+        WebhookKnobs: url, practice_id, duplicate_rate, drop_rate, max_delay_ms, attempts)."""
+        return self.app.webhooks.configure(changes)
+
+    @property
+    def webhooks(self) -> WebhookSender:
+        return self.app.webhooks
+
     def stats(self) -> dict[str, Any]:
         """The same JSON as `GET /_sim/stats`."""
         return self.app.stats.snapshot(self.app.config.minute_window_seconds)
@@ -248,6 +259,7 @@ def serve(
     minute_limit: int | None = 10,
     daily_limit: int | None = 500,
     host: str = "127.0.0.1",
+    webhook_url: str | None = None,
 ) -> None:
     """Run a simulator in the foreground until Ctrl-C; prints one line with its base URL."""
     config = SimConfig(
@@ -265,6 +277,8 @@ def serve(
         api_key=api_key,
         config=config,
     )
+    if webhook_url:
+        server.configure_webhooks(url=webhook_url)
     server.start()
     print(
         f"IntakeQ simulator ready at {server.base_url} "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,6 +22,10 @@ from intakeq_sim.data import (
 )
 from intakeq_sim.query import Filter
 from intakeq_sim.timefmt import midnight_ms, ms_from
+from intakeq_sim.webhooks import event_for_update
+
+# Told of every change: (IntakeQ event type, the appointment as rendered after it).
+ChangeListener = Callable[[str, dict[str, Any]], None]
 
 PAGE_SIZE = 100  # IntakeQ's fixed page size
 DELETED_VISIBLE_MS = 10 * 86_400_000  # deletedOnly lists deletions of the last 10 days
@@ -70,6 +74,7 @@ class AppointmentStore:
         # machine's cores with the simulator should not be paying for it per request.
         self._encoded: dict[str, bytes] = {}
         self._encoded_version = 0
+        self.listener: ChangeListener | None = None
         for appointment in dataset.appointments.values():
             self._encode(appointment)
 
@@ -281,7 +286,15 @@ class AppointmentStore:
             )
             ds.appointments[appointment.id] = appointment
             bisect.insort(self._order, order_key(appointment))
-            return ds.render(appointment)
+            return self._changed("AppointmentCreated", appointment)
+
+    def _changed(self, event_type: str, appointment: SimAppointment) -> dict[str, Any]:
+        """The appointment rendered, and the listener (webhooks) told (the lock held, so
+        events leave in the order the changes happened)."""
+        rendered = self.dataset.render(appointment)
+        if self.listener is not None:
+            self.listener(event_type, rendered)
+        return rendered
 
     def _check_refs(self, changes: AppointmentChanges) -> None:
         ds = self.dataset
@@ -302,6 +315,7 @@ class AppointmentStore:
         with self._lock:
             self._version += 1
             a = self._live(appointment_id)
+            old_status = a.status
             now_ms = self._now_ms()
             if changes.start is not None:
                 self._move(a, ms_from(changes.start))
@@ -319,7 +333,7 @@ class AppointmentStore:
                 if not canceled:
                     a.cancellation_reason = None
             a.modified_ms = now_ms
-            return self.dataset.render(a)
+            return self._changed(event_for_update(old_status, a.status), a)
 
     def _move(self, a: SimAppointment, start_ms: int) -> None:
         old = order_key(a)
@@ -335,7 +349,7 @@ class AppointmentStore:
             a.modified_ms = a.cancellation_ms = self._now_ms()
             a.status = "Canceled"
             a.cancellation_reason = reason
-            return self.dataset.render(a)
+            return self._changed("AppointmentCanceled", a)
 
     def delete(self, appointment_id: str) -> dict[str, Any]:
         """Soft delete: gone from listings and GET by id, listed by deletedOnly for 10 days."""
@@ -343,7 +357,7 @@ class AppointmentStore:
             self._version += 1
             a = self._live(appointment_id)
             a.modified_ms = a.deleted_ms = self._now_ms()
-            return self.dataset.render(a)
+            return self._changed("AppointmentDeleted", a)
 
     def restore(self, appointment_id: str) -> dict[str, Any]:
         """Undo a deletion (IntakeQ's recycle bin)."""
@@ -352,7 +366,7 @@ class AppointmentStore:
             a = self._any(appointment_id)
             a.deleted_ms = None
             a.modified_ms = self._now_ms()
-            return self.dataset.render(a)
+            return self._changed("AppointmentCreated", a)
 
     def change_client_email(self, client_id: int, email: str) -> None:
         """The client's email changes in IntakeQ (their appointments now carry the new one)."""

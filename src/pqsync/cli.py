@@ -546,6 +546,9 @@ def simulator(
     ] = None,
     minute_limit: Annotated[int, typer.Option(help="Requests per minute (0: none).")] = 10,
     daily_limit: Annotated[int, typer.Option(help="Requests per day (0: none).")] = 500,
+    webhook_url: Annotated[
+        str | None, typer.Option(help="POST an IntakeQ webhook here on every change.")
+    ] = None,
 ) -> None:
     """Run the IntakeQ simulator until Ctrl-C."""
     from intakeq_sim import serve
@@ -561,6 +564,7 @@ def simulator(
         appointments=appointments,
         minute_limit=minute_limit,
         daily_limit=daily_limit,
+        webhook_url=webhook_url,
     )
 
 

@@ -385,8 +385,9 @@ class PatientAccess(Base):
 
 
 class WebhookEvent(Base):
-    """A received webhook's fate (queued, coalesced, limited, foreign practice), by day, for
-    rate limits and counts; holds ids only."""
+    """A received webhook's fate (queued, coalesced, limited, foreign practice, ignored), by
+    day, for rate limits and counts; holds ids only. Stored before the webhook is answered,
+    a queued or coalesced event is the queue of record until `processed_at` is set."""
 
     __tablename__ = "webhook_events"
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -396,10 +397,12 @@ class WebhookEvent(Base):
     received_at: Mapped[datetime] = mapped_column()
     # For a queued event: when its re-fetch runs; events of its key until then join it.
     runs_at: Mapped[datetime | None] = mapped_column()
+    processed_at: Mapped[datetime | None] = mapped_column()
 
     __table_args__ = (
         Index("ix_webhook_events_key_at", "coalesce_key", "received_at"),
         Index("ix_webhook_events_received_at", "received_at"),
+        Index("ix_webhook_events_pending", "processed_at", "outcome"),
     )
 
 

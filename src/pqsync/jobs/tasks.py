@@ -23,12 +23,19 @@ from pqsync.services.sync import SCHEDULE_ACTOR, Actor, PreparedRun, SyncResult,
 from pqsync.services.sync.locks import SyncInProgress, SyncLocks, default_holder
 from pqsync.services.sync.results import HandedBack, SyncInputError
 from pqsync.services.verify import SlotTaken
-from pqsync.services.webhooks import Admission, WebhookGate
+from pqsync.services.webhooks import Admission, WebhookGate, patient_of_key
 
 if TYPE_CHECKING:
     from pqsync.bootstrap import App
 
 log = get_logger("pqsync.jobs")
+
+# A webhook's re-fetch that meets a running sync of its patient tries again this much later,
+# so that it runs after that sync (which may have fetched before the change).
+BUSY_RETRY_SECONDS = 2.0
+# How long past its due moment a pending webhook event waits before a worker's tick queues
+# its re-fetch again (its job was lost with a process, or is stuck).
+OVERDUE_GRACE = timedelta(seconds=30)
 
 
 def is_paused(result: SyncResult) -> bool:
@@ -176,15 +183,35 @@ class Jobs:
             return
         self.carry_out(service, prepared)
 
+    def requeue_overdue_webhooks(self, *, every_pending: bool = False) -> int:
+        """Queue again the re-fetch of every key whose pending events are overdue (their job
+        died with a process), or of every pending key (a worker starting: the queue may have
+        lost what a killed process held); a duplicate job finds nothing pending and stops."""
+        gate = self.webhook_gate()
+        grace = -gate.coalesce_for if every_pending else OVERDUE_GRACE
+        delay = gate.coalesce_for.total_seconds() if every_pending else 0.0
+        keys = gate.overdue_keys(grace)
+        for key in keys:
+            self._refetch.schedule(args=(patient_of_key(key), None, key, None), delay=delay)
+        if keys:
+            log.info("webhook.requeued", keys=len(keys))
+        return len(keys)
+
     def _webhook_refetch(
         self,
         patient_id: uuid.UUID | None,
         appointment_id: str | None,
         key: str,
-        since: datetime,
+        since: datetime | None,
     ) -> None:
-        """Re-fetch the one appointment the events named, else the whole patient."""
-        named = self.webhook_gate().appointments_since(key, since) or {appointment_id}
+        """Re-fetch the one appointment the pending events of `key` name, else the whole
+        patient; then mark them processed. Meeting a running sync of the patient, try again
+        after it (that sync may have fetched before the change)."""
+        gate = self.webhook_gate()
+        started = self.app.clock()
+        named = gate.pending_appointments(key)
+        if not named:
+            return  # dealt with by an earlier job of the key
         only = next(iter(named)) if len(named) == 1 else None
         service = self.app.sync_service()
         webhook = Actor("webhook")
@@ -194,12 +221,23 @@ class Jobs:
             elif patient_id is not None:
                 prepared = service.prepare_patient(str(patient_id), actor=webhook)
             else:
+                gate.mark_processed(key, started)
                 return
-        except (SyncInProgress, SyncInputError) as exc:
-            # The running sync or the nightly one picks the change up.
+        except SyncInProgress:
+            log.info("webhook.sync_busy", retry_seconds=BUSY_RETRY_SECONDS)
+            self._refetch.schedule(
+                args=(patient_id, appointment_id, key, since), delay=BUSY_RETRY_SECONDS
+            )
+            return
+        except SyncInputError as exc:
             log.info("webhook.sync_skipped", reason=type(exc).__name__)
+            gate.mark_processed(key, started)
             return
         self.carry_out(service, prepared)
+        gate.mark_processed(key, started)
+        if gate.pending_appointments(key):
+            # Events that came during the run: their own job may have met it busy.
+            self._refetch.schedule(args=(patient_id, None, key, None), delay=BUSY_RETRY_SECONDS)
 
     # -- the schedule -----------------------------------------------------------------------
 
@@ -245,6 +283,7 @@ class Jobs:
             self.run_later(started[1])
         settings = self.app.settings
         send_digests(self.engine, self.app.clock, alerts.mailer, settings.base_url)
+        self.requeue_overdue_webhooks()
         prune(
             self.engine,
             now,

@@ -41,9 +41,12 @@ def make_consumer(app: App, *, workers: int, periodic: bool = True) -> Consumer:
 
 
 def run_worker(app: App, *, workers: int) -> None:
-    """Consume until SIGINT/SIGTERM; one tick first, so a missed night is caught up at once."""
+    """Consume until SIGINT/SIGTERM; one tick first, so a missed night is caught up at once,
+    and every pending webhook event's re-fetch queued again (a killed process may have held
+    its job)."""
     jobs = app.jobs
     jobs.tick()
+    jobs.requeue_overdue_webhooks(every_pending=True)
     consumer = make_consumer(app, workers=workers)
     log.info("worker.started", worker=jobs.worker, workers=workers)
     consumer.run()

@@ -1,6 +1,9 @@
-"""What a webhook may start: events naming another practice are ignored; events for a client
-(or appointment) whose re-fetch is still waiting join it; webhook work may take at most a
-share of the day's IntakeQ requests. Every event's fate is recorded (ids only) and counted."""
+"""What a webhook may start: events naming another practice, or nothing of ours, are ignored
+(they cost database lookups only, never IntakeQ requests); events for a patient whose
+re-fetch is still waiting join it; webhook work may take at most a share of the day's
+IntakeQ requests, charged for the requests its runs made (plus one reserved per re-fetch
+still waiting). Every event is stored, ids only, before the webhook is answered; a queued or
+coalesced one stays pending until a re-fetch that started after it has run."""
 
 from __future__ import annotations
 
@@ -9,18 +12,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from pqsync.db.tables import Patient, SyncLog, WebhookEvent
+from pqsync.db.engine import write_connection
+from pqsync.db.tables import Appointment, Patient, SyncLog, WebhookEvent
 
 DAY = timedelta(days=1)
 QUEUED = "queued"
 COALESCED = "coalesced"
 LIMITED = "limited"
 FOREIGN = "foreign"
-IGNORED = "ignored"  # names no client or appointment of ours
+IGNORED = "ignored"  # names no client, appointment or email of ours
 OUTCOMES = (QUEUED, COALESCED, LIMITED, FOREIGN, IGNORED)
+PENDING = (QUEUED, COALESCED)  # processed by a re-fetch
 
 
 @dataclass(frozen=True)
@@ -35,11 +40,36 @@ class Admission:
         return self.outcome == QUEUED
 
 
+@dataclass(frozen=True)
+class WebhookBudget:
+    """Webhook work's share of the last 24 hours' IntakeQ requests, for the staff page."""
+
+    ceiling: int
+    spent: int  # requests webhook runs made
+    reserved: int  # re-fetches waiting, one request each at least
+    pending_events: int
+    counts: dict[str, int]
+
+    @property
+    def left(self) -> int:
+        return max(0, self.ceiling - self.spent - self.reserved)
+
+
 def coalesce_key(patient_id: uuid.UUID | None, appointment_id: str | None) -> str:
     """One re-fetch per known client; per appointment when the client is not ours (yet)."""
     if patient_id is not None:
         return f"patient:{patient_id}"
     return f"appointment:{appointment_id}"
+
+
+def patient_of_key(key: str) -> uuid.UUID | None:
+    kind, _, ref = key.partition(":")
+    if kind != "patient":
+        return None
+    try:
+        return uuid.UUID(ref)
+    except ValueError:
+        return None
 
 
 class WebhookGate:
@@ -69,10 +99,15 @@ class WebhookGate:
         after `delay_seconds` (so that a burst for one client becomes one re-fetch)."""
         now = self.clock()
         key = coalesce_key(patient_id, appointment_id)
-        with self.engine.begin() as conn:
+        # Read then write: on SQLite the write lock is taken up front, so a busy database
+        # makes the webhook wait (busy timeout) instead of failing it.
+        with write_connection(self.engine) as conn, conn.begin():
             if self.practice_id and str(practice_id) != self.practice_id:
                 outcome = FOREIGN
-            elif patient_id is None and appointment_id is None:
+            elif patient_id is None:
+                # Names nothing of ours (its lookups were the database's): free, and never
+                # a share of the budget that real events need. A real appointment of a
+                # client we do not know yet arrives with the nightly run.
                 outcome = IGNORED
             elif conn.scalar(
                 select(func.count()).where(
@@ -97,34 +132,86 @@ class WebhookGate:
             )
         return Admission(outcome, key, now, self.coalesce_for.total_seconds())
 
+    @classmethod
+    def _spent_today(cls, conn: Connection, now: datetime) -> int:
+        """Requests webhook runs made in the last 24 hours, plus one for each re-fetch still
+        waiting (it makes at least one)."""
+        spent, reserved = cls._usage(conn, now)
+        return spent + reserved
+
     @staticmethod
-    def _spent_today(conn: Connection, now: datetime) -> int:
-        """Requests webhook runs made in the last 24 hours, or the re-fetches queued (each at
-        least one request), whichever is more."""
+    def _usage(conn: Connection, now: datetime) -> tuple[int, int]:
         since = now - DAY
         requests = conn.scalar(
             select(func.coalesce(func.sum(SyncLog.requests_made), 0)).where(
                 SyncLog.run_type == "webhook", SyncLog.started_at > since
             )
         )
-        queued = conn.scalar(
-            select(func.count()).where(
-                WebhookEvent.outcome == QUEUED, WebhookEvent.received_at > since
+        waiting = conn.scalar(
+            select(func.count(func.distinct(WebhookEvent.coalesce_key))).where(
+                WebhookEvent.outcome == QUEUED,
+                WebhookEvent.processed_at.is_(None),
+                WebhookEvent.received_at > since,
             )
         )
-        return max(int(requests or 0), int(queued or 0))
+        return int(requests or 0), int(waiting or 0)
 
-    def appointments_since(self, key: str, since: datetime) -> set[str | None]:
-        """The appointment ids the events of `key` named since `since` (None: no id)."""
+    def pending_appointments(self, key: str) -> set[str | None]:
+        """The appointment ids the unprocessed events of `key` name (None: no id); empty
+        when a re-fetch has already dealt with them."""
         with self.engine.connect() as conn:
             rows = conn.scalars(
                 select(WebhookEvent.appointment_id).where(
                     WebhookEvent.coalesce_key == key,
-                    WebhookEvent.outcome.in_((QUEUED, COALESCED)),
-                    WebhookEvent.received_at >= since,
+                    WebhookEvent.outcome.in_(PENDING),
+                    WebhookEvent.processed_at.is_(None),
                 )
             )
             return set(rows)
+
+    def mark_processed(self, key: str, received_by: datetime) -> None:
+        """The events of `key` received by `received_by` are dealt with (a re-fetch that
+        started after them has finished)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(WebhookEvent)
+                .where(
+                    WebhookEvent.coalesce_key == key,
+                    WebhookEvent.outcome.in_(PENDING),
+                    WebhookEvent.processed_at.is_(None),
+                    WebhookEvent.received_at <= received_by,
+                )
+                .values(processed_at=self.clock())
+            )
+
+    def overdue_keys(self, grace: timedelta) -> list[str]:
+        """Keys whose pending events should have been processed by now (their re-fetch was
+        lost with a process, or never queued): the worker queues them again."""
+        due_by = self.clock() - self.coalesce_for - grace
+        with self.engine.connect() as conn:
+            return list(
+                conn.scalars(
+                    select(WebhookEvent.coalesce_key)
+                    .where(
+                        WebhookEvent.outcome.in_(PENDING),
+                        WebhookEvent.processed_at.is_(None),
+                        WebhookEvent.received_at <= due_by,
+                    )
+                    .distinct()
+                )
+            )
+
+    def budget(self) -> WebhookBudget:
+        """What the staff page shows of webhook work's share of the day."""
+        now = self.clock()
+        with self.engine.connect() as conn:
+            spent, reserved = self._usage(conn, now)
+            pending = conn.scalar(
+                select(func.count()).where(
+                    WebhookEvent.outcome.in_(PENDING), WebhookEvent.processed_at.is_(None)
+                )
+            )
+        return WebhookBudget(self.ceiling, spent, reserved, int(pending or 0), self.counts_today())
 
     def counts_today(self) -> dict[str, int]:
         since = self.clock() - DAY
@@ -143,3 +230,23 @@ def patient_for_client(session: Session, client_id: int | None) -> uuid.UUID | N
     if client_id is None:
         return None
     return session.scalar(select(Patient.id).where(Patient.intakeq_client_id == client_id))
+
+
+def patient_for_event(
+    session: Session, client_id: int | None, appointment_id: str | None, email: str | None
+) -> uuid.UUID | None:
+    """The patient an event is about: by ClientId, else by the appointment we store, else by
+    the client's email (a patient whose ClientId is not learned yet). At most three indexed
+    lookups in our database, never an IntakeQ request; None when it names nothing of ours."""
+    found = patient_for_client(session, client_id)
+    if found is None and appointment_id:
+        found = session.scalar(
+            select(Appointment.patient_id).where(Appointment.pq_appointment_id == appointment_id)
+        )
+    if found is None and email and len(email) <= 320:
+        found = session.scalar(
+            select(Patient.id).where(
+                Patient.email == email.strip().lower(), Patient.intakeq_client_id.is_(None)
+            )
+        )
+    return found

@@ -294,6 +294,7 @@ class WebhookAppointment(BaseModel):
 
     Id: str | None = None
     ClientId: IntakeQClientId | None = None
+    ClientEmail: str | None = Field(None, max_length=320)
 
 
 class WebhookPayload(BaseModel):

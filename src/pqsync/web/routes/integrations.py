@@ -13,7 +13,7 @@ from pqsync.logging import get_logger
 from pqsync.services.dashboard import local_time
 from pqsync.services.runs import run_by_id
 from pqsync.services.sync import Actor, SyncInProgress
-from pqsync.services.webhooks import patient_for_client
+from pqsync.services.webhooks import patient_for_event
 from pqsync.web.context import SCHEDULER, WebContext
 from pqsync.web.deps import ContextDep, CronCaller, SessionDep, WebhookCaller
 from pqsync.web.errors import ApiError, responses
@@ -121,16 +121,19 @@ def appointment_webhook(
     payload: WebhookPayload, ctx: ContextDep, session: SessionDep
 ) -> WebhookAccepted:
     """IntakeQ's appointment events. Webhooks are not signed: the event is only a hint; the
-    appointment is re-fetched from IntakeQ by id in the background (404: deleted)."""
+    appointment is re-fetched from IntakeQ by id in the background (404: deleted). The event
+    is stored before this answers, so a restart loses nothing accepted."""
+    named = payload.Appointment
     client_id = payload.ClientId
-    if client_id is None and payload.Appointment is not None:
-        client_id = payload.Appointment.ClientId
-    patient_id = patient_for_client(session, client_id)
-    event = payload.EventType if payload.EventType in WEBHOOK_EVENTS else "other"
-    log.info("webhook.received", event_type=event, known_client=patient_id is not None)
-    appointment_id = payload.Appointment.Id if payload.Appointment is not None else None
+    if client_id is None and named is not None:
+        client_id = named.ClientId
+    appointment_id = named.Id if named is not None else None
     if appointment_id is not None and not appointment_id.strip():
         appointment_id = None
+    email = named.ClientEmail if named is not None else None
+    patient_id = patient_for_event(session, client_id, appointment_id, email)
+    event = payload.EventType if payload.EventType in WEBHOOK_EVENTS else "other"
+    log.info("webhook.received", event_type=event, known_client=patient_id is not None)
     jobs = ctx.app.jobs
     admission = jobs.webhook_gate().admit(payload.PracticeId, patient_id, appointment_id)
     if admission.start_job:

@@ -77,6 +77,7 @@ def staff_runs(
         run_statuses=RUN_STATUSES,
         usage=usage,
         left_today=max(0, usage.daily_limit - usage.day_used),
+        webhooks=ctx.app.jobs.webhook_gate().budget(),
         now=ctx.now(),
     )
 
