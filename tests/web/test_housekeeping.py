@@ -8,12 +8,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from web_support import PASSWORD, USERS, FakeClock, Seed, open_client
 
 from pqsync.bootstrap import App
+from pqsync.settings import SettingsError
 from pqsync.db.tables import (
     IntakeQRequest,
     LoginAttempt,
@@ -105,7 +105,7 @@ def test_no_retention_setting_prunes_the_change_history_or_access_record_under_s
 def test_the_change_history_has_its_own_retention_of_at_least_six_years(
     build_app: Callable[..., App], seed: Seed, clock: FakeClock
 ) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(SettingsError):
         build_app(PQSYNC_CHANGE_HISTORY_RETENTION_DAYS=30)
     app = build_app(PQSYNC_LOG_RETENTION_DAYS=7, PQSYNC_CHANGE_HISTORY_RETENTION_DAYS=2200)
     use_the_app(app, seed)
