@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 from web_support import PASSWORD, USERS, FakeClock, Seed, open_client
 
 from pqsync.bootstrap import App
-from pqsync.settings import SettingsError
 from pqsync.db.tables import (
     IntakeQRequest,
     LoginAttempt,
@@ -22,6 +21,7 @@ from pqsync.db.tables import (
     SyncLog,
     UserSession,
 )
+from pqsync.settings import SettingsError
 
 TABLES = {
     "sessions": UserSession,
