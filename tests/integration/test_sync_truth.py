@@ -20,10 +20,18 @@ from sqlalchemy.orm import Session
 
 from intakeq_sim import ManualClock, SimulatorServer, demo_directory
 from pqsync.bootstrap import App
-from pqsync.db.tables import Affiliation, Appointment, Organization, Patient, PatientActivity
+from pqsync.db.tables import (
+    Affiliation,
+    Appointment,
+    Organization,
+    Patient,
+    PatientActivity,
+    SyncState,
+)
 from pqsync.domain.windows import Window
 from pqsync.services.directory import DirectoryFile, import_directory
 from pqsync.services.sync import SyncResult, SyncService
+from pqsync.services.sync.plan import PRACTICE_DENSITY
 
 ORG = "first-step-house"
 DENVER = ZoneInfo("America/Denver")
@@ -217,6 +225,37 @@ def test_more_absent_appointments_than_a_run_rechecks_make_it_partial_until_done
     second = service.sync_organization(ORG)
     assert second.status == "success", second.incomplete
     assert not set(gone) & set(live(pq.engine))
+
+
+def test_re_checks_are_limited_per_run_and_inside_what_sync_all_promised(
+    service: SyncService, sim: SimulatorServer, pq: App, clock: ManualClock
+) -> None:
+    assert service.sync_organization(ORG).status == "success"
+    with Session(pq.engine) as session:
+        # A large practice's size: the per-patient plan is the cheaper one.
+        state = session.get(SyncState, PRACTICE_DENSITY)
+        assert state is not None
+        state.value = {"per_day": 500.0}
+        session.commit()
+    patients = [c for c in sim.dataset.fsh_patients if len(truth(sim, c.client_id)) >= 6][:6]
+    assert len(patients) == 6
+    for client in patients:  # 36 deletions over 6 patients
+        for pq_id in sorted(truth(sim, client.client_id))[:6]:
+            control(sim, "POST", f"/appointments/{pq_id}/delete")
+    clock.advance(timedelta(minutes=30))
+    with Session(pq.engine) as session:
+        org = session.scalars(select(Organization).where(Organization.slug == ORG)).one()
+        ids = list(
+            session.scalars(select(Affiliation.patient_id).filter_by(organization_id=org.id))
+        )
+        promised = service.organization_requests(session, ids, service.organization_window(org))
+
+    result = service.sync_organization(ORG)
+
+    assert result.plan == "per_patient"
+    assert result.summary.deleted == 25  # the run's re-checks, over all its patients
+    assert result.status == "partial"
+    assert result.requests_made <= promised
 
 
 # -- finding 2: a ClientId that changes ------------------------------------------------------

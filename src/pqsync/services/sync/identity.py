@@ -57,6 +57,8 @@ class Identities:
     patients: Iterable[PatientIdentity]
     scope: set[uuid.UUID]
     lookup: ClientLookup | None = None
+    # Questions to IntakeQ this run may still ask (one request each); see `lookup_budget`.
+    lookups_left: int = 0
     by_client_id: dict[int, PatientIdentity] = field(init=False)
     by_email: dict[str, PatientIdentity] = field(init=False)
     by_id: dict[uuid.UUID, PatientIdentity] = field(init=False)
@@ -66,6 +68,8 @@ class Identities:
     shared: dict[uuid.UUID, int] = field(init=False, default_factory=dict)
     # ClientIds learned or followed since the last `take_changes`.
     _changes: list[ClientIdChange] = field(init=False, default_factory=list)
+    # Patients whose ClientId could not be confirmed this run (no question left to ask).
+    unconfirmed: set[uuid.UUID] = field(init=False, default_factory=set)
     # (patient, ClientId) pairs refused because another patient holds the ClientId.
     held_elsewhere: set[tuple[uuid.UUID, int]] = field(init=False, default_factory=set)
 
@@ -86,7 +90,9 @@ class Identities:
         if client_id is None or client_id in self.by_client_id or not email:
             return None
         patient = self.by_email.get(email.lower())
-        if patient is None or self.lookup is None:
+        if patient is None or self.lookup is None or patient.id not in self.scope:
+            return None
+        if self.lookups_left <= 0:
             return None
         key = email.lower()
         return None if key in self._carriers else key
@@ -95,6 +101,7 @@ class Identities:
         """Ask IntakeQ (once per email and run) who carries this record's email."""
         key = self.needs_lookup(client_id, email)
         if key is not None and self.lookup is not None:
+            self.lookups_left -= 1
             self._carriers[key] = self.lookup(key)
 
     # -- inside the write transaction: pure --------------------------------------------------
@@ -122,8 +129,16 @@ class Identities:
             return patient if patient is not None and patient.id not in self.shared else None
         if patient.id in self.shared:
             return None
+        if patient.id not in self.scope:
+            # Another run's patient: judged, never learned for, here (their run asks).
+            if patient.client_id is None or stored_for == patient.id:
+                return patient
+            return None
         if patient.client_id is None:
             carriers = self._carriers.get(patient.email.lower())
+            if carriers is None and self.lookup is not None:
+                self.unconfirmed.add(patient.id)
+                return None  # not asked this run (budget spent): learn nothing yet
             if carriers is not None and len(carriers) > 1:
                 self.shared[patient.id] = len(carriers)
                 return None
@@ -184,6 +199,17 @@ class Identities:
 
     def email_of(self, patient_id: uuid.UUID) -> str:
         return self.by_id[patient_id].email
+
+
+# Besides one question per patient whose ClientId is not known yet, a run may ask this many
+# about records carrying a known patient's email under another ClientId (a re-created
+# profile, a family member).
+FOLLOW_LOOKUPS = 5
+
+
+def lookup_budget(unlearned_patients: int) -> int:
+    """The questions to IntakeQ's client list one run may ask."""
+    return unlearned_patients + FOLLOW_LOOKUPS
 
 
 def exact_carriers(email: str, found: Iterable[tuple[int, str | None]]) -> set[int]:
