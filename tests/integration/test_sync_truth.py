@@ -7,6 +7,7 @@ the assertions compare what we store with what IntakeQ holds.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable
 from datetime import datetime, time, timedelta
@@ -15,11 +16,12 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
 from intakeq_sim import ManualClock, SimulatorServer, demo_directory
 from pqsync.bootstrap import App
+from pqsync.db.engine import begin_write
 from pqsync.db.tables import (
     Affiliation,
     Appointment,
@@ -31,6 +33,7 @@ from pqsync.db.tables import (
 from pqsync.domain.windows import Window
 from pqsync.services.directory import DirectoryFile, import_directory
 from pqsync.services.sync import SyncResult, SyncService
+from pqsync.services.sync.locks import SyncLocks
 from pqsync.services.sync.plan import PRACTICE_DENSITY
 
 ORG = "first-step-house"
@@ -421,3 +424,62 @@ def test_a_sync_over_an_empty_range_does_not_shrink_later_full_fetches(
     start, end = ds.default_window()
     wanted = {a.id for a in ds.appointments_in_window(start, end, fsh)}
     assert set(live(pq.engine)) == wanted
+
+
+# -- finding 11: no takeover between the lease check and the commit --------------------------
+
+
+def test_a_scope_cannot_be_taken_over_between_a_runs_lease_check_and_its_commit(
+    pq: App, clock: ManualClock
+) -> None:
+    locks = SyncLocks(pq.engine, clock, lease=timedelta(seconds=30))
+    first, second = uuid.uuid4(), uuid.uuid4()
+    locks.acquire("organization:test", first)
+    events: list[str] = []
+    with Session(pq.engine) as session:
+        begin_write(session)  # a run's page transaction
+        assert SyncLocks.holds(session.connection(), "organization:test", first)
+        clock.advance(timedelta(minutes=1))  # the lease lapses while the page is written
+
+        def take_over() -> None:
+            locks.acquire("organization:test", second)
+            events.append("taken over")
+
+        worker = threading.Thread(target=take_over)
+        worker.start()
+        worker.join(timeout=1)
+        events.append("page committed")
+        session.commit()
+    worker.join()
+    # The takeover waited for the page's transaction; the page did not land after it.
+    assert events == ["page committed", "taken over"]
+
+
+# -- finding 12: the per-patient deletion scan reads the patient's rows only -----------------
+
+
+def test_a_patient_runs_deletion_scan_asks_the_database_for_that_patient_only(
+    service: SyncService, sim: SimulatorServer, pq: App
+) -> None:
+    assert service.sync_organization(ORG).status == "success"
+    austin = sim.dataset.special.plus_address
+    patient = patient_by_email(pq.engine, austin.email)
+    statements: list[tuple[str, Any]] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(pq.engine, "before_cursor_execute", seen)
+    try:
+        assert service.sync_patient(austin.email).status == "success"
+    finally:
+        event.remove(pq.engine, "before_cursor_execute", seen)
+    scans = [
+        (sql, params)
+        for sql, params in statements
+        if sql.lstrip().startswith("SELECT appointments.pq_appointment_id, appointments.patient_id")
+    ]
+    assert len(scans) == 1
+    sql, params = scans[0]
+    assert "appointments.patient_id IN" in sql
+    assert patient.id.hex in str(params) or str(patient.id) in str(params)
