@@ -23,8 +23,10 @@ from web_support import (
 )
 
 from pqsync.bootstrap import App
-from pqsync.db.tables import Appointment, Patient, SyncLog
+from pqsync.db.tables import Affiliation, Appointment, Organization, Patient, SyncLog
 from pqsync.intakeq.models import METADATA_FIELDS
+from pqsync.services.sync.deletion import RECHECK_LIMIT
+from pqsync.services.sync.identity import lookup_budget
 
 PATIENTS = "/api/partner-dashboard/patients"
 CRON = "/api/cron/sync-practiceq-appointments"
@@ -455,5 +457,22 @@ def test_the_sync_all_plan_names_at_most_the_requests_the_run_then_makes(
         promised.append(plan["maxRequests"])
         made.append(organisation_runs()[new_run])
     assert all(0 < m <= p for m, p in zip(made, promised, strict=True)), (made, promised)
-    # Once the practice's size is known, the plan is the run's own.
-    assert promised[1] == made[1]
+    # Once the practice's size is known, the plan is the run's own fetch, plus the allowance
+    # for questions about unknown ClientIds and for re-checks by id (none were needed here).
+    with Session(pq_app.engine) as session:
+        org = session.get(Organization, seed.orgs["own"])
+        assert org is not None
+        ids = [
+            a.patient_id
+            for a in session.scalars(select(Affiliation).filter_by(organization_id=org.id))
+        ]
+        unlearned = len(
+            list(
+                session.scalars(
+                    select(Patient.id).where(
+                        Patient.id.in_(ids), Patient.intakeq_client_id.is_(None)
+                    )
+                )
+            )
+        )
+    assert promised[1] == made[1] + lookup_budget(unlearned) + RECHECK_LIMIT
