@@ -398,12 +398,11 @@ def test_a_client_id_held_by_another_patient_is_a_warning_never_a_crash(
 # -- finding 4: the practice's size ----------------------------------------------------------
 
 
-def test_a_sync_over_an_empty_range_does_not_shrink_later_full_fetches(
-    service: SyncService, sim: SimulatorServer, pq: App
-) -> None:
+def busier(sim: SimulatorServer) -> None:
+    """1,300 more appointments of a client who is not ours: more than 12 pages in the window."""
     ds = sim.dataset
     stranger = next(c for c in ds.clients if c.organization is None)
-    for n in range(1300):  # a busier practice: more than 12 pages in the window
+    for n in range(1300):
         start = datetime.combine(ds.today, time(8), DENVER) + timedelta(days=n % 170 - 85)
         sim.app.store.create(
             client_id=stranger.client_id,
@@ -413,17 +412,43 @@ def test_a_sync_over_an_empty_range_does_not_shrink_later_full_fetches(
             status="Confirmed",
             start=start,
         )
-    far = ds.today + timedelta(days=300)
+
+
+def assert_everything_stored(sim: SimulatorServer, pq: App) -> None:
+    fsh = {c.client_id for c in sim.dataset.fsh_patients}
+    start, end = sim.dataset.default_window()
+    wanted = {a.id for a in sim.dataset.appointments_in_window(start, end, fsh)}
+    assert set(live(pq.engine)) == wanted
+
+
+def test_a_sync_over_an_empty_range_does_not_shrink_later_full_fetches(
+    service: SyncService, sim: SimulatorServer, pq: App
+) -> None:
+    busier(sim)
+    far = sim.dataset.today + timedelta(days=300)
     empty = service.sync_organization(ORG, window=Window(far, far + timedelta(days=1)))
     assert empty.status == "success" and empty.summary.new == 0
 
     result = service.sync_nightly()
 
     assert result.status == "success", result.error
-    fsh = {c.client_id for c in ds.fsh_patients}
-    start, end = ds.default_window()
-    wanted = {a.id for a in ds.appointments_in_window(start, end, fsh)}
-    assert set(live(pq.engine)) == wanted
+    assert_everything_stored(sim, pq)
+
+
+def test_a_remembered_size_never_bounds_a_fetch_below_what_its_first_page_implies(
+    service: SyncService, sim: SimulatorServer, pq: App, clock: ManualClock
+) -> None:
+    busier(sim)
+    with Session(pq.engine) as session:
+        # What a much quieter month taught (or a stale figure): about one appointment a day.
+        session.add(SyncState(name=PRACTICE_DENSITY, value={"per_day": 1.0}, updated_at=clock()))
+        session.commit()
+
+    result = service.sync_nightly()
+
+    assert result.plan == "window"
+    assert result.status == "success", result.error
+    assert_everything_stored(sim, pq)
 
 
 # -- finding 11: no takeover between the lease check and the commit --------------------------

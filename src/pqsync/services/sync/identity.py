@@ -57,8 +57,11 @@ class Identities:
     patients: Iterable[PatientIdentity]
     scope: set[uuid.UUID]
     lookup: ClientLookup | None = None
-    # Questions to IntakeQ this run may still ask (one request each); see `lookup_budget`.
+    # Questions to IntakeQ this run may still ask (one request each; see `lookup_budget`):
+    # for patients whose ClientId is not known, and about a known patient's email under
+    # another ClientId.
     lookups_left: int = 0
+    follow_lookups_left: int = 0
     by_client_id: dict[int, PatientIdentity] = field(init=False)
     by_email: dict[str, PatientIdentity] = field(init=False)
     by_id: dict[uuid.UUID, PatientIdentity] = field(init=False)
@@ -92,7 +95,8 @@ class Identities:
         patient = self.by_email.get(email.lower())
         if patient is None or self.lookup is None or patient.id not in self.scope:
             return None
-        if self.lookups_left <= 0:
+        left = self.lookups_left if patient.client_id is None else self.follow_lookups_left
+        if left <= 0:
             return None
         key = email.lower()
         return None if key in self._carriers else key
@@ -101,7 +105,10 @@ class Identities:
         """Ask IntakeQ (once per email and run) who carries this record's email."""
         key = self.needs_lookup(client_id, email)
         if key is not None and self.lookup is not None:
-            self.lookups_left -= 1
+            if self.by_email[key].client_id is None:
+                self.lookups_left -= 1
+            else:
+                self.follow_lookups_left -= 1
             self._carriers[key] = self.lookup(key)
 
     # -- inside the write transaction: pure --------------------------------------------------
@@ -208,7 +215,7 @@ FOLLOW_LOOKUPS = 5
 
 
 def lookup_budget(unlearned_patients: int) -> int:
-    """The questions to IntakeQ's client list one run may ask."""
+    """The questions to IntakeQ's client list one run may ask (both kinds)."""
     return unlearned_patients + FOLLOW_LOOKUPS
 
 

@@ -38,6 +38,7 @@ from pqsync.services.sync import records as sync_records
 from pqsync.services.sync.context import Lookups, RunContext
 from pqsync.services.sync.deletion import RECHECK_LIMIT, Deletions
 from pqsync.services.sync.identity import (
+    FOLLOW_LOOKUPS,
     Identities,
     PatientIdentity,
     exact_carriers,
@@ -443,7 +444,8 @@ class SyncService:
                 [PatientIdentity(*row) for row in everyone],
                 scope=set(results),
                 lookup=self._carriers,
-                lookups_left=lookup_budget(unlearned),
+                lookups_left=unlearned,
+                follow_lookups_left=FOLLOW_LOOKUPS,
             ),
             results=results,
             result=SyncResult(
