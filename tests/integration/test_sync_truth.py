@@ -7,6 +7,7 @@ the assertions compare what we store with what IntakeQ holds.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable
 from datetime import datetime, time, timedelta
@@ -15,15 +16,25 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
 from intakeq_sim import ManualClock, SimulatorServer, demo_directory
 from pqsync.bootstrap import App
-from pqsync.db.tables import Affiliation, Appointment, Organization, Patient, PatientActivity
+from pqsync.db.engine import begin_write
+from pqsync.db.tables import (
+    Affiliation,
+    Appointment,
+    Organization,
+    Patient,
+    PatientActivity,
+    SyncState,
+)
 from pqsync.domain.windows import Window
 from pqsync.services.directory import DirectoryFile, import_directory
 from pqsync.services.sync import SyncResult, SyncService
+from pqsync.services.sync.locks import SyncLocks
+from pqsync.services.sync.plan import PRACTICE_DENSITY
 
 ORG = "first-step-house"
 DENVER = ZoneInfo("America/Denver")
@@ -219,6 +230,37 @@ def test_more_absent_appointments_than_a_run_rechecks_make_it_partial_until_done
     assert not set(gone) & set(live(pq.engine))
 
 
+def test_re_checks_are_limited_per_run_and_inside_what_sync_all_promised(
+    service: SyncService, sim: SimulatorServer, pq: App, clock: ManualClock
+) -> None:
+    assert service.sync_organization(ORG).status == "success"
+    with Session(pq.engine) as session:
+        # A large practice's size: the per-patient plan is the cheaper one.
+        state = session.get(SyncState, PRACTICE_DENSITY)
+        assert state is not None
+        state.value = {"per_day": 500.0}
+        session.commit()
+    patients = [c for c in sim.dataset.fsh_patients if len(truth(sim, c.client_id)) >= 6][:6]
+    assert len(patients) == 6
+    for client in patients:  # 36 deletions over 6 patients
+        for pq_id in sorted(truth(sim, client.client_id))[:6]:
+            control(sim, "POST", f"/appointments/{pq_id}/delete")
+    clock.advance(timedelta(minutes=30))
+    with Session(pq.engine) as session:
+        org = session.scalars(select(Organization).where(Organization.slug == ORG)).one()
+        ids = list(
+            session.scalars(select(Affiliation.patient_id).filter_by(organization_id=org.id))
+        )
+        promised = service.organization_requests(session, ids, service.organization_window(org))
+
+    result = service.sync_organization(ORG)
+
+    assert result.plan == "per_patient"
+    assert result.summary.deleted == 25  # the run's re-checks, over all its patients
+    assert result.status == "partial"
+    assert result.requests_made <= promised
+
+
 # -- finding 2: a ClientId that changes ------------------------------------------------------
 
 
@@ -356,12 +398,11 @@ def test_a_client_id_held_by_another_patient_is_a_warning_never_a_crash(
 # -- finding 4: the practice's size ----------------------------------------------------------
 
 
-def test_a_sync_over_an_empty_range_does_not_shrink_later_full_fetches(
-    service: SyncService, sim: SimulatorServer, pq: App
-) -> None:
+def busier(sim: SimulatorServer) -> None:
+    """1,300 more appointments of a client who is not ours: more than 12 pages in the window."""
     ds = sim.dataset
     stranger = next(c for c in ds.clients if c.organization is None)
-    for n in range(1300):  # a busier practice: more than 12 pages in the window
+    for n in range(1300):
         start = datetime.combine(ds.today, time(8), DENVER) + timedelta(days=n % 170 - 85)
         sim.app.store.create(
             client_id=stranger.client_id,
@@ -371,14 +412,99 @@ def test_a_sync_over_an_empty_range_does_not_shrink_later_full_fetches(
             status="Confirmed",
             start=start,
         )
-    far = ds.today + timedelta(days=300)
+
+
+def assert_everything_stored(sim: SimulatorServer, pq: App) -> None:
+    fsh = {c.client_id for c in sim.dataset.fsh_patients}
+    start, end = sim.dataset.default_window()
+    wanted = {a.id for a in sim.dataset.appointments_in_window(start, end, fsh)}
+    assert set(live(pq.engine)) == wanted
+
+
+def test_a_sync_over_an_empty_range_does_not_shrink_later_full_fetches(
+    service: SyncService, sim: SimulatorServer, pq: App
+) -> None:
+    busier(sim)
+    far = sim.dataset.today + timedelta(days=300)
     empty = service.sync_organization(ORG, window=Window(far, far + timedelta(days=1)))
     assert empty.status == "success" and empty.summary.new == 0
 
     result = service.sync_nightly()
 
     assert result.status == "success", result.error
-    fsh = {c.client_id for c in ds.fsh_patients}
-    start, end = ds.default_window()
-    wanted = {a.id for a in ds.appointments_in_window(start, end, fsh)}
-    assert set(live(pq.engine)) == wanted
+    assert_everything_stored(sim, pq)
+
+
+def test_a_remembered_size_never_bounds_a_fetch_below_what_its_first_page_implies(
+    service: SyncService, sim: SimulatorServer, pq: App, clock: ManualClock
+) -> None:
+    busier(sim)
+    with Session(pq.engine) as session:
+        # What a much quieter month taught (or a stale figure): about one appointment a day.
+        session.add(SyncState(name=PRACTICE_DENSITY, value={"per_day": 1.0}, updated_at=clock()))
+        session.commit()
+
+    result = service.sync_nightly()
+
+    assert result.plan == "window"
+    assert result.status == "success", result.error
+    assert_everything_stored(sim, pq)
+
+
+# -- finding 11: no takeover between the lease check and the commit --------------------------
+
+
+def test_a_scope_cannot_be_taken_over_between_a_runs_lease_check_and_its_commit(
+    pq: App, clock: ManualClock
+) -> None:
+    locks = SyncLocks(pq.engine, clock, lease=timedelta(seconds=30))
+    first, second = uuid.uuid4(), uuid.uuid4()
+    locks.acquire("organization:test", first)
+    events: list[str] = []
+    with Session(pq.engine) as session:
+        begin_write(session)  # a run's page transaction
+        assert SyncLocks.holds(session.connection(), "organization:test", first)
+        clock.advance(timedelta(minutes=1))  # the lease lapses while the page is written
+
+        def take_over() -> None:
+            locks.acquire("organization:test", second)
+            events.append("taken over")
+
+        worker = threading.Thread(target=take_over)
+        worker.start()
+        worker.join(timeout=1)
+        events.append("page committed")
+        session.commit()
+    worker.join()
+    # The takeover waited for the page's transaction; the page did not land after it.
+    assert events == ["page committed", "taken over"]
+
+
+# -- finding 12: the per-patient deletion scan reads the patient's rows only -----------------
+
+
+def test_a_patient_runs_deletion_scan_asks_the_database_for_that_patient_only(
+    service: SyncService, sim: SimulatorServer, pq: App
+) -> None:
+    assert service.sync_organization(ORG).status == "success"
+    austin = sim.dataset.special.plus_address
+    patient = patient_by_email(pq.engine, austin.email)
+    statements: list[tuple[str, Any]] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(pq.engine, "before_cursor_execute", seen)
+    try:
+        assert service.sync_patient(austin.email).status == "success"
+    finally:
+        event.remove(pq.engine, "before_cursor_execute", seen)
+    scans = [
+        (sql, params)
+        for sql, params in statements
+        if sql.lstrip().startswith("SELECT appointments.pq_appointment_id, appointments.patient_id")
+    ]
+    assert len(scans) == 1
+    sql, params = scans[0]
+    assert "appointments.patient_id IN" in sql
+    assert patient.id.hex in str(params) or str(patient.id) in str(params)

@@ -3,10 +3,12 @@ history, the cron trigger and the webhook."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
@@ -14,6 +16,8 @@ from sqlalchemy.orm import Session
 from web_support import (
     CRON_SECRET,
     METRICS_TOKEN,
+    PASSWORD,
+    USERS,
     WEBHOOK_TOKEN,
     FakeClock,
     Seed,
@@ -22,9 +26,12 @@ from web_support import (
     wait_for_background,
 )
 
+from intakeq_sim import SimulatorServer
 from pqsync.bootstrap import App
-from pqsync.db.tables import Appointment, Patient, SyncLog
+from pqsync.db.tables import Affiliation, Appointment, Organization, Patient, SyncLog
 from pqsync.intakeq.models import METADATA_FIELDS
+from pqsync.services.sync.deletion import RECHECK_LIMIT
+from pqsync.services.sync.identity import lookup_budget
 
 PATIENTS = "/api/partner-dashboard/patients"
 CRON = "/api/cron/sync-practiceq-appointments"
@@ -455,5 +462,75 @@ def test_the_sync_all_plan_names_at_most_the_requests_the_run_then_makes(
         promised.append(plan["maxRequests"])
         made.append(organisation_runs()[new_run])
     assert all(0 < m <= p for m, p in zip(made, promised, strict=True)), (made, promised)
-    # Once the practice's size is known, the plan is the run's own.
-    assert promised[1] == made[1]
+    # Once the practice's size is known, the plan is the run's own fetch, plus the allowance
+    # for questions about unknown ClientIds and for re-checks by id (none were needed here).
+    with Session(pq_app.engine) as session:
+        org = session.get(Organization, seed.orgs["own"])
+        assert org is not None
+        ids = [
+            a.patient_id
+            for a in session.scalars(select(Affiliation).filter_by(organization_id=org.id))
+        ]
+        unlearned = len(
+            list(
+                session.scalars(
+                    select(Patient.id).where(
+                        Patient.id.in_(ids), Patient.intakeq_client_id.is_(None)
+                    )
+                )
+            )
+        )
+    assert promised[1] == made[1] + lookup_budget(unlearned) + RECHECK_LIMIT
+
+
+def test_a_partial_patient_sync_says_so_and_why(
+    client: TestClient, seed: Seed, pq_app: App, simulator: SimulatorServer
+) -> None:
+    partner = seed.bearer("case_manager")
+    url = f"{PATIENTS}/{seed.consenting}/sync"
+    first = client.post(url, headers=partner)
+    assert first.status_code == 200 and first.json()["success"] is True
+    with Session(pq_app.engine) as session:
+        patient = session.get(Patient, seed.consenting)
+        assert patient is not None
+        email = patient.email
+    (profile,) = [c for c in simulator.dataset.clients if c.email.lower() == email]
+    moved = httpx.post(
+        f"{simulator.control_url}/clients/{profile.client_id}/email",
+        json={"Email": "someone.else@mail.example"},
+    )
+    moved.raise_for_status()
+    with Session(pq_app.engine) as session:
+        before = set(session.scalars(select(SyncLog.id)))
+    try:
+        second = client.post(url, headers=partner)
+    finally:
+        httpx.post(
+            f"{simulator.control_url}/clients/{profile.client_id}/email",
+            json={"Email": profile.email},
+        ).raise_for_status()
+
+    assert second.status_code == 200
+    assert second.json()["success"] is False
+    with Session(pq_app.engine) as session:
+        (run_id,) = set(session.scalars(select(SyncLog.id))) - before
+    run = client.get(f"/api/partner-dashboard/sync-runs/{run_id}", headers=partner).json()
+    assert run["status"] == "partial"
+    assert any("returned none of this patient's appointments" in r for r in run["incomplete"])
+    (mine,) = run["patients"]
+    assert mine["incomplete"]
+    # The pages say it too: the patient's history, and the staff page of the run.
+    form = client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert token is not None
+    signed_in = client.post(
+        "/login",
+        data={"email": USERS["staff_admin"], "password": PASSWORD, "csrf_token": token.group(1)},
+        follow_redirects=False,
+    )
+    assert signed_in.status_code == 303
+    page = client.get(f"/patients/{seed.consenting}")
+    assert "Synced from PracticeQ with gaps: IntakeQ returned none" in page.text
+    staff = client.get(f"/staff/runs/{run_id}")
+    assert "Why this run is partial" in staff.text
+    assert "returned none of this patient&#39;s appointments" in staff.text

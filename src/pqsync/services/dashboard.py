@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -173,6 +173,8 @@ class HistoryEntry:
     synced_at: datetime
     triggered_by: str
     summary: Summary | None  # None: the counts are not the viewer's to see (ROI consent)
+    # Why the run left this patient's data possibly out of date (empty: complete).
+    incomplete: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,8 @@ class RunPatient:
     state: str
     summary: Summary | None  # None: the counts are not the viewer's to see (ROI consent)
     error_kind: str | None = None  # why this patient failed: unreachable | budget | auth | ...
+    # Why this patient's data may be out of date after the run (empty: complete).
+    incomplete: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -213,6 +217,8 @@ class RunProgress:
     percent: int = 0  # how far the run is, 0-100, in steps a person can follow
     waiting_seconds: int | None = None  # waiting for IntakeQ's request limit, about this long
     waiting_reason: str | None = None  # minute_limit (our count) | rate_limited (IntakeQ's 429)
+    # Why a partial run is partial (no patient is named).
+    incomplete: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -221,6 +227,11 @@ class _DetailEntry:
     state: str
     summary: Summary
     error_kind: str | None = None
+    incomplete: list[str] = field(default_factory=list)
+
+
+def _strings(value: object) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 def _detail_patients(details: Mapping[str, Any], finished: bool) -> list[_DetailEntry]:
@@ -243,6 +254,7 @@ def _detail_patients(details: Mapping[str, Any], finished: bool) -> list[_Detail
                 str(state),
                 Summary.from_mapping(entry.get("summary")),
                 kind if isinstance(kind, str) else None,
+                _strings(entry.get("incomplete")),
             )
         )
     return out
@@ -579,6 +591,14 @@ class Dashboard:
         history: list[HistoryEntry] = []
         summary: Summary
         for run, user in rows:
+            entry = next(
+                (
+                    e
+                    for e in _detail_patients(run.details or {}, True)
+                    if e.patient_id == patient_id
+                ),
+                None,
+            )
             if run.sync_type == "patient":
                 if not visibility.patient_run_in_history(
                     self.viewer, run.organization_id, run.triggered_by, starter_of(user)
@@ -586,14 +606,6 @@ class Dashboard:
                     continue
                 summary = _run_summary(run)
             else:
-                entry = next(
-                    (
-                        e
-                        for e in _detail_patients(run.details or {}, True)
-                        if e.patient_id == patient_id
-                    ),
-                    None,
-                )
                 if entry is None or entry.state == "failed":
                     continue
                 summary = entry.summary
@@ -603,6 +615,7 @@ class Dashboard:
                     local_time(synced_at, scope.zone),
                     self.trigger_label(run, user),
                     summary if scope.details_visible else None,
+                    tuple(entry.incomplete) if entry is not None else (),
                 )
             )
             if len(history) >= limit:
@@ -655,6 +668,7 @@ class Dashboard:
                     e.state,
                     e.summary if e.patient_id in counted else None,
                     e.error_kind,
+                    e.incomplete,
                 )
                 for e in entries
                 if e.patient_id in names
@@ -695,6 +709,7 @@ class Dashboard:
             percent=run_percent(run.status, patients_total, patients_done, pages),
             waiting_seconds=waiting_seconds,
             waiting_reason=waiting_reason,
+            incomplete=_strings(details.get("incomplete")),
         )
 
     def _viewer_zone(self) -> ZoneInfo:

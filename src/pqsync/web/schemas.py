@@ -164,6 +164,10 @@ class RunPatientOut(ApiModel):
     error_kind: ErrorKind | None = Field(
         default=None, description="Why this patient's sync failed, when it did."
     )
+    incomplete: list[str] = Field(
+        default_factory=list,
+        description="Why this patient's appointments may be out of date after the run.",
+    )
 
 
 class SyncRunOut(ApiModel):
@@ -196,6 +200,10 @@ class SyncRunOut(ApiModel):
     )
     waiting_reason: str | None = Field(
         default=None, description="minute_limit (our count of its limit) | rate_limited (429)."
+    )
+    incomplete: list[str] = Field(
+        default_factory=list,
+        description="Why a `partial` run is partial, in words a person can act on.",
     )
 
 

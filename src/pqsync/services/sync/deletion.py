@@ -98,13 +98,14 @@ class Deletions:
         (the writer moves it to its owner, or off our patient's page when it is now a
         client's who is not our patient). What the budget leaves makes its patients'
         data incomplete for this run."""
-        checked, waiting = pq_ids[: ctx.rechecks_left], pq_ids[ctx.rechecks_left :]
+        allowed = ctx.rechecks_allowed()
+        checked, waiting = pq_ids[:allowed], pq_ids[allowed:]
         ctx.rechecks_left -= len(checked)
         if waiting:
             ctx.warn(
                 f"{len(waiting)} appointment(s) absent from the fetch were not re-checked "
-                f"this run (at most {RECHECK_LIMIT} a run); they stay until a sync proves "
-                "them deleted"
+                f"this run (at most {RECHECK_LIMIT} a run, within the requests it promised); "
+                "they stay until a sync proves them deleted"
             )
             reason = (
                 "some of this patient's appointments are no longer listed by IntakeQ and "

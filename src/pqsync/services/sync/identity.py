@@ -57,6 +57,11 @@ class Identities:
     patients: Iterable[PatientIdentity]
     scope: set[uuid.UUID]
     lookup: ClientLookup | None = None
+    # Questions to IntakeQ this run may still ask (one request each; see `lookup_budget`):
+    # for patients whose ClientId is not known, and about a known patient's email under
+    # another ClientId.
+    lookups_left: int = 0
+    follow_lookups_left: int = 0
     by_client_id: dict[int, PatientIdentity] = field(init=False)
     by_email: dict[str, PatientIdentity] = field(init=False)
     by_id: dict[uuid.UUID, PatientIdentity] = field(init=False)
@@ -66,6 +71,8 @@ class Identities:
     shared: dict[uuid.UUID, int] = field(init=False, default_factory=dict)
     # ClientIds learned or followed since the last `take_changes`.
     _changes: list[ClientIdChange] = field(init=False, default_factory=list)
+    # Patients whose ClientId could not be confirmed this run (no question left to ask).
+    unconfirmed: set[uuid.UUID] = field(init=False, default_factory=set)
     # (patient, ClientId) pairs refused because another patient holds the ClientId.
     held_elsewhere: set[tuple[uuid.UUID, int]] = field(init=False, default_factory=set)
 
@@ -86,7 +93,10 @@ class Identities:
         if client_id is None or client_id in self.by_client_id or not email:
             return None
         patient = self.by_email.get(email.lower())
-        if patient is None or self.lookup is None:
+        if patient is None or self.lookup is None or patient.id not in self.scope:
+            return None
+        left = self.lookups_left if patient.client_id is None else self.follow_lookups_left
+        if left <= 0:
             return None
         key = email.lower()
         return None if key in self._carriers else key
@@ -95,6 +105,10 @@ class Identities:
         """Ask IntakeQ (once per email and run) who carries this record's email."""
         key = self.needs_lookup(client_id, email)
         if key is not None and self.lookup is not None:
+            if self.by_email[key].client_id is None:
+                self.lookups_left -= 1
+            else:
+                self.follow_lookups_left -= 1
             self._carriers[key] = self.lookup(key)
 
     # -- inside the write transaction: pure --------------------------------------------------
@@ -122,8 +136,16 @@ class Identities:
             return patient if patient is not None and patient.id not in self.shared else None
         if patient.id in self.shared:
             return None
+        if patient.id not in self.scope:
+            # Another run's patient: judged, never learned for, here (their run asks).
+            if patient.client_id is None or stored_for == patient.id:
+                return patient
+            return None
         if patient.client_id is None:
             carriers = self._carriers.get(patient.email.lower())
+            if carriers is None and self.lookup is not None:
+                self.unconfirmed.add(patient.id)
+                return None  # not asked this run (budget spent): learn nothing yet
             if carriers is not None and len(carriers) > 1:
                 self.shared[patient.id] = len(carriers)
                 return None
@@ -184,6 +206,57 @@ class Identities:
 
     def email_of(self, patient_id: uuid.UUID) -> str:
         return self.by_id[patient_id].email
+
+
+# Besides one question per patient whose ClientId is not known yet, a run may ask this many
+# about records carrying a known patient's email under another ClientId (a re-created
+# profile, a family member).
+FOLLOW_LOOKUPS = 5
+
+
+def lookup_budget(unlearned_patients: int) -> int:
+    """The requests one run may spend on IntakeQ's client list: the whole list (at most one
+    page per patient asked about) when it is short, else one search per patient, and the
+    questions about known patients' emails under other ClientIds."""
+    return 2 * unlearned_patients + FOLLOW_LOOKUPS
+
+
+class ClientBook:
+    """Answers "which ClientIds carry this email" for one run, as cheaply as it can: when
+    several patients need asking, IntakeQ's whole client list once (at most `list_pages`
+    pages of 100), else, or when the list is longer, one `search=` per email. At most
+    `list_pages` + one search per question: `lookup_budget` counts both."""
+
+    def __init__(
+        self, clients: Callable[[str | None], Iterable[tuple[int, str | None]]], list_pages: int
+    ) -> None:
+        self._clients = clients
+        self._list_pages = list_pages
+        self._everyone: dict[str, set[int]] | None = None
+
+    def __call__(self, email: str) -> set[int]:
+        if self._everyone is None and self._list_pages >= 2:
+            self._everyone = self._whole_list()
+            self._list_pages = 0
+        if self._everyone is not None:
+            return set(self._everyone.get(email.lower(), set()))
+        return exact_carriers(email, self._clients(email))
+
+    def _whole_list(self) -> dict[str, set[int]] | None:
+        """Every client by email, or None when the list is longer than `list_pages` pages
+        (the pages read so far are the price of finding out)."""
+        found: dict[str, set[int]] = {}
+        listing = iter(self._clients(None))
+        try:
+            for count, (client_id, email) in enumerate(listing, start=1):
+                found.setdefault((email or "").lower(), set()).add(client_id)
+                if count >= self._list_pages * 100:
+                    return None  # the last page allowed was full: there may be more
+        finally:
+            close = getattr(listing, "close", None)
+            if close is not None:
+                close()
+        return found
 
 
 def exact_carriers(email: str, found: Iterable[tuple[int, str | None]]) -> set[int]:

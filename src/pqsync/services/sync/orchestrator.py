@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Engine, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -39,7 +39,13 @@ from pqsync.logging import get_logger
 from pqsync.services.sync import records as sync_records
 from pqsync.services.sync.context import Lookups, RunContext
 from pqsync.services.sync.deletion import RECHECK_LIMIT, Deletions
-from pqsync.services.sync.identity import Identities, PatientIdentity, exact_carriers
+from pqsync.services.sync.identity import (
+    FOLLOW_LOOKUPS,
+    ClientBook,
+    Identities,
+    PatientIdentity,
+    lookup_budget,
+)
 from pqsync.services.sync.locks import (
     PREPARED_HOLD,
     LeaseKeeper,
@@ -235,6 +241,22 @@ class SyncService:
         )
         return replace(prepared, appointment_id=appointment_id)
 
+    def organization_requests(
+        self, session: Session, patient_ids: list[uuid.UUID], window: Window
+    ) -> int:
+        """At most how many requests an organisation's run spends (what Sync all promises):
+        its fetch (the cheaper plan), the questions that confirm ClientIds not known yet,
+        and the re-checks by id. The run keeps its re-checks inside this number."""
+        if not patient_ids:
+            return 0
+        unlearned = session.scalar(
+            select(func.count())
+            .select_from(Patient)
+            .where(Patient.id.in_(patient_ids), Patient.intakeq_client_id.is_(None))
+        )
+        fetch = self.planner.organization_requests(session, patient_ids, window)
+        return fetch + lookup_budget(int(unlearned or 0)) + RECHECK_LIMIT
+
     def prepare_organization(
         self, org_ref: str, *, window: Window | None = None, actor: Actor = CLI_ACTOR
     ) -> PreparedRun:
@@ -245,16 +267,19 @@ class SyncService:
                     select(Affiliation.patient_id).where(Affiliation.organization_id == org.id)
                 )
             )
+            window = window or self.organization_window(org)
+            promise = self.organization_requests(session, patient_ids, window)
             return self._open_run(
                 session,
                 scope="organization",
                 scope_key=f"organization:{org.id}",
                 label=f"organization {org.slug}",
-                window=window or self.organization_window(org),
+                window=window,
                 actor=actor,
                 timezone=org.timezone,
                 patient_ids=patient_ids,
                 organization=org,
+                request_promise=promise,
             )
 
     def prepare_nightly(self, *, actor: Actor = SCHEDULE_ACTOR) -> PreparedRun:
@@ -290,6 +315,7 @@ class SyncService:
         timezone: str,
         patient_ids: list[uuid.UUID],
         organization: Organization | None,
+        request_promise: int | None = None,
     ) -> PreparedRun:
         run_id = uuid.uuid4()
         organization_id = organization.id if organization else None
@@ -311,6 +337,7 @@ class SyncService:
             patient_ids=patient_ids,
             organization_id=organization_id,
             organization_name=organization_name,
+            request_promise=request_promise,
         )
         try:
             begin_write(session)
@@ -333,6 +360,7 @@ class SyncService:
                         "triggered_by_name": actor.name,
                         # Every patient's line from the first second: queued.
                         "patients": {str(p): {"state": "pending"} for p in patient_ids},
+                        "requests_promised": request_promise,
                     },
                 )
             )
@@ -470,7 +498,7 @@ class SyncService:
                 self.source.counting() as tally,
                 Session(self.engine, expire_on_commit=False) as session,
             ):
-                ctx = self._context(session, prepared, lease)
+                ctx = self._context(session, prepared, lease, tally)
 
                 def note_wait(seconds: float, why: str) -> None:
                     sync_records.note_wait(self.engine, prepared, ctx, seconds, why)
@@ -510,10 +538,13 @@ class SyncService:
             if not keep_scope:
                 self.locks.release(prepared.scope_key, prepared.run_id)
 
-    def _context(self, session: Session, prepared: PreparedRun, lease: LeaseKeeper) -> RunContext:
+    def _context(
+        self, session: Session, prepared: PreparedRun, lease: LeaseKeeper, tally: RequestTally
+    ) -> RunContext:
         patients = self._load_patients(session, prepared.patient_ids)
         results = {p.id: PatientResult(patient_id=p.id, patient_name=p.full_name) for p in patients}
         everyone = session.execute(select(Patient.id, Patient.email, Patient.intakeq_client_id))
+        unlearned = sum(1 for p in patients if p.intakeq_client_id is None)
         ctx = RunContext(
             run_id=prepared.run_id,
             actor=prepared.actor,
@@ -524,7 +555,9 @@ class SyncService:
             identity=Identities(
                 [PatientIdentity(*row) for row in everyone],
                 scope=set(results),
-                lookup=self._carriers,
+                lookup=ClientBook(self._clients, list_pages=unlearned),
+                lookups_left=unlearned,
+                follow_lookups_left=FOLLOW_LOOKUPS,
             ),
             results=results,
             result=SyncResult(
@@ -542,6 +575,8 @@ class SyncService:
             lease=lease,
             keep_appointments=prepared.scope == "patient",
             rechecks_left=RECHECK_LIMIT,
+            request_promise=prepared.request_promise,
+            requests_spent=lambda: tally.sent,
         )
         if prepared.resumed:
             # A paused run resumes where it stopped: its finished patients stay finished.
@@ -555,9 +590,9 @@ class SyncService:
         session.commit()
         return ctx
 
-    def _carriers(self, email: str) -> set[int]:
-        """The ClientIds of the IntakeQ clients whose email is exactly `email`."""
-        return exact_carriers(email, ((c.client_id, c.email) for c in self.source.clients(email)))
+    def _clients(self, search: str | None) -> Iterator[tuple[int, str | None]]:
+        """IntakeQ's clients (matching `search`, a partial match), as (ClientId, email)."""
+        return ((c.client_id, c.email) for c in self.source.clients(search))
 
     def _load_patients(self, session: Session, ids: list[uuid.UUID]) -> list[Patient]:
         if not ids:

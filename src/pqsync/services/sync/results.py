@@ -129,6 +129,8 @@ class PreparedRun:
     appointment_id: str | None = None
     # A paused run taken up again: its finished patients are not synced twice.
     resumed: bool = False
+    # At most how many requests the run was promised to spend (Sync all's estimate).
+    request_promise: int | None = None
 
 
 @dataclass

@@ -148,6 +148,13 @@
       button.disabled = false;
       if (result.status === 200) {
         var data = result.data;
+        if (data.success === false) {
+          // A partial run: nothing is stamped as synced, and the page says why it may be stale.
+          status.removeAttribute("data-synced-at");
+          setStatus(status, "Synced with gaps: PracticeQ did not return everything for this patient, " +
+            "so some appointments may be out of date. Staff can see why on the run's page.", "bad");
+          return;
+        }
         status.setAttribute("data-synced-at", data.syncedAt);
         status.setAttribute("data-summary", summaryText(data.summary));
         setStatus(status, syncedText(status), "ok");
@@ -219,6 +226,10 @@
       return "Sync all stopped: " + reasonText(run.errorKind) + ". " + done + "/" + total +
         " complete; what was fetched is kept. You can try again.";
     }
+    if (run.status === "partial") {
+      return "Sync all finished with gaps: some appointments may be out of date. " +
+        (run.incomplete || []).join(" ");
+    }
     var counts = summaryText(run.summary);
     return "Sync all finished: " + done + "/" + total + " complete" + (counts ? " (" + counts + ")" : "");
   }
@@ -243,6 +254,10 @@
       var state = document.createElement("span");
       state.className = "state-" + p.state + (run.status === "failed" && p.state !== "done" ? " state-failed" : "");
       state.textContent = lineText(run, p);
+      if (p.incomplete && p.incomplete.length) {
+        state.className = "state-failed";
+        state.textContent = "incomplete: " + p.incomplete.join(" ");
+      }
       li.appendChild(name);
       li.appendChild(state);
       return li;
