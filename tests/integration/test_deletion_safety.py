@@ -11,6 +11,7 @@ import threading
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+import httpx
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -72,13 +73,21 @@ def test_an_appointment_stored_by_another_run_during_a_window_fetch_stays(
 def test_a_record_shifted_between_pages_is_not_deleted(
     hooked: SyncService, sim: SimulatorServer, pq: App, hooks: PageHooks
 ) -> None:
-    assert hooked.sync_organization(ORG).status == "success"
-    before = live_ids(pq)
     start, end = sim.dataset.default_window()
     listed = sim.dataset.appointments_in_window(start, end)  # IntakeQ's order, newest first
     assert len(listed) > 200, "the window must span several pages"
     on_page_one = listed[50].id
     shifted = listed[100].id  # first of page 2: moves to page 1 once one above it goes
+    # Both are our patient's: the provider books them on Austin (a move keeps the order).
+    austin = sim.dataset.special.plus_address.client_id
+    for pq_id in (on_page_one, shifted):
+        moved = httpx.post(
+            f"{sim.control_url}/appointments/{pq_id}/client", json={"ClientId": austin}
+        )
+        moved.raise_for_status()
+    assert hooked.sync_organization(ORG).status == "success"
+    before = live_ids(pq)
+    assert {on_page_one, shifted} <= before  # the preconditions the test rests on
 
     hooks.after_page["1"] = lambda: sim.app.store.delete(on_page_one)
     result = hooked.sync_organization(ORG)
@@ -88,11 +97,11 @@ def test_a_record_shifted_between_pages_is_not_deleted(
     still_there = {a.id for a in sim.dataset.appointments_in_window(start, end, fsh)}
     # Nothing IntakeQ still holds was deleted here, the shifted record included.
     assert still_there <= live
-    if sim.dataset.appointments[shifted].client_id in fsh:
-        assert shifted in live
-    # What IntakeQ really deleted is gone (proved by a 404), if it was ours.
-    if on_page_one in before:
-        assert on_page_one not in live
+    assert shifted in live
+    # What IntakeQ deleted after we read its page goes with the next run (proved by a 404).
+    assert on_page_one in live
+    assert hooked.sync_organization(ORG).status == "success"
+    assert on_page_one not in live_ids(pq)
 
 
 def test_an_organisation_in_another_zone_keeps_appointments_on_the_windows_edge(
@@ -134,3 +143,5 @@ def test_a_patient_whose_email_changed_in_intakeq_keeps_their_appointments(
     assert result.summary.deleted == 0
     assert live_ids(pq) == before
     assert any("incomplete" in w for w in result.warnings), result.warnings
+    # The fetch relied on was incomplete: the run says so.
+    assert result.status == "partial"

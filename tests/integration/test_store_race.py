@@ -1,4 +1,5 @@
-"""Two runs writing the same appointments: each is stored once and audited once."""
+"""Two runs writing the same appointments: each is stored once, audited once, and as
+IntakeQ holds it (a page fetched earlier never replaces a newer version)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from intakeq_sim import SimulatorServer
+from intakeq_sim import ManualClock, SimulatorServer
 from page_hooks import PageHooks
 from pqsync.bootstrap import App
 from pqsync.db.tables import Appointment, PatientActivity
@@ -23,16 +24,23 @@ def test_a_patient_run_storing_appointments_during_an_org_run_leaves_each_stored
     hooks: PageHooks,
     sim: SimulatorServer,
     pq: App,
+    clock: ManualClock,
 ) -> None:
     window = Window(*sim.dataset.default_window())
     fsh = {c.client_id: c for c in sim.dataset.fsh_patients}
     listed = sim.dataset.appointments_in_window(window.start, window.end)
-    # A patient whose appointments lie on the organisation's later pages.
-    later = next(a for a in listed[150:] if a.client_id in fsh)
+    # A patient with appointments on the organisation's first page and on its later ones.
+    on_first = {a.client_id: a for a in listed[:100] if a.client_id in fsh}
+    later = next(a for a in listed[150:] if a.client_id in on_first)
     patient = fsh[later.client_id]
+    changed = on_first[later.client_id].id
     raced: list[SyncResult] = []
 
     def patient_run() -> None:
+        # Page 1 was fetched (not yet written) when IntakeQ changes one of its records and
+        # a patient run stores the newer version: page 1 must not overwrite it.
+        clock.advance(timedelta(seconds=1))  # well inside the run's lease
+        sim.app.store.cancel(changed, "raced")
         email = patient.directory_email or patient.email
         worker = threading.Thread(
             target=lambda: raced.append(service.sync_patient(email, window=window))
@@ -55,6 +63,18 @@ def test_a_patient_run_storing_appointments_during_an_org_run_leaves_each_stored
             .group_by(PatientActivity.appointment_id)
         ).all()
     assert sorted(stored) == sorted(ours)
+    # What we store is what IntakeQ holds, field by field, the raced record included.
+    with Session(pq.engine) as session:
+        rows = {a.pq_appointment_id: a for a in session.scalars(select(Appointment))}
+    truth = {r["Id"]: r for r in sim.app.store.snapshot(include_deleted=False)}
+    for pq_id, row in rows.items():
+        record = truth[pq_id]
+        assert row.intakeq_status == record["Status"], pq_id
+        assert int(row.start_time.timestamp() * 1000) == record["StartDate"], pq_id
+        assert row.intakeq_client_id == record["ClientId"], pq_id
+        assert row.intakeq_last_modified is not None
+        assert int(row.intakeq_last_modified.timestamp() * 1000) == record["LastModified"], pq_id
+    assert rows[changed].intakeq_status == "Canceled"
     assert len(created) == len(stored) and {n for _, n in created} == {1}
     # Each appointment was new to exactly one of the two runs.
     assert result.summary.new + patient_result.summary.new == len(stored)

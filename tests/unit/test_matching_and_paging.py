@@ -1,4 +1,5 @@
-"""Pure logic: whose record an IntakeQ appointment is, and how many pages a query may take."""
+"""Pure logic: whose record an IntakeQ appointment is (the identity rules), and how many
+pages a query may take."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import uuid
 
 import pytest
 
-from pqsync.domain.matching import PatientIdentity, PatientMatcher
 from pqsync.intakeq.client import IntakeQPagingError
+from pqsync.services.sync.identity import ClientIdChange, Identities, PatientIdentity
 from pqsync.services.sync.plan import UNKNOWN_PRACTICE_PAGES, bounded, page_limit
 
 
@@ -15,29 +16,81 @@ def identity(email: str, client_id: int | None = None) -> PatientIdentity:
     return PatientIdentity(uuid.uuid4(), email, client_id)
 
 
-def test_an_email_match_teaches_the_client_id_once() -> None:
+def identities(
+    *patients: PatientIdentity, carriers: dict[str, set[int]] | None = None
+) -> Identities:
+    """Every patient in the run's scope; IntakeQ's client list answers from `carriers`."""
+    asked = carriers or {}
+    return Identities(
+        list(patients),
+        scope={p.id for p in patients},
+        lookup=lambda email: asked.get(email, set()),
+        lookups_left=10,
+        follow_lookups_left=10,
+    )
+
+
+def resolve(
+    ids: Identities, client_id: int, email: str, stored_for: uuid.UUID | None = None
+) -> PatientIdentity | None:
+    ids.prepare(client_id, email)
+    return ids.resolve(client_id, email, stored_for)
+
+
+def test_an_email_carried_by_one_client_teaches_the_client_id_once() -> None:
     austin = identity("casemanager+austin@fsh.org")
-    matcher = PatientMatcher([austin])
-    assert matcher.match(5501, "CaseManager+Austin@FSH.org") is austin
-    assert matcher.take_learned() == {austin.id: 5501}
-    assert matcher.take_learned() == {}
+    ids = identities(austin, carriers={"casemanager+austin@fsh.org": {5501}})
+    assert resolve(ids, 5501, "CaseManager+Austin@FSH.org") is austin
+    assert ids.take_changes() == [ClientIdChange(austin.id, None, 5501)]
+    assert ids.take_changes() == []
     # From now on the ClientId decides, whatever the email says.
-    assert matcher.match(5501, "new.address@mail.example") is austin
+    assert resolve(ids, 5501, "new.address@mail.example") is austin
+
+
+def test_two_clients_on_one_email_teach_nothing_and_flag_the_patient() -> None:
+    marcus = identity("marcus@fsh.org")
+    ids = identities(marcus, carriers={"marcus@fsh.org": {5505, 7001}})
+    assert resolve(ids, 5505, "marcus@fsh.org") is None
+    assert resolve(ids, 7001, "marcus@fsh.org") is None
+    assert ids.take_changes() == []
+    assert ids.shared == {marcus.id: 2}
 
 
 def test_a_plus_address_and_a_substring_are_other_people() -> None:
     ann = identity("ann@fsh.org")
-    matcher = PatientMatcher([ann])
-    assert matcher.match(1001, "suzann@fsh.org") is None
-    assert matcher.match(1002, "ann+1@fsh.org") is None
+    ids = identities(ann, carriers={"ann@fsh.org": {5503}})
+    assert resolve(ids, 1001, "suzann@fsh.org") is None
+    assert resolve(ids, 1002, "ann+1@fsh.org") is None
 
 
-def test_our_email_on_another_client_is_not_our_patient() -> None:
+def test_our_email_on_another_client_is_someone_else_unless_a_stored_appointment_moved() -> None:
     ann = identity("ann@fsh.org", client_id=5503)
-    matcher = PatientMatcher([ann])
-    assert matcher.owner_of(9999, "ann@fsh.org") is None
-    assert matcher.match(9999, "ann@fsh.org") is None
-    assert matcher.take_learned() == {}
+    ids = identities(ann, carriers={"ann@fsh.org": {5503, 9999}})
+    assert ids.owner_of(9999, "ann@fsh.org") is None
+    assert resolve(ids, 9999, "ann@fsh.org") is None  # a family member's booking
+    assert ids.take_changes() == []
+    # IntakeQ lists an appointment we store for Ann under 9999: her ClientId follows.
+    assert resolve(ids, 9999, "ann@fsh.org", stored_for=ann.id) is ann
+    assert ids.take_changes() == [ClientIdChange(ann.id, 5503, 9999)]
+    assert ann.client_id == 9999
+
+
+def test_a_client_id_held_by_another_patient_is_never_learned_twice() -> None:
+    rosa = identity("rosa@fsh.org", client_id=5502)
+    twin = identity("rosa.d@second.example")
+    ids = Identities([rosa, twin], scope={twin.id}, lookup=lambda _: {5502}, lookups_left=1)
+    owner = resolve(ids, 5502, "rosa.d@second.example")
+    assert owner is rosa
+    assert ids.refused_for(5502, "rosa.d@second.example", owner) == twin.id
+    assert ids.refused_for(5502, "rosa.d@second.example", owner) is None  # said once
+    assert twin.client_id is None and ids.take_changes() == []
+
+
+def test_without_questions_left_nothing_is_learned() -> None:
+    nora = identity("nora@fsh.org")
+    ids = Identities([nora], scope={nora.id}, lookup=lambda _: {5510}, lookups_left=0)
+    assert resolve(ids, 5510, "nora@fsh.org") is None
+    assert ids.unconfirmed == {nora.id}
 
 
 def test_pages_past_the_limit_stop_the_query() -> None:

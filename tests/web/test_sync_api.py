@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
@@ -22,9 +23,12 @@ from web_support import (
     wait_for_background,
 )
 
+from intakeq_sim import SimulatorServer
 from pqsync.bootstrap import App
-from pqsync.db.tables import Appointment, Patient, SyncLog
+from pqsync.db.tables import Affiliation, Appointment, Organization, Patient, SyncLog
 from pqsync.intakeq.models import METADATA_FIELDS
+from pqsync.services.sync.deletion import RECHECK_LIMIT
+from pqsync.services.sync.identity import lookup_budget
 
 PATIENTS = "/api/partner-dashboard/patients"
 CRON = "/api/cron/sync-practiceq-appointments"
@@ -455,5 +459,60 @@ def test_the_sync_all_plan_names_at_most_the_requests_the_run_then_makes(
         promised.append(plan["maxRequests"])
         made.append(organisation_runs()[new_run])
     assert all(0 < m <= p for m, p in zip(made, promised, strict=True)), (made, promised)
-    # Once the practice's size is known, the plan is the run's own.
-    assert promised[1] == made[1]
+    # Once the practice's size is known, the plan is the run's own fetch, plus the allowance
+    # for questions about unknown ClientIds and for re-checks by id (none were needed here).
+    with Session(pq_app.engine) as session:
+        org = session.get(Organization, seed.orgs["own"])
+        assert org is not None
+        ids = [
+            a.patient_id
+            for a in session.scalars(select(Affiliation).filter_by(organization_id=org.id))
+        ]
+        unlearned = len(
+            list(
+                session.scalars(
+                    select(Patient.id).where(
+                        Patient.id.in_(ids), Patient.intakeq_client_id.is_(None)
+                    )
+                )
+            )
+        )
+    assert promised[1] == made[1] + lookup_budget(unlearned) + RECHECK_LIMIT
+
+
+def test_a_partial_patient_sync_says_so_and_why(
+    client: TestClient, seed: Seed, pq_app: App, simulator: SimulatorServer
+) -> None:
+    partner = seed.bearer("case_manager")
+    url = f"{PATIENTS}/{seed.consenting}/sync"
+    first = client.post(url, headers=partner)
+    assert first.status_code == 200 and first.json()["success"] is True
+    with Session(pq_app.engine) as session:
+        patient = session.get(Patient, seed.consenting)
+        assert patient is not None
+        email = patient.email
+    (profile,) = [c for c in simulator.dataset.clients if c.email.lower() == email]
+    moved = httpx.post(
+        f"{simulator.control_url}/clients/{profile.client_id}/email",
+        json={"Email": "someone.else@mail.example"},
+    )
+    moved.raise_for_status()
+    with Session(pq_app.engine) as session:
+        before = set(session.scalars(select(SyncLog.id)))
+    try:
+        second = client.post(url, headers=partner)
+    finally:
+        httpx.post(
+            f"{simulator.control_url}/clients/{profile.client_id}/email",
+            json={"Email": profile.email},
+        ).raise_for_status()
+
+    assert second.status_code == 200
+    assert second.json()["success"] is False
+    with Session(pq_app.engine) as session:
+        (run_id,) = set(session.scalars(select(SyncLog.id))) - before
+    run = client.get(f"/api/partner-dashboard/sync-runs/{run_id}", headers=partner).json()
+    assert run["status"] == "partial"
+    assert any("returned none of this patient's appointments" in r for r in run["incomplete"])
+    (mine,) = run["patients"]
+    assert mine["incomplete"]

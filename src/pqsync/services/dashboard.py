@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -187,6 +187,8 @@ class RunPatient:
     patient_name: str
     state: str
     summary: Summary | None  # None: the counts are not the viewer's to see (ROI consent)
+    # Why this patient's data may be out of date after the run (empty: complete).
+    incomplete: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,8 @@ class RunProgress:
     summary: Summary
     patients: list[RunPatient]
     error: str | None
+    # Why a partial run is partial (no patient is named).
+    incomplete: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,11 @@ class _DetailEntry:
     patient_id: uuid.UUID
     state: str
     summary: Summary
+    incomplete: list[str] = field(default_factory=list)
+
+
+def _strings(value: object) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 def _detail_patients(details: Mapping[str, Any], finished: bool) -> list[_DetailEntry]:
@@ -226,7 +235,14 @@ def _detail_patients(details: Mapping[str, Any], finished: bool) -> list[_Detail
         state = entry.get("state")
         if state not in RUN_STATES:
             state = "done" if finished else "pending"
-        out.append(_DetailEntry(patient_id, str(state), Summary.from_mapping(entry.get("summary"))))
+        out.append(
+            _DetailEntry(
+                patient_id,
+                str(state),
+                Summary.from_mapping(entry.get("summary")),
+                _strings(entry.get("incomplete")),
+            )
+        )
     return out
 
 
@@ -591,6 +607,7 @@ class Dashboard:
                     names[e.patient_id],
                     e.state,
                     e.summary if e.patient_id in counted else None,
+                    e.incomplete,
                 )
                 for e in entries
                 if e.patient_id in names
@@ -619,6 +636,7 @@ class Dashboard:
             summary=total,
             patients=patients,
             error=run.error_message,
+            incomplete=_strings(details.get("incomplete")),
         )
 
     def _viewer_zone(self) -> ZoneInfo:

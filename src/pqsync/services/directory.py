@@ -14,7 +14,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from pqsync.db.lookup import organization_by_ref, patient_by_ref
@@ -268,6 +268,18 @@ class _Importer:
                 values["intakeq_client_id"] = entry.intakeq_client_id
             if found is None and entry.id is not None:
                 values["id"] = entry.id
+            if found is not None and (
+                found.email != email
+                or values.get("intakeq_client_id", found.intakeq_client_id)
+                != found.intakeq_client_id
+            ):
+                # Another identity in IntakeQ: what we store was fetched for the old one, so
+                # the patient is not "synced" until a full fetch (the next run's backfill).
+                self.session.execute(
+                    update(Affiliation)
+                    .where(Affiliation.patient_id == found.id)
+                    .values(last_practiceq_sync_at=None)
+                )
             self._upsert("patients", found, Patient, values)
 
     def _patient_ref(self, where: str, ref: str) -> Patient:

@@ -82,6 +82,8 @@ class RunDetail:
     unknown_appointments: list[tuple[str, str]]  # IntakeQ client id, appointment id
     unmatched_practitioners: list[tuple[str, int]]
     warnings: list[str] = field(default_factory=list)
+    # Why a partial run is partial, in words a person can act on.
+    incomplete: list[str] = field(default_factory=list)
 
 
 def _who(run: SyncLog, user: PartnerUser | None) -> str:
@@ -177,7 +179,11 @@ def run_detail(session: Session, run_id: str, zone: ZoneInfo) -> RunDetail | Non
     }
     patients = sorted(
         (
-            (names.get(pid, "a removed patient"), str(e.get("state", "")), e.get("error"))
+            (
+                names.get(pid, "a removed patient"),
+                "done, incomplete" if e.get("incomplete") else str(e.get("state", "")),
+                e.get("error") or "; ".join(_strings(e.get("incomplete"))),
+            )
             for pid, e in states.items()
         ),
         key=lambda p: p[0],
@@ -202,6 +208,7 @@ def run_detail(session: Session, run_id: str, zone: ZoneInfo) -> RunDetail | Non
         if isinstance(unmatched, Mapping)
         else [],
         warnings=_strings(details.get("warnings"))[:50],
+        incomplete=_strings(details.get("incomplete"))[:50],
     )
 
 

@@ -25,10 +25,6 @@ class SyncAllPlan:
     left_today: int
     daily_limit: int
 
-    @property
-    def fits_budget(self) -> bool:
-        return self.requests <= self.left_today
-
 
 def sync_all_plan(
     sync: SyncService,
@@ -48,9 +44,7 @@ def sync_all_plan(
         session.scalars(select(Affiliation.patient_id).where(Affiliation.organization_id == org.id))
     )
     window = window or sync.organization_window(org)
-    requests = (
-        sync.planner.organization_requests(session, patient_ids, window) if patient_ids else 0
-    )
+    requests = sync.organization_requests(session, patient_ids, window) if patient_ids else 0
     windows = math.ceil(requests / max(1, minute_limit))
     minutes = max(1, math.ceil(windows * minute_window_seconds / 60))
     return SyncAllPlan(

@@ -160,6 +160,10 @@ class RunPatientOut(ApiModel):
     patient_name: str
     state: PatientState
     summary: SummaryOut | None = Field(description=HIDDEN_COUNTS)
+    incomplete: list[str] = Field(
+        default_factory=list,
+        description="Why this patient's appointments may be out of date after the run.",
+    )
 
 
 class SyncRunOut(ApiModel):
@@ -178,6 +182,10 @@ class SyncRunOut(ApiModel):
     )
     patients: list[RunPatientOut]
     error: str | None
+    incomplete: list[str] = Field(
+        default_factory=list,
+        description="Why a `partial` run is partial, in words a person can act on.",
+    )
 
 
 # -- dashboard ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -70,6 +71,19 @@ class RunContext:
     keep_appointments: bool = True
     # Re-checks by id this run may still spend (one request each), over all its patients.
     rechecks_left: int = 0
+    # The requests the run promised not to exceed (None: no promise), and those sent so far.
+    request_promise: int | None = None
+    requests_spent: Callable[[], int] = lambda: 0
+
+    def rechecks_allowed(self) -> int:
+        """Re-checks the run may still send: its own limit, within what it promised."""
+        allowed = self.rechecks_left
+        if self.request_promise is not None:
+            allowed = min(allowed, self.request_promise - self.requests_spent())
+        return max(0, allowed)
+
+    # Whether the run fetched the whole window completely (a reconcile).
+    window_fetched: bool = False
     # Why the run as a whole is incomplete (every patient's data may be out of date).
     incomplete_reasons: list[str] = field(default_factory=list)
 

@@ -7,10 +7,10 @@ Absence alone proves nothing: IntakeQ's offset pages shift when a record above t
 stored a row after this one began. So a complete fetch only names candidates: live rows of
 the run's patients in the window (judged in the practice's zone, the one IntakeQ reads
 dates in), written before the run began and not returned by it. Each is re-checked by id,
-up to `RECHECK_LIMIT` a run (over all its patients): one request each, where confirming by a second full fetch
-would cost the whole window's pages again (or leave the deletion to the next run). What
-comes back is written as it is now (moved out of the window, say); the rest wait for the
-next run, which the run's warnings say.
+up to `RECHECK_LIMIT` a run over all its patients: one request each, where confirming by a
+second full fetch would cost the whole window's pages again (or leave the deletion to the
+next run). What comes back is written as it is now (moved out of the window, moved to
+another client); the rest wait for the next run, which ends `partial` saying so.
 """
 
 from __future__ import annotations
@@ -98,13 +98,14 @@ class Deletions:
         (the writer moves it to its owner, or off our patient's page when it is now a
         client's who is not our patient). What the budget leaves makes its patients'
         data incomplete for this run."""
-        checked, waiting = pq_ids[: ctx.rechecks_left], pq_ids[ctx.rechecks_left :]
+        allowed = ctx.rechecks_allowed()
+        checked, waiting = pq_ids[:allowed], pq_ids[allowed:]
         ctx.rechecks_left -= len(checked)
         if waiting:
             ctx.warn(
                 f"{len(waiting)} appointment(s) absent from the fetch were not re-checked "
-                f"this run (at most {RECHECK_LIMIT} a run); they stay until a sync proves "
-                "them deleted"
+                f"this run (at most {RECHECK_LIMIT} a run, within the requests it promised); "
+                "they stay until a sync proves them deleted"
             )
             reason = (
                 "some of this patient's appointments are no longer listed by IntakeQ and "

@@ -11,8 +11,9 @@ IntakeQ's `client` filter is a partial match and is never trusted. The rules:
    staff ("2 IntakeQ clients share this email").
 3. A patient whose ClientId is known follows a new one only when IntakeQ lists an
    appointment we store for them (same Id) under the new ClientId with their email (profiles
-   merged, a profile re-created); the change is audited. A record with their email under
-   another ClientId that we do not store for them is someone else's (a family member).
+   merged), or when the new one is the only client left with their email (a profile
+   re-created); the change is audited. A record with their email under another ClientId
+   otherwise is someone else's (a family member).
 4. Anything else is not our patient's.
 
 Pure but for the `lookup` callable; the writer asks `prepare` before its write transaction
@@ -56,6 +57,11 @@ class Identities:
     patients: Iterable[PatientIdentity]
     scope: set[uuid.UUID]
     lookup: ClientLookup | None = None
+    # Questions to IntakeQ this run may still ask (one request each; see `lookup_budget`):
+    # for patients whose ClientId is not known, and about a known patient's email under
+    # another ClientId.
+    lookups_left: int = 0
+    follow_lookups_left: int = 0
     by_client_id: dict[int, PatientIdentity] = field(init=False)
     by_email: dict[str, PatientIdentity] = field(init=False)
     by_id: dict[uuid.UUID, PatientIdentity] = field(init=False)
@@ -65,6 +71,8 @@ class Identities:
     shared: dict[uuid.UUID, int] = field(init=False, default_factory=dict)
     # ClientIds learned or followed since the last `take_changes`.
     _changes: list[ClientIdChange] = field(init=False, default_factory=list)
+    # Patients whose ClientId could not be confirmed this run (no question left to ask).
+    unconfirmed: set[uuid.UUID] = field(init=False, default_factory=set)
     # (patient, ClientId) pairs refused because another patient holds the ClientId.
     held_elsewhere: set[tuple[uuid.UUID, int]] = field(init=False, default_factory=set)
 
@@ -85,7 +93,10 @@ class Identities:
         if client_id is None or client_id in self.by_client_id or not email:
             return None
         patient = self.by_email.get(email.lower())
-        if patient is None or patient.client_id is not None or self.lookup is None:
+        if patient is None or self.lookup is None or patient.id not in self.scope:
+            return None
+        left = self.lookups_left if patient.client_id is None else self.follow_lookups_left
+        if left <= 0:
             return None
         key = email.lower()
         return None if key in self._carriers else key
@@ -94,6 +105,10 @@ class Identities:
         """Ask IntakeQ (once per email and run) who carries this record's email."""
         key = self.needs_lookup(client_id, email)
         if key is not None and self.lookup is not None:
+            if self.by_email[key].client_id is None:
+                self.lookups_left -= 1
+            else:
+                self.follow_lookups_left -= 1
             self._carriers[key] = self.lookup(key)
 
     # -- inside the write transaction: pure --------------------------------------------------
@@ -121,8 +136,16 @@ class Identities:
             return patient if patient is not None and patient.id not in self.shared else None
         if patient.id in self.shared:
             return None
+        if patient.id not in self.scope:
+            # Another run's patient: judged, never learned for, here (their run asks).
+            if patient.client_id is None or stored_for == patient.id:
+                return patient
+            return None
         if patient.client_id is None:
             carriers = self._carriers.get(patient.email.lower())
+            if carriers is None and self.lookup is not None:
+                self.unconfirmed.add(patient.id)
+                return None  # not asked this run (budget spent): learn nothing yet
             if carriers is not None and len(carriers) > 1:
                 self.shared[patient.id] = len(carriers)
                 return None
@@ -130,13 +153,31 @@ class Identities:
                 return None  # IntakeQ's own answers disagree: learn nothing this run
             self._set(patient, client_id)
             return patient
-        if stored_for == patient.id:
-            self._set(patient, client_id)  # rule 3: the patient's ClientId follows
+        if stored_for == patient.id or self._carriers.get(patient.email.lower()) == {client_id}:
+            # Rule 3: an appointment we store for the patient is now under this ClientId,
+            # or it is the only client left with their email: the ClientId follows.
+            self._set(patient, client_id)
             return patient
         return None
 
-    def note_held_elsewhere(self, patient_id: uuid.UUID, client_id: int) -> None:
-        self.held_elsewhere.add((patient_id, client_id))
+    def refused_for(
+        self, client_id: int | None, email: str | None, owner: PatientIdentity | None
+    ) -> uuid.UUID | None:
+        """The run's patient whose email this record carries although its ClientId is
+        another patient's (one person, two of our patients): said once per run."""
+        patient = self.by_email.get((email or "").lower())
+        if (
+            patient is None
+            or owner is None
+            or client_id is None
+            or owner.id == patient.id
+            or patient.client_id is not None
+            or patient.id not in self.scope
+            or (patient.id, client_id) in self.held_elsewhere
+        ):
+            return None
+        self.held_elsewhere.add((patient.id, client_id))
+        return patient.id
 
     def _set(self, patient: PatientIdentity, client_id: int) -> None:
         old = patient.client_id
@@ -165,6 +206,17 @@ class Identities:
 
     def email_of(self, patient_id: uuid.UUID) -> str:
         return self.by_id[patient_id].email
+
+
+# Besides one question per patient whose ClientId is not known yet, a run may ask this many
+# about records carrying a known patient's email under another ClientId (a re-created
+# profile, a family member).
+FOLLOW_LOOKUPS = 5
+
+
+def lookup_budget(unlearned_patients: int) -> int:
+    """The questions to IntakeQ's client list one run may ask (both kinds)."""
+    return unlearned_patients + FOLLOW_LOOKUPS
 
 
 def exact_carriers(email: str, found: Iterable[tuple[int, str | None]]) -> set[int]:

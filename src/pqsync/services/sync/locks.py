@@ -5,8 +5,9 @@ time (a third of the lease at a time), so long waits (429s, slow pages) never le
 A worker that dies stops renewing; once the lease has expired the next caller takes the
 scope over with a conditional UPDATE whose row count says who won, and the dead run's
 `sync_logs` row is closed as failed ("worker stopped"). Every write transaction of a run
-first checks, inside that transaction, that the run still holds its scope (`SyncLocks.holds`):
-a run that lost its lease writes nothing more.
+first checks, inside that transaction and locking the lock row, that the run still holds its
+scope (`SyncLocks.holds`): a run that lost its lease writes nothing more, and no takeover
+lands between the check and the commit.
 """
 
 from __future__ import annotations
@@ -127,13 +128,16 @@ class SyncLocks:
         return renewed.rowcount == 1
 
     @staticmethod
-    def holds(conn: Connection, scope_key: str, run_id: uuid.UUID) -> bool:
-        """Whether `run_id` still holds the scope, read inside the caller's transaction."""
-        held = conn.scalar(
-            select(SyncLock.run_id).where(
-                SyncLock.scope_key == scope_key, SyncLock.run_id == run_id
-            )
+    def holds(conn: Connection, scope_key: str, run_id: uuid.UUID, *, lock: bool = True) -> bool:
+        """Whether `run_id` still holds the scope, read inside the caller's transaction.
+
+        The lock row is locked (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite's write
+        transaction already excludes every other writer) until that transaction ends, so
+        no other worker can take the scope over between this check and the commit."""
+        statement = select(SyncLock.run_id).where(
+            SyncLock.scope_key == scope_key, SyncLock.run_id == run_id
         )
+        held = conn.scalar(statement.with_for_update() if lock else statement)
         return held is not None
 
     def still_holds(self, scope_key: str, run_id: uuid.UUID) -> bool:
@@ -141,7 +145,7 @@ class SyncLocks:
         waited past its hold has been closed, and its scope may be another's)."""
         with self.engine.connect() as conn:
             status = conn.scalar(select(SyncLog.status).where(SyncLog.id == run_id))
-            return status == "running" and self.holds(conn, scope_key, run_id)
+            return status == "running" and self.holds(conn, scope_key, run_id, lock=False)
 
     def release(self, scope_key: str, run_id: uuid.UUID) -> None:
         with self.engine.begin() as conn:

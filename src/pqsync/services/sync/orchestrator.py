@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.orm import Session
 
 from pqsync.db.engine import begin_write
@@ -37,7 +37,13 @@ from pqsync.logging import get_logger
 from pqsync.services.sync import records as sync_records
 from pqsync.services.sync.context import Lookups, RunContext
 from pqsync.services.sync.deletion import RECHECK_LIMIT, Deletions
-from pqsync.services.sync.identity import Identities, PatientIdentity, exact_carriers
+from pqsync.services.sync.identity import (
+    FOLLOW_LOOKUPS,
+    Identities,
+    PatientIdentity,
+    exact_carriers,
+    lookup_budget,
+)
 from pqsync.services.sync.locks import (
     PREPARED_HOLD,
     LeaseKeeper,
@@ -82,7 +88,9 @@ Record = Appointment | MalformedRecord
 ProgressCallback = Callable[[str, int, int | None], None]
 
 NIGHTLY_WATERMARK = "nightly_watermark"
-# A full-window reconcile replaces the incremental run when the watermark is this old.
+NIGHTLY_RECONCILED = "nightly_reconciled"
+# A full-window reconcile replaces the incremental run when the watermark is this old, and
+# in any case once this long after the last one (whatever the watermark says).
 RECONCILE_AFTER = timedelta(days=7)
 # `updatedSince` is date-only: go back a whole day more so the boundary is never missed.
 WATERMARK_OVERLAP = timedelta(days=1)
@@ -226,6 +234,22 @@ class SyncService:
         )
         return replace(prepared, appointment_id=appointment_id)
 
+    def organization_requests(
+        self, session: Session, patient_ids: list[uuid.UUID], window: Window
+    ) -> int:
+        """At most how many requests an organisation's run spends (what Sync all promises):
+        its fetch (the cheaper plan), the questions that confirm ClientIds not known yet,
+        and the re-checks by id. The run keeps its re-checks inside this number."""
+        if not patient_ids:
+            return 0
+        unlearned = session.scalar(
+            select(func.count())
+            .select_from(Patient)
+            .where(Patient.id.in_(patient_ids), Patient.intakeq_client_id.is_(None))
+        )
+        fetch = self.planner.organization_requests(session, patient_ids, window)
+        return fetch + lookup_budget(int(unlearned or 0)) + RECHECK_LIMIT
+
     def prepare_organization(
         self, org_ref: str, *, window: Window | None = None, actor: Actor = CLI_ACTOR
     ) -> PreparedRun:
@@ -236,16 +260,19 @@ class SyncService:
                     select(Affiliation.patient_id).where(Affiliation.organization_id == org.id)
                 )
             )
+            window = window or self.organization_window(org)
+            promise = self.organization_requests(session, patient_ids, window)
             return self._open_run(
                 session,
                 scope="organization",
                 scope_key=f"organization:{org.id}",
                 label=f"organization {org.slug}",
-                window=window or self.organization_window(org),
+                window=window,
                 actor=actor,
                 timezone=org.timezone,
                 patient_ids=patient_ids,
                 organization=org,
+                request_promise=promise,
             )
 
     def prepare_nightly(self, *, actor: Actor = SCHEDULE_ACTOR) -> PreparedRun:
@@ -281,6 +308,7 @@ class SyncService:
         timezone: str,
         patient_ids: list[uuid.UUID],
         organization: Organization | None,
+        request_promise: int | None = None,
     ) -> PreparedRun:
         run_id = uuid.uuid4()
         organization_id = organization.id if organization else None
@@ -300,6 +328,7 @@ class SyncService:
             patient_ids=patient_ids,
             organization_id=organization_id,
             organization_name=organization_name,
+            request_promise=request_promise,
         )
         try:
             begin_write(session)
@@ -320,6 +349,7 @@ class SyncService:
                         "patients_total": len(patient_ids),
                         "patients_done": 0,
                         "triggered_by_name": actor.name,
+                        "requests_promised": request_promise,
                     },
                 )
             )
@@ -378,7 +408,7 @@ class SyncService:
                 self.source.counting() as tally,
                 Session(self.engine, expire_on_commit=False) as session,
             ):
-                ctx = self._context(session, prepared, lease)
+                ctx = self._context(session, prepared, lease, tally)
                 try:
                     self._execute(session, prepared, ctx, progress)
                 except (IntakeQError, LeaseLost) as exc:
@@ -396,10 +426,13 @@ class SyncService:
         finally:
             self.locks.release(prepared.scope_key, prepared.run_id)
 
-    def _context(self, session: Session, prepared: PreparedRun, lease: LeaseKeeper) -> RunContext:
+    def _context(
+        self, session: Session, prepared: PreparedRun, lease: LeaseKeeper, tally: RequestTally
+    ) -> RunContext:
         patients = self._load_patients(session, prepared.patient_ids)
         results = {p.id: PatientResult(patient_id=p.id, patient_name=p.full_name) for p in patients}
         everyone = session.execute(select(Patient.id, Patient.email, Patient.intakeq_client_id))
+        unlearned = sum(1 for p in patients if p.intakeq_client_id is None)
         ctx = RunContext(
             run_id=prepared.run_id,
             actor=prepared.actor,
@@ -411,6 +444,8 @@ class SyncService:
                 [PatientIdentity(*row) for row in everyone],
                 scope=set(results),
                 lookup=self._carriers,
+                lookups_left=unlearned,
+                follow_lookups_left=FOLLOW_LOOKUPS,
             ),
             results=results,
             result=SyncResult(
@@ -428,6 +463,8 @@ class SyncService:
             lease=lease,
             keep_appointments=prepared.scope == "patient",
             rechecks_left=RECHECK_LIMIT,
+            request_promise=prepared.request_promise,
+            requests_spent=lambda: tally.sent,
         )
         session.commit()
         return ctx
@@ -535,10 +572,13 @@ class SyncService:
             if len(first) == PAGE_SIZE:
                 if keep_going is not None and not keep_going(first):
                     return False
+                estimate = self.planner.estimate_window_cost(first, window)
                 if density is not None:
-                    limit = page_limit(self.planner.window_cost(density, window))
+                    # Never below what the first page implies: a remembered size may be
+                    # stale, and a short bound fails a run that was going well.
+                    expected = max(self.planner.window_cost(density, window), estimate)
+                    limit = page_limit(expected)
                 else:
-                    estimate = self.planner.estimate_window_cost(first, window)
                     limit = page_limit(estimate, measured=False)
                 rest = bounded(pages, limit - 1)
                 for number, page in enumerate(rest, start=2):
@@ -548,6 +588,7 @@ class SyncService:
         finally:
             pages.close()
         self.planner.remember_density(session, records, window)
+        ctx.window_fetched = True
         if ctx.unidentified_malformed:
             ctx.warn("a record without an Id was skipped: deletions were not inferred this run")
         else:
@@ -636,10 +677,21 @@ class SyncService:
         patient_ids: list[uuid.UUID],
         progress: ProgressCallback,
     ) -> None:
+        """A whole-window fetch on the first night, when the watermark is a week old and
+        once every RECONCILE_AFTER whatever it says; otherwise what changed since the last
+        run, then a full fetch (backfill) of every patient the last run did not make
+        complete: newly affiliated, email or ClientId changed, or incomplete last night."""
         watermark = self._watermark(session.get(SyncState, NIGHTLY_WATERMARK))
+        reconciled = self._watermark(session.get(SyncState, NIGHTLY_RECONCILED))
         density = self.planner.known_density(session)
         session.commit()
-        if watermark is None or prepared.started_at - watermark > RECONCILE_AFTER:
+        started = prepared.started_at
+        if (
+            watermark is None
+            or started - watermark > RECONCILE_AFTER
+            or reconciled is None
+            or started - reconciled >= RECONCILE_AFTER
+        ):
             ctx.result.plan = "window"
             self._window_fetch(session, prepared, ctx, patient_ids, progress)
             return
@@ -663,6 +715,37 @@ class SyncService:
             self.writer.write_page(session, ctx, page)
             progress("pages", number, None)
         self._all_states(ctx, "done")
+        behind = self._not_synced_since(session, patient_ids, watermark)
+        if not behind:
+            return
+        per_patient = self.planner.per_patient_cost(session, behind, prepared.window)
+        session.commit()
+        if density is not None and self.planner.window_cost(density, prepared.window) < per_patient:
+            ctx.result.plan = "window"
+            self._window_fetch(session, prepared, ctx, patient_ids, progress)
+            return
+        ctx.result.plan = "incremental+backfill"
+        for patient_id in behind:
+            ctx.results[patient_id].state = "pending"
+        self._per_patient(session, prepared, ctx, behind, progress)
+
+    @staticmethod
+    def _not_synced_since(
+        session: Session, patient_ids: list[uuid.UUID], watermark: datetime
+    ) -> list[uuid.UUID]:
+        """The patients with an affiliation never stamped, or not stamped by the last
+        nightly run (whose start is the watermark): their data needs a full fetch."""
+        behind = set(
+            session.scalars(
+                select(Affiliation.patient_id).where(
+                    or_(
+                        Affiliation.last_practiceq_sync_at.is_(None),
+                        Affiliation.last_practiceq_sync_at < watermark,
+                    )
+                )
+            )
+        )
+        return [p for p in patient_ids if p in behind]
 
     @staticmethod
     def _watermark(state: SyncState | None) -> datetime | None:
@@ -681,7 +764,11 @@ class SyncService:
         self, session: Session, prepared: PreparedRun, ctx: RunContext, requests_made: int
     ) -> None:
         result = sync_records.finish(session, prepared, ctx, requests_made, self.clock())
-        if prepared.scope == "nightly" and result.status == "success":
-            self.planner.put_state(
-                session, NIGHTLY_WATERMARK, {"at": prepared.started_at.isoformat()}
-            )
+        if prepared.scope != "nightly" or result.status == "failed":
+            return
+        # A partial run moves the watermark too: the patients it left incomplete are not
+        # stamped, and the next night's backfill fetches them whole.
+        at = {"at": prepared.started_at.isoformat()}
+        self.planner.put_state(session, NIGHTLY_WATERMARK, at)
+        if ctx.window_fetched:
+            self.planner.put_state(session, NIGHTLY_RECONCILED, at)

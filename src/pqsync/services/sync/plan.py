@@ -30,6 +30,8 @@ PAGE_SIZE = 100
 PRACTICE_DENSITY = "practice_density"
 # How long a measured practice size is trusted for choosing a plan.
 DENSITY_TRUSTED_FOR = timedelta(days=30)
+# The shortest fetched range the practice's size is learned from.
+MIN_MEASURED_DAYS = 28
 # Pages a query may take when nothing is known of the practice: IntakeQ's whole day.
 UNKNOWN_PRACTICE_PAGES = 500
 
@@ -121,6 +123,10 @@ class Planner:
         return math.ceil(estimated / PAGE_SIZE) + (1 if estimated % PAGE_SIZE == 0 else 0)
 
     def remember_density(self, session: Session, records: int, window: Window) -> None:
+        """Remember the practice's size from a complete fetch of `window`; a range shorter
+        than MIN_MEASURED_DAYS (a weekend's Sync all) says nothing about the practice."""
+        if window.days < MIN_MEASURED_DAYS:
+            return
         self.put_state(
             session,
             PRACTICE_DENSITY,

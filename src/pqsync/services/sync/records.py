@@ -103,6 +103,12 @@ def finish(
                 f"{carriers} IntakeQ clients share this patient's email, so neither's "
                 "appointments are shown; staff should give each client its own email in IntakeQ",
             )
+    for patient_id in ctx.identity.unconfirmed:
+        ctx.incomplete(
+            patient_id,
+            "this patient's IntakeQ client could not be confirmed this run (its request "
+            "budget was spent); their appointments may be missing until the next sync",
+        )
     result.incomplete = incomplete_reasons(ctx)
     failed = [r for r in ctx.results.values() if r.state == "failed"]
     if result.status != "failed" and failed and len(failed) == len(ctx.results):

@@ -116,6 +116,8 @@ class PreparedRun:
     organization_name: str | None = None
     # Set for a run that re-fetches one appointment (a webhook's hint) instead of a window.
     appointment_id: str | None = None
+    # At most how many requests the run was promised to spend (Sync all's estimate).
+    request_promise: int | None = None
 
 
 @dataclass

@@ -118,23 +118,18 @@ class AppointmentWriter:
             row = stored.get(record.id)
             stored_for: uuid.UUID | None = row["patient_id"] if row else None
             owner = identity.resolve(record.client_id, record.client_email, stored_for)
-            by_email = identity.by_email.get((record.client_email or "").lower())
-            if (
-                by_email is not None
-                and owner is not None
-                and owner.id != by_email.id
-                and identity.in_scope(by_email)
-                and record.client_id is not None
-                and by_email.client_id is None
-            ):
-                # One person, two of our patients: the ClientId is already the other's.
-                if (by_email.id, record.client_id) not in identity.held_elsewhere:
-                    identity.note_held_elsewhere(by_email.id, record.client_id)
-                    ctx.warn(
-                        f"patient {by_email.id}: IntakeQ client {record.client_id} carries "
-                        "this patient's email but is already another patient's; its "
-                        "appointments were not matched to this patient"
-                    )
+            refused = identity.refused_for(record.client_id, record.client_email, owner)
+            if refused is not None:
+                ctx.warn(
+                    f"patient {refused}: IntakeQ client {record.client_id} carries this "
+                    "patient's email but is already another patient's; its appointments "
+                    "were not matched to this patient"
+                )
+                ctx.incomplete(
+                    refused,
+                    "IntakeQ lists this patient's email under a client that another patient "
+                    "here already has; staff should check the two patients and IntakeQ",
+                )
             if owner is None:
                 if row is not None and row["deleted_at"] is None:
                     leaving.append(record)

@@ -80,7 +80,7 @@ def nightly_sync(
     if not result.ok:
         raise failure(result, zone, ctx.now())
     return NightlySyncOut(
-        success=True,
+        success=result.status == "success",
         run_id=result.run_id,
         status=cast(RunStatus, result.status),
         synced_at=local_time(result.finished_at, zone),
@@ -96,7 +96,7 @@ def _already_ran(ctx: WebContext, session: Session, zone: ZoneInfo) -> NightlySy
     if row is None:
         raise ApiError(409, "sync_in_progress", "today's nightly sync is being started")
     return NightlySyncOut(
-        success=row.status in ("success", "partial"),
+        success=row.status == "success",
         run_id=row.id,
         status=cast(RunStatus, row.status),
         synced_at=local_time(row.finished_at or row.started_at, zone),

@@ -156,7 +156,8 @@ def patient_sync_out(result: SyncResult, scope: PatientScope) -> PatientSyncOut:
     mine = next((p for p in result.patients if p.patient_id == scope.patient.id), None)
     shown = mine.appointments if mine is not None and scope.details_visible else []
     return PatientSyncOut(
-        success=result.ok,
+        # A partial run answers 200 with success false: the patient's data may be out of date.
+        success=result.status == "success",
         patient_id=scope.patient.id,
         patient_name=scope.patient.full_name,
         synced_at=local_time(result.finished_at, scope.zone),
@@ -247,7 +248,7 @@ def sync_organization(
     counted = dashboard.counts_visible(p.patient_id for p in result.patients)
     shown = [p for p in result.patients if p.patient_id in counted]
     return OrganizationSyncOut(
-        success=True,
+        success=result.status == "success",
         organization_id=org.id,
         organization_name=org.name,
         synced_at=local_time(result.finished_at, zone),
@@ -259,7 +260,7 @@ def sync_organization(
             PatientResultOut(
                 patient_id=p.patient_id,
                 patient_name=p.patient_name,
-                success=p.error is None and p.state != "failed",
+                success=p.complete,
                 summary=SummaryOut.model_validate(p.summary) if p.patient_id in counted else None,
                 error=p.error,
             )

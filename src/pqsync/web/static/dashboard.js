@@ -148,6 +148,13 @@
       button.disabled = false;
       if (result.status === 200) {
         var data = result.data;
+        if (data.success === false) {
+          // A partial run: nothing is stamped as synced, and the page says why it may be stale.
+          status.removeAttribute("data-synced-at");
+          setStatus(status, "Synced with gaps: PracticeQ did not return everything for this patient, " +
+            "so some appointments may be out of date. Staff can see why on the run's page.", "bad");
+          return;
+        }
         status.setAttribute("data-synced-at", data.syncedAt);
         status.setAttribute("data-summary", summaryText(data.summary));
         setStatus(status, syncedText(status), "ok");
@@ -185,6 +192,9 @@
     } else if (run.status === "failed") {
       text = "Sync all stopped: " + (run.error || "PracticeQ is not answering") + ". " +
         done + "/" + total + " complete; what was fetched is kept. Try again in a minute.";
+    } else if (run.status === "partial") {
+      text = "Sync all finished with gaps: some appointments may be out of date. " +
+        (run.incomplete || []).join(" ");
     } else {
       var counts = summaryText(run.summary);
       text = "Sync all finished: " + done + "/" + total + " complete" + (counts ? " (" + counts + ")" : "");
@@ -201,7 +211,12 @@
       var state = document.createElement("span");
       state.className = "state-" + p.state;
       var label = STATE_LABELS[p.state] || p.state;
-      state.textContent = p.state === "done" && p.summary ? label + " (" + summaryText(p.summary) + ")" : label;
+      if (p.incomplete && p.incomplete.length) {
+        state.className = "state-failed";
+        state.textContent = "incomplete: " + p.incomplete.join(" ");
+      } else {
+        state.textContent = p.state === "done" && p.summary ? label + " (" + summaryText(p.summary) + ")" : label;
+      }
       li.appendChild(name);
       li.appendChild(state);
       return li;

@@ -1,0 +1,510 @@
+"""Every "success" and "synced" is true: the ways an appointment stayed missing, stale or
+wrongly attributed while the run said `success`, each against the simulator on loopback.
+
+The simulator's control API makes the provider's changes (merges, moves, shared emails);
+the assertions compare what we store with what IntakeQ holds.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from sqlalchemy import Engine, event, select
+from sqlalchemy.orm import Session
+
+from intakeq_sim import ManualClock, SimulatorServer, demo_directory
+from pqsync.bootstrap import App
+from pqsync.db.engine import begin_write
+from pqsync.db.tables import (
+    Affiliation,
+    Appointment,
+    Organization,
+    Patient,
+    PatientActivity,
+    SyncState,
+)
+from pqsync.domain.windows import Window
+from pqsync.services.directory import DirectoryFile, import_directory
+from pqsync.services.sync import SyncResult, SyncService
+from pqsync.services.sync.locks import SyncLocks
+from pqsync.services.sync.plan import PRACTICE_DENSITY
+
+ORG = "first-step-house"
+DENVER = ZoneInfo("America/Denver")
+PLANS = ("organization", "patient", "nightly")
+
+
+def control(sim: SimulatorServer, method: str, path: str, **body: Any) -> Any:
+    response = httpx.request(method, f"{sim.control_url}{path}", json=body or None)
+    response.raise_for_status()
+    return response.json()
+
+
+def book(sim: SimulatorServer, client_id: int, days_ahead: int) -> str:
+    day = sim.dataset.today + timedelta(days=days_ahead)
+    created = control(
+        sim, "POST", "/appointments", ClientId=client_id, StartDateLocal=f"{day}T10:00:00"
+    )
+    return str(created["Id"])
+
+
+def live(
+    engine: Engine, patient_id: uuid.UUID | None = None, window: Window | None = None
+) -> dict[str, Appointment]:
+    """What we show: live rows (in `window`, judged in the practice's zone, when given)."""
+    with Session(engine) as session:
+        query = select(Appointment).where(Appointment.deleted_at.is_(None))
+        if patient_id is not None:
+            query = query.where(Appointment.patient_id == patient_id)
+        if window is not None:
+            start, end = window.bounds(DENVER)
+            query = query.where(Appointment.start_time >= start, Appointment.start_time < end)
+        return {a.pq_appointment_id: a for a in session.scalars(query)}
+
+
+def shown(sim: SimulatorServer, engine: Engine, patient_id: uuid.UUID) -> set[str]:
+    """A patient's live appointments in the default window (an incremental run also stores
+    changed appointments beyond it)."""
+    return set(live(engine, patient_id, Window(*sim.dataset.default_window())))
+
+
+def truth(sim: SimulatorServer, client_id: int) -> set[str]:
+    start, end = sim.dataset.default_window()
+    return {a.id for a in sim.dataset.appointments_in_window(start, end, {client_id})}
+
+
+def patient_by_email(engine: Engine, email: str) -> Patient:
+    with Session(engine) as session:
+        return session.scalars(select(Patient).where(Patient.email == email.lower())).one()
+
+
+def last_synced(engine: Engine, patient_id: uuid.UUID) -> datetime | None:
+    with Session(engine) as session:
+        return session.scalar(
+            select(Affiliation.last_practiceq_sync_at).where(Affiliation.patient_id == patient_id)
+        )
+
+
+def activity(engine: Engine, patient_id: uuid.UUID, kind: str) -> list[str]:
+    with Session(engine) as session:
+        return list(
+            session.scalars(
+                select(PatientActivity.description).where(
+                    PatientActivity.patient_id == patient_id,
+                    PatientActivity.activity_type == kind,
+                )
+            )
+        )
+
+
+def runner(service: SyncService, plan: str, email: str) -> Callable[[], SyncResult]:
+    if plan == "organization":
+        return lambda: service.sync_organization(ORG)
+    if plan == "patient":
+        return lambda: service.sync_patient(email)
+    return service.sync_nightly
+
+
+def settle(service: SyncService, clock: ManualClock, plan: str) -> None:
+    """Bring the store up to date, so that the plan under test runs as it would on a
+    later day (the nightly then runs incrementally)."""
+    assert service.sync_organization(ORG).status == "success"
+    if plan == "nightly":
+        assert service.sync_nightly().plan == "window"
+    clock.advance(timedelta(minutes=30))
+
+
+# -- finding 1: a patient added after go-live ----------------------------------------------
+
+
+def test_a_patient_added_after_go_live_gets_their_appointments_from_the_nightly(
+    service: SyncService, sim: SimulatorServer, pq: App, clock: ManualClock
+) -> None:
+    nadia = control(
+        sim, "POST", "/clients", FirstName="Nadia", LastName="Novak",
+        Email="nadia.novak@firststephouse.org", Organization=ORG,
+    )  # fmt: skip
+    booked = {book(sim, nadia["ClientId"], days) for days in (10, 17, 24, 31, 38)}
+    clock.advance(timedelta(days=3))  # booked before the nights below
+    assert service.sync_nightly().plan == "window"
+    clock.advance(timedelta(days=1))
+    assert service.sync_nightly().plan == "incremental"
+    # She moves in: the directory now lists her; IntakeQ has not touched her bookings since.
+    import_directory(pq.engine, DirectoryFile.model_validate(demo_directory(sim.dataset)))
+    clock.advance(timedelta(days=1))
+
+    result = service.sync_nightly()
+
+    assert result.status == "success", result.incomplete
+    patient = patient_by_email(pq.engine, "nadia.novak@firststephouse.org")
+    assert set(live(pq.engine, patient.id)) == booked
+    assert last_synced(pq.engine, patient.id) is not None
+    # The next nights are incremental again, and cheap.
+    clock.advance(timedelta(days=1))
+    quiet = service.sync_nightly()
+    assert quiet.plan == "incremental" and quiet.status == "success"
+
+
+def test_the_nightly_reconciles_the_whole_window_weekly_whatever_the_watermark(
+    service: SyncService, clock: ManualClock
+) -> None:
+    plans = []
+    for _ in range(8):
+        plans.append(service.sync_nightly().plan)
+        clock.advance(timedelta(days=1))
+    assert plans == ["window", *["incremental"] * 6, "window"]
+
+
+def test_a_patient_whose_email_changes_in_the_directory_is_fetched_whole_that_night(
+    service: SyncService, sim: SimulatorServer, pq: App, clock: ManualClock
+) -> None:
+    ann = sim.dataset.special.email_substring
+    control(sim, "POST", f"/clients/{ann.client_id}/email", Email="ann.lee@mail.example")
+    service.sync_nightly()
+    clock.advance(timedelta(days=2))
+    directory = demo_directory(sim.dataset)
+    for entry in directory["patients"]:
+        if entry["email"] == ann.email:
+            entry["email"] = "ann.lee@mail.example"
+    for entry in directory["affiliations"]:
+        if entry["patient"] == ann.email:
+            entry["patient"] = "ann.lee@mail.example"
+    import_directory(pq.engine, DirectoryFile.model_validate(directory))
+
+    result = service.sync_nightly()
+
+    assert result.plan == "incremental+backfill"
+    assert result.status == "success", result.incomplete
+    patient = patient_by_email(pq.engine, "ann.lee@mail.example")
+    assert shown(sim, pq.engine, patient.id) == truth(sim, ann.client_id)
+
+
+# -- finding 6 and 10: partial means partial -------------------------------------------------
+
+
+def test_an_incomplete_patient_fetch_is_partial_and_not_stamped(
+    service: SyncService, sim: SimulatorServer, pq: App, clock: ManualClock
+) -> None:
+    ann = sim.dataset.special.email_substring
+    assert service.sync_patient(ann.email).status == "success"
+    patient = patient_by_email(pq.engine, ann.email)
+    stamped = last_synced(pq.engine, patient.id)
+    assert stamped is not None
+    control(sim, "POST", f"/clients/{ann.client_id}/email", Email="ann.lee@mail.example")
+    clock.advance(timedelta(hours=1))
+
+    result = service.sync_patient(ann.email)
+
+    assert result.status == "partial"
+    assert any("returned none of this patient's appointments" in r for r in result.incomplete)
+    assert last_synced(pq.engine, patient.id) == stamped
+    assert shown(sim, pq.engine, patient.id) == truth(sim, ann.client_id)  # nothing lost
+
+
+def test_more_absent_appointments_than_a_run_rechecks_make_it_partial_until_done(
+    service: SyncService, sim: SimulatorServer, pq: App, clock: ManualClock
+) -> None:
+    heavy = sim.dataset.special.heavy
+    assert service.sync_organization(ORG).status == "success"
+    gone = sorted(truth(sim, heavy.client_id))[:30]
+    for pq_id in gone:
+        control(sim, "POST", f"/appointments/{pq_id}/delete")
+    clock.advance(timedelta(hours=1))
+
+    first = service.sync_organization(ORG)
+
+    assert first.status == "partial"
+    assert first.summary.deleted == 25
+    assert any("could not all be checked" in r for r in first.incomplete)
+    patient = patient_by_email(pq.engine, heavy.email)
+    assert last_synced(pq.engine, patient.id) is not None
+    second = service.sync_organization(ORG)
+    assert second.status == "success", second.incomplete
+    assert not set(gone) & set(live(pq.engine))
+
+
+def test_re_checks_are_limited_per_run_and_inside_what_sync_all_promised(
+    service: SyncService, sim: SimulatorServer, pq: App, clock: ManualClock
+) -> None:
+    assert service.sync_organization(ORG).status == "success"
+    with Session(pq.engine) as session:
+        # A large practice's size: the per-patient plan is the cheaper one.
+        state = session.get(SyncState, PRACTICE_DENSITY)
+        assert state is not None
+        state.value = {"per_day": 500.0}
+        session.commit()
+    patients = [c for c in sim.dataset.fsh_patients if len(truth(sim, c.client_id)) >= 6][:6]
+    assert len(patients) == 6
+    for client in patients:  # 36 deletions over 6 patients
+        for pq_id in sorted(truth(sim, client.client_id))[:6]:
+            control(sim, "POST", f"/appointments/{pq_id}/delete")
+    clock.advance(timedelta(minutes=30))
+    with Session(pq.engine) as session:
+        org = session.scalars(select(Organization).where(Organization.slug == ORG)).one()
+        ids = list(
+            session.scalars(select(Affiliation.patient_id).filter_by(organization_id=org.id))
+        )
+        promised = service.organization_requests(session, ids, service.organization_window(org))
+
+    result = service.sync_organization(ORG)
+
+    assert result.plan == "per_patient"
+    assert result.summary.deleted == 25  # the run's re-checks, over all its patients
+    assert result.status == "partial"
+    assert result.requests_made <= promised
+
+
+# -- finding 2: a ClientId that changes ------------------------------------------------------
+
+
+@pytest.mark.parametrize("plan", PLANS)
+def test_a_merged_client_takes_the_patients_appointments_and_client_id_along(
+    plan: str, service: SyncService, sim: SimulatorServer, pq: App, clock: ManualClock
+) -> None:
+    rosa = next(c for c in sim.dataset.fsh_patients if c.first_name == "Rosa")
+    settle(service, clock, plan)
+    kept = control(sim, "POST", "/clients", FirstName="Rosa", LastName="Delgado", Email=rosa.email)
+    control(sim, "POST", f"/clients/{rosa.client_id}/merge", IntoClientId=kept["ClientId"])
+    booked = book(sim, kept["ClientId"], 12)
+    clock.advance(timedelta(minutes=30))
+
+    result = runner(service, plan, rosa.email)()
+
+    assert result.status == "success", result.incomplete
+    patient = patient_by_email(pq.engine, rosa.email)
+    assert patient.intakeq_client_id == kept["ClientId"]
+    mine = live(pq.engine, patient.id)
+    assert booked in mine
+    assert shown(sim, pq.engine, patient.id) == truth(sim, kept["ClientId"])
+    assert {a.intakeq_client_id for a in mine.values()} == {kept["ClientId"]}
+    assert activity(pq.engine, patient.id, "intakeq_client_changed")
+
+
+# -- finding 3: two IntakeQ clients with one email -------------------------------------------
+
+
+@pytest.mark.parametrize("plan", ("organization", "patient"))
+def test_two_clients_sharing_an_email_show_neither_and_flag_the_patient(
+    plan: str, service: SyncService, sim: SimulatorServer, pq: App
+) -> None:
+    marcus = sim.dataset.special.case_mismatch
+    twin = control(sim, "POST", "/clients", FirstName="Mia", LastName="Hill", Email=marcus.email)
+    book(sim, twin["ClientId"], 5)
+
+    result = runner(service, plan, marcus.directory_email or "")()
+
+    assert result.status == "partial"
+    assert any("2 IntakeQ clients share this patient's email" in r for r in result.incomplete)
+    patient = patient_by_email(pq.engine, marcus.directory_email or "")
+    assert patient.intakeq_client_id is None
+    assert live(pq.engine, patient.id) == {}
+    assert last_synced(pq.engine, patient.id) is None
+
+
+# -- finding 5: ownership in every plan ------------------------------------------------------
+
+
+@pytest.mark.parametrize("plan", PLANS)
+def test_an_appointment_moved_to_a_client_who_is_not_ours_leaves_the_patients_page(
+    plan: str, service: SyncService, sim: SimulatorServer, pq: App, clock: ManualClock
+) -> None:
+    ann = sim.dataset.special.email_substring
+    settle(service, clock, plan)
+    moved = sorted(truth(sim, ann.client_id))[0]
+    stranger = next(
+        c
+        for c in sim.dataset.clients
+        if c.organization is None and ann.email not in c.email.lower()
+    )
+    control(sim, "POST", f"/appointments/{moved}/client", ClientId=stranger.client_id)
+    clock.advance(timedelta(minutes=30))
+
+    result = runner(service, plan, ann.email)()
+
+    assert result.ok
+    patient = patient_by_email(pq.engine, ann.email)
+    assert moved not in live(pq.engine)
+    assert shown(sim, pq.engine, patient.id) == truth(sim, ann.client_id)
+    assert any(moved in d for d in activity(pq.engine, patient.id, "appointment_removed"))
+
+
+@pytest.mark.parametrize("plan", PLANS)
+def test_an_appointment_moved_to_another_of_our_patients_moves_with_it(
+    plan: str, service: SyncService, sim: SimulatorServer, pq: App, clock: ManualClock
+) -> None:
+    rosa = next(c for c in sim.dataset.fsh_patients if c.first_name == "Rosa")
+    austin = sim.dataset.special.plus_address
+    settle(service, clock, plan)
+    moved = sorted(truth(sim, rosa.client_id))[0]
+    control(sim, "POST", f"/appointments/{moved}/client", ClientId=austin.client_id)
+    clock.advance(timedelta(minutes=30))
+
+    # The per-patient plan runs for Rosa, the patient the appointment left.
+    result = runner(service, plan, rosa.email)()
+
+    assert result.status == "success", result.incomplete
+    to = patient_by_email(pq.engine, austin.email)
+    away = patient_by_email(pq.engine, rosa.email)
+    assert moved in live(pq.engine, to.id)
+    assert shown(sim, pq.engine, away.id) == truth(sim, rosa.client_id)
+    assert any(moved in d for d in activity(pq.engine, away.id, "appointment_removed"))
+
+
+# -- finding 9: a ClientId already held by another organisation's patient ----------------------
+
+
+@pytest.mark.parametrize("plan", ("organization", "patient"))
+def test_a_client_id_held_by_another_patient_is_a_warning_never_a_crash(
+    plan: str, service: SyncService, sim: SimulatorServer, pq: App
+) -> None:
+    rosa = next(c for c in sim.dataset.fsh_patients if c.first_name == "Rosa")
+    assert service.sync_organization(ORG).status == "success"
+    # The same person lives in a second house under another email; IntakeQ's profile
+    # (still Rosa's ClientId) now carries that email.
+    with Session(pq.engine) as session:
+        other = Organization(slug="second-house", name="Second House")
+        twin = Patient(
+            first_name="Rosa", last_name="Delgado", email="rosa.d@second.example",
+            date_of_birth=rosa.date_of_birth,
+        )  # fmt: skip
+        session.add_all([other, twin])
+        session.flush()
+        session.add(Affiliation(patient_id=twin.id, organization_id=other.id))
+        session.commit()
+        twin_id = twin.id
+    control(sim, "POST", f"/clients/{rosa.client_id}/email", Email="rosa.d@second.example")
+
+    if plan == "organization":
+        result = service.sync_organization("second-house")
+    else:
+        result = service.sync_patient("rosa.d@second.example")
+
+    assert result.status == "partial"
+    assert any("already another patient's" in w for w in result.warnings)
+    assert patient_by_email(pq.engine, "rosa.d@second.example").intakeq_client_id is None
+    assert live(pq.engine, twin_id) == {}
+    first = patient_by_email(pq.engine, rosa.email)
+    assert first.intakeq_client_id == rosa.client_id
+    assert shown(sim, pq.engine, first.id) == truth(sim, rosa.client_id)
+
+
+# -- finding 4: the practice's size ----------------------------------------------------------
+
+
+def busier(sim: SimulatorServer) -> None:
+    """1,300 more appointments of a client who is not ours: more than 12 pages in the window."""
+    ds = sim.dataset
+    stranger = next(c for c in ds.clients if c.organization is None)
+    for n in range(1300):
+        start = datetime.combine(ds.today, time(8), DENVER) + timedelta(days=n % 170 - 85)
+        sim.app.store.create(
+            client_id=stranger.client_id,
+            practitioner_id=ds.mapped_practitioners[0].id,
+            service_id=ds.services[1].id,
+            location_id=ds.locations[0].id,
+            status="Confirmed",
+            start=start,
+        )
+
+
+def assert_everything_stored(sim: SimulatorServer, pq: App) -> None:
+    fsh = {c.client_id for c in sim.dataset.fsh_patients}
+    start, end = sim.dataset.default_window()
+    wanted = {a.id for a in sim.dataset.appointments_in_window(start, end, fsh)}
+    assert set(live(pq.engine)) == wanted
+
+
+def test_a_sync_over_an_empty_range_does_not_shrink_later_full_fetches(
+    service: SyncService, sim: SimulatorServer, pq: App
+) -> None:
+    busier(sim)
+    far = sim.dataset.today + timedelta(days=300)
+    empty = service.sync_organization(ORG, window=Window(far, far + timedelta(days=1)))
+    assert empty.status == "success" and empty.summary.new == 0
+
+    result = service.sync_nightly()
+
+    assert result.status == "success", result.error
+    assert_everything_stored(sim, pq)
+
+
+def test_a_remembered_size_never_bounds_a_fetch_below_what_its_first_page_implies(
+    service: SyncService, sim: SimulatorServer, pq: App, clock: ManualClock
+) -> None:
+    busier(sim)
+    with Session(pq.engine) as session:
+        # What a much quieter month taught (or a stale figure): about one appointment a day.
+        session.add(SyncState(name=PRACTICE_DENSITY, value={"per_day": 1.0}, updated_at=clock()))
+        session.commit()
+
+    result = service.sync_nightly()
+
+    assert result.plan == "window"
+    assert result.status == "success", result.error
+    assert_everything_stored(sim, pq)
+
+
+# -- finding 11: no takeover between the lease check and the commit --------------------------
+
+
+def test_a_scope_cannot_be_taken_over_between_a_runs_lease_check_and_its_commit(
+    pq: App, clock: ManualClock
+) -> None:
+    locks = SyncLocks(pq.engine, clock, lease=timedelta(seconds=30))
+    first, second = uuid.uuid4(), uuid.uuid4()
+    locks.acquire("organization:test", first)
+    events: list[str] = []
+    with Session(pq.engine) as session:
+        begin_write(session)  # a run's page transaction
+        assert SyncLocks.holds(session.connection(), "organization:test", first)
+        clock.advance(timedelta(minutes=1))  # the lease lapses while the page is written
+
+        def take_over() -> None:
+            locks.acquire("organization:test", second)
+            events.append("taken over")
+
+        worker = threading.Thread(target=take_over)
+        worker.start()
+        worker.join(timeout=1)
+        events.append("page committed")
+        session.commit()
+    worker.join()
+    # The takeover waited for the page's transaction; the page did not land after it.
+    assert events == ["page committed", "taken over"]
+
+
+# -- finding 12: the per-patient deletion scan reads the patient's rows only -----------------
+
+
+def test_a_patient_runs_deletion_scan_asks_the_database_for_that_patient_only(
+    service: SyncService, sim: SimulatorServer, pq: App
+) -> None:
+    assert service.sync_organization(ORG).status == "success"
+    austin = sim.dataset.special.plus_address
+    patient = patient_by_email(pq.engine, austin.email)
+    statements: list[tuple[str, Any]] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(pq.engine, "before_cursor_execute", seen)
+    try:
+        assert service.sync_patient(austin.email).status == "success"
+    finally:
+        event.remove(pq.engine, "before_cursor_execute", seen)
+    scans = [
+        (sql, params)
+        for sql, params in statements
+        if sql.lstrip().startswith("SELECT appointments.pq_appointment_id, appointments.patient_id")
+    ]
+    assert len(scans) == 1
+    sql, params = scans[0]
+    assert "appointments.patient_id IN" in sql
+    assert patient.id.hex in str(params) or str(patient.id) in str(params)
