@@ -37,7 +37,6 @@ from pqsync.db.tables import Affiliation, Organization, Patient, Verification
 from pqsync.db.tables import Appointment as AppointmentRow
 from pqsync.domain.diff import TRACKED_FIELDS, appointment_changes, jsonable
 from pqsync.domain.schedule import VERIFY_AT, latest_weekly_day, local_instant
-from pqsync.domain.status import map_status
 from pqsync.domain.windows import Window, default_window
 from pqsync.intakeq.client import RequestTally
 from pqsync.intakeq.errors import IntakeQError
@@ -47,6 +46,7 @@ from pqsync.services.alerts import Alerts
 from pqsync.services.sync.context import Lookups
 from pqsync.services.sync.identity import exact_carriers
 from pqsync.services.sync.plan import PAGE_SIZE, Planner, bounded, page_limit
+from pqsync.services.sync.writer import row_values
 
 log = get_logger("pqsync.verify")
 
@@ -226,12 +226,6 @@ class Verifier:
             select(Patient.id, Patient.email, Patient.intakeq_client_id).where(Patient.id.in_(ids))
         ).all()
         return [(pid, email, client_id) for pid, email, client_id in rows]
-
-    def expected_requests(self, org_ref: str | None = None) -> int:
-        """About how many requests a verification of this scope takes (a window fetch)."""
-        with Session(self.engine) as session:
-            scope = self._scope(session, org_ref)
-            return self._expected_pages(session, scope)
 
     def _expected_pages(self, session: Session, scope: _Scope) -> int:
         density = self.planner.known_density(session)
@@ -559,22 +553,9 @@ def _column(name: str) -> Any:
 
 
 def _expected(record: Appointment, patient_id: uuid.UUID, lookups: Lookups) -> dict[str, Any]:
-    """The stored values IntakeQ's record calls for (as a sync writes them)."""
-    practitioner, service = record.practitioner_id, record.service_id
-    return {
-        "patient_id": patient_id,
-        "provider_id": lookups.providers_by_practitioner.get(practitioner or ""),
-        "service_id": lookups.services_by_intakeq.get(service or ""),
-        "intakeq_practitioner_id": practitioner,
-        "intakeq_client_id": record.client_id,
-        "status": map_status(record.status),
-        "intakeq_status": record.status,
-        "start_time": record.start,
-        "end_time": record.end,
-        "location_name": record.location_name,
-        "metadata": record.metadata,
-        "intakeq_last_modified": record.last_modified,
-    }
+    """The stored values IntakeQ's record calls for (the compared ones)."""
+    values = row_values(lookups, record, patient_id)
+    return {name: values[name] for name in COMPARED_FIELDS}
 
 
 def latest(session: Session) -> Verification | None:

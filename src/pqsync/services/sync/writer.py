@@ -20,7 +20,7 @@ from pqsync.domain.diff import TRACKED_FIELDS, appointment_changes
 from pqsync.domain.status import map_status
 from pqsync.intakeq.models import Appointment, MalformedRecord
 from pqsync.services.sync import audit as sync_audit
-from pqsync.services.sync.context import MAX_LISTED, RunContext
+from pqsync.services.sync.context import MAX_LISTED, Lookups, RunContext
 from pqsync.services.sync.identity import ClientIdChange, PatientIdentity
 from pqsync.services.sync.results import SyncedAppointment
 
@@ -325,24 +325,7 @@ class AppointmentWriter:
         ctx: RunContext, appointment: Appointment, patient_id: uuid.UUID
     ) -> dict[str, Any]:
         """The columns IntakeQ's record sets (a listed record is live: deleted_at None)."""
-        lookups = ctx.lookups
-        practitioner, service = appointment.practitioner_id, appointment.service_id
-        return {
-            "pq_appointment_id": appointment.id,
-            "patient_id": patient_id,
-            "provider_id": lookups.providers_by_practitioner.get(practitioner or ""),
-            "service_id": lookups.services_by_intakeq.get(service or ""),
-            "intakeq_practitioner_id": practitioner,
-            "intakeq_client_id": appointment.client_id,
-            "status": map_status(appointment.status),
-            "intakeq_status": appointment.status,
-            "start_time": appointment.start,
-            "end_time": appointment.end,
-            "location_name": appointment.location_name,
-            "metadata": appointment.metadata,
-            "intakeq_last_modified": appointment.last_modified,
-            "deleted_at": None,
-        }
+        return row_values(ctx.lookups, appointment, patient_id)
 
     @staticmethod
     def _count(
@@ -378,3 +361,25 @@ class AppointmentWriter:
 def _newer(stored: datetime | None, incoming: datetime | None) -> bool:
     """Whether the stored row's IntakeQ LastModified is later than the incoming record's."""
     return stored is not None and incoming is not None and stored > incoming
+
+
+def row_values(lookups: Lookups, appointment: Appointment, patient_id: uuid.UUID) -> dict[str, Any]:
+    """The stored columns IntakeQ's record calls for, as a sync writes them (and as
+    `pqsync verify` expects them)."""
+    practitioner, service = appointment.practitioner_id, appointment.service_id
+    return {
+        "pq_appointment_id": appointment.id,
+        "patient_id": patient_id,
+        "provider_id": lookups.providers_by_practitioner.get(practitioner or ""),
+        "service_id": lookups.services_by_intakeq.get(service or ""),
+        "intakeq_practitioner_id": practitioner,
+        "intakeq_client_id": appointment.client_id,
+        "status": map_status(appointment.status),
+        "intakeq_status": appointment.status,
+        "start_time": appointment.start,
+        "end_time": appointment.end,
+        "location_name": appointment.location_name,
+        "metadata": appointment.metadata,
+        "intakeq_last_modified": appointment.last_modified,
+        "deleted_at": None,
+    }
