@@ -34,6 +34,7 @@ from pqsync.services.practitioners import (
 from pqsync.services.sync import SyncInputError, SyncResult, SyncService
 from pqsync.services.sync.locks import SyncInProgress
 from pqsync.settings import SettingsError, load_settings
+from pqsync.startup_checks import check_startup
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 db_cli = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -464,6 +465,7 @@ def worker(
 
     configure_logging(level="INFO")
     with application() as app:
+        check_startup(app.settings, "worker")
         app.require_schema()
         if drain:
             out.print(f"{app.jobs.drain()} job(s) run", highlight=False)

@@ -18,6 +18,7 @@ from pqsync.services.users import (
     revoke_tokens,
 )
 from pqsync.settings import SettingsError, load_settings
+from pqsync.startup_checks import check_startup
 
 users_cli = typer.Typer(no_args_is_help=True, help="Dashboard users and their API tokens.")
 
@@ -30,9 +31,11 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _app() -> App:
+def _app(role: str | None = None) -> App:
     try:
         app = build_app(load_settings())
+        if role is not None:
+            check_startup(app.settings, role)
         app.require_schema()
     except (SettingsError, NotSetUp) as exc:
         raise _fail(str(exc)) from None
@@ -138,7 +141,7 @@ def serve(
     if workers < 1:
         raise _fail("--workers must be at least 1")
     if workers > 1:
-        _app().close()  # the settings and schema are checked once, here, with a clear error
+        _app("web").close()  # settings and schema are checked once, here, with a clear error
         uvicorn.run(
             "pqsync.web.asgi:create",
             factory=True,
@@ -150,7 +153,7 @@ def serve(
             proxy_headers=False,
         )
         return
-    app = app or _app()
+    app = app or _app("web")
     try:
         uvicorn.run(
             create_app(app),

@@ -15,13 +15,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from pqsync.db.tables import SyncLog, WorkerHeartbeat
 from pqsync.domain.windows import Window
 from pqsync.logging import get_logger
-from pqsync.services.alerts import Alerts, SmtpMailer
+from pqsync.services.alerts import Alerts, SmtpError, SmtpMailer
 from pqsync.services.housekeeping import prune
 from pqsync.services.schedule import NightlySchedule
 from pqsync.services.sync import SCHEDULE_ACTOR, Actor, PreparedRun, SyncResult, SyncService
 from pqsync.services.sync.locks import SyncInProgress, SyncLocks, default_holder
 from pqsync.services.sync.results import HandedBack, SyncInputError
 from pqsync.services.webhooks import Admission, WebhookGate
+from pqsync.settings import SettingsError
 
 if TYPE_CHECKING:
     from pqsync.bootstrap import App
@@ -66,7 +67,7 @@ class Jobs:
         return Alerts(
             self.engine,
             self.app.clock,
-            mailer=SmtpMailer.from_url(settings.smtp_url) if settings.smtp_url else None,
+            mailer=_mailer(settings.smtp_url),
             recipients=settings.alert_recipients,
             base_url=settings.base_url,
         )
@@ -208,8 +209,8 @@ class Jobs:
         claims = schedule.claim_due()
         if not claims:
             return None
-        service = self.app.sync_service()
         try:
+            service = self.app.sync_service()
             prepared = service.prepare_nightly(actor=actor)
         except BaseException:
             schedule.release(claims)
@@ -235,6 +236,14 @@ class Jobs:
             started = self.start_nightly()
         except SyncInProgress:
             started = None  # the next tick claims again
+        except Exception as exc:
+            started = None
+            reason = str(exc) if isinstance(exc, SettingsError) else type(exc).__name__
+            log.error("schedule.nightly_cannot_start", reason=reason)
+            alerts.nightly_cannot_start(reason)
+        else:
+            if started is not None:
+                alerts.nightly_could_start()
         if started is not None:
             self.run_later(started[1])
         prune(self.engine, now, log_retention_days=self.app.settings.log_retention_days)
@@ -249,6 +258,18 @@ class Jobs:
             conn.execute(
                 statement.on_conflict_do_update(index_elements=["worker"], set_={"seen_at": now})
             )
+
+
+def _mailer(smtp_url: str | None) -> SmtpMailer | None:
+    """The alert mailer; a malformed URL (refused at start) leaves alerts on the staff page
+    rather than failing the tick that raises them."""
+    if not smtp_url:
+        return None
+    try:
+        return SmtpMailer.from_url(smtp_url)
+    except (SmtpError, ValueError):
+        log.error("alert.smtp_url_malformed")
+        return None
 
 
 def _scope_ref(prepared: PreparedRun) -> str | None:
