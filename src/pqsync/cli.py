@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from pqsync.bootstrap import App, NotSetUp, build_app
 from pqsync.cli_web import users_cli
+from pqsync.db.backup import BackupError, backup, restore
 from pqsync.db.migrate import downgrade, schema_state, upgrade
 from pqsync.domain.windows import Window, WindowError, parse_day, resolve_window
 from pqsync.intakeq.errors import IntakeQError
@@ -63,6 +64,7 @@ USER_ERRORS = (
     SyncInProgress,
     PractitionerError,
     AccessQueryError,
+    BackupError,
 )
 
 
@@ -133,6 +135,37 @@ def db_current(
         out.print(f"schema {state.current} (this version's head: {state.head}): {where}")
         if check and state.current != state.head:
             raise typer.Exit(1)
+
+
+@db_cli.command("backup")
+def db_backup(
+    path: Annotated[Path, typer.Argument(help="A new file to write the backup to.")],
+) -> None:
+    """Back up the SQLite database to PATH (0600), consistent even while syncs write."""
+    with application() as app:
+        backup(app.settings.database_url, path)
+        out.print(f"backed up to {path}", highlight=False, soft_wrap=True)
+
+
+@db_cli.command("restore")
+def db_restore(
+    path: Annotated[Path, typer.Argument(help="A backup made by `pqsync db backup`.")],
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Confirm: the database's content is replaced.")
+    ] = False,
+) -> None:
+    """Replace the SQLite database with a backup (stop the web app and workers first)."""
+    if not yes:
+        fail("a restore replaces everything in the database: stop web and workers, add --yes")
+    with application() as app:
+        restore(app.settings.database_url, path)
+        app.engine.dispose()
+        state = schema_state(app.engine)
+        out.print(
+            f"restored from {path} (schema {state.current}; this version's head {state.head})",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @db_cli.command("downgrade")
