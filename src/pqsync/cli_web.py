@@ -16,6 +16,7 @@ from pqsync.services.users import (
     find_user,
     issue_token,
     revoke_tokens,
+    set_password,
 )
 from pqsync.settings import SettingsError, load_settings
 from pqsync.startup_checks import check_startup
@@ -122,6 +123,23 @@ def users_deactivate(email: Annotated[str, typer.Argument(help="The user's email
         highlight=False,
         soft_wrap=True,
     )
+
+
+@users_cli.command("set-password")
+def users_set_password(
+    email: Annotated[str, typer.Argument(help="The user's email.")],
+) -> None:
+    """Set a user's password (asked for, twice); their open sessions end."""
+    password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+    app = _app()
+    try:
+        with Session(app.engine) as session:
+            ended = set_password(session, email, password, now=app.clock())
+    except UserInputError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        app.close()
+    out.print(f"password set; {ended} open session(s) ended", highlight=False)
 
 
 def serve(

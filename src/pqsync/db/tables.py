@@ -271,6 +271,8 @@ class UserSession(Base):
     created_at: Mapped[datetime] = mapped_column(default=_now)
     expires_at: Mapped[datetime] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column()
+    # The idle timeout counts from here (written at most once a minute).
+    last_seen_at: Mapped[datetime | None] = mapped_column()
 
 
 class LoginAttempt(Base):

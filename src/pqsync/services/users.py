@@ -15,9 +15,8 @@ from pqsync.db.lookup import organization_by_ref
 from pqsync.db.tables import ApiToken, PartnerUser, UserSession
 from pqsync.domain.roles import ROLES, STAFF_ROLES
 from pqsync.services.auth import new_token, token_digest
-from pqsync.services.passwords import hash_password
+from pqsync.services.passwords import hash_password, password_problem
 
-MIN_PASSWORD_LENGTH = 8
 TOKEN_PREFIX = "pqs_"  # noqa: S105 - a prefix that makes leaked tokens easy to spot
 
 _email_adapter: TypeAdapter[str] = TypeAdapter(EmailStr)
@@ -56,8 +55,9 @@ def create_user(
         raise UserInputError("--email is not a valid email address") from None
     if role not in ROLES:
         raise UserInputError(f"--role must be one of {', '.join(ROLES)}")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise UserInputError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+    problem = password_problem(password, address)
+    if problem is not None:
+        raise UserInputError(problem)
     org_id: uuid.UUID | None = None
     begin_write(session)
     if role in STAFF_ROLES:
@@ -169,3 +169,21 @@ def deactivate_user(
     done = end_user_access(session, user, by=by, now=now)
     session.commit()
     return done
+
+
+def set_password(session: Session, email: str, password: str, *, now: datetime) -> int:
+    """Give the user a new password (checked: length, not a common one) and end their open
+    sessions, so that whoever knew the old one is signed out; returns sessions ended."""
+    begin_write(session)
+    user = find_user(session, email)
+    problem = password_problem(password, user.email)
+    if problem is not None:
+        raise UserInputError(problem)
+    user.password_hash = hash_password(password)
+    ended = session.execute(
+        update(UserSession)
+        .where(UserSession.user_id == user.id, UserSession.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    session.commit()
+    return int(getattr(ended, "rowcount", 0) or 0)

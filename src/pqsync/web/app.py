@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from functools import partial
 
 from fastapi import FastAPI, Request, Response
@@ -35,7 +36,12 @@ def create_app(app: App) -> FastAPI:
     """The HTTP API over one composition root (settings, engine, clock, IntakeQ client)."""
     ctx = WebContext(
         app=app,
-        auth=Authenticator(app.settings.secret_key.get_secret_value(), app.clock),
+        auth=Authenticator(
+            app.settings.secret_key.get_secret_value(),
+            app.clock,
+            idle_timeout=timedelta(minutes=app.settings.session_idle_minutes),
+            lifetime=timedelta(hours=app.settings.session_lifetime_hours),
+        ),
     )
 
     api = FastAPI(

@@ -140,6 +140,18 @@ def logout_submit(
     return response
 
 
+@router.post("/logout-everywhere")
+def logout_everywhere_submit(
+    user: PageUser, ctx: ContextDep, session: SessionDep, csrf_token: CsrfField = NO_TOKEN
+) -> Response:
+    """Sign out on every browser (a computer left signed in elsewhere)."""
+    check_form_token(user, csrf_token)
+    ctx.auth.logout_everywhere(session, user.user_id)
+    response = RedirectResponse("/login", status_code=303, headers=PAGE_HEADERS)
+    clear_session_cookie(response, ctx)
+    return response
+
+
 # -- the roster ----------------------------------------------------------------------------
 
 

@@ -25,6 +25,8 @@ def upgrade() -> None:
     with op.batch_alter_table("patient_activity_log", schema=None) as batch_op:
         batch_op.drop_constraint(FK, type_="foreignkey")
         batch_op.create_foreign_key(FK, "patients", ["patient_id"], ["id"], ondelete="RESTRICT")
+    with op.batch_alter_table("user_sessions", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=True))
     with op.batch_alter_table("partner_users", schema=None) as batch_op:
         batch_op.add_column(sa.Column("deactivated_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("deactivated_by", sa.String(length=320), nullable=True))
@@ -56,6 +58,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("user_sessions", schema=None) as batch_op:
+        batch_op.drop_column("last_seen_at")
     with op.batch_alter_table("patient_activity_log", schema=None) as batch_op:
         batch_op.drop_constraint(FK, type_="foreignkey")
         batch_op.create_foreign_key(FK, "patients", ["patient_id"], ["id"], ondelete="CASCADE")
