@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+import structlog
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -371,7 +372,11 @@ class SyncService:
         self, prepared: PreparedRun, *, progress: ProgressCallback = _no_progress
     ) -> SyncResult:
         """Execute a prepared run. IntakeQ failures and a lost lease give a failed result,
-        never an exception."""
+        never an exception. Every log line of the run (each IntakeQ request) names it."""
+        with structlog.contextvars.bound_contextvars(run_id=str(prepared.run_id)):
+            return self._run(prepared, progress)
+
+    def _run(self, prepared: PreparedRun, progress: ProgressCallback) -> SyncResult:
         try:
             with (
                 self.locks.keep(prepared.scope_key, prepared.run_id) as lease,
