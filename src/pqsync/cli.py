@@ -3,6 +3,7 @@ stderr for bad input."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -25,8 +26,9 @@ from pqsync.db.migrate import downgrade, schema_state, upgrade
 from pqsync.domain.windows import Window, WindowError, parse_day, resolve_window
 from pqsync.intakeq.errors import IntakeQError
 from pqsync.logging import configure_logging
-from pqsync.services.access import AccessQueryError, access_report
+from pqsync.services.access import Accessor, AccessQueryError, access_report
 from pqsync.services.directory import DirectoryError, import_directory_file
+from pqsync.services.patient_records import PatientRecordError, erase_patient, export_patient
 from pqsync.services.practitioners import (
     PractitionerError,
     map_practitioner,
@@ -47,6 +49,8 @@ practitioners_cli = typer.Typer(no_args_is_help=True, help="IntakeQ practitioner
 cli.add_typer(sync_cli, name="sync")
 cli.add_typer(practitioners_cli, name="practitioners")
 cli.add_typer(users_cli, name="users")
+patients_cli = typer.Typer(no_args_is_help=True, help="One patient's whole record.")
+cli.add_typer(patients_cli, name="patients")
 access_cli = typer.Typer(no_args_is_help=True, help="The access record: who read patient data.")
 cli.add_typer(access_cli, name="access")
 
@@ -65,6 +69,7 @@ USER_ERRORS = (
     PractitionerError,
     AccessQueryError,
     BackupError,
+    PatientRecordError,
 )
 
 
@@ -278,6 +283,41 @@ def access_user(
 ) -> None:
     """Which patients' data this user was shown, newest first."""
     _print_access(None, email, days, as_json)
+
+
+def _operator() -> str:
+    return f"operator {getpass.getuser()}"
+
+
+@patients_cli.command("export")
+def patients_export(
+    patient_id: Annotated[str, typer.Argument(help="The patient's id.")],
+) -> None:
+    """Print everything stored about one patient as JSON (right of access); recorded in
+    the access record."""
+    with application() as app:
+        app.require_schema()
+        with Session(app.engine) as session:
+            data = export_patient(
+                session, patient_id, by=Accessor(email=_operator()), now=app.clock()
+            )
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@patients_cli.command("erase")
+def patients_erase(
+    patient_id: Annotated[str, typer.Argument(help="The patient's id.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone.")] = False,
+) -> None:
+    """Erase a patient's identifiers, affiliations and appointments; the change history
+    and the access record are kept under the patient's id."""
+    if not yes:
+        fail("erasing cannot be undone (export first if needed): add --yes")
+    with application() as app:
+        app.require_schema()
+        with Session(app.engine) as session:
+            pid = erase_patient(session, patient_id, by=_operator(), now=app.clock())
+    out.print(f"patient {pid} erased; their history is kept", highlight=False)
 
 
 StartOpt = Annotated[str | None, typer.Option("--start", help="First day, YYYY-MM-DD.")]
