@@ -40,11 +40,14 @@ class LogCapture:
 def captured() -> Iterator[LogCapture]:
     capture = LogCapture()
     root = logging.getLogger()
+    level = root.level  # a CLI test before may have set ERROR
+    root.setLevel(logging.INFO)
     root.addHandler(capture.handler)
     try:
         yield capture
     finally:
         root.removeHandler(capture.handler)
+        root.setLevel(level)
 
 
 def test_a_request_id_is_on_the_response_its_log_lines_and_its_access_records(
