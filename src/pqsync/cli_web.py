@@ -14,6 +14,7 @@ from pqsync.services.users import (
     create_user,
     deactivate_user,
     find_user,
+    issue_reset,
     issue_token,
     revoke_tokens,
     set_password,
@@ -140,6 +141,42 @@ def users_set_password(
     finally:
         app.close()
     out.print(f"password set; {ended} open session(s) ended", highlight=False)
+
+
+@users_cli.command("reset-link")
+def users_reset_link(
+    email: Annotated[str, typer.Argument(help="The user's email.")],
+    mail: Annotated[
+        bool, typer.Option("--mail", help="Mail the link to the user (needs PQSYNC_SMTP_URL).")
+    ] = False,
+) -> None:
+    """Issue a one-time password reset link (valid 24 hours): printed, or mailed."""
+    from pqsync.services.alerts import SmtpMailer
+
+    app = _app()
+    try:
+        if mail and not app.settings.smtp_url:
+            raise UserInputError("--mail needs PQSYNC_SMTP_URL")
+        with Session(app.engine) as session:
+            token, address = issue_reset(session, email, by="cli", now=app.clock())
+        link = f"{app.settings.base_url.rstrip('/')}/reset/{token}"
+        if mail and app.settings.smtp_url:
+            SmtpMailer.from_url(app.settings.smtp_url).send(
+                [address],
+                "pqsync: set your password",
+                "Someone at the clinic issued a link for you to set your pqsync password.\n"
+                f"It works once, within 24 hours:\n\n{link}\n\n"
+                "If you did not expect it, tell the clinic.\n",
+            )
+            out.print(f"reset link mailed to {address}", highlight=False)
+            return
+    except UserInputError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"the mail could not be sent ({type(exc).__name__})") from None
+    finally:
+        app.close()
+    typer.echo(link)
 
 
 def serve(
