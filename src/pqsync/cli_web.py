@@ -9,6 +9,7 @@ from rich.console import Console
 from sqlalchemy.orm import Session
 
 from pqsync.bootstrap import App, NotSetUp, build_app
+from pqsync.services.passwords import hash_password, password_problem
 from pqsync.services.users import (
     UserInputError,
     create_user,
@@ -141,6 +142,17 @@ def users_set_password(
     finally:
         app.close()
     out.print(f"password set; {ended} open session(s) ended", highlight=False)
+
+
+@users_cli.command("hash-password")
+def users_hash_password() -> None:
+    """Print the argon2 hash of a password (asked for twice) for a directory file's
+    `password_hash`, so that the file holds no password."""
+    password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    problem = password_problem(password)
+    if problem is not None:
+        raise _fail(problem)
+    typer.echo(hash_password(password))
 
 
 @users_cli.command("reset-link")

@@ -15,7 +15,7 @@ from web_support import PASSWORD, USERS, FakeClock, open_client
 from intakeq_sim import SimulatorServer, demo_directory
 from pqsync.bootstrap import App
 from pqsync.cli import cli
-from pqsync.services.passwords import hash_password, password_problem
+from pqsync.services.passwords import password_problem
 
 ME = "/api/auth/me"
 
@@ -112,14 +112,20 @@ def test_a_good_password_passes() -> None:
 def test_the_directory_file_may_hold_a_password_hash_instead_of_a_password(
     seeded_url: str, pq_app: App, simulator: SimulatorServer, tmp_path: Path
 ) -> None:
+    runner = CliRunner(env={"PQSYNC_DATABASE_URL": seeded_url, "PQSYNC_ENV": "test"})
+    made = runner.invoke(
+        cli, ["users", "hash-password"], input="a hashed new password\na hashed new password\n"
+    )
+    assert made.exit_code == 0, made.output
+    hashed = made.stdout.strip().splitlines()[-1]  # after the prompts
+    assert hashed.startswith("$argon2id$")
     directory = demo_directory(simulator.dataset)
     for user in directory["partner_users"]:
         if user["email"] == USERS["viewer"]:
             user.pop("password", None)
-            user["password_hash"] = hash_password("a hashed new password")
+            user["password_hash"] = hashed
     path = tmp_path / "directory.json"
     path.write_text(json.dumps(directory), encoding="utf-8")
-    runner = CliRunner(env={"PQSYNC_DATABASE_URL": seeded_url, "PQSYNC_ENV": "test"})
 
     result = runner.invoke(cli, ["directory", "import", str(path)])
 
