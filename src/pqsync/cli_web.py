@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from typing import Annotated
 
 import typer
@@ -209,16 +212,25 @@ def serve(
         raise _fail("--workers must be at least 1")
     if workers > 1:
         _app("web").close()  # settings and schema are checked once, here, with a clear error
-        uvicorn.run(
-            "pqsync.web.asgi:create",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            access_log=False,
-            log_config=None,
-            proxy_headers=False,
+        # The processes count HTTP metrics into files here, so /metrics sums them all.
+        own_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+        metrics_dir = os.environ.setdefault(
+            "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="pqsync-metrics-")
         )
+        try:
+            uvicorn.run(
+                "pqsync.web.asgi:create",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                access_log=False,
+                log_config=None,
+                proxy_headers=False,
+            )
+        finally:
+            if own_dir:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
         return
     app = app or _app("web")
     try:
