@@ -19,7 +19,7 @@ from pqsync.intakeq.budget import BudgetUsage, DatabaseBudget
 from pqsync.intakeq.client import IntakeQClient
 from pqsync.jobs.queue import make_queue
 from pqsync.jobs.tasks import Jobs
-from pqsync.services.alerts import Alerts, SmtpMailer
+from pqsync.services.alerts import Alerts, mailer_from_url
 from pqsync.services.sync import SyncService
 from pqsync.services.sync.locks import SyncLocks
 from pqsync.services.verify import Verifier
@@ -154,7 +154,7 @@ class App:
         return Alerts(
             self.engine,
             self.clock,
-            mailer=SmtpMailer.from_url(settings.smtp_url) if settings.smtp_url else None,
+            mailer=mailer_from_url(settings.smtp_url),
             recipients=settings.alert_recipients,
             base_url=settings.base_url,
         )

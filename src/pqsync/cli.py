@@ -3,6 +3,7 @@ stderr for bad input."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -20,12 +21,14 @@ from sqlalchemy.orm import Session
 
 from pqsync.bootstrap import App, NotSetUp, build_app
 from pqsync.cli_web import users_cli
+from pqsync.db.backup import BackupError, backup, restore
 from pqsync.db.migrate import downgrade, schema_state, upgrade
 from pqsync.domain.windows import Window, WindowError, parse_day, resolve_window
 from pqsync.intakeq.errors import IntakeQError
 from pqsync.logging import configure_logging
-from pqsync.services.access import AccessQueryError, access_report
+from pqsync.services.access import Accessor, AccessQueryError, access_report
 from pqsync.services.directory import DirectoryError, import_directory_file
+from pqsync.services.patient_records import PatientRecordError, erase_patient, export_patient
 from pqsync.services.practitioners import (
     PractitionerError,
     map_practitioner,
@@ -35,6 +38,7 @@ from pqsync.services.sync import SyncInputError, SyncResult, SyncService
 from pqsync.services.sync.locks import SyncInProgress
 from pqsync.services.verify import VerificationResult, VerifyInputError
 from pqsync.settings import SettingsError, load_settings
+from pqsync.startup_checks import check_startup
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 db_cli = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -46,6 +50,8 @@ practitioners_cli = typer.Typer(no_args_is_help=True, help="IntakeQ practitioner
 cli.add_typer(sync_cli, name="sync")
 cli.add_typer(practitioners_cli, name="practitioners")
 cli.add_typer(users_cli, name="users")
+patients_cli = typer.Typer(no_args_is_help=True, help="One patient's whole record.")
+cli.add_typer(patients_cli, name="patients")
 access_cli = typer.Typer(no_args_is_help=True, help="The access record: who read patient data.")
 cli.add_typer(access_cli, name="access")
 
@@ -64,6 +70,8 @@ USER_ERRORS = (
     PractitionerError,
     VerifyInputError,
     AccessQueryError,
+    BackupError,
+    PatientRecordError,
 )
 
 
@@ -134,6 +142,37 @@ def db_current(
         out.print(f"schema {state.current} (this version's head: {state.head}): {where}")
         if check and state.current != state.head:
             raise typer.Exit(1)
+
+
+@db_cli.command("backup")
+def db_backup(
+    path: Annotated[Path, typer.Argument(help="A new file to write the backup to.")],
+) -> None:
+    """Back up the SQLite database to PATH (0600), consistent even while syncs write."""
+    with application() as app:
+        backup(app.settings.database_url, path)
+        out.print(f"backed up to {path}", highlight=False, soft_wrap=True)
+
+
+@db_cli.command("restore")
+def db_restore(
+    path: Annotated[Path, typer.Argument(help="A backup made by `pqsync db backup`.")],
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Confirm: the database's content is replaced.")
+    ] = False,
+) -> None:
+    """Replace the SQLite database with a backup (stop the web app and workers first)."""
+    if not yes:
+        fail("a restore replaces everything in the database: stop web and workers, add --yes")
+    with application() as app:
+        restore(app.settings.database_url, path)
+        app.engine.dispose()
+        state = schema_state(app.engine)
+        out.print(
+            f"restored from {path} (schema {state.current}; this version's head {state.head})",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @db_cli.command("downgrade")
@@ -246,6 +285,41 @@ def access_user(
 ) -> None:
     """Which patients' data this user was shown, newest first."""
     _print_access(None, email, days, as_json)
+
+
+def _operator() -> str:
+    return f"operator {getpass.getuser()}"
+
+
+@patients_cli.command("export")
+def patients_export(
+    patient_id: Annotated[str, typer.Argument(help="The patient's id.")],
+) -> None:
+    """Print everything stored about one patient as JSON (right of access); recorded in
+    the access record."""
+    with application() as app:
+        app.require_schema()
+        with Session(app.engine) as session:
+            data = export_patient(
+                session, patient_id, by=Accessor(email=_operator()), now=app.clock()
+            )
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@patients_cli.command("erase")
+def patients_erase(
+    patient_id: Annotated[str, typer.Argument(help="The patient's id.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone.")] = False,
+) -> None:
+    """Erase a patient's identifiers, affiliations and appointments; the change history
+    and the access record are kept under the patient's id."""
+    if not yes:
+        fail("erasing cannot be undone (export first if needed): add --yes")
+    with application() as app:
+        app.require_schema()
+        with Session(app.engine) as session:
+            pid = erase_patient(session, patient_id, by=_operator(), now=app.clock())
+    out.print(f"patient {pid} erased; their history is kept", highlight=False)
 
 
 StartOpt = Annotated[str | None, typer.Option("--start", help="First day, YYYY-MM-DD.")]
@@ -527,6 +601,7 @@ def worker(
 
     configure_logging(level="INFO")
     with application() as app:
+        check_startup(app.settings, "worker")
         app.require_schema()
         if drain:
             out.print(f"{app.jobs.drain()} job(s) run", highlight=False)

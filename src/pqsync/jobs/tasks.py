@@ -24,6 +24,7 @@ from pqsync.services.sync.locks import SyncInProgress, SyncLocks, default_holder
 from pqsync.services.sync.results import HandedBack, SyncInputError
 from pqsync.services.verify import SlotTaken
 from pqsync.services.webhooks import Admission, WebhookGate, patient_of_key
+from pqsync.settings import SettingsError
 
 if TYPE_CHECKING:
     from pqsync.bootstrap import App
@@ -251,8 +252,8 @@ class Jobs:
         claims = schedule.claim_due()
         if not claims:
             return None
-        service = self.app.sync_service()
         try:
+            service = self.app.sync_service()
             prepared = service.prepare_nightly(actor=actor)
         except BaseException:
             schedule.release(claims)
@@ -279,6 +280,14 @@ class Jobs:
             started = self.start_nightly()
         except SyncInProgress:
             started = None  # the next tick claims again
+        except Exception as exc:
+            started = None
+            reason = str(exc) if isinstance(exc, SettingsError) else type(exc).__name__
+            log.error("schedule.nightly_cannot_start", reason=reason)
+            alerts.nightly_cannot_start(reason)
+        else:
+            if started is not None:
+                alerts.nightly_could_start()
         if started is not None:
             self.run_later(started[1])
         settings = self.app.settings

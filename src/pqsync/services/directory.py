@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy import ColumnElement, Engine, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -37,7 +45,7 @@ from pqsync.db.tables import (
     Service,
 )
 from pqsync.domain.roles import ROLES, STAFF_ROLES
-from pqsync.services.passwords import hash_password, verify_password
+from pqsync.services.passwords import hash_password, password_problem, verify_password
 from pqsync.services.users import end_user_access
 
 
@@ -104,10 +112,25 @@ class PartnerUserEntry(_Entry):
     name: str = Field(min_length=1, max_length=200)
     organization: str | None = None
     role: str
-    password: str | None = Field(None, min_length=8)
+    password: str | None = None
+    # An argon2 hash (from `pqsync users hash-password`), so the file holds no password.
+    password_hash: str | None = Field(None, pattern=r"^\$argon2(id|i|d)\$")
     # `false` deactivates the user; `true` brings a deactivated user back.
     active: bool | None = None
     ended_on: date | None = None
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, value: str | None) -> str | None:
+        if value is not None and (problem := password_problem(value)) is not None:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _one_password(self) -> PartnerUserEntry:
+        if self.password is not None and self.password_hash is not None:
+            raise ValueError("give password or password_hash, not both")
+        return self
 
     @field_validator("role")
     @classmethod
@@ -445,6 +468,8 @@ class _Importer:
                 found is None or not verify_password(found.password_hash, entry.password)
             ):
                 values["password_hash"] = hash_password(entry.password)
+            if entry.password_hash is not None:
+                values["password_hash"] = entry.password_hash
             ended = entry.active is False or (
                 entry.ended_on is not None and entry.ended_on <= self.now.date()
             )

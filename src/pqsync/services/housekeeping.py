@@ -14,6 +14,7 @@ from pqsync.db.tables import (
     IntakeQRequest,
     LoginAttempt,
     NightlyClaim,
+    PasswordReset,
     PatientActivity,
     SyncLog,
     UserSession,
@@ -29,6 +30,7 @@ LOGIN_ATTEMPTS_KEPT = timedelta(days=7)
 WEBHOOK_EVENTS_KEPT = timedelta(days=2)
 CLAIMS_KEPT = timedelta(days=60)
 HEARTBEATS_KEPT = timedelta(days=7)
+RESETS_KEPT = timedelta(days=30)
 
 
 def prune(
@@ -58,6 +60,9 @@ def prune(
         ),
         "webhook_events": delete(WebhookEvent).where(
             WebhookEvent.received_at < now - WEBHOOK_EVENTS_KEPT
+        ),
+        "password_resets": delete(PasswordReset).where(
+            PasswordReset.expires_at < now - RESETS_KEPT
         ),
         "nightly_claims": delete(NightlyClaim).where(NightlyClaim.claimed_at < now - CLAIMS_KEPT),
         "worker_heartbeats": delete(WorkerHeartbeat).where(

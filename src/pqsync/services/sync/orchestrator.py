@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+import structlog
 from sqlalchemy import Engine, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -490,7 +491,11 @@ class SyncService:
         self, prepared: PreparedRun, *, progress: ProgressCallback = _no_progress
     ) -> SyncResult:
         """Execute a prepared run. IntakeQ failures and a lost lease give a failed result,
-        never an exception."""
+        never an exception. Every log line of the run (each IntakeQ request) names it."""
+        with structlog.contextvars.bound_contextvars(run_id=str(prepared.run_id)):
+            return self._run(prepared, progress)
+
+    def _run(self, prepared: PreparedRun, progress: ProgressCallback) -> SyncResult:
         keep_scope = False
         try:
             with (

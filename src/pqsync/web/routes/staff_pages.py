@@ -116,6 +116,9 @@ def staff_access(
             )
         except AccessQueryError as exc:
             error = f"{exc}."
+    if report is not None and report.patient_names:
+        # The answer names patients: reading it is itself a read of their data.
+        ctx.dashboard(session, user).record("staff_access_page", report.patient_names)
     return render(
         ctx,
         request,
