@@ -217,10 +217,9 @@ class Jobs:
         return service, prepared
 
     def tick(self) -> None:
-        """Every minute on every worker: heartbeat, close stale runs, report missed nights,
-        start due nightly runs, prune."""
+        """Every minute on every worker: close stale runs, resume paused ones, report missed
+        nights, start due nightly runs, prune; then the heartbeat (a tick that fails has none)."""
         now = self.app.clock()
-        self.heartbeat(now)
         alerts = self.alerts()
         for run_id in self.locks().reap_expired():
             alerts.run_finished(run_id)
@@ -243,6 +242,9 @@ class Jobs:
             log_retention_days=settings.log_retention_days,
             change_history_retention_days=settings.change_history_retention_days,
         )
+        # Last: a worker whose tick fails (its database, a bug) stops being seen, and
+        # /healthz says down within two minutes.
+        self.heartbeat(now)
 
     def heartbeat(self, now: datetime) -> None:
         """Record that this worker is alive (`/healthz`)."""

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 from pqsync.db.tables import IntakeQRequest, Organization, SyncLog, WorkerHeartbeat
 
 GOOD = ("success", "partial")
-# A worker ticks every minute; one not seen for this long is presumed gone.
-WORKER_SEEN_WITHIN = timedelta(minutes=3)
+# A worker finishes a tick every minute; one not seen for this long is gone or its tick fails.
+WORKER_SEEN_WITHIN = timedelta(minutes=2)
 DAY = timedelta(days=1)
 
 

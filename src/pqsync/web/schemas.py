@@ -343,10 +343,13 @@ class OrganizationHealthOut(ApiModel):
 
 
 class HealthOut(ApiModel):
-    status: Literal["ok"]
-    database: Literal["ok"]
-    worker: WorkerHealthOut
-    organizations: list[OrganizationHealthOut]
+    """Up or down for anyone; the details only for staff or the metrics token."""
+
+    status: Literal["ok", "down"]
+    database: Literal["ok", "down"] | None = None
+    worker: WorkerHealthOut | None = None
+    queue_depth: int | None = None
+    organizations: list[OrganizationHealthOut] | None = None
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
