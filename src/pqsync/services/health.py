@@ -31,6 +31,23 @@ def worker_last_seen(engine: Engine) -> datetime | None:
         return conn.scalar(select(func.max(WorkerHeartbeat.seen_at)))
 
 
+def worker_alive(engine: Engine, now: datetime) -> bool:
+    seen = worker_last_seen(engine)
+    return seen is not None and now - seen <= WORKER_SEEN_WITHIN
+
+
+WAITING_FOR_WORKER = (
+    "waiting for a worker: no pqsync worker is running; the sync starts when one does"
+)
+
+
+def waiting_for(engine: Engine, now: datetime, status: str, patients_done: int) -> str | None:
+    """Why a running run has not moved: no worker to take it up."""
+    if status != "running" or patients_done > 0 or worker_alive(engine, now):
+        return None
+    return WAITING_FOR_WORKER
+
+
 def organizations_last_success(engine: Engine) -> list[OrganizationHealth]:
     """Each organisation's last successful organisation or nightly run."""
     with engine.connect() as conn:

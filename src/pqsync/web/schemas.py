@@ -178,6 +178,9 @@ class SyncRunOut(ApiModel):
     )
     patients: list[RunPatientOut]
     error: str | None
+    waiting: str | None = Field(
+        None, description="Why a run that has not started is not moving (no worker running)."
+    )
 
 
 # -- dashboard ----------------------------------------------------------------------------

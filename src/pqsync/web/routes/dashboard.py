@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from pqsync.domain import visibility
+from pqsync.services import health
 from pqsync.services.dashboard import (
     ROSTER_PAGE_DEFAULT,
     ROSTER_PAGE_MAX,
@@ -121,9 +122,16 @@ def sync_history(dashboard: DashboardDep, patient_id: PatientId) -> SyncHistoryO
 
 
 @router.get("/sync-runs/{runId}", responses=responses(401, 404, 422), name="sync_run")
-def sync_run(dashboard: DashboardDep, run_id: Annotated[str, Path(alias="runId")]) -> SyncRunOut:
-    """A run's progress: status, patients total and done, each patient's state and counts."""
+def sync_run(
+    dashboard: DashboardDep, ctx: ContextDep, run_id: Annotated[str, Path(alias="runId")]
+) -> SyncRunOut:
+    """A run's progress: status, patients total and done, each patient's state and counts;
+    `waiting` says why a run that has not started is not moving (no worker)."""
     try:
-        return SyncRunOut.model_validate(dashboard.run(run_id))
+        progress = SyncRunOut.model_validate(dashboard.run(run_id))
     except NotVisible:
         raise not_found("run") from None
+    progress.waiting = health.waiting_for(
+        ctx.app.engine, ctx.now(), progress.status, progress.patients_done
+    )
+    return progress

@@ -10,8 +10,10 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Header, Path
 from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
 
 from pqsync.domain.windows import Window, WindowError, make_window, parse_day
+from pqsync.services import health
 from pqsync.services.dashboard import Dashboard, NotVisible, PatientScope, local_time
 from pqsync.services.sync import (
     Actor,
@@ -148,10 +150,13 @@ def failure(result: SyncResult, zone: ZoneInfo, now: datetime) -> ApiError:
     return ApiError(502, "intakeq_error", message, run_id=result.run_id)
 
 
-def accepted(dashboard: Dashboard, prepared: PreparedRun) -> JSONResponse:
+def accepted(
+    dashboard: Dashboard, prepared: PreparedRun, engine: Engine, now: datetime
+) -> JSONResponse:
     """202 with the new run's progress and its Location."""
     dashboard.session.commit()  # a new snapshot: the run's row was written by another connection
     progress = SyncRunOut.model_validate(dashboard.run(str(prepared.run_id)))
+    progress.waiting = health.waiting_for(engine, now, progress.status, progress.patients_done)
     return JSONResponse(
         progress.model_dump(mode="json", by_alias=True),
         status_code=202,
@@ -269,7 +274,7 @@ def sync_organization(
     )
     if wants_async(prefer):
         ctx.run_sync_later(prepared)
-        return accepted(dashboard, prepared)
+        return accepted(dashboard, prepared, ctx.app.engine, ctx.now())
     result = ctx.run_sync(service, prepared)
     zone = dashboard.zone_of(org)
     if not result.ok:

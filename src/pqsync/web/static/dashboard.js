@@ -180,8 +180,13 @@
     var done = run.patientsDone || 0;
     var headline = document.getElementById("run-headline");
     var text;
-    if (run.status === "running") {
+    if (run.status === "running" && run.waiting) {
+      text = "Sync all is " + run.waiting + ".";
+    } else if (run.status === "running") {
       text = "Syncing patients... (" + done + "/" + total + " complete)";
+    } else if (run.status === "paused") {
+      text = "Sync all " + (run.error || "paused") + ". " + done + "/" + total +
+        " complete; what was fetched is kept.";
     } else if (run.status === "failed") {
       text = "Sync all stopped: " + (run.error || "PracticeQ is not answering") + ". " +
         done + "/" + total + " complete; what was fetched is kept. Try again in a minute.";
