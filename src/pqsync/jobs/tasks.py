@@ -221,6 +221,7 @@ class Jobs:
         nights, start due nightly runs, prune; then the heartbeat (a tick that fails has none)."""
         now = self.app.clock()
         alerts = self.alerts()
+        alerts.retry_mail()
         for run_id in self.locks().reap_expired():
             alerts.run_finished(run_id)
         schedule = self.schedule()

@@ -212,8 +212,9 @@ ALERTS_SHOWN = 10
 class AlertLine:
     created_at: datetime  # in the staff's zone
     subject: str
-    delivery: str  # email | log | failed
+    delivery: str  # email | log | retrying | failed | cancelled
     run_id: uuid.UUID | None
+    attempts: int = 0
 
 
 def newest_alerts(session: Session, limit: int) -> list[Alert]:
@@ -225,6 +226,6 @@ def recent_alerts(session: Session, zone: ZoneInfo) -> list[AlertLine]:
     """The newest alerts raised, however they were delivered: without SMTP this page is
     where they are read."""
     return [
-        AlertLine(a.created_at.astimezone(zone), a.subject, a.delivery, a.run_id)
+        AlertLine(a.created_at.astimezone(zone), a.subject, a.delivery, a.run_id, a.attempts)
         for a in newest_alerts(session, ALERTS_SHOWN)
     ]

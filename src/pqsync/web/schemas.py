@@ -325,7 +325,11 @@ class AlertOut(ApiModel):
     kind: Literal["failure", "recovery", "missed"]
     subject: str
     body: str
-    delivery: Literal["email", "log", "failed"]
+    delivery: Literal["email", "log", "retrying", "failed", "cancelled"] = Field(
+        description="email: delivered; log: no mail set up; retrying: the mail server "
+        "refused, tried again with backoff; failed: given up; cancelled: it worked again "
+        "before the mail could go out."
+    )
     run_id: uuid.UUID | None
     created_at: LocalTime
 
