@@ -21,11 +21,16 @@ from pqsync.services.sync import SCHEDULE_ACTOR, Actor, PreparedRun, SyncResult,
 from pqsync.services.sync.locks import SyncInProgress, SyncLocks, default_holder
 from pqsync.services.sync.results import SyncInputError
 from pqsync.services.webhooks import Admission, WebhookGate
+from pqsync.settings import SettingsError
 
 if TYPE_CHECKING:
     from pqsync.bootstrap import App
 
 log = get_logger("pqsync.jobs")
+
+
+# A night's runs at most: the first and two more after failures.
+NIGHTLY_TRIES = 3
 
 
 def is_paused(result: SyncResult) -> bool:
@@ -216,6 +221,19 @@ class Jobs:
         log.info("schedule.nightly_started", run_id=str(prepared.run_id), organizations=len(claims))
         return service, prepared
 
+    def retry_failed_nights(self) -> None:
+        """A nightly run that failed (its worker killed, IntakeQ down) runs again the same
+        day, up to NIGHTLY_TRIES runs, while the day's requests last (a run the budget stops
+        is paused, not failed, and resumes by itself)."""
+        try:
+            usage = self.app.budget_usage()
+        except SettingsError:  # no IntakeQ key: the retried run fails and says why
+            usage = None
+        if usage is not None and usage.day_used >= usage.daily_limit:
+            return
+        for claim in self.schedule().retry_failed(NIGHTLY_TRIES):
+            log.info("schedule.nightly_retry", day=claim.local_day.isoformat())
+
     def tick(self) -> None:
         """Every minute on every worker: close stale runs, resume paused ones, report missed
         nights, start due nightly runs, prune; then the heartbeat (a tick that fails has none)."""
@@ -230,6 +248,7 @@ class Jobs:
                 missed.organization_id, missed.organization_name, missed.local_day
             )
         self.resume_paused()
+        self.retry_failed_nights()
         try:
             started = self.start_nightly()
         except SyncInProgress:
