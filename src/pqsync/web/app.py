@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from functools import partial
 
 from fastapi import FastAPI, Request, Response
@@ -35,7 +36,11 @@ def create_app(app: App) -> FastAPI:
     """The HTTP API over one composition root (settings, engine, clock, IntakeQ client)."""
     ctx = WebContext(
         app=app,
-        auth=Authenticator(app.settings.secret_key.get_secret_value(), app.clock),
+        auth=Authenticator(
+            app.settings.secret_key.get_secret_value(),
+            app.clock,
+            token_lifetime=timedelta(days=app.settings.api_token_days),
+        ),
     )
 
     api = FastAPI(
