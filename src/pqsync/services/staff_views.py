@@ -25,6 +25,12 @@ class StaffInputError(ValueError):
     """A filter value the staff pages do not know (the message says which)."""
 
 
+# The days a run filter may name: a day's bounds are computed in a zone, and 9999-12-31's
+# next midnight does not exist.
+FIRST_DAY = date(2000, 1, 1)
+LAST_DAY = date(2199, 12, 31)
+
+
 @dataclass(frozen=True)
 class RunFilters:
     organization_id: uuid.UUID | None = None
@@ -49,6 +55,10 @@ class RunFilters:
             parsed_day = date.fromisoformat(day) if day else None
         except ValueError:
             raise StaffInputError("the date must be YYYY-MM-DD") from None
+        if parsed_day is not None and not FIRST_DAY <= parsed_day <= LAST_DAY:
+            raise StaffInputError(
+                f"the date must be between {FIRST_DAY.isoformat()} and {LAST_DAY.isoformat()}"
+            )
         return cls(org_id, run_type or None, status or None, parsed_day)
 
 
