@@ -77,6 +77,16 @@ class Settings(BaseSettings):
     change_history_retention_days: int | None = Field(
         None, ge=1, validation_alias="PQSYNC_CHANGE_HISTORY_RETENTION_DAYS"
     )
+    # The share of the day's IntakeQ requests kept for the nightly run (and the weekly
+    # verification): syncs people start may not use it.
+    nightly_reserve_share: float = Field(
+        0.3, ge=0, le=1, validation_alias="PQSYNC_NIGHTLY_RESERVE_SHARE"
+    )
+    # The share of the day's IntakeQ requests each organisation's people may spend on syncs
+    # they start (1: no cap).
+    organization_budget_share: float = Field(
+        0.2, gt=0, le=1, validation_alias="PQSYNC_ORGANIZATION_BUDGET_SHARE"
+    )
     # The share of the day's IntakeQ requests that webhook-started work may take.
     webhook_budget_share: float = Field(
         0.2, ge=0, le=1, validation_alias="PQSYNC_WEBHOOK_BUDGET_SHARE"

@@ -101,7 +101,10 @@ def test_a_run_whose_worker_died_is_closed_as_failed_and_its_scope_freed(
 def test_a_run_that_spends_the_days_budget_is_paused_and_the_same_run_resumes(
     build_app: Callable[..., App], seed: Seed, clock: FakeClock
 ) -> None:
-    app = build_app(INTAKEQ_DAILY_LIMIT=1)
+    # No reserve, no organisation cap: the run itself meets the spent day.
+    app = build_app(
+        INTAKEQ_DAILY_LIMIT=1, PQSYNC_NIGHTLY_RESERVE_SHARE=0, PQSYNC_ORGANIZATION_BUDGET_SHARE=1
+    )
     org_url = f"/api/partner-dashboard/organizations/{seed.orgs['own']}/sync-all-patients"
     with open_client(app) as client:
         client.post(

@@ -24,6 +24,7 @@ from pqsync.services.sync import (
     SyncService,
 )
 from pqsync.services.sync.results import PatientResult, Summary
+from pqsync.settings import SettingsError
 from pqsync.web.context import WebContext
 from pqsync.web.deps import ContextDep, DashboardDep, SyncUser
 from pqsync.web.errors import ApiError, not_found, responses, retry_later
@@ -174,15 +175,39 @@ def start_user_run(
     body: SyncRequest | None,
     prepare: Callable[[SyncService, Window | None, Actor], PreparedRun],
     zone: ZoneInfo | None = None,
+    organization_id: uuid.UUID | None = None,
 ) -> tuple[SyncService, PreparedRun]:
-    """A run started by the caller, over the body's dateRange (or the default window)."""
+    """A run started by the caller, over the body's dateRange (or the default window), if
+    their share of the day's requests allows (429 saying when they may sync again)."""
     window = requested_window(body)
     viewer = dashboard.viewer
+    fair_share_check(ctx, organization_id, zone)
     # End the request's read and hand its connection back: preparing takes connections of
     # its own, and a request holding two at once can starve the pool under a stampede.
     dashboard.session.commit()
     actor = Actor(kind="user", user_id=viewer.user_id, name=viewer.name)
     return start_run(ctx, what, lambda service: prepare(service, window, actor), zone)
+
+
+def fair_share_check(
+    ctx: WebContext, organization_id: uuid.UUID | None, zone: ZoneInfo | None
+) -> None:
+    """429, saying when the person may sync again, past their share of the day's requests."""
+    try:
+        usage = ctx.app.budget_usage()
+    except SettingsError:
+        return  # no IntakeQ key: the run itself fails and says why
+    now = ctx.now()
+    refusal = ctx.app.fair_share().refusal(organization_id, usage, now)
+    if refusal is None:
+        return
+    at = local_time(refusal.retry_at, zone or ZoneInfo(ctx.app.settings.timezone))
+    raise retry_later(
+        refusal.code,
+        f"{refusal.message}; you may sync again at {at.isoformat()}",
+        retry_at=at,
+        now=now,
+    )
 
 
 def patient_sync_out(result: SyncResult, scope: PatientScope) -> PatientSyncOut:
@@ -238,6 +263,7 @@ def sync_patient(
             else scope.organization.id,
         ),
         scope.zone,
+        None if dashboard.viewer.is_staff or scope.organization is None else scope.organization.id,
     )
     result = ctx.run_sync(service, prepared)
     if not result.ok:
@@ -271,6 +297,7 @@ def sync_organization(
         body,
         lambda s, window, actor: s.prepare_organization(str(org.id), window=window, actor=actor),
         dashboard.zone_of(org),
+        None if dashboard.viewer.is_staff else org.id,
     )
     if wants_async(prefer):
         ctx.run_sync_later(prepared)
