@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, cast
 from zoneinfo import ZoneInfo
 
@@ -12,6 +12,7 @@ from fastapi import APIRouter, Header, Path
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
+from pqsync.db.tables import SyncLog
 from pqsync.domain.windows import Window, WindowError, make_window, parse_day
 from pqsync.services import health
 from pqsync.services.dashboard import Dashboard, NotVisible, PatientScope, local_time
@@ -181,10 +182,10 @@ def start_user_run(
     their share of the day's requests allows (429 saying when they may sync again)."""
     window = requested_window(body)
     viewer = dashboard.viewer
-    fair_share_check(ctx, organization_id, zone)
     # End the request's read and hand its connection back: preparing takes connections of
     # its own, and a request holding two at once can starve the pool under a stampede.
     dashboard.session.commit()
+    fair_share_check(ctx, organization_id, zone)
     actor = Actor(kind="user", user_id=viewer.user_id, name=viewer.name)
     return start_run(ctx, what, lambda service: prepare(service, window, actor), zone)
 
@@ -207,6 +208,44 @@ def fair_share_check(
         f"{refusal.message}; you may sync again at {at.isoformat()}",
         retry_at=at,
         now=now,
+    )
+
+
+# A patient synced this recently is not synced again: the answer is that sync's.
+RECENT_SYNC = timedelta(minutes=1)
+
+
+def recent_sync_out(dashboard: Dashboard, run: SyncLog, scope: PatientScope) -> PatientSyncOut:
+    """The answer of the patient's sync that just finished, read back (no IntakeQ request):
+    its counts, and the patient's appointments with what that sync did to each."""
+    visible = scope.details_visible
+    actions = dashboard.actions_of(run.id) if visible else {}
+    shown = dashboard.appointments(scope) if visible else []
+    assert run.finished_at is not None
+    return PatientSyncOut(
+        success=True,
+        patient_id=scope.patient.id,
+        patient_name=scope.patient.full_name,
+        synced_at=local_time(run.finished_at, scope.zone),
+        summary=SummaryOut(
+            new=run.appointments_new,
+            updated=run.appointments_updated,
+            unchanged=run.appointments_unchanged,
+            errors=run.appointments_errors,
+        )
+        if visible
+        else None,
+        appointments=[
+            SyncedAppointmentOut(
+                id=a.id,
+                pq_appointment_id=a.pq_appointment_id,
+                start_time=a.start_time,
+                provider_name=a.provider_name,
+                status=a.status,
+                sync_action=cast(SyncAction, actions.get(a.id, "unchanged")),
+            )
+            for a in shown
+        ],
     )
 
 
@@ -248,6 +287,10 @@ def sync_patient(
         scope = dashboard.patient(patient_id)
     except NotVisible:
         raise not_found("patient") from None
+    if body is None or body.date_range is None:
+        recent = dashboard.recent_patient_sync(scope, RECENT_SYNC)
+        if recent is not None:
+            return recent_sync_out(dashboard, recent, scope)
     service, prepared = start_user_run(
         ctx,
         dashboard,
