@@ -20,6 +20,7 @@ from pqsync.intakeq.client import IntakeQClient
 from pqsync.jobs.queue import make_queue
 from pqsync.jobs.tasks import Jobs
 from pqsync.services.alerts import Alerts, mailer_from_url
+from pqsync.services.fair_share import FairShare
 from pqsync.services.sync import SyncService
 from pqsync.services.sync.locks import SyncLocks
 from pqsync.services.verify import Verifier
@@ -164,6 +165,16 @@ class App:
         alerts = self.alerts()
         for run_id in run_ids:
             alerts.run_finished(run_id)
+
+    def fair_share(self) -> FairShare:
+        """How the day's requests are shared among the people who press Sync."""
+        settings = self.settings
+        return FairShare(
+            self.engine,
+            daily_limit=settings.intakeq_daily_limit,
+            reserve_share=settings.nightly_reserve_share,
+            organization_share=settings.organization_budget_share,
+        )
 
     def sync_locks(self) -> SyncLocks:
         """Runs' leases on their scopes (`PQSYNC_RUN_LEASE_SECONDS`)."""

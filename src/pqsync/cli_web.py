@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -20,6 +21,7 @@ from pqsync.services.users import (
     find_user,
     issue_reset,
     issue_token,
+    list_tokens,
     revoke_tokens,
     set_password,
 )
@@ -95,13 +97,45 @@ def users_token(
     typer.echo(issued.token)
 
 
-@users_cli.command("revoke")
-def users_revoke(email: Annotated[str, typer.Argument(help="The user's email.")]) -> None:
-    """Revoke every API token of the user."""
+@users_cli.command("tokens")
+def users_tokens(email: Annotated[str, typer.Argument(help="The user's email.")]) -> None:
+    """List the user's API tokens: id, label, issued, expires, last used, revoked."""
     app = _app()
     try:
         with Session(app.engine) as session:
-            count = revoke_tokens(session, email, now=app.clock())
+            tokens = list_tokens(session, email)
+    except UserInputError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        app.close()
+    life = timedelta(days=app.settings.api_token_days)
+
+    def day(moment: datetime | None) -> str:
+        return moment.date().isoformat() if moment is not None else "-"
+
+    typer.echo("id label issued expires last_used revoked")
+    for t in tokens:
+        label = (t.label or "-").replace(" ", "_")
+        expires = day(t.created_at + life)
+        typer.echo(
+            f"{t.id} {label} {day(t.created_at)} {expires} {day(t.last_used_at)} "
+            f"{day(t.revoked_at)}"
+        )
+
+
+@users_cli.command("revoke")
+def users_revoke(
+    email: Annotated[str, typer.Argument(help="The user's email.")],
+    token_id: Annotated[
+        str | None,
+        typer.Option("--token-id", help="Revoke only this token (see `pqsync users tokens`)."),
+    ] = None,
+) -> None:
+    """Revoke the user's API tokens: all of them, or the one `--token-id` names."""
+    app = _app()
+    try:
+        with Session(app.engine) as session:
+            count = revoke_tokens(session, email, now=app.clock(), token_id=token_id)
     except UserInputError as exc:
         raise _fail(str(exc)) from None
     finally:

@@ -83,10 +83,22 @@ class Settings(BaseSettings):
     )
     # Sync logs older than this many days are pruned; none: kept forever.
     log_retention_days: int | None = Field(None, ge=1, validation_alias="PQSYNC_LOG_RETENTION_DAYS")
+    # An API token stops working this many days after it was issued.
+    api_token_days: int = Field(90, ge=1, le=3650, validation_alias="PQSYNC_API_TOKEN_DAYS")
     # The change history (who changed which appointment, when) is a record, not a log: it is
     # pruned only by its own setting, never below six years; none (the default): kept forever.
     change_history_retention_days: int | None = Field(
         None, ge=2196, validation_alias="PQSYNC_CHANGE_HISTORY_RETENTION_DAYS"
+    )
+    # The share of the day's IntakeQ requests kept for the nightly run (and the weekly
+    # verification): syncs people start may not use it.
+    nightly_reserve_share: float = Field(
+        0.3, ge=0, le=1, validation_alias="PQSYNC_NIGHTLY_RESERVE_SHARE"
+    )
+    # The share of the day's IntakeQ requests each organisation's people may spend on syncs
+    # they start (1: no cap).
+    organization_budget_share: float = Field(
+        0.2, gt=0, le=1, validation_alias="PQSYNC_ORGANIZATION_BUDGET_SHARE"
     )
     # The share of the day's IntakeQ requests that webhook-started work may take.
     webhook_budget_share: float = Field(

@@ -90,3 +90,23 @@ def test_a_run_whose_worker_died_alerts_when_a_web_request_closes_it(
     assert [a.kind for a in raised] == ["failure"]
     assert "stopped (crashed or was killed)" in raised[0].body
     assert clock.now - raised[0].created_at < timedelta(seconds=1)
+
+
+def test_with_no_worker_the_api_says_the_sync_is_waiting_for_one(
+    build_app: Callable[..., App], seed: Seed
+) -> None:
+    app = build_app()
+    with open_client(app) as client:
+        accepted = client.post(
+            org_url(seed), headers={**seed.bearer("partner_admin"), "Prefer": "respond-async"}
+        )
+        progress = client.get(accepted.headers["Location"], headers=seed.bearer("partner_admin"))
+        app.jobs.tick()  # a worker comes
+        seen = client.get(accepted.headers["Location"], headers=seed.bearer("partner_admin"))
+
+    for answer in (accepted.json(), progress.json()):
+        assert answer["status"] == "running"
+        assert answer["waiting"] == (
+            "waiting for a worker: no pqsync worker is running; the sync starts when one does"
+        )
+    assert "waiting" not in seen.json() or seen.json()["waiting"] is None

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, insert, select, text
 from sqlalchemy.orm import Session
-from web_support import NOW, PASSWORD, USERS, Seed, open_client
+from web_support import NOW, PASSWORD, USERS, FakeClock, Seed, open_client
 
 import leakcheck
 from intakeq_sim import SimulatorServer
@@ -249,7 +249,7 @@ def test_the_roster_page_issues_as_many_statements_for_1000_patients_as_for_10(
 
 
 def test_the_patient_page_marks_changes_and_says_who_caused_them(
-    client: TestClient, seed: Seed, simulator: SimulatorServer, pq_app: App
+    client: TestClient, seed: Seed, simulator: SimulatorServer, pq_app: App, clock: FakeClock
 ) -> None:
     csrf = sign_in(client, "case_manager")
     sync = f"/api/partner-dashboard/patients/{seed.consenting}/sync"
@@ -265,7 +265,9 @@ def test_the_patient_page_marks_changes_and_says_who_caused_them(
     called_off = httpx.post(
         control, json={"ClientId": client_id, "StartDateLocal": "2025-11-21T10:00:00"}
     )
+    clock.advance(seconds=61)  # a sync within the minute answers with the last one
     assert client.post(sync, headers={"X-CSRF-Token": csrf}).json()["summary"]["new"] == 2
+    clock.advance(seconds=61)
     httpx.patch(f"{control}/{moved.json()['Id']}", json={"StartDateLocal": "2025-11-20T15:30:00"})
     httpx.post(f"{control}/{called_off.json()['Id']}/cancel", json={})
     assert client.post(sync, headers={"X-CSRF-Token": csrf}).json()["summary"]["updated"] == 2
@@ -281,6 +283,7 @@ def test_the_patient_page_marks_changes_and_says_who_caused_them(
     assert "Nov 21, 2025 at 10:00 AM" in past and "Cancelled" in past
 
     httpx.post(f"{control}/{moved.json()['Id']}/delete", json={})
+    clock.advance(seconds=61)
     assert client.post(sync, headers={"X-CSRF-Token": csrf}).status_code == 200
     page = " ".join(
         re.sub(r"<[^>]+>", " ", client.get(f"/patients/{seed.consenting}").text).split()

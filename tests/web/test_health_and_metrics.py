@@ -3,9 +3,11 @@ runs by type and outcome, queue depth, the day's IntakeQ requests."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from web_support import METRICS_TOKEN, FakeClock, Seed, open_client
 
@@ -15,27 +17,58 @@ from pqsync.db.tables import SyncLog
 METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
 
-def test_healthz_says_whether_a_worker_is_alive_and_when_each_organisation_last_synced(
+def test_healthz_is_503_without_a_worker_and_tells_details_only_to_staff_or_monitoring(
     build_app: Callable[..., App], seed: Seed, clock: FakeClock
 ) -> None:
     app = build_app()
     with open_client(app) as client:
-        before = client.get("/healthz").json()
+        never = client.get("/healthz")
         app.jobs.tick()  # a worker's minute: heartbeat, and the night caught up
         app.jobs.drain()
-        after = client.get("/healthz").json()
-        clock.advance(minutes=10)
-        later = client.get("/healthz").json()
+        public = client.get("/healthz")
+        detailed = client.get("/healthz", headers=METRICS_AUTH)
+        staff = client.get("/healthz", headers=seed.bearer("staff_admin"))
+        partner = client.get("/healthz", headers=seed.bearer("partner_admin"))
+        clock.advance(minutes=2, seconds=1)  # the worker died after that tick
+        dead = client.get("/healthz")
+        dead_details = client.get("/healthz", headers=METRICS_AUTH).json()
 
-    assert before["worker"]["alive"] is False
-    assert before["worker"]["lastSeenAt"] is None
-    assert [o["lastSuccessfulSyncAt"] for o in before["organizations"]] == [None, None]
-    assert after["worker"]["alive"] is True
-    assert {o["slug"] for o in after["organizations"]} == {"first-step-house", "harbor-house"}
-    assert all(o["lastSuccessfulSyncAt"] is not None for o in after["organizations"])
-    assert later["worker"]["alive"] is False  # not seen for 10 minutes
-    body = str(after)
+    assert (never.status_code, never.json()) == (503, {"status": "down"})
+    assert (public.status_code, public.json()) == (200, {"status": "ok"})
+    assert partner.json() == {"status": "ok"}  # a partner is not told about other partners
+    assert (dead.status_code, dead.json()) == (503, {"status": "down"})
+    for answer in (detailed.json(), staff.json()):
+        assert answer["worker"]["alive"] is True
+        assert {o["slug"] for o in answer["organizations"]} == {"first-step-house", "harbor-house"}
+        assert all(o["lastSuccessfulSyncAt"] is not None for o in answer["organizations"])
+        assert answer["queueDepth"] == 0
+    assert dead_details["worker"]["alive"] is False
+    assert dead_details["worker"]["lastSeenAt"] is not None
+    body = str(detailed.json())
     assert not [name for name in seed.names.values() if name in body]
+
+
+def test_a_worker_whose_tick_fails_makes_healthz_down(
+    build_app: Callable[..., App], clock: FakeClock
+) -> None:
+    app = build_app()
+    app.jobs.tick()
+    with app.engine.begin() as conn:  # the tick breaks from now on (here: a damaged table)
+        conn.execute(text("ALTER TABLE nightly_claims RENAME TO nightly_claims_gone"))
+    try:
+        for _ in range(3):
+            clock.advance(minutes=1)
+            with contextlib.suppress(SQLAlchemyError):
+                app.jobs.tick()
+        with open_client(app) as client:
+            answer = client.get("/healthz")
+            metrics = client.get("/metrics", headers=METRICS_AUTH).text
+    finally:
+        with app.engine.begin() as conn:
+            conn.execute(text("ALTER TABLE nightly_claims_gone RENAME TO nightly_claims"))
+
+    assert (answer.status_code, answer.json()) == (503, {"status": "down"})
+    assert "pqsync_worker_last_heartbeat_age_seconds 180.0" in metrics
 
 
 def test_metrics_export_runs_by_type_queue_depth_and_the_days_requests(

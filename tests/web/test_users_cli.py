@@ -10,10 +10,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
+from web_support import FakeClock
 
 from pqsync.bootstrap import App
 from pqsync.cli_web import users_cli
 from pqsync.db.tables import ApiToken, PartnerUser
+from pqsync.services.users import issue_token
 
 
 def cli_on(url: str) -> CliRunner:
@@ -109,3 +111,36 @@ def test_token_for_an_unknown_user_fails_with_one_line(module_url: str) -> None:
 
     assert result.exit_code == 1
     assert result.stderr.strip() == "error: no user with that email"
+
+
+def test_one_token_can_be_listed_and_revoked(run_cli: CliRunner, client: TestClient) -> None:
+    email = "viewer@firststephouse.org"
+    laptop = run_cli.invoke(users_cli, ["token", email, "--label", "laptop"]).stdout.strip()
+    script = run_cli.invoke(users_cli, ["token", email, "--label", "script"]).stdout.strip()
+
+    listed = run_cli.invoke(users_cli, ["tokens", email])
+    assert listed.exit_code == 0, listed.stderr
+    lines = {line.split()[1]: line for line in listed.stdout.splitlines()[1:]}
+    assert set(lines) >= {"laptop", "script"}
+    assert laptop not in listed.stdout and script not in listed.stdout  # never shown again
+    laptop_id = lines["laptop"].split()[0]
+
+    revoked = run_cli.invoke(users_cli, ["revoke", email, "--token-id", laptop_id])
+    assert revoked.exit_code == 0, revoked.stderr
+    assert "revoked 1 token(s)" in revoked.stdout
+    assert client.get("/api/auth/me", headers=bearer(laptop)).status_code == 401
+    assert client.get("/api/auth/me", headers=bearer(script)).status_code == 200
+
+
+def test_tokens_expire_after_ninety_days(client: TestClient, pq_app: App, clock: FakeClock) -> None:
+    with Session(pq_app.engine) as session:
+        token = issue_token(session, "viewer@firststephouse.org", now=clock.now).token
+
+    clock.advance(days=89)
+    assert client.get("/api/auth/me", headers=bearer(token)).status_code == 200
+    clock.advance(days=2)  # past PQSYNC_API_TOKEN_DAYS (90 by default)
+    assert client.get("/api/auth/me", headers=bearer(token)).status_code == 401
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

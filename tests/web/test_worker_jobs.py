@@ -101,7 +101,10 @@ def test_a_run_whose_worker_died_is_closed_as_failed_and_its_scope_freed(
 def test_a_run_that_spends_the_days_budget_is_paused_and_the_same_run_resumes(
     build_app: Callable[..., App], seed: Seed, clock: FakeClock
 ) -> None:
-    app = build_app(INTAKEQ_DAILY_LIMIT=1)
+    # No reserve, no organisation cap: the run itself meets the spent day.
+    app = build_app(
+        INTAKEQ_DAILY_LIMIT=1, PQSYNC_NIGHTLY_RESERVE_SHARE=0, PQSYNC_ORGANIZATION_BUDGET_SHARE=1
+    )
     org_url = f"/api/partner-dashboard/organizations/{seed.orgs['own']}/sync-all-patients"
     with open_client(app) as client:
         client.post(
@@ -185,3 +188,33 @@ def test_a_fresh_install_alerts_only_for_nights_due_since_it(
 def alerts_of(app: App) -> list[Alert]:
     with Session(app.engine) as session:
         return list(session.scalars(select(Alert).order_by(Alert.subject)))
+
+
+def test_a_nightly_run_whose_worker_dies_is_run_again_the_same_day_and_alerts_once(
+    build_app: Callable[..., App], clock: FakeClock
+) -> None:
+    app = build_app()
+    app.jobs.tick()  # claims today's night and queues its run
+    [nightly] = [r for r in runs(app) if r.run_type == "automated_daily"]
+    app.jobs.huey.flush()  # the worker is SIGKILLed with the run in hand: nobody renews it
+    with Session(app.engine) as session:
+        session.execute(
+            update(SyncLock)
+            .where(SyncLock.run_id == nightly.id)
+            .values(expires_at=clock.now - timedelta(seconds=1))
+        )
+        session.commit()
+
+    clock.advance(minutes=1)
+    app.jobs.tick()  # closes the dead run (one alert) and runs the night again
+    app.jobs.drain()
+    clock.advance(minutes=1)
+    app.jobs.tick()
+    app.jobs.drain()
+
+    nights = [r for r in runs(app) if r.run_type == "automated_daily"]
+    assert [(r.id == nightly.id, r.status) for r in nights] == [
+        (True, "failed"),
+        (False, "success"),
+    ]
+    assert [a.kind for a in alerts_of(app) if a.kind == "failure"] == ["failure"]

@@ -354,8 +354,12 @@ class Alert(Base):
         ForeignKey("organizations.id", ondelete="SET NULL")
     )
     run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
-    delivery: Mapped[str] = mapped_column(String(16))  # email | log | failed
+    # email (delivered) | log (no mail set up) | retrying | failed (given up) | cancelled
+    delivery: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=_now, index=True)
+    # Mail tries so far, and when a mail not yet delivered is tried again.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column()
 
 
 class AlertStreak(Base):

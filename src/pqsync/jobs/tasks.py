@@ -39,6 +39,10 @@ BUSY_RETRY_SECONDS = 2.0
 OVERDUE_GRACE = timedelta(seconds=30)
 
 
+# A night's runs at most: the first and two more after failures.
+NIGHTLY_TRIES = 3
+
+
 def is_paused(result: SyncResult) -> bool:
     """A run that stopped at the day's request limit: paused, not failed."""
     return result.status == "paused"
@@ -262,12 +266,25 @@ class Jobs:
         log.info("schedule.nightly_started", run_id=str(prepared.run_id), organizations=len(claims))
         return service, prepared
 
+    def retry_failed_nights(self) -> None:
+        """A nightly run that failed (its worker killed, IntakeQ down) runs again the same
+        day, up to NIGHTLY_TRIES runs, while the day's requests last (a run the budget stops
+        is paused, not failed, and resumes by itself)."""
+        try:
+            usage = self.app.budget_usage()
+        except SettingsError:  # no IntakeQ key: the retried run fails and says why
+            usage = None
+        if usage is not None and usage.day_used >= usage.daily_limit:
+            return
+        for claim in self.schedule().retry_failed(NIGHTLY_TRIES):
+            log.info("schedule.nightly_retry", day=claim.local_day.isoformat())
+
     def tick(self) -> None:
-        """Every minute on every worker: heartbeat, close stale runs, report missed nights,
-        start due nightly runs, prune."""
+        """Every minute on every worker: close stale runs, resume paused ones, report missed
+        nights, start due nightly runs, prune; then the heartbeat (a tick that fails has none)."""
         now = self.app.clock()
-        self.heartbeat(now)
         alerts = self.alerts()
+        alerts.retry_mail()
         for run_id in self.locks().reap_expired():
             alerts.run_finished(run_id)
         schedule = self.schedule()
@@ -276,6 +293,7 @@ class Jobs:
                 missed.organization_id, missed.organization_name, missed.local_day
             )
         self.resume_paused()
+        self.retry_failed_nights()
         try:
             started = self.start_nightly()
         except SyncInProgress:
@@ -300,6 +318,9 @@ class Jobs:
             change_history_retention_days=settings.change_history_retention_days,
         )
         self.verify_if_due()
+        # Last: a worker whose tick fails (its database, a bug) stops being seen, and
+        # /healthz says down within two minutes.
+        self.heartbeat(now)
 
     def verify_if_due(self) -> None:
         """Queue this week's verification of every organisation once its time has come

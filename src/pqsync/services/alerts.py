@@ -9,7 +9,7 @@ import ssl
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from email.message import EmailMessage
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -43,6 +43,14 @@ PLAIN_ERRORS = {
     "has the details.",
 }
 FAILED = "failed"
+# An alert mail the server refused is tried again after 1, 2, 4, ... minutes (at most an
+# hour apart), and given up after this many tries (about four hours).
+MAIL_TRIES = 10
+MAIL_BACKOFF_CAP = timedelta(hours=1)
+
+
+def mail_backoff(tries: int) -> timedelta:
+    return min(MAIL_BACKOFF_CAP, timedelta(minutes=2 ** (tries - 1)))
 
 
 # The streak of nightly runs that could not start (configuration, IntakeQ key).
@@ -150,8 +158,61 @@ class Alerts:
         if facts.status == FAILED:
             if self._flip(key, failing=True):
                 self._deliver(key, "failure", *self._failure_mail(facts), facts)
-        elif self._flip(key, failing=False):
+        elif self._flip(key, failing=False) and self._failure_was_told(key):
             self._deliver(key, "recovery", *self._recovery_mail(facts), facts)
+
+    def retry_mail(self) -> int:
+        """Try again the alert mails whose time has come; returns how many were delivered."""
+        if self.mailer is None or not self.recipients:
+            return 0
+        now = self.clock()
+        with Session(self.engine) as session:
+            due = list(
+                session.scalars(
+                    select(Alert)
+                    .where(Alert.delivery == "retrying", Alert.next_attempt_at <= now)
+                    .order_by(Alert.created_at)
+                )
+            )
+        delivered = 0
+        for alert in due:
+            tries = alert.attempts + 1
+            sent = self._send(alert.kind, alert.subject, alert.body)
+            values: dict[str, object]
+            if sent:
+                values = {"delivery": "email", "next_attempt_at": None}
+            elif tries >= MAIL_TRIES:
+                values = {"delivery": "failed", "next_attempt_at": None}
+                log.error("alert.mail_given_up", kind=alert.kind, tries=tries)
+            else:
+                values = {"next_attempt_at": now + mail_backoff(tries)}
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(Alert)
+                    .where(Alert.id == alert.id, Alert.delivery == "retrying")
+                    .values(attempts=tries, **values)
+                )
+            delivered += sent
+        return delivered
+
+    def _failure_was_told(self, key: str) -> bool:
+        """Whether the streak's failure alert reached people (or there is no mail at all):
+        a "works again" mail only follows a failure mail that was delivered. One still being
+        retried is not sent late any more."""
+        with self.engine.begin() as conn:
+            delivery = conn.scalar(
+                select(Alert.delivery)
+                .where(Alert.key == key, Alert.kind == "failure")
+                .order_by(Alert.created_at.desc())
+                .limit(1)
+            )
+            if delivery == "retrying":
+                conn.execute(
+                    update(Alert)
+                    .where(Alert.key == key, Alert.delivery == "retrying")
+                    .values(delivery="cancelled", next_attempt_at=None)
+                )
+        return delivery in (None, "email", "log")
 
     def nightly_missed(self, organization_id: uuid.UUID, name: str, day: date) -> None:
         """A nightly run that had not started by 06:00 local: one alert per organisation and day."""
@@ -315,13 +376,15 @@ class Alerts:
         organization_id: uuid.UUID | None = None,
     ) -> None:
         delivery = "log"
+        attempts = 0
+        next_attempt_at = None
         if self.mailer is not None and self.recipients:
-            try:
-                self.mailer.send(self.recipients, subject, body)
+            attempts = 1
+            if self._send(kind, subject, body):
                 delivery = "email"
-            except (OSError, smtplib.SMTPException) as exc:
-                delivery = "failed"
-                log.error("alert.mail_failed", kind=kind, error=type(exc).__name__)
+            else:
+                delivery = "retrying"
+                next_attempt_at = self.clock() + mail_backoff(attempts)
         with self.engine.begin() as conn:
             conn.execute(
                 insert(Alert).values(
@@ -334,9 +397,20 @@ class Alerts:
                     run_id=facts.run_id if facts else None,
                     delivery=delivery,
                     created_at=self.clock(),
+                    attempts=attempts,
+                    next_attempt_at=next_attempt_at,
                 )
             )
         log.warning("alert.raised", kind=kind, key=key, delivery=delivery, subject=subject)
+
+    def _send(self, kind: str, subject: str, body: str) -> bool:
+        assert self.mailer is not None
+        try:
+            self.mailer.send(self.recipients, subject, body)
+        except (OSError, smtplib.SMTPException) as exc:
+            log.error("alert.mail_failed", kind=kind, error=type(exc).__name__)
+            return False
+        return True
 
 
 def mailer_from_url(smtp_url: str | None) -> SmtpMailer | None:

@@ -35,6 +35,8 @@ THROTTLE_WINDOW = timedelta(minutes=15)
 FREE_FAILURES = 5  # per (address, account) and per known device
 ACCOUNT_CAP = 20  # per account, from browsers that are not a known device of it
 FIRST_BACKOFF = timedelta(minutes=1)  # doubles with every further failure, up to the window
+# An API token's life (PQSYNC_API_TOKEN_DAYS sets it for the app).
+TOKEN_LIFETIME = timedelta(days=90)
 # Writing `last_used_at` on every request would turn each read into a write.
 TOKEN_USE_RESOLUTION = timedelta(minutes=5)
 SESSION_IDLE_TIMEOUT = timedelta(minutes=30)
@@ -150,7 +152,9 @@ class Authenticator:
         *,
         idle_timeout: timedelta = SESSION_IDLE_TIMEOUT,
         lifetime: timedelta = SESSION_LIFETIME,
+        token_lifetime: timedelta = TOKEN_LIFETIME,
     ) -> None:
+        self._token_lifetime = token_lifetime
         self._secret_key = secret_key.encode()
         self._clock = clock
         self.idle_timeout = idle_timeout
@@ -346,7 +350,8 @@ class Authenticator:
     # -- bearer tokens -------------------------------------------------------------------
 
     def from_bearer(self, session: Session, token: str) -> Principal | None:
-        """The user of an unrevoked API token, or None; notes when it was last used."""
+        """The user of an unrevoked, unexpired API token, or None; notes when it was last
+        used."""
         now = self._clock()
         row = session.execute(
             select(ApiToken, PartnerUser)
@@ -354,6 +359,7 @@ class Authenticator:
             .where(
                 ApiToken.token_hash == token_digest(token),
                 ApiToken.revoked_at.is_(None),
+                ApiToken.created_at > now - self._token_lifetime,
                 PartnerUser.is_active.is_(True),
             )
         ).first()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -26,6 +26,7 @@ from pqsync.db.tables import (
     Organization,
     PartnerUser,
     Patient,
+    PatientActivity,
     Provider,
     SyncLog,
 )
@@ -556,6 +557,34 @@ class Dashboard:
             )
             for appointment, provider_name in rows
         ]
+
+    def recent_patient_sync(self, scope: PatientScope, within: timedelta) -> SyncLog | None:
+        """The patient's own sync that finished well within `within`, for the same
+        organisation: pressing Sync again answers with it, at no cost."""
+        org_id = scope.organization.id if scope.organization is not None else None
+        return self.session.scalar(
+            select(SyncLog)
+            .where(
+                SyncLog.sync_type == "patient",
+                SyncLog.patient_id == scope.patient.id,
+                SyncLog.organization_id == org_id,
+                SyncLog.status.in_(("success", "partial")),
+                SyncLog.finished_at >= self.now - within,
+            )
+            .order_by(SyncLog.finished_at.desc())
+            .limit(1)
+        )
+
+    def actions_of(self, run_id: uuid.UUID) -> dict[uuid.UUID, str]:
+        """What a run did to each appointment it changed: new or updated."""
+        rows = self.session.execute(
+            select(PatientActivity.appointment_id, PatientActivity.activity_type).where(
+                PatientActivity.sync_log_id == run_id, PatientActivity.appointment_id.is_not(None)
+            )
+        ).all()
+        actions = {"appointment_created": "new", "appointment_updated": "updated"}
+        actions["appointment_restored"] = "updated"
+        return {a: actions[kind] for a, kind in rows if a is not None and kind in actions}
 
     # -- sync history and runs -----------------------------------------------------------
 

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 from pqsync.db.tables import IntakeQRequest, Organization, SyncLog, WorkerHeartbeat
 
 GOOD = ("success", "partial")
-# A worker ticks every minute; one not seen for this long is presumed gone.
-WORKER_SEEN_WITHIN = timedelta(minutes=3)
+# A worker finishes a tick every minute; one not seen for this long is gone or its tick fails.
+WORKER_SEEN_WITHIN = timedelta(minutes=2)
 DAY = timedelta(days=1)
 
 
@@ -29,6 +29,23 @@ class OrganizationHealth:
 def worker_last_seen(engine: Engine) -> datetime | None:
     with engine.connect() as conn:
         return conn.scalar(select(func.max(WorkerHeartbeat.seen_at)))
+
+
+def worker_alive(engine: Engine, now: datetime) -> bool:
+    seen = worker_last_seen(engine)
+    return seen is not None and now - seen <= WORKER_SEEN_WITHIN
+
+
+WAITING_FOR_WORKER = (
+    "waiting for a worker: no pqsync worker is running; the sync starts when one does"
+)
+
+
+def waiting_for(engine: Engine, now: datetime, status: str, patients_done: int) -> str | None:
+    """Why a running run has not moved: no worker to take it up."""
+    if status != "running" or patients_done > 0 or worker_alive(engine, now):
+        return None
+    return WAITING_FOR_WORKER
 
 
 def organizations_last_success(engine: Engine) -> list[OrganizationHealth]:

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from pqsync.db.tables import NightlyClaim, Organization
+from pqsync.db.tables import NightlyClaim, Organization, SyncLog
 from pqsync.domain.schedule import MISSED_AFTER, NIGHTLY_AT, latest_due_day, local_instant
 
 
@@ -111,6 +111,34 @@ class NightlySchedule:
                 if days.get(org_id) == day:
                     return uuid.UUID(str(run_id))
         return None
+
+    def retry_failed(self, max_tries: int) -> list[Claim]:
+        """Give back today's claims whose nightly run failed (a killed worker, IntakeQ down),
+        so this tick claims and runs the night again; at most `max_tries` runs a night."""
+        now = self.clock()
+        released: list[Claim] = []
+        for org_id, _name, _zone, day in self._due(now):
+            with self.engine.connect() as conn:
+                claim = conn.execute(
+                    select(NightlyClaim.run_id, NightlyClaim.due_at).where(
+                        NightlyClaim.organization_id == org_id, NightlyClaim.local_day == day
+                    )
+                ).first()
+                if claim is None or claim.run_id is None:
+                    continue
+                status = conn.scalar(select(SyncLog.status).where(SyncLog.id == claim.run_id))
+                if status != "failed":
+                    continue
+                tries = conn.scalar(
+                    select(func.count()).where(
+                        SyncLog.sync_type == "nightly", SyncLog.started_at >= claim.due_at
+                    )
+                )
+            if (tries or 0) < max_tries:
+                released.append(Claim(org_id, day))
+        if released:
+            self.release(released)
+        return released
 
     def missed(self) -> list[Missed]:
         """Organisations whose latest nightly run had not started by 06:00 local; only nights

@@ -25,6 +25,12 @@ class StaffInputError(ValueError):
     """A filter value the staff pages do not know (the message says which)."""
 
 
+# The days a run filter may name: a day's bounds are computed in a zone, and 9999-12-31's
+# next midnight does not exist.
+FIRST_DAY = date(2000, 1, 1)
+LAST_DAY = date(2199, 12, 31)
+
+
 @dataclass(frozen=True)
 class RunFilters:
     organization_id: uuid.UUID | None = None
@@ -49,6 +55,10 @@ class RunFilters:
             parsed_day = date.fromisoformat(day) if day else None
         except ValueError:
             raise StaffInputError("the date must be YYYY-MM-DD") from None
+        if parsed_day is not None and not FIRST_DAY <= parsed_day <= LAST_DAY:
+            raise StaffInputError(
+                f"the date must be between {FIRST_DAY.isoformat()} and {LAST_DAY.isoformat()}"
+            )
         return cls(org_id, run_type or None, status or None, parsed_day)
 
 
@@ -221,8 +231,9 @@ ALERTS_SHOWN = 10
 class AlertLine:
     created_at: datetime  # in the staff's zone
     subject: str
-    delivery: str  # email | log | failed
+    delivery: str  # email | log | retrying | failed | cancelled
     run_id: uuid.UUID | None
+    attempts: int = 0
 
 
 def newest_alerts(session: Session, limit: int) -> list[Alert]:
@@ -234,7 +245,7 @@ def recent_alerts(session: Session, zone: ZoneInfo) -> list[AlertLine]:
     """The newest alerts raised, however they were delivered: without SMTP this page is
     where they are read."""
     return [
-        AlertLine(a.created_at.astimezone(zone), a.subject, a.delivery, a.run_id)
+        AlertLine(a.created_at.astimezone(zone), a.subject, a.delivery, a.run_id, a.attempts)
         for a in newest_alerts(session, ALERTS_SHOWN)
     ]
 

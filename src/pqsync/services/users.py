@@ -107,15 +107,42 @@ def issue_token(
     return IssuedToken(token=token, token_id=record.id)
 
 
-def revoke_tokens(session: Session, email: str, *, now: datetime) -> int:
-    """Revoke every live API token of the user; returns how many were revoked."""
+@dataclass(frozen=True)
+class TokenLine:
+    """One API token as `pqsync users tokens` lists it (never the token itself)."""
+
+    id: uuid.UUID
+    label: str | None
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+def list_tokens(session: Session, email: str) -> list[TokenLine]:
+    """The user's API tokens, oldest first."""
+    user = find_user(session, email)
+    rows = session.scalars(
+        select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.created_at)
+    )
+    return [TokenLine(t.id, t.name, t.created_at, t.last_used_at, t.revoked_at) for t in rows]
+
+
+def revoke_tokens(
+    session: Session, email: str, *, now: datetime, token_id: str | None = None
+) -> int:
+    """Revoke the user's live API tokens (only the one named by `token_id` when given);
+    returns how many were revoked."""
     begin_write(session)
     user = find_user(session, email)
-    result = session.execute(
-        update(ApiToken)
-        .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
+    statement = update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+    if token_id is not None:
+        try:
+            wanted = uuid.UUID(token_id)
+        except ValueError:
+            message = "--token-id is not a token id (see `pqsync users tokens`)"
+            raise UserInputError(message) from None
+        statement = statement.where(ApiToken.id == wanted)
+    result = session.execute(statement.values(revoked_at=now))
     session.commit()
     return int(getattr(result, "rowcount", 0) or 0)
 

@@ -55,6 +55,7 @@ def create_app(app: App) -> FastAPI:
             app.clock,
             idle_timeout=timedelta(minutes=app.settings.session_idle_minutes),
             lifetime=timedelta(hours=app.settings.session_lifetime_hours),
+            token_lifetime=timedelta(days=app.settings.api_token_days),
         ),
     )
 

@@ -191,3 +191,27 @@ def webhook_caller(
 
 
 WebhookCaller = Depends(webhook_caller)
+
+
+def may_see_operations(
+    ctx: ContextDep,
+    session: SessionDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_metrics)],
+    cookie: Annotated[str | None, Depends(_cookie)],
+) -> bool:
+    """Whether the caller may read operational details (workers, queue, every organisation's
+    last sync): the metrics token, or a staff member. Anyone else, or nobody, may not."""
+    token = ctx.app.settings.metrics_token
+    expected = token.get_secret_value() if token is not None else ""
+    if bearer is not None:
+        if expected and secrets_match(bearer.credentials, expected):
+            return True
+        principal = ctx.auth.from_bearer(session, bearer.credentials)
+    elif cookie:
+        principal = ctx.auth.from_session_cookie(session, cookie)
+    else:
+        return False
+    return principal is not None and principal.is_staff
+
+
+OperationsReader = Annotated[bool, Depends(may_see_operations)]

@@ -205,6 +205,9 @@ class SyncRunOut(ApiModel):
         default_factory=list,
         description="Why a `partial` run is partial, in words a person can act on.",
     )
+    waiting: str | None = Field(
+        None, description="Why a run that has not started is not moving (no worker running)."
+    )
 
 
 # -- dashboard ----------------------------------------------------------------------------
@@ -350,7 +353,11 @@ class AlertOut(ApiModel):
     kind: Literal["failure", "recovery", "missed"]
     subject: str
     body: str
-    delivery: Literal["email", "log", "failed"]
+    delivery: Literal["email", "log", "retrying", "failed", "cancelled"] = Field(
+        description="email: delivered; log: no mail set up; retrying: the mail server "
+        "refused, tried again with backoff; failed: given up; cancelled: it worked again "
+        "before the mail could go out."
+    )
     run_id: uuid.UUID | None
     created_at: LocalTime
 
@@ -371,10 +378,13 @@ class OrganizationHealthOut(ApiModel):
 
 
 class HealthOut(ApiModel):
-    status: Literal["ok"]
-    database: Literal["ok"]
-    worker: WorkerHealthOut
-    organizations: list[OrganizationHealthOut]
+    """Up or down for anyone; the details only for staff or the metrics token."""
+
+    status: Literal["ok", "down"]
+    database: Literal["ok", "down"] | None = None
+    worker: WorkerHealthOut | None = None
+    queue_depth: int | None = None
+    organizations: list[OrganizationHealthOut] | None = None
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:

@@ -4,6 +4,7 @@ streams, and the security headers (one Content-Security-Policy, for the API and 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -99,6 +100,22 @@ def _error(status: int, code: str, message: str) -> tuple[dict[str, Any], bytes]
     return start, body
 
 
+_NUL_JSON = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)
+
+
+def _has_nul(scope: Scope, body: bytes) -> bool:
+    """A NUL byte anywhere in the request: the path, the query, a form or JSON body. No
+    field may hold one (PostgreSQL refuses it in text), so it is refused at the door (400)."""
+    if b"\x00" in body or "\x00" in scope.get("path", ""):
+        return True
+    if b"%00" in scope.get("query_string", b""):
+        return True
+    kind = (_header(scope, b"content-type") or "").lower()
+    if kind.startswith("application/x-www-form-urlencoded") and b"%00" in body:
+        return True
+    return kind.startswith("application/json") and _NUL_JSON.search(body) is not None
+
+
 class BodyLimit:
     """Reads at most `limit` bytes of any request body before the app sees it, counting
     what arrives (a declared `Content-Length` is not trusted, a chunked body has none), and
@@ -132,6 +149,11 @@ class BodyLimit:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        if _has_nul(scope, body):
+            start, answer = _error(400, "nul_byte", "the request contains a NUL byte")
+            await send(start)
+            await send({"type": "http.response.body", "body": answer})
+            return
         replayed = False
 
         async def replay() -> Message:

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from pqsync.domain import visibility
+from pqsync.services import health
 from pqsync.services.dashboard import (
     ROSTER_PAGE_DEFAULT,
     ROSTER_PAGE_MAX,
@@ -125,11 +126,16 @@ def sync_history(dashboard: DashboardDep, patient_id: PatientId) -> SyncHistoryO
 
 
 @router.get("/sync-runs/{runId}", responses=responses(401, 404, 422), name="sync_run")
-def sync_run(dashboard: DashboardDep, run_id: Annotated[str, Path(alias="runId")]) -> SyncRunOut:
-    """A run's progress: status, patients total and done, each patient's state and counts."""
+def sync_run(
+    dashboard: DashboardDep, ctx: ContextDep, run_id: Annotated[str, Path(alias="runId")]
+) -> SyncRunOut:
+    """A run's progress: status, patients total and done, each patient's state and counts;
+    `waiting` says why a run that has not started is not moving (no worker)."""
     try:
         progress = dashboard.run(run_id)
     except NotVisible:
         raise not_found("run") from None
     dashboard.record("api_sync_run", [p.patient_id for p in progress.patients], f"run {run_id}")
-    return SyncRunOut.model_validate(progress)
+    out = SyncRunOut.model_validate(progress)
+    out.waiting = health.waiting_for(ctx.app.engine, ctx.now(), out.status, out.patients_done)
+    return out

@@ -75,7 +75,7 @@ def nightly_sync(
     service, prepared = started
     if wants_async(prefer):
         ctx.run_sync_later(prepared)
-        return accepted(dashboard, prepared)
+        return accepted(dashboard, prepared, ctx.app.engine, ctx.now())
     result = ctx.run_sync(service, prepared)
     if not result.ok:
         raise failure(result, zone, ctx.now())

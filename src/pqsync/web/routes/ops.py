@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy.orm import Session
@@ -13,34 +14,49 @@ from pqsync.bootstrap import App
 from pqsync.intakeq.budget import key_fingerprint
 from pqsync.services import health, verify
 from pqsync.settings import SettingsError
-from pqsync.web.deps import ContextDep, MetricsCaller, SessionDep
-from pqsync.web.errors import ApiError, responses
+from pqsync.web.deps import ContextDep, MetricsCaller, OperationsReader, SessionDep
+from pqsync.web.errors import responses
 from pqsync.web.schemas import HealthOut, OrganizationHealthOut, WorkerHealthOut
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", responses=responses(503))
-def healthz(ctx: ContextDep, session: SessionDep) -> HealthOut:
-    """200 when the database answers; says whether a queue worker was seen in the last few
-    minutes and when each organisation last synced successfully."""
-    if not health.database_answers(session):
-        raise ApiError(503, "unavailable", "the database does not answer")
+@router.get(
+    "/healthz",
+    response_model=HealthOut,
+    response_model_exclude_none=True,
+    responses={503: {"model": HealthOut, "description": "Down: see `status`."}},
+)
+def healthz(ctx: ContextDep, session: SessionDep, details: OperationsReader) -> JSONResponse:
+    """`{"status": "ok"}` (200) when the database answers and a queue worker finished a tick
+    within the last two minutes, else `{"status": "down"}` (503). Staff and the metrics token
+    also get the details: the worker's last heartbeat, the queue, each organisation's last
+    good sync."""
+    database = health.database_answers(session)
+    session.commit()
     engine = ctx.app.engine
-    seen = health.worker_last_seen(engine)
+    seen = health.worker_last_seen(engine) if database else None
     alive = seen is not None and ctx.now() - seen <= health.WORKER_SEEN_WITHIN
-    return HealthOut(
-        status="ok",
-        database="ok",
-        worker=WorkerHealthOut(
+    up = database and alive
+    answer = HealthOut(status="ok" if up else "down")
+    if details:
+        answer.database = "ok" if database else "down"
+        answer.worker = WorkerHealthOut(
             alive=alive,
             last_seen_at=seen,
             seen_within_seconds=int(health.WORKER_SEEN_WITHIN.total_seconds()),
-        ),
-        organizations=[
-            OrganizationHealthOut(slug=org.slug, last_successful_sync_at=org.last_success_at)
-            for org in health.organizations_last_success(engine)
-        ],
+        )
+        if database:
+            answer.queue_depth = ctx.app.jobs.pending()
+            answer.organizations = [
+                OrganizationHealthOut(slug=org.slug, last_successful_sync_at=org.last_success_at)
+                for org in health.organizations_last_success(engine)
+            ]
+    body = {k: v for k, v in answer.model_dump(mode="json", by_alias=True).items() if v is not None}
+    return JSONResponse(
+        body,
+        status_code=200 if up else 503,
+        headers={"Cache-Control": "no-store"},
     )
 
 
@@ -97,6 +113,17 @@ def operational_metrics(app: App) -> Iterator[Metric]:
     """Gauges read from the database and the queue at each scrape."""
     now = app.clock()
     engine = app.engine
+    seen = health.worker_last_seen(engine)
+    yield GaugeMetricFamily(
+        "pqsync_worker_last_heartbeat_age_seconds",
+        "Seconds since a queue worker last finished its minute tick (NaN: never).",
+        value=(now - seen).total_seconds() if seen is not None else float("nan"),
+    )
+    yield GaugeMetricFamily(
+        "pqsync_worker_last_heartbeat_timestamp_seconds",
+        "When a queue worker last finished its minute tick (Unix time; NaN: never).",
+        value=seen.timestamp() if seen is not None else float("nan"),
+    )
     nightly = health.last_nightly_success(engine)
     yield GaugeMetricFamily(
         "pqsync_last_nightly_success_age_seconds",

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, cast
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Header, Path
 from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
 
+from pqsync.db.tables import SyncLog
 from pqsync.domain.windows import Window, WindowError, make_window, parse_day
+from pqsync.services import health
 from pqsync.services.dashboard import Dashboard, NotVisible, PatientScope, local_time
 from pqsync.services.sync import (
     Actor,
@@ -22,6 +25,7 @@ from pqsync.services.sync import (
     SyncService,
 )
 from pqsync.services.sync.results import PatientResult, Summary
+from pqsync.settings import SettingsError
 from pqsync.web.context import WebContext
 from pqsync.web.deps import ContextDep, DashboardDep, SyncUser
 from pqsync.web.errors import ApiError, not_found, responses, retry_later
@@ -148,12 +152,15 @@ def failure(result: SyncResult, zone: ZoneInfo, now: datetime) -> ApiError:
     return ApiError(502, "intakeq_error", message, run_id=result.run_id)
 
 
-def accepted(dashboard: Dashboard, prepared: PreparedRun) -> JSONResponse:
+def accepted(
+    dashboard: Dashboard, prepared: PreparedRun, engine: Engine, now: datetime
+) -> JSONResponse:
     """202 with the new run's progress and its Location."""
     dashboard.session.commit()  # a new snapshot: the run's row was written by another connection
     run = dashboard.run(str(prepared.run_id))
     dashboard.record("api_sync_run", [p.patient_id for p in run.patients], f"run {run.run_id}")
     progress = SyncRunOut.model_validate(run)
+    progress.waiting = health.waiting_for(engine, now, progress.status, progress.patients_done)
     return JSONResponse(
         progress.model_dump(mode="json", by_alias=True),
         status_code=202,
@@ -171,15 +178,77 @@ def start_user_run(
     body: SyncRequest | None,
     prepare: Callable[[SyncService, Window | None, Actor], PreparedRun],
     zone: ZoneInfo | None = None,
+    organization_id: uuid.UUID | None = None,
 ) -> tuple[SyncService, PreparedRun]:
-    """A run started by the caller, over the body's dateRange (or the default window)."""
+    """A run started by the caller, over the body's dateRange (or the default window), if
+    their share of the day's requests allows (429 saying when they may sync again)."""
     window = requested_window(body)
     viewer = dashboard.viewer
     # End the request's read and hand its connection back: preparing takes connections of
     # its own, and a request holding two at once can starve the pool under a stampede.
     dashboard.session.commit()
+    fair_share_check(ctx, organization_id, zone)
     actor = Actor(kind="user", user_id=viewer.user_id, name=viewer.name)
     return start_run(ctx, what, lambda service: prepare(service, window, actor), zone)
+
+
+def fair_share_check(
+    ctx: WebContext, organization_id: uuid.UUID | None, zone: ZoneInfo | None
+) -> None:
+    """429, saying when the person may sync again, past their share of the day's requests."""
+    try:
+        usage = ctx.app.budget_usage()
+    except SettingsError:
+        return  # no IntakeQ key: the run itself fails and says why
+    now = ctx.now()
+    refusal = ctx.app.fair_share().refusal(organization_id, usage, now)
+    if refusal is None:
+        return
+    at = local_time(refusal.retry_at, zone or ZoneInfo(ctx.app.settings.timezone))
+    raise retry_later(
+        refusal.code,
+        f"{refusal.message}; you may sync again at {at.isoformat()}",
+        retry_at=at,
+        now=now,
+    )
+
+
+# A patient synced this recently is not synced again: the answer is that sync's.
+RECENT_SYNC = timedelta(minutes=1)
+
+
+def recent_sync_out(dashboard: Dashboard, run: SyncLog, scope: PatientScope) -> PatientSyncOut:
+    """The answer of the patient's sync that just finished, read back (no IntakeQ request):
+    its counts, and the patient's appointments with what that sync did to each."""
+    visible = scope.details_visible
+    actions = dashboard.actions_of(run.id) if visible else {}
+    shown = dashboard.appointments(scope) if visible else []
+    assert run.finished_at is not None
+    return PatientSyncOut(
+        success=True,
+        patient_id=scope.patient.id,
+        patient_name=scope.patient.full_name,
+        synced_at=local_time(run.finished_at, scope.zone),
+        summary=SummaryOut(
+            new=run.appointments_new,
+            updated=run.appointments_updated,
+            unchanged=run.appointments_unchanged,
+            errors=run.appointments_errors,
+        )
+        if visible
+        else None,
+        appointments=[
+            SyncedAppointmentOut(
+                id=a.id,
+                pq_appointment_id=a.pq_appointment_id,
+                start_time=a.start_time,
+                provider_name=a.provider_name,
+                status=a.status,
+                sync_action=cast(SyncAction, actions.get(a.id, "unchanged")),
+            )
+            for a in shown
+        ],
+    )
 
 
 def patient_sync_out(result: SyncResult, scope: PatientScope) -> PatientSyncOut:
@@ -227,6 +296,10 @@ def sync_patient(
         scope = dashboard.patient(patient_id)
     except NotVisible:
         raise not_found("patient") from None
+    if body is None or body.date_range is None:
+        recent = dashboard.recent_patient_sync(scope, RECENT_SYNC)
+        if recent is not None:
+            return recent_sync_out(dashboard, recent, scope)
     service, prepared = start_user_run(
         ctx,
         dashboard,
@@ -242,10 +315,11 @@ def sync_patient(
             else scope.organization.id,
         ),
         scope.zone,
+        None if dashboard.viewer.is_staff or scope.organization is None else scope.organization.id,
     )
     result = ctx.run_sync_within(service, prepared, ctx.app.settings.sync_answer_seconds)
     if result is None:
-        return accepted(dashboard, prepared)
+        return accepted(dashboard, prepared, ctx.app.engine, ctx.now())
     if not result.ok:
         raise failure(result, scope.zone, ctx.now())
     dashboard.record("api_sync_patient", [scope.patient.id], f"run {result.run_id}")
@@ -278,10 +352,11 @@ def sync_organization(
         body,
         lambda s, window, actor: s.prepare_organization(str(org.id), window=window, actor=actor),
         dashboard.zone_of(org),
+        None if dashboard.viewer.is_staff else org.id,
     )
     if wants_async(prefer):
         ctx.run_sync_later(prepared)
-        return accepted(dashboard, prepared)
+        return accepted(dashboard, prepared, ctx.app.engine, ctx.now())
     result = ctx.run_sync(service, prepared)
     zone = dashboard.zone_of(org)
     if not result.ok:

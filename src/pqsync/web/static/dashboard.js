@@ -215,6 +215,11 @@
   function headlineText(run) {
     var total = run.patientsTotal || 0;
     var done = run.patientsDone || 0;
+    if (run.status === "running" && run.waiting) return "Sync all is " + run.waiting + ".";
+    if (run.status === "paused") {
+      return "Sync all " + (run.error || "paused") + ". " + done + "/" + total +
+        " complete; what was fetched is kept.";
+    }
     if (run.status === "running") {
       if (run.plan === "window" && run.pagesDone && !done) {
         return "Fetching from PracticeQ: page " + run.pagesDone + " of about " +
