@@ -164,8 +164,11 @@ def chosen_organization(
         raise PageNotFound() from None
 
 
-def sync_window(ctx: WebContext, org: Organization) -> tuple[str, str]:
-    """The organisation's default date range (the one Sync all's run takes)."""
+def sync_window(ctx: WebContext, org: Organization, session: Session) -> tuple[str, str]:
+    """The organisation's default date range (the one Sync all's run takes). The sync
+    service checks the schema on a connection of its own: the page's session hands its
+    connection back first, so a request never holds two (under load that drained the pool)."""
+    session.commit()
     window = ctx.sync_service().organization_window(org)
     return window.start.isoformat(), window.end.isoformat()
 
@@ -256,7 +259,7 @@ def roster_page(
             paged=False,
             filtered=narrowed,
             running=running_sync_all(session, chosen.id),
-            window=sync_window(ctx, chosen),
+            window=sync_window(ctx, chosen, session),
             **casework_values(session, user, chosen, values["now"]),
         )
     elif chosen is not None:
@@ -269,7 +272,7 @@ def roster_page(
             next_cursor=roster.next_cursor,
             paged=cursor is not None,
             running=running_sync_all(session, chosen.id),
-            window=sync_window(ctx, chosen),
+            window=sync_window(ctx, chosen, session),
             **casework_values(session, user, chosen, values["now"]),
         )
     return render(ctx, request, "roster.html", user, **values)
