@@ -13,7 +13,7 @@ from casework_support import add_appointments, denver, names, set_consent, text_
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
-from test_dashboard_pages import sign_in
+from test_dashboard_pages import INLINE, sign_in
 from web_support import NOW, USERS, Seed, open_client
 
 from intakeq_sim import SimulatorServer
@@ -410,3 +410,24 @@ def test_since_your_last_visit_lists_synced_changes_until_dismissed(
     done = client.post("/changes/dismiss", data={"csrf_token": csrf}, follow_redirects=False)
     assert done.status_code == 303
     assert changes_panel(client.get("/").text) is None
+
+
+def test_the_casework_pages_send_a_strict_csp_and_hold_no_inline_script_or_style(
+    client: TestClient, seed: Seed
+) -> None:
+    sign_in(client, "partner_admin")
+    for path in (
+        "/",
+        "/?show=missed&sort=next",
+        "/week",
+        f"/patients/{seed.consenting}/attendance",
+        "/calendar",
+        "/organization",
+    ):
+        page = client.get(path)
+        assert page.status_code == 200, path
+        assert "unsafe-inline" not in page.headers["Content-Security-Policy"]
+        assert INLINE.search(page.text) is None, path
+        title = re.search(r"<title>(.*?)</title>", page.text, re.DOTALL)
+        assert title is not None, path
+        assert all(name not in title.group(1) for name in seed.names.values())
