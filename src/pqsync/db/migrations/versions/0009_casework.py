@@ -85,7 +85,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("user_id", name=op.f("pk_casework_preferences")),
     )
 
-
     op.create_table(
         "invitations",
         sa.Column("id", sa.Uuid(), nullable=False),
