@@ -205,6 +205,9 @@ def test_this_week_lists_consenting_residents_by_day_in_the_organisation_s_zone(
     assert f"9:00 AM {name} {provider} {service} Main clinic Confirmed" in saturday
     assert seed.names[seed.expired] not in words
     assert "10:30 PM" in day_of(page.text, "2025-11-02")
+    with Session(pq_app.engine) as session:  # the read is in the access record
+        assert "week" in [e.view for e in access_for_patient(session, seed.consenting)]
+        assert "week" not in [e.view for e in access_for_patient(session, seed.expired)]
     assert 'href="/week?of=2025-11-03"' in page.text and 'href="/week?of=2025-10-20"' in page.text
     following = day_of(client.get("/week?of=2025-11-03").text, "2025-11-03")
     assert f"9:00 AM {name} {provider} {service} — No-show" in following

@@ -207,12 +207,18 @@ def roster_line(row: RosterRow, user: Principal, now: datetime) -> RosterLine:
 def casework_values(
     session: Session, user: Principal, org: Organization, now: datetime
 ) -> dict[str, Any]:
-    """What the roster shows of issue 25's casework: needs attention, since the last visit."""
-    return {
-        "attention": casework.attention(session, user, org, now),
-        "can_handle": visibility.may_sync(user),
-        "changes": casework.since_last_visit(session, user, org, now),
-    }
+    """What the roster shows of issue 25's casework: needs attention, since the last visit
+    (the residents they name are written to the access record before the page is sent)."""
+    attention = casework.attention(session, user, org, now)
+    changes = casework.since_last_visit(session, user, org, now)
+    casework.record_shown(
+        session,
+        user,
+        "roster_casework",
+        attention.patient_ids + (changes.patient_ids if changes else []),
+        now,
+    )
+    return {"attention": attention, "can_handle": visibility.may_sync(user), "changes": changes}
 
 
 def roster_page(
