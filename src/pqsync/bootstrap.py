@@ -10,9 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine
 
 from pqsync.db.engine import make_engine
+from pqsync.db.migrate import schema_state
 from pqsync.intakeq.budget import BudgetUsage, DatabaseBudget
 from pqsync.intakeq.client import IntakeQClient
 from pqsync.jobs.queue import make_queue
@@ -23,10 +24,12 @@ from pqsync.settings import Settings
 
 
 class NotSetUp(RuntimeError):
-    """The database has no schema yet."""
+    """The database has no schema yet, or one this version of pqsync does not match."""
 
-    def __init__(self) -> None:
-        super().__init__("the database is not set up: run `pqsync db upgrade` first")
+    def __init__(
+        self, message: str = "the database is not set up: run `pqsync db upgrade` first"
+    ) -> None:
+        super().__init__(message)
 
 
 def _utcnow() -> datetime:
@@ -48,8 +51,23 @@ class App:
     _jobs: Jobs | None = None
 
     def require_schema(self) -> None:
-        if not inspect(self.engine).has_table("alembic_version"):
+        """Refuse to work on a database whose schema is not exactly this version's head: a
+        schema behind would fail on the first new column, one ahead belongs to a newer
+        pqsync (writing to it could lose what the newer version keeps)."""
+        state = schema_state(self.engine)
+        if state.current is None:
             raise NotSetUp()
+        if state.behind:
+            raise NotSetUp(
+                f"the database schema is behind this version of pqsync ({state.current}, "
+                f"needs {state.head}): run `pqsync db upgrade`"
+            )
+        if state.ahead:
+            raise NotSetUp(
+                f"the database schema ({state.current}) is newer than this version of pqsync "
+                f"knows ({state.head}): run the newer pqsync, or `pqsync db downgrade "
+                f"{state.head}` with it"
+            )
 
     @property
     def intakeq(self) -> IntakeQClient:

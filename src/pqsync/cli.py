@@ -3,25 +3,32 @@ stderr for bad input."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 from zoneinfo import ZoneInfo
 
 import typer
+from alembic.util.exc import CommandError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from sqlalchemy.orm import Session
 
 from pqsync.bootstrap import App, NotSetUp, build_app
 from pqsync.cli_web import users_cli
-from pqsync.db.migrate import upgrade
+from pqsync.db.backup import BackupError, backup, restore
+from pqsync.db.migrate import downgrade, schema_state, upgrade
 from pqsync.domain.windows import Window, WindowError, parse_day, resolve_window
 from pqsync.intakeq.errors import IntakeQError
 from pqsync.logging import configure_logging
+from pqsync.services.access import Accessor, AccessQueryError, access_report
 from pqsync.services.directory import DirectoryError, import_directory_file
+from pqsync.services.patient_records import PatientRecordError, erase_patient, export_patient
 from pqsync.services.practitioners import (
     PractitionerError,
     map_practitioner,
@@ -30,6 +37,7 @@ from pqsync.services.practitioners import (
 from pqsync.services.sync import SyncInputError, SyncResult, SyncService
 from pqsync.services.sync.locks import SyncInProgress
 from pqsync.settings import SettingsError, load_settings
+from pqsync.startup_checks import check_startup
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 db_cli = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -41,6 +49,10 @@ practitioners_cli = typer.Typer(no_args_is_help=True, help="IntakeQ practitioner
 cli.add_typer(sync_cli, name="sync")
 cli.add_typer(practitioners_cli, name="practitioners")
 cli.add_typer(users_cli, name="users")
+patients_cli = typer.Typer(no_args_is_help=True, help="One patient's whole record.")
+cli.add_typer(patients_cli, name="patients")
+access_cli = typer.Typer(no_args_is_help=True, help="The access record: who read patient data.")
+cli.add_typer(access_cli, name="access")
 
 out = Console()
 err = Console(stderr=True)
@@ -55,6 +67,9 @@ USER_ERRORS = (
     NotSetUp,
     SyncInProgress,
     PractitionerError,
+    AccessQueryError,
+    BackupError,
+    PatientRecordError,
 )
 
 
@@ -104,20 +119,205 @@ def db_upgrade() -> None:
         out.print("database schema is up to date")
 
 
+@db_cli.command("current")
+def db_current(
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 1 unless the schema is this version's head.")
+    ] = False,
+) -> None:
+    """Print the database's schema revision and this version's head."""
+    with application() as app:
+        state = schema_state(app.engine)
+        if state.current is None:
+            fail("the database is not set up: run `pqsync db upgrade`")
+        where = (
+            "up to date"
+            if state.current == state.head
+            else "behind: run `pqsync db upgrade`"
+            if state.behind
+            else "ahead: written by a newer pqsync"
+        )
+        out.print(f"schema {state.current} (this version's head: {state.head}): {where}")
+        if check and state.current != state.head:
+            raise typer.Exit(1)
+
+
+@db_cli.command("backup")
+def db_backup(
+    path: Annotated[Path, typer.Argument(help="A new file to write the backup to.")],
+) -> None:
+    """Back up the SQLite database to PATH (0600), consistent even while syncs write."""
+    with application() as app:
+        backup(app.settings.database_url, path)
+        out.print(f"backed up to {path}", highlight=False, soft_wrap=True)
+
+
+@db_cli.command("restore")
+def db_restore(
+    path: Annotated[Path, typer.Argument(help="A backup made by `pqsync db backup`.")],
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Confirm: the database's content is replaced.")
+    ] = False,
+) -> None:
+    """Replace the SQLite database with a backup (stop the web app and workers first)."""
+    if not yes:
+        fail("a restore replaces everything in the database: stop web and workers, add --yes")
+    with application() as app:
+        restore(app.settings.database_url, path)
+        app.engine.dispose()
+        state = schema_state(app.engine)
+        out.print(
+            f"restored from {path} (schema {state.current}; this version's head {state.head})",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@db_cli.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="The revision to go back to (e.g. 0004).")],
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Confirm: columns and tables after it are dropped.")
+    ] = False,
+) -> None:
+    """Take the schema back to an earlier revision (back up first: later tables and columns
+    and their data are dropped). Each migration runs in its own transaction."""
+    if not yes:
+        fail("a downgrade drops the tables and columns of later revisions: back up, then add --yes")
+    with application() as app:
+        try:
+            downgrade(app.engine, revision)
+        except CommandError as exc:
+            fail(f"cannot downgrade to {revision}: {exc}")
+        out.print(f"database schema is now at {schema_state(app.engine).current}")
+
+
 @directory_cli.command("import")
 def directory_import(
     file: Annotated[Path, typer.Argument(help="The directory file (JSON).")],
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="Also end the affiliations and users (of the organisations the file lists) "
+            "that the file no longer names.",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would change; change nothing.")
+    ] = False,
 ) -> None:
     """Import organisations, providers, services, patients, affiliations and users."""
     with application() as app:
         app.require_schema()
-        counts = import_directory_file(app.engine, file)
+        counts = import_directory_file(app.engine, file, prune=prune, dry_run=dry_run)
+        for line in counts.ended:
+            out.print(
+                ("would end: " if dry_run else "ended: ") + line, highlight=False, soft_wrap=True
+            )
         created = sum(counts.created.values())
         updated = sum(counts.updated.values())
         unchanged = sum(counts.unchanged.values())
+        ended = len(counts.ended)
         out.print(
-            f"directory imported: {created} created, {updated} updated, {unchanged} unchanged"
+            f"directory {'checked (dry run, nothing written)' if dry_run else 'imported'}: "
+            f"{created} created, {updated} updated, {unchanged} unchanged, {ended} ended",
+            highlight=False,
         )
+
+
+DaysOpt = Annotated[int, typer.Option("--days", min=1, max=3660, help="How far back.")]
+
+
+def _print_access(patient_id: str | None, email: str | None, days: int, as_json: bool) -> None:
+    with application() as app:
+        app.require_schema()
+        with Session(app.engine) as session:
+            report = access_report(
+                session,
+                since=app.clock() - timedelta(days=days),
+                patient_id=patient_id,
+                user_email=email,
+            )
+    rows = [
+        {
+            "accessed_at": e.accessed_at.isoformat(),
+            "user_email": e.user_email,
+            "user_role": e.user_role,
+            "via": e.via,
+            "view": e.view,
+            "patient_id": str(e.patient_id),
+            "detail": e.detail,
+        }
+        for e in report.entries
+    ]
+    if as_json:
+        typer.echo(json.dumps({"subject": report.subject, "days": days, "reads": rows}))
+        return
+    out.print(f"{report.subject}: {len(rows)} read(s) in the last {days} days", highlight=False)
+    for row in rows:
+        out.print(
+            f"{row['accessed_at']}  {row['user_email']} ({row['user_role']}, {row['via']})  "
+            f"{row['view']}  patient {row['patient_id']}"
+            + (f"  {row['detail']}" if row["detail"] else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@access_cli.command("patient")
+def access_patient(
+    patient_id: Annotated[str, typer.Argument(help="The patient's id.")],
+    days: DaysOpt = 90,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Who was shown this patient's data, newest first."""
+    _print_access(patient_id, None, days, as_json)
+
+
+@access_cli.command("user")
+def access_user(
+    email: Annotated[str, typer.Argument(help="The user's email.")],
+    days: DaysOpt = 90,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Which patients' data this user was shown, newest first."""
+    _print_access(None, email, days, as_json)
+
+
+def _operator() -> str:
+    return f"operator {getpass.getuser()}"
+
+
+@patients_cli.command("export")
+def patients_export(
+    patient_id: Annotated[str, typer.Argument(help="The patient's id.")],
+) -> None:
+    """Print everything stored about one patient as JSON (right of access); recorded in
+    the access record."""
+    with application() as app:
+        app.require_schema()
+        with Session(app.engine) as session:
+            data = export_patient(
+                session, patient_id, by=Accessor(email=_operator()), now=app.clock()
+            )
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@patients_cli.command("erase")
+def patients_erase(
+    patient_id: Annotated[str, typer.Argument(help="The patient's id.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone.")] = False,
+) -> None:
+    """Erase a patient's identifiers, affiliations and appointments; the change history
+    and the access record are kept under the patient's id."""
+    if not yes:
+        fail("erasing cannot be undone (export first if needed): add --yes")
+    with application() as app:
+        app.require_schema()
+        with Session(app.engine) as session:
+            pid = erase_patient(session, patient_id, by=_operator(), now=app.clock())
+    out.print(f"patient {pid} erased; their history is kept", highlight=False)
 
 
 StartOpt = Annotated[str | None, typer.Option("--start", help="First day, YYYY-MM-DD.")]
@@ -338,6 +538,7 @@ def worker(
 
     configure_logging(level="INFO")
     with application() as app:
+        check_startup(app.settings, "worker")
         app.require_schema()
         if drain:
             out.print(f"{app.jobs.drain()} job(s) run", highlight=False)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from typing import Annotated
 
 import typer
@@ -9,15 +12,19 @@ from rich.console import Console
 from sqlalchemy.orm import Session
 
 from pqsync.bootstrap import App, NotSetUp, build_app
+from pqsync.services.passwords import hash_password, password_problem
 from pqsync.services.users import (
     UserInputError,
     create_user,
     deactivate_user,
     find_user,
+    issue_reset,
     issue_token,
     revoke_tokens,
+    set_password,
 )
 from pqsync.settings import SettingsError, load_settings
+from pqsync.startup_checks import check_startup
 
 users_cli = typer.Typer(no_args_is_help=True, help="Dashboard users and their API tokens.")
 
@@ -30,9 +37,11 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _app() -> App:
+def _app(role: str | None = None) -> App:
     try:
         app = build_app(load_settings())
+        if role is not None:
+            check_startup(app.settings, role)
         app.require_schema()
     except (SettingsError, NotSetUp) as exc:
         raise _fail(str(exc)) from None
@@ -117,7 +126,72 @@ def users_deactivate(email: Annotated[str, typer.Argument(help="The user's email
         f"{done.email} {state}: {done.sessions_ended} session(s) ended, "
         f"{done.tokens_revoked} token(s) revoked",
         highlight=False,
+        soft_wrap=True,
     )
+
+
+@users_cli.command("set-password")
+def users_set_password(
+    email: Annotated[str, typer.Argument(help="The user's email.")],
+) -> None:
+    """Set a user's password (asked for, twice); their open sessions end."""
+    password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+    app = _app()
+    try:
+        with Session(app.engine) as session:
+            ended = set_password(session, email, password, now=app.clock())
+    except UserInputError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        app.close()
+    out.print(f"password set; {ended} open session(s) ended", highlight=False)
+
+
+@users_cli.command("hash-password")
+def users_hash_password() -> None:
+    """Print the argon2 hash of a password (asked for twice) for a directory file's
+    `password_hash`, so that the file holds no password."""
+    password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    problem = password_problem(password)
+    if problem is not None:
+        raise _fail(problem)
+    typer.echo(hash_password(password))
+
+
+@users_cli.command("reset-link")
+def users_reset_link(
+    email: Annotated[str, typer.Argument(help="The user's email.")],
+    mail: Annotated[
+        bool, typer.Option("--mail", help="Mail the link to the user (needs PQSYNC_SMTP_URL).")
+    ] = False,
+) -> None:
+    """Issue a one-time password reset link (valid 24 hours): printed, or mailed."""
+    from pqsync.services.alerts import SmtpMailer
+
+    app = _app()
+    try:
+        if mail and not app.settings.smtp_url:
+            raise UserInputError("--mail needs PQSYNC_SMTP_URL")
+        with Session(app.engine) as session:
+            token, address = issue_reset(session, email, by="cli", now=app.clock())
+        link = f"{app.settings.base_url.rstrip('/')}/reset/{token}"
+        if mail and app.settings.smtp_url:
+            SmtpMailer.from_url(app.settings.smtp_url).send(
+                [address],
+                "pqsync: set your password",
+                "Someone at the clinic issued a link for you to set your pqsync password.\n"
+                f"It works once, within 24 hours:\n\n{link}\n\n"
+                "If you did not expect it, tell the clinic.\n",
+            )
+            out.print(f"reset link mailed to {address}", highlight=False)
+            return
+    except UserInputError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"the mail could not be sent ({type(exc).__name__})") from None
+    finally:
+        app.close()
+    typer.echo(link)
 
 
 def serve(
@@ -137,19 +211,28 @@ def serve(
     if workers < 1:
         raise _fail("--workers must be at least 1")
     if workers > 1:
-        _app().close()  # the settings and schema are checked once, here, with a clear error
-        uvicorn.run(
-            "pqsync.web.asgi:create",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            access_log=False,
-            log_config=None,
-            proxy_headers=False,
+        _app("web").close()  # settings and schema are checked once, here, with a clear error
+        # The processes count HTTP metrics into files here, so /metrics sums them all.
+        own_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+        metrics_dir = os.environ.setdefault(
+            "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="pqsync-metrics-")
         )
+        try:
+            uvicorn.run(
+                "pqsync.web.asgi:create",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                access_log=False,
+                log_config=None,
+                proxy_headers=False,
+            )
+        finally:
+            if own_dir:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
         return
-    app = app or _app()
+    app = app or _app("web")
     try:
         uvicorn.run(
             create_app(app),

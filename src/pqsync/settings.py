@@ -68,6 +68,14 @@ class Settings(BaseSettings):
     )
     # Where people reach the web app: the links in alert mail start with it.
     base_url: str = Field("http://127.0.0.1:8000", validation_alias="PQSYNC_BASE_URL")
+    # A browser session ends after this many idle minutes, and at the latest after
+    # session_lifetime_hours (shared computers in the houses).
+    session_idle_minutes: int = Field(
+        30, ge=1, le=24 * 60, validation_alias="PQSYNC_SESSION_IDLE_MINUTES"
+    )
+    session_lifetime_hours: int = Field(
+        12, ge=1, le=24 * 30, validation_alias="PQSYNC_SESSION_LIFETIME_HOURS"
+    )
     # Sync logs and the activity log older than this many days are pruned; none: kept forever.
     log_retention_days: int | None = Field(None, ge=1, validation_alias="PQSYNC_LOG_RETENTION_DAYS")
     # The share of the day's IntakeQ requests that webhook-started work may take.

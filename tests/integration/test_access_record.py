@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, delete, select
+import pytest
+from sqlalchemy import Engine, delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pqsync.db.tables import PartnerUser, Patient
+from pqsync.db.tables import PartnerUser, Patient, PatientActivity
 from pqsync.services.access import (
     Accessor,
     access_by_user,
@@ -72,3 +74,21 @@ def test_the_record_outlives_the_patient_and_the_user(engine: Engine) -> None:
         kept = access_for_patient(session, ann)
 
     assert [(e.user_email, e.user_id) for e in kept] == [("ops@clinic.test", staff.id)]
+
+
+def test_a_patient_with_a_change_history_cannot_be_deleted(engine: Engine) -> None:
+    with Session(engine, expire_on_commit=False) as session:
+        ann = _patient(session, "ann@x.test")
+        session.add(
+            PatientActivity(
+                patient_id=ann, activity_type="consent_changed", description="d", actor="cli"
+            )
+        )
+        session.commit()
+
+        with pytest.raises(IntegrityError):
+            session.execute(delete(Patient).where(Patient.id == ann))
+            session.commit()
+        session.rollback()
+
+        assert session.scalar(select(func.count()).select_from(PatientActivity)) == 1

@@ -186,3 +186,32 @@ def test_it_rejects_a_file_that_is_not_json(engine: Engine, tmp_path: Path) -> N
     path.write_text("{not json")
     with pytest.raises(DirectoryError, match="not valid JSON"):
         import_directory_file(engine, path)
+
+
+def test_a_consent_change_is_recorded_with_who_when_and_old_to_new(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from pqsync.db.tables import PatientActivity
+    from pqsync.services.directory import import_directory, parse_directory
+
+    data = directory()
+    import_directory(engine, parse_directory(json.dumps(data)))
+    data["affiliations"][0]["roi_consent"] = {"status": "revoked"}
+    when = datetime(2026, 1, 5, 17, 0, tzinfo=UTC)
+
+    import_directory(engine, parse_directory(json.dumps(data)), now=when, by="ops@clinic")
+    import_directory(engine, parse_directory(json.dumps(data)), now=when, by="ops@clinic")
+
+    with Session(engine) as session:
+        changes = session.scalars(
+            select(PatientActivity).filter_by(activity_type="consent_changed")
+        ).all()
+        assert len(changes) == 1  # the second, identical import changed nothing
+        change = changes[0]
+        assert change.created_at == when
+        assert change.changes["by"] == "ops@clinic"
+        assert change.changes["roi_consent_status"] == {"old": "active", "new": "revoked"}
+        assert change.changes["roi_consent_expires_on"] == {"old": "2026-12-31", "new": None}
+        assert "from active (expires 2026-12-31) to revoked" in change.description

@@ -32,7 +32,7 @@ def run_cli(seeded_url: str) -> CliRunner:
         (["--role", "viewer", "--org", "nowhere"], "no such organization: nowhere"),
         (["--role", "viewer"], "--org is required for role viewer"),
         (["--role", "staff_admin", "--org", "first-step-house"], "a staff_admin belongs to no"),
-        (["--role", "viewer", "--org", "first-step-house", "--password", "short"], "at least 8"),
+        (["--role", "viewer", "--org", "first-step-house", "--password", "short"], "at least 12"),
     ],
 )
 def test_create_refuses_bad_input_with_one_line(
@@ -40,7 +40,7 @@ def test_create_refuses_bad_input_with_one_line(
 ) -> None:
     result = cli_on(module_url).invoke(
         users_cli,
-        ["create", "--email", "new@firststephouse.org", "--password", "long enough", *arguments],
+        ["create", "--email", "new@firststephouse.org", "--password", "long enough pw", *arguments],
     )
 
     assert result.exit_code == 1
@@ -72,7 +72,7 @@ def test_a_duplicate_email_is_refused(module_url: str) -> None:
     result = cli_on(module_url).invoke(
         users_cli,
         ["create", "--email", "viewer@firststephouse.org", "--role", "viewer", "--org",
-         "first-step-house", "--password", "long enough"],
+         "first-step-house", "--password", "long enough pw"],
     )  # fmt: skip
 
     assert result.exit_code == 1

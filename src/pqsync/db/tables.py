@@ -217,8 +217,9 @@ class SyncLog(Base):
 class PatientActivity(Base):
     __tablename__ = "patient_activity_log"
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    # RESTRICT: a patient with a change history cannot be deleted (erase them instead).
     patient_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("patients.id", ondelete="CASCADE"), index=True
+        ForeignKey("patients.id", ondelete="RESTRICT"), index=True
     )
     appointment_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("appointments.id", ondelete="SET NULL")
@@ -274,6 +275,23 @@ class UserSession(Base):
     created_at: Mapped[datetime] = mapped_column(default=_now)
     expires_at: Mapped[datetime] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column()
+    # The idle timeout counts from here (written at most once a minute).
+    last_seen_at: Mapped[datetime | None] = mapped_column()
+
+
+class PasswordReset(Base):
+    """A one-time password reset link staff issued; only the token's SHA-256 is stored."""
+
+    __tablename__ = "password_resets"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("partner_users.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    issued_by: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column()
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column()
 
 
 class LoginAttempt(Base):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Literal, Protocol
 
-from pqsync.domain.roles import SYNC_ROLES
+from pqsync.domain.roles import STAFF_ROLES, SYNC_ROLES
 
 STAFF_ROLE = "staff_admin"
 ConsentState = Literal["active", "missing", "expired", "revoked"]
@@ -44,6 +44,12 @@ class Starter:
 
 
 def is_staff(viewer: Viewer) -> bool:
+    """The clinic's staff (staff_admin, and the read-only staff_viewer) see everything."""
+    return viewer.role in STAFF_ROLES
+
+
+def may_administer(viewer: Viewer) -> bool:
+    """Changing the clinic's settings (practitioner mappings, users) is staff_admin's only."""
     return viewer.role == STAFF_ROLE
 
 
@@ -113,7 +119,7 @@ def patient_run_in_history(
     (webhook, schedule, command line, the clinic's staff)."""
     if is_staff(viewer) or run_organization_id == viewer.organization_id:
         return True
-    return triggered_by != "user" or (starter is not None and starter.role == STAFF_ROLE)
+    return triggered_by != "user" or (starter is not None and starter.role in STAFF_ROLES)
 
 
 def trigger_label(viewer: Viewer, triggered_by: str, starter: Starter | None) -> str:
@@ -124,7 +130,7 @@ def trigger_label(viewer: Viewer, triggered_by: str, starter: Starter | None) ->
         return "a removed user"
     if (
         is_staff(viewer)
-        or starter.role == STAFF_ROLE
+        or starter.role in STAFF_ROLES
         or starter.organization_id == viewer.organization_id
     ):
         return starter.name

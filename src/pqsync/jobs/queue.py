@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
@@ -20,7 +21,11 @@ def make_queue(url: str, name: str = QUEUE_NAME) -> Huey:
         path = url.split("://", 1)[1].removeprefix("/")
         if not path or path == ":memory:":
             raise SettingsError("PQSYNC_QUEUE_URL: a SQLite queue needs a file path")
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        file = Path(path)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        if not file.exists():
+            # Queued jobs name patients: readable by the owner only.
+            os.close(os.open(file, os.O_CREAT | os.O_WRONLY, 0o600))
         return SqliteHuey(name, filename=path, results=False)
     if scheme in ("redis", "rediss", "unix"):
         # `?queue=NAME` names the queue (its keys' prefix), so that deployments can share a

@@ -3,6 +3,7 @@ later (budget paused it), re-fetch for a webhook, and the minute tick of the sch
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -14,14 +15,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from pqsync.db.tables import SyncLog, WorkerHeartbeat
 from pqsync.domain.windows import Window
 from pqsync.logging import get_logger
-from pqsync.services.alerts import Alerts, SmtpMailer
+from pqsync.services.alerts import Alerts, SmtpError, SmtpMailer
 from pqsync.services.digest import send_digests
 from pqsync.services.housekeeping import prune
 from pqsync.services.schedule import NightlySchedule
 from pqsync.services.sync import SCHEDULE_ACTOR, Actor, PreparedRun, SyncResult, SyncService
 from pqsync.services.sync.locks import SyncInProgress, SyncLocks, default_holder
-from pqsync.services.sync.results import SyncInputError
+from pqsync.services.sync.results import HandedBack, SyncInputError
 from pqsync.services.webhooks import Admission, WebhookGate
+from pqsync.settings import SettingsError
 
 if TYPE_CHECKING:
     from pqsync.bootstrap import App
@@ -50,6 +52,8 @@ class Jobs:
         self.app = app
         self.huey = huey
         self.worker = worker or default_holder()
+        # Set when the worker is stopping (SIGTERM): running syncs hand back at a page's end.
+        self.stopping = threading.Event()
         self._run = huey.task(name="run_sync")(self._run_prepared)
         self._start = huey.task(name="start_sync")(self._start_scope)
         self._refetch = huey.task(name="webhook_refetch")(self._webhook_refetch)
@@ -64,7 +68,7 @@ class Jobs:
         return Alerts(
             self.engine,
             self.app.clock,
-            mailer=SmtpMailer.from_url(settings.smtp_url) if settings.smtp_url else None,
+            mailer=_mailer(settings.smtp_url),
             recipients=settings.alert_recipients,
             base_url=settings.base_url,
         )
@@ -133,10 +137,19 @@ class Jobs:
             log.warning("job.run_lost_its_lease", run_id=str(prepared.run_id))
             return
         service = self.app.sync_service()
-        self.finished(prepared, service.run(prepared))
+        self.finished(prepared, service.run(prepared, progress=self._check_stopping))
+
+    def _check_stopping(self, _label: str, _done: int, _total: int | None) -> None:
+        if self.stopping.is_set():
+            raise HandedBack()
 
     def finished(self, prepared: PreparedRun, result: SyncResult) -> None:
-        """After a run: reschedule one the day's budget paused, then alerts."""
+        """After a run: queue again one handed back by a stopping worker (the next worker
+        carries it out), reschedule one the day's budget paused, then alerts."""
+        if result.error_kind == "handed_back":
+            self._start(prepared.scope, _scope_ref(prepared), prepared.window, prepared.actor)
+            log.info("job.handed_back", run_id=str(prepared.run_id), scope=prepared.scope)
+            return
         if is_paused(result) and result.budget_frees_at is not None:
             message = paused_message(result.budget_frees_at)
             with self.engine.begin() as conn:
@@ -158,7 +171,7 @@ class Jobs:
         except (SyncInProgress, SyncInputError) as exc:
             log.info("job.start_skipped", scope=scope, reason=type(exc).__name__)
             return
-        self.finished(prepared, service.run(prepared))
+        self.finished(prepared, service.run(prepared, progress=self._check_stopping))
 
     def _webhook_refetch(
         self,
@@ -183,7 +196,7 @@ class Jobs:
             # The running sync or the nightly one picks the change up.
             log.info("webhook.sync_skipped", reason=type(exc).__name__)
             return
-        self.finished(prepared, service.run(prepared))
+        self.finished(prepared, service.run(prepared, progress=self._check_stopping))
 
     # -- the schedule -----------------------------------------------------------------------
 
@@ -197,8 +210,8 @@ class Jobs:
         claims = schedule.claim_due()
         if not claims:
             return None
-        service = self.app.sync_service()
         try:
+            service = self.app.sync_service()
             prepared = service.prepare_nightly(actor=actor)
         except BaseException:
             schedule.release(claims)
@@ -224,6 +237,14 @@ class Jobs:
             started = self.start_nightly()
         except SyncInProgress:
             started = None  # the next tick claims again
+        except Exception as exc:
+            started = None
+            reason = str(exc) if isinstance(exc, SettingsError) else type(exc).__name__
+            log.error("schedule.nightly_cannot_start", reason=reason)
+            alerts.nightly_cannot_start(reason)
+        else:
+            if started is not None:
+                alerts.nightly_could_start()
         if started is not None:
             self.run_later(started[1])
         send_digests(self.engine, self.app.clock, alerts.mailer, self.app.settings.base_url)
@@ -239,6 +260,18 @@ class Jobs:
             conn.execute(
                 statement.on_conflict_do_update(index_elements=["worker"], set_={"seen_at": now})
             )
+
+
+def _mailer(smtp_url: str | None) -> SmtpMailer | None:
+    """The alert mailer; a malformed URL (refused at start) leaves alerts on the staff page
+    rather than failing the tick that raises them."""
+    if not smtp_url:
+        return None
+    try:
+        return SmtpMailer.from_url(smtp_url)
+    except (SmtpError, ValueError):
+        log.error("alert.smtp_url_malformed")
+        return None
 
 
 def _scope_ref(prepared: PreparedRun) -> str | None:

@@ -14,10 +14,18 @@ if TYPE_CHECKING:
 log = get_logger("pqsync.worker")
 
 
+# How long a stopping worker waits for its running jobs to reach a page's end and hand back.
+SHUTDOWN_TIMEOUT_SECONDS = 60
+
+
 def make_consumer(app: App, *, workers: int, periodic: bool = True) -> Consumer:
     """huey's consumer with our polling: an idle worker looks at a SQLite or PostgreSQL queue
-    at least every second (Redis answers at once). `periodic`: also the minute tick."""
-    return app.jobs.huey.create_consumer(
+    at least every second (Redis answers at once). `periodic`: also the minute tick.
+
+    SIGTERM (systemd's stop) stops it gracefully: running syncs hand back at the
+    end of their current page (queued again for the next worker), up to
+    SHUTDOWN_TIMEOUT_SECONDS; SIGINT or a second SIGTERM stops at once."""
+    consumer = app.jobs.huey.create_consumer(
         workers=workers,
         worker_type="thread",
         periodic=periodic,
@@ -25,7 +33,11 @@ def make_consumer(app: App, *, workers: int, periodic: bool = True) -> Consumer:
         backoff=1.5,
         max_delay=1.0,
         scheduler_interval=1,
+        graceful_signal="TERM",
+        shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
     )
+    app.jobs.stopping = consumer.stop_flag
+    return consumer
 
 
 def run_worker(app: App, *, workers: int) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from pqsync.db.engine import begin_write
-from pqsync.db.tables import PartnerUser, PatientAccess
+from pqsync.db.tables import PartnerUser, Patient, PatientAccess
 from pqsync.services.auth import Principal
 
 # Six years (HIPAA's documentation retention), counted generously over leap years.
@@ -143,3 +143,61 @@ def access_by_user(
     if since is not None:
         conditions.append(PatientAccess.accessed_at >= since)
     return _entries(session, *conditions, limit=limit)
+
+
+class AccessQueryError(ValueError):
+    """The question to the access record names no known patient or user."""
+
+
+@dataclass(frozen=True)
+class AccessReport:
+    subject: str  # "patient <id>" or "user <email>"
+    since: datetime
+    entries: list[AccessEntry]
+    patient_names: dict[uuid.UUID, str]
+
+
+def access_report(
+    session: Session,
+    *,
+    since: datetime,
+    patient_id: str | None = None,
+    user_email: str | None = None,
+    limit: int = 1000,
+) -> AccessReport:
+    """Staff's question to the record: who read this patient, or what this user read,
+    since `since` (newest first). A removed patient or user is still found by id/email."""
+    if patient_id:
+        try:
+            pid = uuid.UUID(patient_id.strip())
+        except ValueError:
+            raise AccessQueryError("the patient id is not a valid id") from None
+        entries = access_for_patient(session, pid, since, limit=limit)
+        subject = f"patient {pid}"
+    elif user_email:
+        email = user_email.strip().lower()
+        user_id = session.scalar(select(PartnerUser.id).where(PartnerUser.email == email))
+        if user_id is not None:
+            entries = access_by_user(session, user_id, since, limit=limit)
+        else:  # a user removed since: found by the email written with each read
+            entries = _entries(
+                session,
+                PatientAccess.user_email == email,
+                PatientAccess.accessed_at >= since,
+                limit=limit,
+            )
+        subject = f"user {email}"
+    else:
+        raise AccessQueryError("give a patient id or a user's email")
+    ids = {entry.patient_id for entry in entries}
+    names = (
+        {
+            row.id: f"{row.first_name} {row.last_name}".strip()
+            for row in session.execute(
+                select(Patient.id, Patient.first_name, Patient.last_name).where(Patient.id.in_(ids))
+            )
+        }
+        if ids
+        else {}
+    )
+    return AccessReport(subject=subject, since=since, entries=entries, patient_names=names)

@@ -41,6 +41,10 @@ PLAIN_ERRORS = {
 FAILED = "failed"
 
 
+# The streak of nightly runs that could not start (configuration, IntakeQ key).
+NIGHTLY_START_KEY = "nightly:cannot-start"
+
+
 class Mailer(Protocol):
     def send(self, recipients: list[str], subject: str, body: str) -> None: ...
 
@@ -158,6 +162,25 @@ class Alerts:
             f"is running.\n\nHealth: {self.base_url}/healthz\n"
         )
         self._deliver(key, "missed", subject, body, None, organization_id)
+
+    def nightly_cannot_start(self, reason: str) -> None:
+        """A due nightly run could not even start (its claim given back, retried next
+        minute): one alert until a night starts again. `reason` names no secret."""
+        if not self._flip(NIGHTLY_START_KEY, failing=True):
+            return
+        subject = "pqsync: the nightly sync cannot start"
+        body = (
+            f"A nightly sync was due but could not start: {reason}.\n"
+            "No run was recorded; the worker tries again every minute and the night is run "
+            "once this is fixed.\n\n"
+            f"Health: {self.base_url}/healthz\n"
+        )
+        self._deliver(NIGHTLY_START_KEY, "failure", subject, body, None)
+
+    def nightly_could_start(self) -> None:
+        """A nightly run started: close the cannot-start streak (the run's own alerts say
+        how it went)."""
+        self._flip(NIGHTLY_START_KEY, failing=False)
 
     # -- internals -----------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from pqsync.db.engine import begin_write
 from pqsync.db.tables import ApiToken, LoginAttempt, Organization, PartnerUser, UserSession
+from pqsync.domain.roles import STAFF_ROLES
 from pqsync.services.passwords import hash_password, verify_password
 
 SESSION_LIFETIME = timedelta(hours=12)
@@ -36,6 +37,9 @@ ACCOUNT_CAP = 20  # per account, from browsers that are not a known device of it
 FIRST_BACKOFF = timedelta(minutes=1)  # doubles with every further failure, up to the window
 # Writing `last_used_at` on every request would turn each read into a write.
 TOKEN_USE_RESOLUTION = timedelta(minutes=5)
+SESSION_IDLE_TIMEOUT = timedelta(minutes=30)
+# A session's `last_seen_at` is written at most this often.
+SESSION_SEEN_RESOLUTION = timedelta(minutes=1)
 
 Clock = Callable[[], datetime]
 
@@ -88,7 +92,7 @@ class Principal:
 
     @property
     def is_staff(self) -> bool:
-        return self.role == "staff_admin"
+        return self.role in STAFF_ROLES
 
 
 class InvalidCredentials(Exception):
@@ -139,9 +143,18 @@ def _principal(
 class Authenticator:
     """Logins, sessions and bearer tokens against the database, with an injected clock."""
 
-    def __init__(self, secret_key: str, clock: Clock) -> None:
+    def __init__(
+        self,
+        secret_key: str,
+        clock: Clock,
+        *,
+        idle_timeout: timedelta = SESSION_IDLE_TIMEOUT,
+        lifetime: timedelta = SESSION_LIFETIME,
+    ) -> None:
         self._secret_key = secret_key.encode()
         self._clock = clock
+        self.idle_timeout = idle_timeout
+        self.lifetime = lifetime
 
     def email_digest(self, email: str) -> str:
         normalized = email.strip().lower().encode()
@@ -210,7 +223,8 @@ class Authenticator:
             token_hash=token_digest(cookie_token),
             csrf_token=new_token(),
             created_at=now,
-            expires_at=now + SESSION_LIFETIME,
+            expires_at=now + self.lifetime,
+            last_seen_at=now,
         )
         session.add(record)
         session.commit()
@@ -277,7 +291,8 @@ class Authenticator:
     # -- sessions ------------------------------------------------------------------------
 
     def from_session_cookie(self, session: Session, cookie_token: str) -> Principal | None:
-        """The user of a live (unexpired, unrevoked) session, or None."""
+        """The user of a live session (not revoked, within its lifetime, not idle longer
+        than the idle timeout), or None; notes that it was used."""
         now = self._clock()
         row = session.execute(
             select(UserSession, PartnerUser)
@@ -292,7 +307,18 @@ class Authenticator:
         if row is None:
             return None
         record, user = row
-        return _principal(session, user, "cookie", record.id, record.csrf_token)
+        seen = record.last_seen_at or record.created_at
+        if now - seen > self.idle_timeout:
+            return None
+        principal = _principal(session, user, "cookie", record.id, record.csrf_token)
+        if now - seen > SESSION_SEEN_RESOLUTION:
+            session.commit()  # end the read before taking the write lock
+            begin_write(session)
+            session.execute(
+                update(UserSession).where(UserSession.id == record.id).values(last_seen_at=now)
+            )
+            session.commit()
+        return principal
 
     def logout(self, session: Session, session_id: uuid.UUID) -> None:
         """Revoke a session so its cookie no longer works."""
@@ -304,6 +330,18 @@ class Authenticator:
             .values(revoked_at=self._clock())
         )
         session.commit()
+
+    def logout_everywhere(self, session: Session, user_id: uuid.UUID) -> int:
+        """End every session of the user (every browser); returns how many were open."""
+        session.commit()
+        begin_write(session)
+        ended = session.execute(
+            update(UserSession)
+            .where(UserSession.user_id == user_id, UserSession.revoked_at.is_(None))
+            .values(revoked_at=self._clock())
+        )
+        session.commit()
+        return int(getattr(ended, "rowcount", 0) or 0)
 
     # -- bearer tokens -------------------------------------------------------------------
 

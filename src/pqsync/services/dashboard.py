@@ -31,6 +31,7 @@ from pqsync.db.tables import (
 )
 from pqsync.domain import visibility
 from pqsync.domain.visibility import Starter
+from pqsync.services.access import record_access
 from pqsync.services.auth import Principal
 from pqsync.services.sync.results import Summary
 
@@ -245,6 +246,19 @@ class Dashboard:
         self.viewer = viewer
         self.now = now
         self.default_zone = ZoneInfo(default_timezone)
+
+    def record(
+        self, view: str, patient_ids: Iterable[uuid.UUID], detail: str | None = None
+    ) -> None:
+        """Put in the access record that the viewer is being shown these patients' data."""
+        record_access(
+            self.session,
+            user=self.viewer,
+            view=view,
+            patient_ids=patient_ids,
+            detail=detail,
+            now=self.now,
+        )
 
     # -- scoping -------------------------------------------------------------------------
 

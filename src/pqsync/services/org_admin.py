@@ -26,8 +26,8 @@ from pqsync.domain.roles import PARTNER_ROLES
 from pqsync.services.auth import Principal, new_token, token_digest
 from pqsync.services.calendar_feed import stop_feed
 from pqsync.services.casework import org_today
-from pqsync.services.passwords import hash_password
-from pqsync.services.users import MIN_PASSWORD_LENGTH, UserInputError, deactivate_user
+from pqsync.services.passwords import hash_password, password_problem
+from pqsync.services.users import UserInputError, deactivate_user
 
 INVITATION_DAYS = 7
 INVITE_PREFIX = "inv_"
@@ -208,10 +208,11 @@ def open_invitation(session: Session, token: str, now: datetime) -> tuple[Invita
 
 
 def accept_invitation(session: Session, token: str, password: str, now: datetime) -> PartnerUser:
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise UserInputError(f"The password needs at least {MIN_PASSWORD_LENGTH} characters.")
     begin_write(session)
     invitation, user = open_invitation(session, token, now)
+    problem = password_problem(password, user.email)
+    if problem is not None:
+        raise UserInputError(problem[:1].upper() + problem[1:] + ".")
     user.password_hash = hash_password(password)
     invitation.used_at = now
     session.commit()

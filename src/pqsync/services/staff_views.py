@@ -78,6 +78,7 @@ class RunDetail:
     error: str | None
     plan: str | None
     patients: list[tuple[str, str, str | None]]  # name, state, error
+    patient_ids: list[uuid.UUID]  # whose names `patients` shows (for the access record)
     unknown_clients: int
     unknown_appointments: list[tuple[str, str]]  # IntakeQ client id, appointment id
     unmatched_practitioners: list[tuple[str, int]]
@@ -190,6 +191,7 @@ def run_detail(session: Session, run_id: str, zone: ZoneInfo) -> RunDetail | Non
         error=run.error_message,
         plan=str(plan) if plan else None,
         patients=[(n, s, str(e) if e else None) for n, s, e in patients],
+        patient_ids=[pid for pid in states if pid in names],
         unknown_clients=_int(details.get("unknown_clients")),
         unknown_appointments=[
             (str(a.get("clientId", "")), str(a.get("appointmentId", "")))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic import EmailStr, TypeAdapter, ValidationError
 from sqlalchemy import select, update
@@ -12,12 +12,11 @@ from sqlalchemy.orm import Session
 
 from pqsync.db.engine import begin_write
 from pqsync.db.lookup import organization_by_ref
-from pqsync.db.tables import ApiToken, PartnerUser, UserSession
-from pqsync.domain.roles import ROLES
+from pqsync.db.tables import ApiToken, PartnerUser, PasswordReset, UserSession
+from pqsync.domain.roles import ROLES, STAFF_ROLES
 from pqsync.services.auth import new_token, token_digest
-from pqsync.services.passwords import hash_password
+from pqsync.services.passwords import hash_password, password_problem
 
-MIN_PASSWORD_LENGTH = 8
 TOKEN_PREFIX = "pqs_"  # noqa: S105 - a prefix that makes leaked tokens easy to spot
 
 _email_adapter: TypeAdapter[str] = TypeAdapter(EmailStr)
@@ -49,20 +48,21 @@ def create_user(
     organization: str | None = None,
     name: str | None = None,
 ) -> PartnerUser:
-    """Create a user; staff_admin belongs to no organisation, every other role to one."""
+    """Create a user; staff roles belong to no organisation, every other role to one."""
     try:
         address = _email_adapter.validate_python(email.strip()).lower()
     except ValidationError:
         raise UserInputError("--email is not a valid email address") from None
     if role not in ROLES:
         raise UserInputError(f"--role must be one of {', '.join(ROLES)}")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise UserInputError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+    problem = password_problem(password, address)
+    if problem is not None:
+        raise UserInputError(problem)
     org_id: uuid.UUID | None = None
     begin_write(session)
-    if role == "staff_admin":
+    if role in STAFF_ROLES:
         if organization:
-            raise UserInputError("a staff_admin belongs to no organization: leave out --org")
+            raise UserInputError(f"a {role} belongs to no organization: leave out --org")
     elif not organization:
         raise UserInputError(f"--org is required for role {role}")
     else:
@@ -129,16 +129,9 @@ class Deactivation:
     already_inactive: bool
 
 
-def deactivate_user(
-    session: Session, user_id: uuid.UUID, *, by: str, now: datetime
-) -> Deactivation:
-    """Take a user off at once: inactive, every open session ended and every API token
-    revoked in one transaction, so their next request is refused (401). `by` says who did
-    it ("cli", "directory", a staff email); running it again changes nothing."""
-    begin_write(session)
-    user = session.get(PartnerUser, user_id)
-    if user is None:
-        raise UserInputError("no such user")
+def end_user_access(session: Session, user: PartnerUser, *, by: str, now: datetime) -> Deactivation:
+    """Within the caller's transaction: mark the user inactive (once) and end every open
+    session and API token of theirs."""
     already_inactive = not user.is_active
     if not already_inactive:
         user.is_active = False
@@ -154,12 +147,114 @@ def deactivate_user(
         .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
         .values(revoked_at=now)
     )
-    email = user.email
-    session.commit()
     return Deactivation(
-        user_id=user_id,
-        email=email,
+        user_id=user.id,
+        email=user.email,
         sessions_ended=int(getattr(sessions, "rowcount", 0) or 0),
         tokens_revoked=int(getattr(tokens, "rowcount", 0) or 0),
         already_inactive=already_inactive,
     )
+
+
+def deactivate_user(
+    session: Session, user_id: uuid.UUID, *, by: str, now: datetime
+) -> Deactivation:
+    """Take a user off at once: inactive, every open session ended and every API token
+    revoked in one transaction, so their next request is refused (401). `by` says who did
+    it ("cli", "directory", a staff email); running it again changes nothing."""
+    begin_write(session)
+    user = session.get(PartnerUser, user_id)
+    if user is None:
+        raise UserInputError("no such user")
+    done = end_user_access(session, user, by=by, now=now)
+    session.commit()
+    return done
+
+
+RESET_LIFETIME = timedelta(hours=24)
+
+
+def issue_reset(session: Session, email: str, *, by: str, now: datetime) -> tuple[str, str]:
+    """A one-time password reset token for an active user (valid RESET_LIFETIME; earlier
+    unused ones of theirs stop working); returns (token, the user's email)."""
+    begin_write(session)
+    user = find_user(session, email)
+    if not user.is_active:
+        raise UserInputError("that user is deactivated")
+    session.execute(
+        update(PasswordReset)
+        .where(PasswordReset.user_id == user.id, PasswordReset.used_at.is_(None))
+        .values(used_at=now)
+    )
+    token = new_token()
+    session.add(
+        PasswordReset(
+            user_id=user.id,
+            token_hash=token_digest(token),
+            issued_by=by[:320],
+            created_at=now,
+            expires_at=now + RESET_LIFETIME,
+        )
+    )
+    address = user.email
+    session.commit()
+    return token, address
+
+
+def reset_user(session: Session, token: str, *, now: datetime) -> PartnerUser | None:
+    """The active user a live (unused, unexpired) reset token is for, or None."""
+    row = session.execute(
+        select(PasswordReset, PartnerUser)
+        .join(PartnerUser, PartnerUser.id == PasswordReset.user_id)
+        .where(
+            PasswordReset.token_hash == token_digest(token),
+            PasswordReset.used_at.is_(None),
+            PasswordReset.expires_at > now,
+            PartnerUser.is_active.is_(True),
+        )
+    ).first()
+    return row[1] if row is not None else None
+
+
+def use_reset(session: Session, token: str, password: str, *, now: datetime) -> None:
+    """Set the password a reset link was issued for; the link then stops working."""
+    begin_write(session)
+    row = session.execute(
+        select(PasswordReset, PartnerUser)
+        .join(PartnerUser, PartnerUser.id == PasswordReset.user_id)
+        .where(
+            PasswordReset.token_hash == token_digest(token),
+            PasswordReset.used_at.is_(None),
+            PasswordReset.expires_at > now,
+            PartnerUser.is_active.is_(True),
+        )
+    ).first()
+    if row is None:
+        raise UserInputError("this reset link has expired or was used already")
+    reset, user = row
+    _new_password(session, user, password, now)
+    reset.used_at = now
+    session.commit()
+
+
+def _new_password(session: Session, user: PartnerUser, password: str, now: datetime) -> int:
+    problem = password_problem(password, user.email)
+    if problem is not None:
+        raise UserInputError(problem)
+    user.password_hash = hash_password(password)
+    ended = session.execute(
+        update(UserSession)
+        .where(UserSession.user_id == user.id, UserSession.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return int(getattr(ended, "rowcount", 0) or 0)
+
+
+def set_password(session: Session, email: str, password: str, *, now: datetime) -> int:
+    """Give the user a new password (checked: length, not a common one) and end their open
+    sessions, so that whoever knew the old one is signed out; returns sessions ended."""
+    begin_write(session)
+    user = find_user(session, email)
+    ended = _new_password(session, user, password, now)
+    session.commit()
+    return ended

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from functools import partial
 
+import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -33,11 +37,25 @@ from pqsync.web.security import BodyLimit, SecurityHeaders
 log = get_logger("pqsync.web.requests")
 
 
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+
+def request_id_of(given: str | None) -> str:
+    """The caller's X-Request-ID when it is a plain token (a proxy's), else a new one."""
+    return given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
 def create_app(app: App) -> FastAPI:
     """The HTTP API over one composition root (settings, engine, clock, IntakeQ client)."""
     ctx = WebContext(
         app=app,
-        auth=Authenticator(app.settings.secret_key.get_secret_value(), app.clock),
+        auth=Authenticator(
+            app.settings.secret_key.get_secret_value(),
+            app.clock,
+            idle_timeout=timedelta(minutes=app.settings.session_idle_minutes),
+            lifetime=timedelta(hours=app.settings.session_lifetime_hours),
+        ),
     )
 
     api = FastAPI(
@@ -86,7 +104,16 @@ def create_app(app: App) -> FastAPI:
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         started = time.perf_counter()
-        response = await call_next(request)
+        request_id = request_id_of(request.headers.get(REQUEST_ID_HEADER))
+        # Every log line of the request (and its access records) carries the id.
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            response = await call_next(request)
+            return _observed(request, response, started, request_id)
+
+    def _observed(
+        request: Request, response: Response, started: float, request_id: str
+    ) -> Response:
+        response.headers[REQUEST_ID_HEADER] = request_id
         # The route's template, never the raw path: paths hold ids, query strings hold tokens.
         route = getattr(request.scope.get("route"), "path", None) or (
             request.url.path if request.url.path in static_paths else "unmatched"

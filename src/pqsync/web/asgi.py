@@ -8,11 +8,13 @@ from fastapi import FastAPI
 from pqsync.bootstrap import build_app
 from pqsync.logging import configure_logging
 from pqsync.settings import load_settings
+from pqsync.startup_checks import check_startup
 from pqsync.web.app import create_app
 
 
 def create() -> FastAPI:
     configure_logging(level="INFO")
     app = build_app(load_settings())
+    check_startup(app.settings, "web")
     app.require_schema()
     return create_app(app)

@@ -62,6 +62,7 @@ def make_templates() -> Jinja2Templates:
 
 ROLE_LABELS = {
     "staff_admin": "Clinic staff",
+    "staff_viewer": "Clinic staff (read only)",
     "partner_admin": "Partner admin",
     "case_manager": "Case manager",
     "viewer": "Viewer",

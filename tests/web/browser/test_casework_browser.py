@@ -157,7 +157,7 @@ def test_the_organisation_page_and_an_invitation(new_page: OpenPage) -> None:
     invited.goto(link.input_value())
     expect(invited.get_by_role("heading", name="Welcome, Sam Case")).to_be_visible()
     assert blocking_violations(invited) == []
-    invited.get_by_label("New password").fill("a long password")
+    invited.get_by_label("New password").fill("a long enough passphrase")
     invited.get_by_role("button", name="Set password").click()
     expect(invited.get_by_role("heading", name="Sign in")).to_be_visible()
 
@@ -165,7 +165,7 @@ def test_the_organisation_page_and_an_invitation(new_page: OpenPage) -> None:
 def test_since_your_last_visit_until_dismissed(new_page: OpenPage, seed: Seed, pq_app: App) -> None:
     page = sign_in(new_page(), "case_manager")
     expect(page.get_by_role("region", name=re.compile("Since your last visit"))).to_have_count(0)
-    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign out", exact=True).click()
     pq_app.clock.advance(hours=1)  # type: ignore[attr-defined]
     with Session(pq_app.engine) as session:  # what a sync writes for a new booking
         appointment_id = add_appointments(

@@ -28,7 +28,7 @@ def test_signing_in_shows_who_and_where_and_signing_out_ends_it(new_page: OpenPa
     expect(header).to_contain_text("Jordan Ames")
     expect(header).to_contain_text("First Step House")
     expect(header).to_contain_text("Case manager")
-    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign out", exact=True).click()
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     page.goto("/")
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+import structlog
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -54,7 +55,9 @@ from pqsync.services.sync.plan import (
     page_limit,
 )
 from pqsync.services.sync.results import (
+    HANDED_BACK,
     Actor,
+    HandedBack,
     PatientResult,
     PreparedRun,
     Summary,
@@ -369,7 +372,11 @@ class SyncService:
         self, prepared: PreparedRun, *, progress: ProgressCallback = _no_progress
     ) -> SyncResult:
         """Execute a prepared run. IntakeQ failures and a lost lease give a failed result,
-        never an exception."""
+        never an exception. Every log line of the run (each IntakeQ request) names it."""
+        with structlog.contextvars.bound_contextvars(run_id=str(prepared.run_id)):
+            return self._run(prepared, progress)
+
+    def _run(self, prepared: PreparedRun, progress: ProgressCallback) -> SyncResult:
         try:
             with (
                 self.locks.keep(prepared.scope_key, prepared.run_id) as lease,
@@ -382,6 +389,11 @@ class SyncService:
                 except (IntakeQError, LeaseLost) as exc:
                     session.rollback()
                     sync_records.record_failure(ctx.result, exc)
+                except HandedBack:
+                    session.rollback()
+                    ctx.result.status = "paused"
+                    ctx.result.error = HANDED_BACK
+                    ctx.result.error_kind = "handed_back"
                 except Exception as exc:
                     session.rollback()
                     ctx.result.status = "failed"

@@ -82,12 +82,14 @@ def finish(
         result.summary.add(patient_result.summary)
     result.summary.errors += result.malformed
     failed = [r for r in ctx.results.values() if r.state == "failed"]
-    if result.status != "failed" and failed and len(failed) == len(ctx.results):
+    if result.status == "paused":
+        pass  # handed back or out of budget: neither failed nor done
+    elif result.status != "failed" and failed and len(failed) == len(ctx.results):
         # Nobody could be synced: that is a failed run, not a partial one.
         result.status = "failed"
         result.error = failed[0].error
         result.error_kind = "intakeq"
-    if result.status != "failed":
+    if result.status not in ("failed", "paused"):
         result.status = "partial" if result.summary.errors else "success"
     result.finished_at = finished_at
     details = progress_details(prepared, ctx)

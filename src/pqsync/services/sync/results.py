@@ -10,6 +10,15 @@ from typing import Any
 
 from pqsync.domain.windows import Window
 
+HANDED_BACK = (
+    "handed back: the worker was stopping (a restart); the run continues on the next worker"
+)
+
+
+class HandedBack(Exception):
+    """Raised from a progress callback between pages: the worker is stopping, so the run
+    stops at the page boundary (every written page committed) and is queued again."""
+
 
 class SyncInputError(ValueError):
     """Bad input to a sync (unknown patient or organisation); nothing was written."""

@@ -68,6 +68,20 @@ def logout(user: CurrentUser, ctx: ContextDep, session: SessionDep) -> Response:
     return answer
 
 
+@router.post(
+    "/logout-everywhere",
+    status_code=204,
+    response_class=Response,
+    responses=responses(401, 403),
+)
+def logout_everywhere(user: CurrentUser, ctx: ContextDep, session: SessionDep) -> Response:
+    """End every session of the caller, on every browser (API tokens stay valid)."""
+    ctx.auth.logout_everywhere(session, user.user_id)
+    answer = Response(status_code=204)
+    clear_session_cookie(answer, ctx)
+    return answer
+
+
 @router.get("/me", responses=responses(401))
 def me(user: CurrentUser) -> SessionOut:
     """Who is logged in, with the session's CSRF token (null for bearer tokens)."""

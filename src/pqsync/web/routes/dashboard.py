@@ -65,6 +65,7 @@ def roster(
         page = dashboard.roster(organization_id, search=q, limit=limit, cursor=cursor)
     except BadCursor as exc:
         raise ApiError(422, "invalid_cursor", str(exc)) from None
+    dashboard.record("api_roster", [row.id for row in page.rows])
     return RosterOut(
         patients=[RosterEntryOut.model_validate(row) for row in page.rows],
         next_cursor=page.next_cursor,
@@ -107,6 +108,7 @@ def appointments(dashboard: DashboardDep, patient_id: PatientId) -> Appointments
         rows = dashboard.appointments(scope)
     except ConsentRequired as exc:
         raise ApiError(403, "roi_consent_required", str(exc)) from None
+    dashboard.record("api_appointments", [scope.patient.id])
     return AppointmentsOut(
         patient=PatientRefOut.model_validate(scope.ref),
         appointments=[AppointmentOut.model_validate(row) for row in rows],
@@ -117,13 +119,17 @@ def appointments(dashboard: DashboardDep, patient_id: PatientId) -> Appointments
 def sync_history(dashboard: DashboardDep, patient_id: PatientId) -> SyncHistoryOut:
     """Finished syncs that covered the patient, newest first, and who started each."""
     scope = visible_patient(dashboard, patient_id)
-    return SyncHistoryOut.model_validate(dashboard.sync_history(scope))
+    history = SyncHistoryOut.model_validate(dashboard.sync_history(scope))
+    dashboard.record("api_sync_history", [scope.patient.id])
+    return history
 
 
 @router.get("/sync-runs/{runId}", responses=responses(401, 404, 422), name="sync_run")
 def sync_run(dashboard: DashboardDep, run_id: Annotated[str, Path(alias="runId")]) -> SyncRunOut:
     """A run's progress: status, patients total and done, each patient's state and counts."""
     try:
-        return SyncRunOut.model_validate(dashboard.run(run_id))
+        progress = dashboard.run(run_id)
     except NotVisible:
         raise not_found("run") from None
+    dashboard.record("api_sync_run", [p.patient_id for p in progress.patients], f"run {run_id}")
+    return SyncRunOut.model_validate(progress)

@@ -32,6 +32,7 @@ from pqsync.services.dashboard import BadCursor, Dashboard, NotVisible, RosterRo
 from pqsync.services.organizations import all_organizations, organization_by_id
 from pqsync.services.patient_page import patient_appointments, timeline
 from pqsync.services.runs import running_sync_all
+from pqsync.services.users import UserInputError, reset_user, use_reset
 from pqsync.web.context import WebContext
 from pqsync.web.deps import (
     SESSION_COOKIE,
@@ -136,6 +137,47 @@ def logout_submit(
     check_form_token(user, csrf_token)
     if user.session_id is not None:
         ctx.auth.logout(session, user.session_id)
+    response = RedirectResponse("/login", status_code=303, headers=PAGE_HEADERS)
+    clear_session_cookie(response, ctx)
+    return response
+
+
+@router.get("/reset/{token}")
+def reset_form(token: str, request: Request, ctx: ContextDep, session: SessionDep) -> Response:
+    """The form a one-time reset link opens (the link is the proof: no session needed)."""
+    user = reset_user(session, token, now=ctx.now())
+    if user is None:
+        return render(ctx, request, "reset.html", None, expired=True, status_code=404)
+    return render(ctx, request, "reset.html", None, expired=False, token=token)
+
+
+@router.post("/reset/{token}")
+def reset_submit(
+    token: str,
+    request: Request,
+    ctx: ContextDep,
+    session: SessionDep,
+    password: Annotated[str, Form(max_length=1000)] = "",
+    again: Annotated[str, Form(max_length=1000)] = "",
+) -> Response:
+    if password != again:
+        error = "The two passwords differ."
+        return render(ctx, request, "reset.html", None, token=token, error=error, status_code=422)
+    try:
+        use_reset(session, token, password, now=ctx.now())
+    except UserInputError as exc:
+        error = f"{str(exc)[0].upper()}{str(exc)[1:]}."
+        return render(ctx, request, "reset.html", None, token=token, error=error, status_code=422)
+    return RedirectResponse("/login", status_code=303, headers=PAGE_HEADERS)
+
+
+@router.post("/logout-everywhere")
+def logout_everywhere_submit(
+    user: PageUser, ctx: ContextDep, session: SessionDep, csrf_token: CsrfField = NO_TOKEN
+) -> Response:
+    """Sign out on every browser (a computer left signed in elsewhere)."""
+    check_form_token(user, csrf_token)
+    ctx.auth.logout_everywhere(session, user.user_id)
     response = RedirectResponse("/login", status_code=303, headers=PAGE_HEADERS)
     clear_session_cookie(response, ctx)
     return response
@@ -273,6 +315,7 @@ def roster_page(
             roster = dashboard.roster(chosen.id, search=search, cursor=cursor)
         except BadCursor:
             roster = dashboard.roster(chosen.id, search=search)
+        dashboard.record("roster_page", [row.id for row in roster.rows])
         values.update(
             rows=[roster_line(row, user, values["now"]) for row in roster.rows],
             next_cursor=roster.next_cursor,
@@ -331,6 +374,7 @@ def patient(
     except NotVisible:
         raise PageNotFound() from None
     appointments = patient_appointments(dashboard, scope) if scope.details_visible else None
+    dashboard.record("patient_page", [scope.patient.id])
     return render(
         ctx,
         request,

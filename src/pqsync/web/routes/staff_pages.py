@@ -3,12 +3,15 @@ budget, and the practitioner mapping form."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse
 
+from pqsync.domain import visibility
 from pqsync.domain.run_types import RUN_TYPES
+from pqsync.services.access import AccessQueryError, access_report
 from pqsync.services.auth import Principal
 from pqsync.services.organizations import all_organizations
 from pqsync.services.practitioners import (
@@ -83,7 +86,49 @@ def staff_run(
     detail = run_detail(session, run_id, ctx.dashboard(session, user).default_zone)
     if detail is None:
         raise PageNotFound()
+    ctx.dashboard(session, user).record("staff_run_page", detail.patient_ids, f"run {run_id}")
     return render(ctx, request, "staff_run.html", user, detail=detail)
+
+
+@router.get("/access")
+def staff_access(
+    request: Request,
+    ctx: ContextDep,
+    session: SessionDep,
+    user: StaffUser,
+    patient: Annotated[str, Query(max_length=64)] = "",
+    email: Annotated[str, Query(alias="user", max_length=320)] = "",
+    days: Annotated[int, Query(ge=1, le=3660)] = 90,
+) -> HTMLResponse:
+    """Who read a patient's data, or whose data a user read, over the last `days`."""
+    zone = ctx.dashboard(session, user).default_zone
+    report, error = None, None
+    if patient or email:
+        try:
+            report = access_report(
+                session,
+                since=ctx.now() - timedelta(days=days),
+                patient_id=patient or None,
+                user_email=email or None,
+            )
+        except AccessQueryError as exc:
+            error = f"{exc}."
+    if report is not None and report.patient_names:
+        # The answer names patients: reading it is itself a read of their data.
+        ctx.dashboard(session, user).record("staff_access_page", report.patient_names)
+    return render(
+        ctx,
+        request,
+        "staff_access.html",
+        user,
+        report=report,
+        error=error,
+        patient=patient,
+        user_email=email,
+        days=days,
+        zone=zone,
+        status_code=422 if error else 200,
+    )
 
 
 def practitioners_page(
@@ -122,6 +167,10 @@ def staff_map_practitioner(
     provider: Annotated[str, Form(max_length=320)] = "",
 ) -> HTMLResponse:
     check_form_token(user, csrf_token)
+    if not visibility.may_administer(user):
+        return practitioners_page(
+            request, ctx, user, error="Not mapped: your role may only read.", status=403
+        )
     try:
         relinked = map_practitioner(
             ctx.app.engine,

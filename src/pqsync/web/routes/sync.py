@@ -127,7 +127,9 @@ def failure(result: SyncResult, zone: ZoneInfo, now: datetime) -> ApiError:
 def accepted(dashboard: Dashboard, prepared: PreparedRun) -> JSONResponse:
     """202 with the new run's progress and its Location."""
     dashboard.session.commit()  # a new snapshot: the run's row was written by another connection
-    progress = SyncRunOut.model_validate(dashboard.run(str(prepared.run_id)))
+    run = dashboard.run(str(prepared.run_id))
+    dashboard.record("api_sync_run", [p.patient_id for p in run.patients], f"run {run.run_id}")
+    progress = SyncRunOut.model_validate(run)
     return JSONResponse(
         progress.model_dump(mode="json", by_alias=True),
         status_code=202,
@@ -208,6 +210,7 @@ def sync_patient(
     result = ctx.run_sync(service, prepared)
     if not result.ok:
         raise failure(result, scope.zone, ctx.now())
+    dashboard.record("api_sync_patient", [scope.patient.id], f"run {result.run_id}")
     return patient_sync_out(result, scope)
 
 
@@ -246,6 +249,9 @@ def sync_organization(
         raise failure(result, zone, ctx.now())
     counted = dashboard.counts_visible(p.patient_id for p in result.patients)
     shown = [p for p in result.patients if p.patient_id in counted]
+    dashboard.record(
+        "api_sync_organization", [p.patient_id for p in result.patients], f"run {result.run_id}"
+    )
     return OrganizationSyncOut(
         success=True,
         organization_id=org.id,
