@@ -10,13 +10,13 @@ import icalendar
 import vobject
 from casework_support import DENVER, add_appointments, denver, set_consent
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from test_dashboard_pages import sign_in
 from web_support import USERS, FakeClock, Seed
 
 from pqsync.bootstrap import App
-from pqsync.db.tables import PartnerUser
+from pqsync.db.tables import Affiliation, PartnerUser
 from pqsync.services.access import access_for_patient
 from pqsync.services.users import deactivate_user
 
@@ -106,6 +106,17 @@ def test_a_revoked_consent_leaves_the_feed_at_once(
     assert answer.status_code == 200
     assert starts(answer.content) == []
     assert seed.names[seed.consenting].split()[0] not in answer.text
+    set_consent(pq_app, seed.consenting, seed.orgs["own"], "active", None)
+    assert len(starts(client.get(address).content)) == 1
+    with Session(pq_app.engine) as session:  # the resident leaves the organisation
+        session.execute(
+            delete(Affiliation).where(
+                Affiliation.patient_id == seed.consenting,
+                Affiliation.organization_id == seed.orgs["own"],
+            )
+        )
+        session.commit()
+    assert starts(client.get(address).content) == []
 
 
 def test_a_reset_address_and_a_deactivated_user_s_address_answer_404(

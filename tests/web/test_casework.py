@@ -13,7 +13,7 @@ from casework_support import add_appointments, denver, names, set_consent, text_
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
-from test_dashboard_pages import sign_in
+from test_dashboard_pages import INLINE, sign_in
 from web_support import NOW, USERS, Seed, open_client
 
 from intakeq_sim import SimulatorServer
@@ -205,6 +205,9 @@ def test_this_week_lists_consenting_residents_by_day_in_the_organisation_s_zone(
     assert f"9:00 AM {name} {provider} {service} Main clinic Confirmed" in saturday
     assert seed.names[seed.expired] not in words
     assert "10:30 PM" in day_of(page.text, "2025-11-02")
+    with Session(pq_app.engine) as session:  # the read is in the access record
+        assert "week" in [e.view for e in access_for_patient(session, seed.consenting)]
+        assert "week" not in [e.view for e in access_for_patient(session, seed.expired)]
     assert 'href="/week?of=2025-11-03"' in page.text and 'href="/week?of=2025-10-20"' in page.text
     following = day_of(client.get("/week?of=2025-11-03").text, "2025-11-03")
     assert f"9:00 AM {name} {provider} {service} — No-show" in following
@@ -410,3 +413,24 @@ def test_since_your_last_visit_lists_synced_changes_until_dismissed(
     done = client.post("/changes/dismiss", data={"csrf_token": csrf}, follow_redirects=False)
     assert done.status_code == 303
     assert changes_panel(client.get("/").text) is None
+
+
+def test_the_casework_pages_send_a_strict_csp_and_hold_no_inline_script_or_style(
+    client: TestClient, seed: Seed
+) -> None:
+    sign_in(client, "partner_admin")
+    for path in (
+        "/",
+        "/?show=missed&sort=next",
+        "/week",
+        f"/patients/{seed.consenting}/attendance",
+        "/calendar",
+        "/organization",
+    ):
+        page = client.get(path)
+        assert page.status_code == 200, path
+        assert "unsafe-inline" not in page.headers["Content-Security-Policy"]
+        assert INLINE.search(page.text) is None, path
+        title = re.search(r"<title>(.*?)</title>", page.text, re.DOTALL)
+        assert title is not None, path
+        assert all(name not in title.group(1) for name in seed.names.values())

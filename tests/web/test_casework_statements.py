@@ -21,7 +21,7 @@ from pqsync.services.directory import import_directory, parse_directory
 
 def add_house(app: App, slug: str, residents: int) -> str:
     """An organisation of `residents` consenting residents (two upcoming appointments each,
-    one missed last week) and a case manager; returns the manager's email."""
+    one missed last week) and its partner admin; returns the admin's email."""
     org_id = add_organization(app, slug, residents)
     with Session(app.engine) as session:
         patient_ids = session.scalars(
@@ -48,7 +48,7 @@ def add_house(app: App, slug: str, residents: int) -> str:
                 "email": email,
                 "name": f"Manager of {slug}",
                 "organization": slug,
-                "role": "case_manager",
+                "role": "partner_admin",
                 "password": PASSWORD,
             }
         ]
@@ -82,13 +82,16 @@ def test_each_casework_view_costs_the_same_statements_for_1000_residents_as_for_
     for size, residents in (("small", 10), ("large", 1000)):
         email = add_house(pq_app, f"{size}-house", residents)
         with open_client(pq_app) as client:
-            form = client.get("/login")
-            token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
-            assert token is not None
-            client.post(
-                "/login",
-                data={"email": email, "password": PASSWORD, "csrf_token": token.group(1)},
-            )
+            for _visit in range(2):  # the second sign-in has a last visit to compare with
+                client.cookies.clear()
+                form = client.get("/login")
+                token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+                assert token is not None
+                client.post(
+                    "/login",
+                    data={"email": email, "password": PASSWORD, "csrf_token": token.group(1)},
+                )
+                pq_app.clock.advance(minutes=5)  # type: ignore[attr-defined]
             roster = client.get("/").text
             assert "Needs attention" in roster
             patient = first_patient(roster)
@@ -108,6 +111,8 @@ def test_each_casework_view_costs_the_same_statements_for_1000_residents_as_for_
                 "attendance": f"/patients/{patient}/attendance",
                 "attendance-csv": f"/patients/{patient}/attendance.csv",
                 "feed": address.group(1),
+                "organization": "/organization",
+                "calendar": "/calendar",
             }
             counts[size] = {}
             for name, path in views.items():

@@ -153,7 +153,11 @@ class Service(Base):
 
 class Appointment(Base):
     __tablename__ = "appointments"
-    __table_args__ = (Index("ix_appointments_patient_start", "patient_id", "start_time"),)
+    __table_args__ = (
+        Index("ix_appointments_patient_start", "patient_id", "start_time"),
+        # The week view and the feed read a time range across every resident (issue 25).
+        Index("ix_appointments_start_time", "start_time"),
+    )
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     pq_appointment_id: Mapped[str] = mapped_column(String(64), unique=True)
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))

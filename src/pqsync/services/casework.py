@@ -127,6 +127,11 @@ class AttentionGroup:
     heading: str
     items: list[AttentionItem]  # open items, at most ATTENTION_SHOWN
     open_count: int
+    kinds: dict[str, int]  # open items by kind
+
+    @property
+    def patient_ids(self) -> list[uuid.UUID]:
+        return [item.patient_id for item in self.items]
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,12 @@ class Attention:
     @property
     def open_count(self) -> int:
         return sum(group.open_count for group in self.groups)
+
+    @property
+    def patient_ids(self) -> list[uuid.UUID]:
+        """Whose details the lists show (for the access record)."""
+        shown = [pid for group in self.groups for pid in group.patient_ids]
+        return shown + [item.patient_id for item in self.handled]
 
 
 def _attention_items(
@@ -291,7 +302,8 @@ def attention(session: Session, viewer: Principal, org: Organization, now: datet
         ("consent", "ROI consent expiring or expired", ("consent_expiring", "consent_expired")),
     ):
         group = [item for item in open_items if item.kind in kinds]
-        groups.append(AttentionGroup(name, heading, group[:ATTENTION_SHOWN], len(group)))
+        by_kind = {kind: sum(item.kind == kind for item in group) for kind in kinds}
+        groups.append(AttentionGroup(name, heading, group[:ATTENTION_SHOWN], len(group), by_kind))
     return Attention(groups, handled[:ATTENTION_SHOWN], len(handled))
 
 
@@ -670,6 +682,13 @@ def record_export(
     session.commit()
 
 
+def record_shown(
+    session: Session, user: Principal, view: str, patient_ids: Iterable[uuid.UUID], now: datetime
+) -> None:
+    """A read of these residents' appointment details on a page (the access record only)."""
+    record_access(session, user=user, view=view, patient_ids=patient_ids, now=now)
+
+
 def record_feed_sent(
     session: Session, user: PartnerUser, patient_ids: Iterable[uuid.UUID], now: datetime
 ) -> None:
@@ -868,6 +887,10 @@ class SinceLastVisit:
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def patient_ids(self) -> list[uuid.UUID]:
+        return [item.patient_id for item in self.items]
 
 
 def _change_kind(activity_type: str, changes: Any) -> str | None:

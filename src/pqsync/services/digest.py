@@ -52,10 +52,15 @@ def opted_in(session: Session, user_id: uuid.UUID) -> bool:
     return bool(prefs and prefs.digest_opt_in)
 
 
-def digest_text(missed: int, base_url: str) -> tuple[str, str]:
-    """The subject and body: a count and a link, nothing about anyone."""
-    noun = "appointment needs" if missed == 1 else "appointments need"
-    subject = f"{missed} missed {noun} your attention"
+def digest_text(missed: int, late: int, base_url: str) -> tuple[str, str]:
+    """The subject and body: counts and a link, nothing about anyone."""
+    parts = []
+    if missed:
+        parts.append(f"{missed} missed appointment{'' if missed == 1 else 's'}")
+    if late:
+        parts.append(f"{late} late cancellation{'' if late == 1 else 's'}")
+    verb = "needs" if missed + late == 1 else "need"
+    subject = f"{' and '.join(parts)} {verb} your attention"
     body = (
         f"{subject}.\n\n"
         f"See them under 'Needs attention' on your dashboard: {base_url.rstrip('/')}/#attention\n\n"
@@ -114,11 +119,12 @@ def send_digests(
                 via="digest",
             )
             attention = casework.attention(session, viewer, org, now)
-            missed = next(g.open_count for g in attention.groups if g.name == "missed")
-            if missed == 0:
+            group = next(g for g in attention.groups if g.name == "missed")
+            missed, late = group.kinds["missed"], group.kinds["late_cancellation"]
+            if missed + late == 0:
                 quiet += 1
                 continue
-            subject, body = digest_text(missed, base_url)
+            subject, body = digest_text(missed, late, base_url)
             try:
                 mailer.send([user.email], subject, body)
                 sent += 1

@@ -11,10 +11,12 @@ from datetime import timedelta
 from browser_support import fits_width, screenshot, sign_in
 from casework_support import add_appointments, denver
 from playwright.sync_api import Page, expect
+from sqlalchemy.orm import Session
 from test_accessibility_browser import blocking_violations
 from web_support import NOW, Seed
 
 from pqsync.bootstrap import App
+from pqsync.db.tables import PatientActivity
 
 OpenPage = Callable[[], Page]
 
@@ -155,6 +157,37 @@ def test_the_organisation_page_and_an_invitation(new_page: OpenPage) -> None:
     invited.goto(link.input_value())
     expect(invited.get_by_role("heading", name="Welcome, Sam Case")).to_be_visible()
     assert blocking_violations(invited) == []
-    invited.get_by_label("New password").fill("a long password")
+    invited.get_by_label("New password").fill("a long enough passphrase")
     invited.get_by_role("button", name="Set password").click()
     expect(invited.get_by_role("heading", name="Sign in")).to_be_visible()
+
+
+def test_since_your_last_visit_until_dismissed(new_page: OpenPage, seed: Seed, pq_app: App) -> None:
+    page = sign_in(new_page(), "case_manager")
+    expect(page.get_by_role("region", name=re.compile("Since your last visit"))).to_have_count(0)
+    page.get_by_role("button", name="Sign out", exact=True).click()
+    pq_app.clock.advance(hours=1)  # type: ignore[attr-defined]
+    with Session(pq_app.engine) as session:  # what a sync writes for a new booking
+        appointment_id = add_appointments(
+            pq_app, {"patient_id": seed.consenting, "start_time": denver(2025, 11, 20, 9, 0)}
+        )[0]
+        session.add(
+            PatientActivity(
+                patient_id=seed.consenting,
+                appointment_id=appointment_id,
+                activity_type="appointment_created",
+                description="New appointment",
+                changes={},
+                actor="schedule",
+                created_at=pq_app.clock(),
+            )
+        )
+        session.commit()
+    pq_app.clock.advance(hours=1)  # type: ignore[attr-defined]
+    page = sign_in(page, "case_manager")
+    panel = page.get_by_role("region", name="Since your last visit (1)")
+    expect(panel).to_contain_text(f"New {seed.names[seed.consenting]} Thu, Nov 20 at 9:00 AM")
+    assert blocking_violations(page) == []
+    assert fits_width(page)
+    panel.get_by_role("button", name="Dismiss").click()
+    expect(page.get_by_role("region", name=re.compile("Since your last visit"))).to_have_count(0)

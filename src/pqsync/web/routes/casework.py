@@ -80,6 +80,8 @@ def week_page(
 ) -> HTMLResponse:
     _dashboard, chosen = own_organization(ctx, session, user, org)
     week = casework.week(session, user, chosen, ctx.now(), parse_day(of))
+    shown = [entry.patient_id for day in week.days for entry in day.entries]
+    casework.record_shown(session, user, "week", shown, ctx.now())
     return render(
         ctx, request, "week.html", user, org=chosen, week=week, org_query=org_query(user, chosen)
     )

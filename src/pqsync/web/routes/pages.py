@@ -206,8 +206,11 @@ def chosen_organization(
         raise PageNotFound() from None
 
 
-def sync_window(ctx: WebContext, org: Organization) -> tuple[str, str]:
-    """The organisation's default date range (the one Sync all's run takes)."""
+def sync_window(ctx: WebContext, org: Organization, session: Session) -> tuple[str, str]:
+    """The organisation's default date range (the one Sync all's run takes). The sync
+    service checks the schema on a connection of its own: the page's session hands its
+    connection back first, so a request never holds two (under load that drained the pool)."""
+    session.commit()
     window = ctx.sync_service().organization_window(org)
     return window.start.isoformat(), window.end.isoformat()
 
@@ -246,12 +249,18 @@ def roster_line(row: RosterRow, user: Principal, now: datetime) -> RosterLine:
 def casework_values(
     session: Session, user: Principal, org: Organization, now: datetime
 ) -> dict[str, Any]:
-    """What the roster shows of issue 25's casework: needs attention, since the last visit."""
-    return {
-        "attention": casework.attention(session, user, org, now),
-        "can_handle": visibility.may_sync(user),
-        "changes": casework.since_last_visit(session, user, org, now),
-    }
+    """What the roster shows of issue 25's casework: needs attention, since the last visit
+    (the residents they name are written to the access record before the page is sent)."""
+    attention = casework.attention(session, user, org, now)
+    changes = casework.since_last_visit(session, user, org, now)
+    casework.record_shown(
+        session,
+        user,
+        "roster_casework",
+        attention.patient_ids + (changes.patient_ids if changes else []),
+        now,
+    )
+    return {"attention": attention, "can_handle": visibility.may_sync(user), "changes": changes}
 
 
 def roster_page(
@@ -298,7 +307,7 @@ def roster_page(
             paged=False,
             filtered=narrowed,
             running=running_sync_all(session, chosen.id),
-            window=sync_window(ctx, chosen),
+            window=sync_window(ctx, chosen, session),
             **casework_values(session, user, chosen, values["now"]),
         )
     elif chosen is not None:
@@ -312,7 +321,7 @@ def roster_page(
             next_cursor=roster.next_cursor,
             paged=cursor is not None,
             running=running_sync_all(session, chosen.id),
-            window=sync_window(ctx, chosen),
+            window=sync_window(ctx, chosen, session),
             **casework_values(session, user, chosen, values["now"]),
         )
     return render(ctx, request, "roster.html", user, **values)

@@ -19,6 +19,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("appointments", schema=None) as batch_op:
+        batch_op.create_index("ix_appointments_start_time", ["start_time"], unique=False)
     op.create_table(
         "attention_handled",
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -110,6 +112,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("appointments", schema=None) as batch_op:
+        batch_op.drop_index("ix_appointments_start_time")
     op.drop_table("invitations")
     op.drop_table("casework_preferences")
     op.drop_table("calendar_feeds")
