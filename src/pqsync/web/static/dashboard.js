@@ -56,6 +56,7 @@
   function summaryText(summary) {
     if (!summary) return "";
     var parts = [summary["new"] + " new", summary.updated + " updated"];
+    if (summary.deleted) parts.push(summary.deleted + " removed");
     if (summary.errors) parts.push(summary.errors + " failed");
     return parts.join(", ");
   }
@@ -139,18 +140,88 @@
     }
   }
 
+  // While a row syncs its button keeps the focus (a disabled button would drop it to the
+  // page): it is marked busy and a second press does nothing.
+  function setBusy(button, busy) {
+    if (busy) button.setAttribute("aria-disabled", "true");
+    else button.removeAttribute("aria-disabled");
+  }
+
+  function seconds(count) {
+    if (count < 60) return plural(count, "second");
+    return plural(Math.round(count / 60), "minute");
+  }
+
+  function waitText(run) {
+    if (run.waitingSeconds) {
+      return "Waiting for PracticeQ's request limit: about " + seconds(run.waitingSeconds) +
+        ". The sync goes on by itself, also if you leave this page.";
+    }
+    return "Still syncing: PracticeQ is slow to answer. The sync goes on by itself, also if you leave this page.";
+  }
+
+  function runFailedText(kind) {
+    switch (kind) {
+      case "unreachable": return errorText({ data: { error: { code: "intakeq_unreachable" } } });
+      case "auth": return errorText({ data: { error: { code: "intakeq_auth_failed" } } });
+      case "budget": return "Today's PracticeQ request budget is used up; try again tomorrow.";
+    }
+    return "PracticeQ answered with an error; the sync stopped. Try again in a minute.";
+  }
+
+  function showSynced(status, patientId, syncedAt, summary) {
+    status.setAttribute("data-synced-at", syncedAt);
+    status.setAttribute("data-summary", summaryText(summary));
+    setStatus(status, syncedText(status), "ok");
+  }
+
+  // A sync that answered 202: it goes on in the background; follow its run.
+  function followPatientRun(button, status, patientId, runId) {
+    var poll = function () {
+      call("GET", API + "/sync-runs/" + runId).then(function (result) {
+        if (result.status !== 200) {
+          setBusy(button, false);
+          setStatus(status, "The sync goes on in the background; reload the page later to see it.", null);
+          return;
+        }
+        var run = result.data;
+        if (run.status === "running") {
+          setStatus(status, waitText(run), null);
+          window.setTimeout(poll, POLL_MS);
+          return;
+        }
+        setBusy(button, false);
+        if (run.status === "failed") {
+          setStatus(status, runFailedText(run.errorKind), "bad");
+          return;
+        }
+        var mine = (run.patients || [])[0] || {};
+        var syncedAt = run.finishedAt || new Date(now()).toISOString();
+        showSynced(status, patientId, syncedAt, mine.summary);
+        refreshRow(patientId, { syncedAt: syncedAt, appointments: [] });
+      });
+    };
+    poll();
+  }
+
   function syncOne(button) {
+    if (button.getAttribute("aria-disabled") === "true") return;
     var patientId = button.getAttribute("data-patient");
     var status = document.getElementById("sync-status-" + patientId);
-    button.disabled = true;
+    setBusy(button, true);
     setStatus(status, "Syncing appointments from PracticeQ...", null);
     call("POST", API + "/patients/" + patientId + "/sync").then(function (result) {
-      button.disabled = false;
+      if (result.status === 202) {
+        setStatus(status, waitText(result.data), null);
+        followPatientRun(button, status, patientId, result.data.runId);
+        return;
+      }
+      setBusy(button, false);
       if (result.status === 200) {
         var data = result.data;
-        status.setAttribute("data-synced-at", data.syncedAt);
-        status.setAttribute("data-summary", summaryText(data.summary));
-        setStatus(status, syncedText(status), "ok");
+        var removed = (data.appointments || []).filter(function (a) { return a.syncAction === "deleted"; }).length;
+        var summary = data.summary ? Object.assign({ deleted: removed }, data.summary) : null;
+        showSynced(status, patientId, data.syncedAt, summary);
         refreshRow(patientId, data);
       } else {
         setStatus(status, errorText(result), "bad");
@@ -213,7 +284,9 @@
         return "Fetching from PracticeQ: page " + run.pagesDone + " of about " +
           Math.max(run.pagesAbout || 1, run.pagesDone) + " (" + run.percent + "%)";
       }
-      return "Syncing patients... (" + done + "/" + total + " complete, " + run.percent + "%)";
+      var wait = run.waitingSeconds ? " Waiting for PracticeQ's request limit: about " +
+        seconds(run.waitingSeconds) + "; it goes on by itself." : "";
+      return "Syncing patients... (" + done + "/" + total + " complete, " + run.percent + "%)" + wait;
     }
     if (run.status === "failed") {
       return "Sync all stopped: " + reasonText(run.errorKind) + ". " + done + "/" + total +
