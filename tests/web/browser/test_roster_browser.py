@@ -73,3 +73,46 @@ def test_next_page_then_back_and_reload_without_resubmitting(short_pages: Page, 
     assert names_shown(page) == second
     page.go_back()
     assert names_shown(page) == first
+
+
+def test_sync_all_presets_an_estimate_that_follows_the_range_and_plain_range_errors(
+    new_page: Callable[[], Page], pq_app: App
+) -> None:
+    # After one run the practice's size is known: the estimate then depends on the range.
+    pq_app.sync_service().sync_organization("first-step-house")
+    page = sign_in(new_page(), "case_manager")
+    page.get_by_role("button", name="Sync all").click()
+    dialog = page.get_by_role("dialog")
+    start, end = dialog.get_by_label("From"), dialog.get_by_label("To")
+    estimate = dialog.locator("#sync-all-estimate")
+    expect(estimate).to_contain_text("Estimated time")
+    both = estimate.inner_text()
+
+    dialog.get_by_role("button", name="Last 90 days").click()
+    expect(start).to_have_value("2025-08-17")
+    expect(end).to_have_value("2025-11-15")
+    dialog.get_by_role("button", name="Next 90 days").click()
+    expect(start).to_have_value("2025-11-15")
+    expect(end).to_have_value("2026-02-13")
+    expect(dialog.get_by_role("button", name="Next 90 days")).to_have_attribute(
+        "aria-pressed", "true"
+    )
+
+    start.fill("2015-01-01")
+    end.fill("2025-12-31")
+    end.dispatch_event("change")
+    expect(dialog.get_by_role("alert")).to_have_text(
+        re.compile(r"The range is \d+ days long; choose at most 400 days\.")
+    )
+    end.fill("2014-12-01")
+    end.dispatch_event("change")
+    expect(dialog.get_by_role("alert")).to_contain_text("The last day is before the first day")
+    expect(dialog.get_by_role("button", name="Start")).to_be_disabled()
+
+    start.fill("2025-01-01")
+    end.fill("2026-01-31")
+    end.dispatch_event("change")
+    expect(dialog.get_by_role("alert")).to_have_text("")
+    expect(estimate).to_contain_text("Estimated time")
+    expect(estimate).not_to_have_text(both)  # 396 days cost other than 180 days
+    expect(dialog.get_by_role("button", name="Start")).to_be_enabled()

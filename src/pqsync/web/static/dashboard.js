@@ -81,7 +81,7 @@
       case "csrf_failed":
         return "The page is out of date. Please reload it and try again.";
       case "invalid_date_range":
-        return "Check the dates: " + error.message + ".";
+        return "Check the dates: choose a first and a last day, at most 400 days apart.";
     }
     if (result.status === 0) return "The dashboard cannot be reached; nothing was changed. Check the connection and try again.";
     return "The sync did not run; nothing was changed. Try again in a minute.";
@@ -347,19 +347,76 @@
     poll();
   }
 
+  // A date range's problem in plain words, or "" when it can be used.
+  function rangeProblem(start, end) {
+    if (!/^\d{4}-\d\d-\d\d$/.test(start || "")) return "Choose the first day of the range.";
+    if (!/^\d{4}-\d\d-\d\d$/.test(end || "")) return "Choose the last day of the range.";
+    var days = (Date.parse(end) - Date.parse(start)) / 86400000 + 1;
+    if (days < 1) return "The last day is before the first day: choose a last day on or after " + start + ".";
+    if (days > 400) return "The range is " + Math.round(days) + " days long; choose at most 400 days.";
+    return "";
+  }
+
+  function addDays(iso, count) {
+    var d = new Date(Date.parse(iso + "T12:00:00Z") + count * 86400000);
+    return d.toISOString().slice(0, 10);
+  }
+
+  var planRequest = 0;
   function showPlan(orgId) {
     var estimate = document.getElementById("sync-all-estimate");
-    call("GET", API + "/organizations/" + orgId + "/sync-plan").then(function (result) {
-      if (result.status !== 200) {
-        estimate.textContent = "The estimate is not available right now; the sync can still start.";
-        return;
-      }
-      var plan = result.data;
-      document.getElementById("sync-all-count").textContent = String(plan.patients);
-      estimate.textContent = "Estimated time: about " + plural(plan.estimatedMinutes, "minute") +
-        " (at most " + plural(plan.maxRequests, "PracticeQ request") + "; " +
-        plan.requestsLeftToday + " of " + plan.dailyLimit + " left today).";
-      document.getElementById("sync-all-budget").hidden = plan.maxRequests <= plan.requestsLeftToday;
+    var errorBox = document.getElementById("sync-all-error");
+    var start = document.getElementById("sync-start").value;
+    var end = document.getElementById("sync-end").value;
+    var problem = rangeProblem(start, end);
+    errorBox.textContent = problem;
+    document.getElementById("sync-all-start").setAttribute("aria-disabled", problem ? "true" : "false");
+    if (problem) {
+      estimate.textContent = "";
+      return;
+    }
+    var mine = ++planRequest;
+    estimate.textContent = "Working out how long it takes…";
+    call("GET", API + "/organizations/" + orgId + "/sync-plan?startDate=" + start + "&endDate=" + end)
+      .then(function (result) {
+        if (mine !== planRequest) return;  // the range changed meanwhile
+        if (result.status !== 200) {
+          estimate.textContent = "The estimate is not available right now; the sync can still start.";
+          return;
+        }
+        var plan = result.data;
+        document.getElementById("sync-all-count").textContent = String(plan.patients);
+        estimate.textContent = "Estimated time: about " + plural(plan.estimatedMinutes, "minute") +
+          " (at most " + plural(plan.maxRequests, "PracticeQ request") + "; " +
+          plan.requestsLeftToday + " of " + plan.dailyLimit + " left today).";
+        document.getElementById("sync-all-budget").hidden = plan.maxRequests <= plan.requestsLeftToday;
+      });
+  }
+
+  function setUpPresets(dialog) {
+    var startInput = document.getElementById("sync-start");
+    var endInput = document.getElementById("sync-end");
+    var from = startInput.value, to = endInput.value;
+    var today = addDays(from, 90);  // the default range is 90 days either side of today
+    var presets = { both: [from, to], last: [from, today], next: [today, to] };
+    dialog.querySelectorAll("button[data-preset]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        var range = presets[button.getAttribute("data-preset")];
+        startInput.value = range[0];
+        endInput.value = range[1];
+        dialog.querySelectorAll("button[data-preset]").forEach(function (b) {
+          b.setAttribute("aria-pressed", b === button ? "true" : "false");
+        });
+        showPlan(dialog.getAttribute("data-org"));
+      });
+    });
+    [startInput, endInput].forEach(function (input) {
+      input.addEventListener("change", function () {
+        dialog.querySelectorAll("button[data-preset]").forEach(function (b) {
+          b.setAttribute("aria-pressed", "false");
+        });
+        showPlan(dialog.getAttribute("data-org"));
+      });
     });
   }
 
@@ -390,9 +447,15 @@
       dialog.close();
       open.focus();
     });
+    setUpPresets(dialog);
     document.getElementById("sync-all-start").addEventListener("click", function () {
       var start = document.getElementById("sync-start").value;
       var end = document.getElementById("sync-end").value;
+      var problem = rangeProblem(start, end);
+      if (problem) {
+        errorBox.textContent = problem;
+        return;
+      }
       var orgId = dialog.getAttribute("data-org");
       var startButton = document.getElementById("sync-all-start");
       startButton.disabled = true;
