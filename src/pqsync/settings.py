@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     sync_answer_seconds: float = Field(
         8.0, ge=0.5, le=120, validation_alias="PQSYNC_SYNC_ANSWER_SECONDS"
     )
+    # Patients a page of the roster lists.
+    roster_page_size: int = Field(50, ge=1, le=200, validation_alias="PQSYNC_ROSTER_PAGE_SIZE")
     # Where people reach the web app: the links in alert mail start with it.
     base_url: str = Field("http://127.0.0.1:8000", validation_alias="PQSYNC_BASE_URL")
     # A browser session ends after this many idle minutes, and at the latest after

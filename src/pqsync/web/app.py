@@ -11,6 +11,7 @@ from functools import partial
 
 import structlog
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from pqsync.bootstrap import App
@@ -91,6 +92,14 @@ def create_app(app: App) -> FastAPI:
     api.include_router(casework.feed_router)
     install_docs(api)
     api.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @api.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        return FileResponse(
+            STATIC_DIR / "favicon.ico",
+            media_type="image/x-icon",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
 
     # FastAPI's own pages (/docs, /openapi.json) do not name their route in the scope.
     static_paths = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,9 +21,6 @@ from pqsync.services.sync import PreparedRun, SyncResult, SyncService
 from pqsync.services.sync_all_plan import SyncAllPlan, sync_all_plan
 from pqsync.web.metrics import Metrics
 from pqsync.web.render import make_templates
-
-# Patients' syncs that answer in time run here, and go on here when they cannot.
-_RUNNER = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="pqsync-sync")
 
 # Whom the cron endpoint's answers are shown to: the clinic, with no user behind it.
 SCHEDULER = Principal(
@@ -72,7 +70,17 @@ class WebContext:
     ) -> SyncResult | None:
         """Run it in a thread of the web process and wait up to `seconds` for its end; None
         when it goes on past them (its progress is in the database, as for a queued run)."""
-        future = _RUNNER.submit(self.run_sync, service, prepared)
+        future: concurrent.futures.Future[SyncResult] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(self.run_sync(service, prepared))
+            except BaseException as exc:  # handed to the request that waits, if it still does
+                future.set_exception(exc)
+
+        # A daemon thread: a process that stops does not wait for it; the run's lease then
+        # lapses and the run is closed as failed, as a stopped worker's is.
+        threading.Thread(target=run, name="pqsync-sync", daemon=True).start()
         try:
             return future.result(timeout=seconds)
         except concurrent.futures.TimeoutError:

@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -117,6 +117,30 @@ def validation_message(exc: RequestValidationError) -> str:
     return f"{_field(first.get('loc', ()))}: {message}"
 
 
+def wants_page(request: Request) -> bool:
+    """A person's browser asking for a page (not the JSON API, not a script): it gets a calm
+    HTML page in the app's frame; everything under /api keeps the JSON error shape."""
+    path = request.url.path
+    if path == "/api" or path.startswith(("/api/", "/static/")):
+        return False
+    return "text/html" in request.headers.get("accept", "")
+
+
+def _page_problem(request: Request, status: int) -> Response:
+    """The problem page for `status`, in the frame of whoever is signed in (if anyone)."""
+    from pqsync.web.page_support import BROKEN, FORBIDDEN, NOT_FOUND, Problem, problem_page
+
+    problem: Problem = {404: NOT_FOUND, 403: FORBIDDEN}.get(status, BROKEN)
+    if status not in (403, 404, 500):
+        problem = Problem(
+            status,
+            "Not available" if status < 500 else "Something went wrong",
+            "This page cannot be shown. Nothing was changed. Go back to the patient list "
+            "and try again.",
+        )
+    return problem_page(request, problem)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -127,7 +151,9 @@ def install_error_handlers(app: FastAPI) -> None:
         return ApiError(422, "invalid_request", validation_message(exc)).response()
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if wants_page(request) and exc.status_code >= 400 and exc.status_code != 401:
+            return _page_problem(request, exc.status_code)
         code = _HTTP_CODES.get(exc.status_code, "error")
         message = "no such endpoint" if exc.status_code == 404 else str(exc.detail)
         headers = dict(exc.headers or {})
@@ -142,11 +168,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return ApiError(422, "invalid_request", "a value in the request cannot be used").response()
 
     @app.exception_handler(NotSetUp)
-    async def _not_set_up(_request: Request, exc: NotSetUp) -> JSONResponse:
+    async def _not_set_up(request: Request, exc: NotSetUp) -> Response:
+        if wants_page(request):
+            return _page_problem(request, 503)
         return ApiError(503, "unavailable", "the service is not set up yet").response()
 
     @app.exception_handler(Exception)
-    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+    async def _bug(request: Request, exc: Exception) -> Response:
         reference = uuid.uuid4().hex[:12]
         route = getattr(request.scope.get("route"), "path", "unmatched")
         log.error(
@@ -156,6 +184,8 @@ def install_error_handlers(app: FastAPI) -> None:
             route=route,
             **error_facts(exc),
         )
+        if wants_page(request):
+            return _page_problem(request, 500)
         return ApiError(
             500, "internal_error", f"something went wrong on our side (reference {reference})"
         ).response()

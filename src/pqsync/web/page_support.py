@@ -11,6 +11,7 @@ from fastapi import Depends, Form, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
+from sqlalchemy.orm import Session
 
 from pqsync.logging import get_logger
 from pqsync.services.auth import Principal, secrets_match
@@ -86,14 +87,26 @@ class PageRoute(APIRoute):
 
 
 def problem_page(request: Request, problem: Problem) -> HTMLResponse:
+    """The calm page for `problem`, in the frame of whoever is signed in (if anyone)."""
     ctx: WebContext = request.app.state.pqsync
     return page(
         ctx.templates,
         request,
         "problem.html",
-        {"problem": problem, "user": None},
+        {"problem": problem, "user": _signed_in_or_none(ctx, request)},
         status_code=problem.status,
     )
+
+
+def _signed_in_or_none(ctx: WebContext, request: Request) -> Principal | None:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return None
+    try:
+        with Session(ctx.app.engine) as session:
+            return ctx.auth.from_session_cookie(session, cookie)
+    except Exception:  # the page about a problem must not fail itself (the database may be down)
+        return None
 
 
 def signed_in(request: Request, ctx: ContextDep, session: SessionDep) -> Principal:

@@ -19,14 +19,17 @@ from pqsync.services.dashboard import (
 )
 from pqsync.web.deps import ContextDep, DashboardDep, SyncUser
 from pqsync.web.errors import ApiError, not_found, responses
+from pqsync.web.routes.sync import requested_window
 from pqsync.web.schemas import (
     AppointmentOut,
     AppointmentsOut,
+    DateRange,
     PatientRefOut,
     RosterEntryOut,
     RosterOut,
     SyncHistoryOut,
     SyncPlanOut,
+    SyncRequest,
     SyncRunOut,
 )
 
@@ -79,14 +82,22 @@ def sync_plan(
     _user: SyncUser,
     ctx: ContextDep,
     dashboard: DashboardDep,
+    start_date: Annotated[str | None, Query(alias="startDate", max_length=10)] = None,
+    end_date: Annotated[str | None, Query(alias="endDate", max_length=10)] = None,
 ) -> SyncPlanOut:
-    """What a Sync all of the organisation would cover and cost: patients, default date
-    range, at most how many IntakeQ requests, about how long, and today's budget left."""
+    """What a Sync all of the organisation would cover and cost: patients, the date range
+    (`startDate`/`endDate`, else the default), at most how many IntakeQ requests, about how
+    long, and today's budget left."""
     try:
         org = dashboard.organization(org_id)
     except NotVisible:
         raise not_found("organization") from None
-    plan = ctx.sync_all_plan(dashboard.session, org)
+    window = None
+    if start_date is not None and end_date is not None:
+        window = requested_window(
+            SyncRequest(date_range=DateRange(start_date=start_date, end_date=end_date))
+        )
+    plan = ctx.sync_all_plan(dashboard.session, org, window)
     return SyncPlanOut(
         organization_id=org.id,
         organization_name=org.name,

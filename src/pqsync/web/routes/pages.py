@@ -8,10 +8,13 @@ only; a search travels in a POST body, never in the address.
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Form, Query, Request, Response
@@ -274,6 +277,7 @@ def roster_page(
     cursor: str | None = None,
     show: str = "all",
     sort: str = "name",
+    list_view: bool = False,
     page: int = 1,
 ) -> HTMLResponse:
     dashboard = ctx.dashboard(session, user)
@@ -290,7 +294,8 @@ def roster_page(
         "sort": sort if sort in casework.ROSTER_SORTS else "name",
         "filtered": None,
     }
-    if chosen is not None and (values["show"], values["sort"], page) != ("all", "name", 1):
+    narrowed_view = (values["show"], values["sort"]) != ("all", "name")
+    if chosen is not None and (narrowed_view or (page != 1 and not list_view)):
         # Filters and sort (issue 25): their own query, paged by number.
         narrowed = casework.filtered_roster(
             session,
@@ -312,19 +317,38 @@ def roster_page(
         )
     elif chosen is not None:
         try:
-            roster = dashboard.roster(chosen.id, search=search, cursor=cursor)
+            size = ctx.app.settings.roster_page_size
+            roster = dashboard.roster(chosen.id, search=search, cursor=cursor, limit=size)
         except BadCursor:
-            roster = dashboard.roster(chosen.id, search=search)
+            roster = dashboard.roster(chosen.id, search=search, limit=size)
         dashboard.record("roster_page", [row.id for row in roster.rows])
         values.update(
             rows=[roster_line(row, user, values["now"]) for row in roster.rows],
             next_cursor=roster.next_cursor,
             paged=cursor is not None,
+            page=page if cursor is not None else 1,
             running=running_sync_all(session, chosen.id),
             window=sync_window(ctx, chosen, session),
             **casework_values(session, user, chosen, values["now"]),
         )
     return render(ctx, request, "roster.html", user, **values)
+
+
+# A search and its pages (Post/Redirect/Get): the POST keeps the search term and the page
+# cursors (both can hold names) in a cookie of this browser's session and redirects to a
+# GET whose URL holds only the organisation and the page number; Back and Reload then
+# show the list again without asking to resend a form.
+ROSTER_COOKIE = "pqsync_roster"
+MAX_ROSTER_PAGES = 40
+
+
+def _roster_state(request: Request) -> dict[str, Any]:
+    raw = request.cookies.get(ROSTER_COOKIE, "")
+    try:
+        state = json.loads(base64.urlsafe_b64decode(raw.encode("ascii")))
+    except (ValueError, UnicodeError):
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 @router.get("/")
@@ -334,13 +358,30 @@ def roster(
     session: SessionDep,
     user: PageUser,
     org: str | None = None,
-    cursor: str | None = None,
     show: str = "all",
     sort: str = "name",
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+    view: str | None = None,
 ) -> HTMLResponse:
+    search, cursor = "", None
+    if view == "list":
+        state = _roster_state(request)
+        if state.get("org", "") == (org or ""):
+            search = str(state.get("q", ""))[:100]
+            cursors = [str(c) for c in state.get("cursors", []) if isinstance(c, str)]
+            cursor = cursors[page - 2] if 2 <= page <= len(cursors) + 1 else None
     return roster_page(
-        request, ctx, session, user, org=org, cursor=cursor, show=show, sort=sort, page=page
+        request,
+        ctx,
+        session,
+        user,
+        org=org,
+        search=search,
+        cursor=cursor,
+        show=show,
+        sort=sort,
+        page=page,
+        list_view=view == "list",
     )
 
 
@@ -348,17 +389,35 @@ def roster(
 def roster_search(
     request: Request,
     ctx: ContextDep,
-    session: SessionDep,
     user: PageUser,
     csrf_token: CsrfField = NO_TOKEN,
     q: Annotated[str, Form(max_length=100)] = "",
     org: Annotated[str, Form(max_length=64)] = "",
     cursor: Annotated[str, Form(max_length=80)] = "",
-) -> HTMLResponse:
+    page: Annotated[int, Form(ge=1, le=MAX_ROSTER_PAGES)] = 1,
+) -> Response:
+    """A search (page 1) or its next page: remembered, then shown by a redirect to GET."""
     check_form_token(user, csrf_token)
-    return roster_page(
-        request, ctx, session, user, org=org or None, search=q.strip(), cursor=cursor or None
+    search = q.strip()
+    state = _roster_state(request)
+    cursors: list[str] = []
+    if cursor:
+        if state.get("q") == search and state.get("org") == org:
+            cursors = [str(c) for c in state.get("cursors", [])]
+        cursors = [*cursors[: page - 1], cursor]
+    shown = len(cursors) + 1
+    value = {"org": org, "q": search, "cursors": cursors}
+    location = "/?" + urlencode({"view": "list", **({"org": org} if org else {}), "page": shown})
+    response = RedirectResponse(location, status_code=303, headers=PAGE_HEADERS)
+    response.set_cookie(
+        ROSTER_COOKIE,
+        base64.urlsafe_b64encode(json.dumps(value).encode()).decode("ascii"),
+        httponly=True,
+        samesite="strict",
+        secure=ctx.secure_cookies,
+        path="/",
     )
+    return response
 
 
 # -- a patient -----------------------------------------------------------------------------

@@ -56,6 +56,7 @@
   function summaryText(summary) {
     if (!summary) return "";
     var parts = [summary["new"] + " new", summary.updated + " updated"];
+    if (summary.deleted) parts.push(summary.deleted + " removed");
     if (summary.errors) parts.push(summary.errors + " failed");
     return parts.join(", ");
   }
@@ -80,7 +81,7 @@
       case "csrf_failed":
         return "The page is out of date. Please reload it and try again.";
       case "invalid_date_range":
-        return "Check the dates: " + error.message + ".";
+        return "Check the dates: choose a first and a last day, at most 400 days apart.";
     }
     if (result.status === 0) return "The dashboard cannot be reached; nothing was changed. Check the connection and try again.";
     return "The sync did not run; nothing was changed. Try again in a minute.";
@@ -139,13 +140,89 @@
     }
   }
 
+  // While a row syncs its button keeps the focus (a disabled button would drop it to the
+  // page): it is marked busy and a second press does nothing.
+  function setBusy(button, busy) {
+    if (busy) button.setAttribute("aria-disabled", "true");
+    else button.removeAttribute("aria-disabled");
+  }
+
+  function seconds(count) {
+    if (count < 60) return plural(count, "second");
+    return plural(Math.round(count / 60), "minute");
+  }
+
+  function waitText(run) {
+    if (run.waitingSeconds) {
+      return "Waiting for PracticeQ's request limit: about " + seconds(run.waitingSeconds) +
+        ". The sync goes on by itself, also if you leave this page.";
+    }
+    return "Still syncing: PracticeQ is slow to answer. The sync goes on by itself, also if you leave this page.";
+  }
+
+  function runFailedText(kind) {
+    switch (kind) {
+      case "unreachable": return errorText({ data: { error: { code: "intakeq_unreachable" } } });
+      case "auth": return errorText({ data: { error: { code: "intakeq_auth_failed" } } });
+      case "budget": return "Today's PracticeQ request budget is used up; try again tomorrow.";
+    }
+    return "PracticeQ answered with an error; the sync stopped. Try again in a minute.";
+  }
+
+  function showSynced(status, patientId, syncedAt, summary) {
+    status.setAttribute("data-synced-at", syncedAt);
+    status.setAttribute("data-summary", summaryText(summary));
+    setStatus(status, syncedText(status), "ok");
+  }
+
+  // A sync that answered 202: it goes on in the background; follow its run.
+  function followPatientRun(button, status, patientId, runId) {
+    var poll = function () {
+      call("GET", API + "/sync-runs/" + runId).then(function (result) {
+        if (result.status !== 200) {
+          setBusy(button, false);
+          setStatus(status, "The sync goes on in the background; reload the page later to see it.", null);
+          return;
+        }
+        var run = result.data;
+        if (run.status === "running") {
+          setStatus(status, waitText(run), null);
+          window.setTimeout(poll, POLL_MS);
+          return;
+        }
+        setBusy(button, false);
+        if (run.status === "failed") {
+          setStatus(status, runFailedText(run.errorKind), "bad");
+          return;
+        }
+        if (run.status === "partial" || run.status === "paused") {
+          setStatus(status, run.status === "paused" ? "Sync " + (run.error || "paused") + "." :
+            "Synced with gaps: PracticeQ did not return everything for this patient, " +
+            "so some appointments may be out of date. Staff can see why on the run's page.", "bad");
+          return;
+        }
+        var mine = (run.patients || [])[0] || {};
+        var syncedAt = run.finishedAt || new Date(now()).toISOString();
+        showSynced(status, patientId, syncedAt, mine.summary);
+        refreshRow(patientId, { syncedAt: syncedAt, appointments: [] });
+      });
+    };
+    poll();
+  }
+
   function syncOne(button) {
+    if (button.getAttribute("aria-disabled") === "true") return;
     var patientId = button.getAttribute("data-patient");
     var status = document.getElementById("sync-status-" + patientId);
-    button.disabled = true;
+    setBusy(button, true);
     setStatus(status, "Syncing appointments from PracticeQ...", null);
     call("POST", API + "/patients/" + patientId + "/sync").then(function (result) {
-      button.disabled = false;
+      if (result.status === 202) {
+        setStatus(status, waitText(result.data), null);
+        followPatientRun(button, status, patientId, result.data.runId);
+        return;
+      }
+      setBusy(button, false);
       if (result.status === 200) {
         var data = result.data;
         if (data.success === false) {
@@ -155,9 +232,9 @@
             "so some appointments may be out of date. Staff can see why on the run's page.", "bad");
           return;
         }
-        status.setAttribute("data-synced-at", data.syncedAt);
-        status.setAttribute("data-summary", summaryText(data.summary));
-        setStatus(status, syncedText(status), "ok");
+        var removed = (data.appointments || []).filter(function (a) { return a.syncAction === "deleted"; }).length;
+        var summary = data.summary ? Object.assign({ deleted: removed }, data.summary) : null;
+        showSynced(status, patientId, data.syncedAt, summary);
         refreshRow(patientId, data);
       } else {
         setStatus(status, errorText(result), "bad");
@@ -225,7 +302,9 @@
         return "Fetching from PracticeQ: page " + run.pagesDone + " of about " +
           Math.max(run.pagesAbout || 1, run.pagesDone) + " (" + run.percent + "%)";
       }
-      return "Syncing patients... (" + done + "/" + total + " complete, " + run.percent + "%)";
+      var wait = run.waitingSeconds ? " Waiting for PracticeQ's request limit: about " +
+        seconds(run.waitingSeconds) + "; it goes on by itself." : "";
+      return "Syncing patients... (" + done + "/" + total + " complete, " + run.percent + "%)" + wait;
     }
     if (run.status === "failed") {
       return "Sync all stopped: " + reasonText(run.errorKind) + ". " + done + "/" + total +
@@ -294,19 +373,76 @@
     poll();
   }
 
+  // A date range's problem in plain words, or "" when it can be used.
+  function rangeProblem(start, end) {
+    if (!/^\d{4}-\d\d-\d\d$/.test(start || "")) return "Choose the first day of the range.";
+    if (!/^\d{4}-\d\d-\d\d$/.test(end || "")) return "Choose the last day of the range.";
+    var days = (Date.parse(end) - Date.parse(start)) / 86400000 + 1;
+    if (days < 1) return "The last day is before the first day: choose a last day on or after " + start + ".";
+    if (days > 400) return "The range is " + Math.round(days) + " days long; choose at most 400 days.";
+    return "";
+  }
+
+  function addDays(iso, count) {
+    var d = new Date(Date.parse(iso + "T12:00:00Z") + count * 86400000);
+    return d.toISOString().slice(0, 10);
+  }
+
+  var planRequest = 0;
   function showPlan(orgId) {
     var estimate = document.getElementById("sync-all-estimate");
-    call("GET", API + "/organizations/" + orgId + "/sync-plan").then(function (result) {
-      if (result.status !== 200) {
-        estimate.textContent = "The estimate is not available right now; the sync can still start.";
-        return;
-      }
-      var plan = result.data;
-      document.getElementById("sync-all-count").textContent = String(plan.patients);
-      estimate.textContent = "Estimated time: about " + plural(plan.estimatedMinutes, "minute") +
-        " (at most " + plural(plan.maxRequests, "PracticeQ request") + "; " +
-        plan.requestsLeftToday + " of " + plan.dailyLimit + " left today).";
-      document.getElementById("sync-all-budget").hidden = plan.maxRequests <= plan.requestsLeftToday;
+    var errorBox = document.getElementById("sync-all-error");
+    var start = document.getElementById("sync-start").value;
+    var end = document.getElementById("sync-end").value;
+    var problem = rangeProblem(start, end);
+    errorBox.textContent = problem;
+    document.getElementById("sync-all-start").setAttribute("aria-disabled", problem ? "true" : "false");
+    if (problem) {
+      estimate.textContent = "";
+      return;
+    }
+    var mine = ++planRequest;
+    estimate.textContent = "Working out how long it takes…";
+    call("GET", API + "/organizations/" + orgId + "/sync-plan?startDate=" + start + "&endDate=" + end)
+      .then(function (result) {
+        if (mine !== planRequest) return;  // the range changed meanwhile
+        if (result.status !== 200) {
+          estimate.textContent = "The estimate is not available right now; the sync can still start.";
+          return;
+        }
+        var plan = result.data;
+        document.getElementById("sync-all-count").textContent = String(plan.patients);
+        estimate.textContent = "Estimated time: about " + plural(plan.estimatedMinutes, "minute") +
+          " (at most " + plural(plan.maxRequests, "PracticeQ request") + "; " +
+          plan.requestsLeftToday + " of " + plan.dailyLimit + " left today).";
+        document.getElementById("sync-all-budget").hidden = plan.maxRequests <= plan.requestsLeftToday;
+      });
+  }
+
+  function setUpPresets(dialog) {
+    var startInput = document.getElementById("sync-start");
+    var endInput = document.getElementById("sync-end");
+    var from = startInput.value, to = endInput.value;
+    var today = addDays(from, 90);  // the default range is 90 days either side of today
+    var presets = { both: [from, to], last: [from, today], next: [today, to] };
+    dialog.querySelectorAll("button[data-preset]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        var range = presets[button.getAttribute("data-preset")];
+        startInput.value = range[0];
+        endInput.value = range[1];
+        dialog.querySelectorAll("button[data-preset]").forEach(function (b) {
+          b.setAttribute("aria-pressed", b === button ? "true" : "false");
+        });
+        showPlan(dialog.getAttribute("data-org"));
+      });
+    });
+    [startInput, endInput].forEach(function (input) {
+      input.addEventListener("change", function () {
+        dialog.querySelectorAll("button[data-preset]").forEach(function (b) {
+          b.setAttribute("aria-pressed", "false");
+        });
+        showPlan(dialog.getAttribute("data-org"));
+      });
     });
   }
 
@@ -337,9 +473,15 @@
       dialog.close();
       open.focus();
     });
+    setUpPresets(dialog);
     document.getElementById("sync-all-start").addEventListener("click", function () {
       var start = document.getElementById("sync-start").value;
       var end = document.getElementById("sync-end").value;
+      var problem = rangeProblem(start, end);
+      if (problem) {
+        errorBox.textContent = problem;
+        return;
+      }
       var orgId = dialog.getAttribute("data-org");
       var startButton = document.getElementById("sync-all-start");
       startButton.disabled = true;
