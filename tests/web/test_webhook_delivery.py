@@ -191,3 +191,31 @@ def test_an_event_meeting_its_patients_running_sync_is_processed_after_that_run(
         assert waiting == 0
         assert [(r.status, r.requests_made) for r in webhook_runs] == [("success", 1)]
         assert status_seen(client, seed, seed.consenting, ident) == "cancelled"
+
+
+def test_the_change_mark_moves_with_a_webhook_change_and_hides_other_organisations(
+    make_app: Callable[..., App], own_sim: SimulatorServer, seed: Seed
+) -> None:
+    app = make_app(PQSYNC_WEBHOOK_COALESCE_SECONDS=0)
+    partner = seed.bearer("case_manager")
+    base = "/api/partner-dashboard/changes"
+    with open_client(app) as client:
+        sync_organization(client, seed)
+        of_patient = client.get(f"{base}?patientId={seed.consenting}", headers=partner)
+        of_roster = client.get(base, headers=partner)
+        assert of_patient.status_code == of_roster.status_code == 200
+        again = client.get(f"{base}?patientId={seed.consenting}", headers=partner).json()
+        assert again == of_patient.json()
+
+        ident = a_live_appointment(app, own_sim, seed.consenting)
+        cancelled = own_sim.app.store.cancel(ident, "provider ill")
+        client.post(WEBHOOK, json=event("AppointmentCanceled", cancelled))
+        wait_for_background(client)
+
+        after = client.get(f"{base}?patientId={seed.consenting}", headers=partner).json()
+        roster_after = client.get(base, headers=partner).json()
+        hidden = client.get(f"{base}?patientId={seed.other_patient}", headers=partner)
+        other_org = client.get(f"{base}?organizationId={seed.orgs['other']}", headers=partner)
+    assert after["mark"] != of_patient.json()["mark"]
+    assert roster_after["mark"] != of_roster.json()["mark"]
+    assert hidden.status_code == other_org.status_code == 404
