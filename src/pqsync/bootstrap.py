@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, inspect
 
@@ -17,6 +18,7 @@ from pqsync.intakeq.budget import BudgetUsage, DatabaseBudget
 from pqsync.intakeq.client import IntakeQClient
 from pqsync.jobs.queue import make_queue
 from pqsync.jobs.tasks import Jobs
+from pqsync.services.push import PushService
 from pqsync.services.sync import SyncService
 from pqsync.services.sync.locks import SyncLocks
 from pqsync.settings import Settings
@@ -106,6 +108,17 @@ class App:
             default_timezone=self.settings.timezone,
             practice_timezone=self.settings.practice_timezone,
             locks=self.sync_locks(),
+        )
+
+    def push_service(self) -> PushService:
+        """Book, cancel and reschedule in IntakeQ through pqsync."""
+        self.require_schema()
+        return PushService(
+            self.engine,
+            lambda: self.intakeq,
+            self.sync_service,
+            self.clock,
+            ZoneInfo(self.settings.practice_timezone),
         )
 
     def sync_locks(self) -> SyncLocks:

@@ -58,6 +58,7 @@ class Jobs:
         self._run = huey.task(name="run_sync")(self._run_prepared)
         self._start = huey.task(name="start_sync")(self._start_scope)
         self._refetch = huey.task(name="webhook_refetch")(self._webhook_refetch)
+        self._push = huey.task(name="push")(self._send_push)
         huey.periodic_task(crontab(), name="tick")(self.tick)
 
     @property
@@ -165,6 +166,16 @@ class Jobs:
             return
         self.finished(prepared, service.run(prepared))
 
+    def push_later(self, push_id: uuid.UUID, attempts: int = 0) -> None:
+        """Queue a push's (next) try: at once, then after 5 s, 10 s, ... at most 5 minutes."""
+        delay = 0.0 if attempts == 0 else min(300.0, 5.0 * 2 ** (attempts - 1))
+        self._push.schedule(args=(push_id,), delay=delay)
+
+    def _send_push(self, push_id: uuid.UUID) -> None:
+        outcome = self.app.push_service().send(push_id)
+        if outcome is not None and outcome.retry:
+            self.push_later(push_id, outcome.attempts)
+
     def requeue_overdue_webhooks(self, *, every_pending: bool = False) -> int:
         """Queue again the re-fetch of every key whose pending events are overdue (their job
         died with a process), or of every pending key (a worker starting: the queue may have
@@ -263,6 +274,8 @@ class Jobs:
         if started is not None:
             self.run_later(started[1])
         self.requeue_overdue_webhooks()
+        for push_id in self.app.push_service().waiting():
+            self.push_later(push_id)  # its job was lost with a process; a claim guards it
         prune(self.engine, now, log_retention_days=self.app.settings.log_retention_days)
 
     def heartbeat(self, now: datetime) -> None:

@@ -23,6 +23,7 @@ from pqsync.web.routes import (
     integrations,
     ops,
     pages,
+    push,
     staff_pages,
     sync,
 )
@@ -54,7 +55,7 @@ def create_app(app: App) -> FastAPI:
     api.state.pqsync = ctx
     ctx.metrics.watch(partial(ops.operational_metrics, app))
     install_error_handlers(api)
-    for module in (auth, sync, dashboard, integrations, ops, admin, pages, staff_pages):
+    for module in (auth, sync, dashboard, integrations, push, ops, admin, pages, staff_pages):
         api.include_router(module.router)
     install_docs(api)
     api.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
