@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from web_support import INTAKEQ_KEY, TODAY, Seed, open_client, wait_for_background
+from web_support import INTAKEQ_KEY, TODAY, Seed, open_client, sign_in_form, wait_for_background
 
 from intakeq_sim import SimConfig, SimulatorServer
 from pqsync.bootstrap import App
@@ -132,12 +132,19 @@ def test_a_booking_whose_answer_was_lost_is_retried_without_a_second_appointment
         assert first.json()["status"] == "pending"
         assert first.json()["error"] == "IntakeQ did not answer; it is tried again"
         assert len(in_intakeq_at(own_sim, START)) == 1  # IntakeQ did book it
+        sign_in_form(client, "staff_admin")
+        waiting = client.get("/staff/runs").text
+        client.cookies.clear()
 
         wait_for_background(client)  # the retry, from the queue
         state = client.get(f"/api/appointments/pushes/{first.json()['pushId']}", headers=staff)
         pull(client, seed)
     made = in_intakeq_at(own_sim, START)
     assert len(made) == 1
+    assert (
+        "book, waiting to be tried again (1 tried so far): "
+        "IntakeQ did not answer; it is tried again" in waiting
+    )
     assert state.json()["status"] == "done"
     assert state.json()["intakeqAppointmentId"] == made[0]["Id"]
     assert len(stored(app, made[0]["Id"])) == 1

@@ -6,7 +6,6 @@ its appointments."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,12 +17,11 @@ from sqlalchemy.orm import Session
 from web_support import (
     INTAKEQ_KEY,
     METRICS_TOKEN,
-    PASSWORD,
     TODAY,
-    USERS,
     WEBHOOK_TOKEN,
     Seed,
     open_client,
+    sign_in_form,
     wait_for_background,
 )
 
@@ -57,18 +55,6 @@ def make_app(build_app: Callable[..., App], own_sim: SimulatorServer) -> Callabl
         return build_app(intakeq, **settings)
 
     return make
-
-
-def sign_in(client: TestClient, who: str) -> None:
-    form = client.get("/login")
-    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
-    assert token is not None
-    answer = client.post(
-        "/login",
-        data={"email": USERS[who], "password": PASSWORD, "csrf_token": token.group(1)},
-        follow_redirects=False,
-    )
-    assert answer.status_code == 303, answer.text
 
 
 def sync_organization(client: TestClient, seed: Seed) -> None:
@@ -149,7 +135,7 @@ def test_a_flood_naming_unknown_ids_leaves_a_real_cancellation_its_share(
 
         assert status_seen(client, seed, seed.consenting, ident) == "cancelled"
         metrics = client.get("/metrics", headers=METRICS_AUTH).text
-        sign_in(client, "staff_admin")
+        sign_in_form(client, "staff_admin")
         staff_page = client.get("/staff/runs").text
     assert webhook_requests(app) == 1
     assert f'pqsync_webhook_events{{outcome="ignored"}} {float(FLOOD)}' in metrics

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -94,6 +95,19 @@ def open_client(app: App, address: str = "203.0.113.7") -> TestClient:
     """A test client of the HTTP API over `app` (https, so Secure cookies are sent),
     calling from `address`."""
     return TestClient(create_app(app), base_url="https://testserver", client=(address, 50000))
+
+
+def sign_in_form(client: TestClient, who: str) -> None:
+    """Sign in through the login form (the pages want the session cookie)."""
+    form = client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert token is not None
+    answer = client.post(
+        "/login",
+        data={"email": USERS[who], "password": PASSWORD, "csrf_token": token.group(1)},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303, answer.text
 
 
 def wait_for_background(client: TestClient) -> None:

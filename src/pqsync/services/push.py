@@ -182,6 +182,31 @@ class PushService:
                 row.id, row.kind, row.status, row.intakeq_appointment_id, row.attempts, row.error
             )
 
+    def unfinished(self, limit: int = 20) -> list[tuple[datetime, PushOutcome]]:
+        """Pushes not done (waiting to be tried again, being sent, failed), newest first,
+        with when each was asked for: the staff page lists them."""
+        with Session(self.engine) as session:
+            rows = session.scalars(
+                select(PushRequest)
+                .where(PushRequest.status != DONE)
+                .order_by(PushRequest.created_at.desc())
+                .limit(limit)
+            )
+            return [
+                (
+                    row.created_at,
+                    PushOutcome(
+                        row.id,
+                        row.kind,
+                        row.status,
+                        row.intakeq_appointment_id,
+                        row.attempts,
+                        row.error,
+                    ),
+                )
+                for row in rows
+            ]
+
     def waiting(self) -> list[uuid.UUID]:
         """Requests to (re)send: pending, or claimed by a sender that died."""
         stale = self.clock() - CLAIM_LEASE

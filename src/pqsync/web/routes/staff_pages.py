@@ -73,6 +73,7 @@ def staff_runs(
         usage=usage,
         left_today=max(0, usage.daily_limit - usage.day_used),
         webhooks=ctx.app.jobs.webhook_gate().budget(),
+        pushes=ctx.app.push_service().unfinished(),
         now=ctx.now(),
     )
 
