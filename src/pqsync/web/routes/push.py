@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
@@ -49,13 +49,21 @@ class PushOut(ApiModel):
     error: str | None
 
 
+# 201: IntakeQ has it; 202: IntakeQ did not answer (retried); 502: IntakeQ refused it.
+PUSH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"model": PushOut, "description": "IntakeQ did not answer: retried from the queue"},
+}
+
+
 def _answer(ctx: ContextDep, outcome: PushOutcome | None, push_id: uuid.UUID) -> JSONResponse:
     if outcome is None:
         raise not_found("push")
+    if outcome.status == "failed":
+        raise ApiError(502, "push_refused", f"{outcome.error} (push {push_id})")
     if outcome.retry:
         ctx.app.jobs.push_later(push_id, outcome.attempts)
     body = PushOut.model_validate(outcome, from_attributes=True)
-    code = 201 if outcome.status == "done" else 502 if outcome.status == "failed" else 202
+    code = 201 if outcome.status == "done" else 202
     return JSONResponse(body.model_dump(mode="json", by_alias=True), status_code=code)
 
 
@@ -64,7 +72,12 @@ def _send(ctx: ContextDep, user: StaffUser, push_id: uuid.UUID) -> JSONResponse:
     return _answer(ctx, ctx.app.push_service().send(push_id, actor), push_id)
 
 
-@router.post("", responses=responses(401, 403, 422, 502))
+@router.post(
+    "",
+    status_code=201,
+    response_model=PushOut,
+    responses={**PUSH_RESPONSES, **responses(400, 401, 403, 422, 502)},
+)
 def book(body: BookingIn, ctx: ContextDep, user: StaffUser) -> JSONResponse:
     """Book in IntakeQ for one of our patients; 201 with IntakeQ's Id, 202 while IntakeQ
     did not answer (retried from the queue, never booked twice), 502 when it refused."""
@@ -83,7 +96,12 @@ def book(body: BookingIn, ctx: ContextDep, user: StaffUser) -> JSONResponse:
     return _send(ctx, user, push_id)
 
 
-@router.post("/{appointmentId}/cancel", responses=responses(401, 403, 404, 422, 502))
+@router.post(
+    "/{appointmentId}/cancel",
+    status_code=201,
+    response_model=PushOut,
+    responses={**PUSH_RESPONSES, **responses(400, 401, 403, 404, 422, 502)},
+)
 def cancel(
     appointment_id: IntakeQId, body: CancelIn, ctx: ContextDep, user: StaffUser
 ) -> JSONResponse:
@@ -97,7 +115,12 @@ def cancel(
     return _send(ctx, user, push_id)
 
 
-@router.post("/{appointmentId}/reschedule", responses=responses(401, 403, 404, 422, 502))
+@router.post(
+    "/{appointmentId}/reschedule",
+    status_code=201,
+    response_model=PushOut,
+    responses={**PUSH_RESPONSES, **responses(400, 401, 403, 404, 422, 502)},
+)
 def reschedule(
     appointment_id: IntakeQId, body: RescheduleIn, ctx: ContextDep, user: StaffUser
 ) -> JSONResponse:
