@@ -14,13 +14,19 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from web_support import INTAKEQ_KEY, TODAY, Seed, open_client, sign_in_form, wait_for_background
+from web_support import (
+    INTAKEQ_KEY,
+    TODAY,
+    Seed,
+    intakeq_for,
+    open_client,
+    sign_in_form,
+    wait_for_background,
+)
 
 from intakeq_sim import SimConfig, SimulatorServer
 from pqsync.bootstrap import App
 from pqsync.db.tables import Appointment
-from pqsync.intakeq.budget import MemoryBudget
-from pqsync.intakeq.client import IntakeQClient
 
 START = datetime(2025, 11, 20, 17, 30, tzinfo=UTC)  # 10:30 AM in Denver
 MOVED = datetime(2025, 11, 21, 22, 0, tzinfo=UTC)
@@ -58,14 +64,7 @@ def own_sim() -> Iterator[SimulatorServer]:
 @pytest.fixture
 def make_app(build_app: Callable[..., App], own_sim: SimulatorServer) -> Callable[..., App]:
     def make(lose: int = 0) -> App:
-        intakeq = IntakeQClient(
-            own_sim.base_url,
-            INTAKEQ_KEY,
-            budget=MemoryBudget(minute_limit=100_000, daily_limit=100_000),
-            transport=LosesAnswers(lose),
-            sleep=lambda _seconds: None,
-        )
-        return build_app(intakeq)
+        return build_app(intakeq_for(own_sim, LosesAnswers(lose)))
 
     return make
 

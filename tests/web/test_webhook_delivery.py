@@ -20,6 +20,7 @@ from web_support import (
     TODAY,
     WEBHOOK_TOKEN,
     Seed,
+    intakeq_for,
     open_client,
     sign_in_form,
     wait_for_background,
@@ -28,8 +29,6 @@ from web_support import (
 from intakeq_sim import SimConfig, SimulatorServer
 from pqsync.bootstrap import App
 from pqsync.db.tables import Appointment, SyncLog, WebhookEvent
-from pqsync.intakeq.budget import MemoryBudget
-from pqsync.intakeq.client import IntakeQClient
 from pqsync.services.sync import Actor
 
 WEBHOOK = f"/api/webhooks/practiceq/appointments?token={WEBHOOK_TOKEN}"
@@ -47,12 +46,7 @@ def own_sim() -> Iterator[SimulatorServer]:
 @pytest.fixture
 def make_app(build_app: Callable[..., App], own_sim: SimulatorServer) -> Callable[..., App]:
     def make(**settings: Any) -> App:
-        intakeq = IntakeQClient(
-            own_sim.base_url,
-            INTAKEQ_KEY,
-            budget=MemoryBudget(minute_limit=100_000, daily_limit=100_000),
-        )
-        return build_app(intakeq, **settings)
+        return build_app(intakeq_for(own_sim), **settings)
 
     return make
 

@@ -116,6 +116,17 @@ def wait_for_background(client: TestClient) -> None:
     client.app.state.pqsync.app.jobs.drain(ahead=timedelta(minutes=1))  # type: ignore[attr-defined]
 
 
+def intakeq_for(sim: SimulatorServer, transport: Any = None) -> IntakeQClient:
+    """An IntakeQ client of a test's own simulator, limits out of the way, no sleeping."""
+    return IntakeQClient(
+        sim.base_url,
+        INTAKEQ_KEY,
+        budget=MemoryBudget(minute_limit=100_000, daily_limit=100_000),
+        transport=transport,
+        sleep=lambda _seconds: None,
+    )
+
+
 def unreachable_intakeq() -> IntakeQClient:
     """An IntakeQ client aimed at a closed port, retrying without sleeping."""
     with socket.socket() as sock:

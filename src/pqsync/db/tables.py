@@ -363,7 +363,7 @@ class WebhookEvent(Base):
     __tablename__ = "webhook_events"
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     coalesce_key: Mapped[str] = mapped_column(String(200))
-    outcome: Mapped[str] = mapped_column(String(16))  # queued | coalesced | limited | foreign
+    outcome: Mapped[str] = mapped_column(String(16))  # queued|coalesced|limited|foreign|ignored
     appointment_id: Mapped[str | None] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column()
     # For a queued event: when its re-fetch runs; events of its key until then join it.

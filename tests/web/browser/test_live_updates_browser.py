@@ -13,13 +13,11 @@ from browser_support import live_server, sign_in
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from web_support import INTAKEQ_KEY, TODAY, WEBHOOK_TOKEN, Seed
+from web_support import INTAKEQ_KEY, TODAY, WEBHOOK_TOKEN, Seed, intakeq_for
 
 from intakeq_sim import SimConfig, SimulatorServer
 from pqsync.bootstrap import App
 from pqsync.db.tables import Patient
-from pqsync.intakeq.budget import MemoryBudget
-from pqsync.intakeq.client import IntakeQClient
 
 LAPTOP = {"width": 1280, "height": 800}
 
@@ -52,12 +50,7 @@ def test_a_booking_in_practiceq_appears_on_open_pages_by_itself(
     seed: Seed,
     pages: Callable[[str], Page],
 ) -> None:
-    intakeq = IntakeQClient(
-        own_sim.base_url,
-        INTAKEQ_KEY,
-        budget=MemoryBudget(minute_limit=100_000, daily_limit=100_000),
-    )
-    app = build_app(intakeq, PQSYNC_WEBHOOK_COALESCE_SECONDS=0)
+    app = build_app(intakeq_for(own_sim), PQSYNC_WEBHOOK_COALESCE_SECONDS=0)
     app.sync_service().sync_organization("first-step-house")
     with live_server(app) as url:
         roster = sign_in(pages(url), "case_manager")
