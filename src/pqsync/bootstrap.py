@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 
@@ -21,6 +22,7 @@ from pqsync.jobs.queue import make_queue
 from pqsync.jobs.tasks import Jobs
 from pqsync.services.alerts import Alerts, mailer_from_url
 from pqsync.services.fair_share import FairShare
+from pqsync.services.push import PushService
 from pqsync.services.sync import SyncService
 from pqsync.services.sync.locks import SyncLocks
 from pqsync.services.verify import Verifier
@@ -174,6 +176,17 @@ class App:
             daily_limit=settings.intakeq_daily_limit,
             reserve_share=settings.nightly_reserve_share,
             organization_share=settings.organization_budget_share,
+        )
+
+    def push_service(self) -> PushService:
+        """Book, cancel and reschedule in IntakeQ through pqsync."""
+        self.require_schema()
+        return PushService(
+            self.engine,
+            lambda: self.intakeq,
+            self.sync_service,
+            self.clock,
+            ZoneInfo(self.settings.practice_timezone),
         )
 
     def sync_locks(self) -> SyncLocks:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import getpass
 import json
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 from zoneinfo import ZoneInfo
@@ -34,6 +35,7 @@ from pqsync.services.practitioners import (
     map_practitioner,
     unmatched_practitioners,
 )
+from pqsync.services.push import PushInputError
 from pqsync.services.sync import SyncInputError, SyncResult, SyncService
 from pqsync.services.sync.locks import SyncInProgress
 from pqsync.services.verify import VerificationResult, VerifyInputError
@@ -54,6 +56,10 @@ patients_cli = typer.Typer(no_args_is_help=True, help="One patient's whole recor
 cli.add_typer(patients_cli, name="patients")
 access_cli = typer.Typer(no_args_is_help=True, help="The access record: who read patient data.")
 cli.add_typer(access_cli, name="access")
+appointments_cli = typer.Typer(
+    no_args_is_help=True, help="Push our bookings to IntakeQ: book, cancel, reschedule."
+)
+cli.add_typer(appointments_cli, name="appointments")
 
 out = Console()
 err = Console(stderr=True)
@@ -570,6 +576,99 @@ def practitioners_map(
         app.require_schema()
         relinked = map_practitioner(app.engine, practitioner_id, provider)
         out.print(f"mapped; {relinked} stored appointment(s) re-linked", highlight=False)
+
+
+def _pushed(app: App, push_id: uuid.UUID) -> None:
+    """Send a stored push now and say what became of it; IntakeQ not answering queues it
+    for the worker (exit 0), IntakeQ refusing it is an error."""
+    outcome = app.push_service().send(push_id)
+    if outcome is None:
+        fail("the push request vanished")
+    if outcome.status == "failed":
+        fail(outcome.error or "IntakeQ refused it")
+    if outcome.retry:
+        app.jobs.push_later(push_id, outcome.attempts)
+        out.print(f"{outcome.error}: queued for the worker (push {push_id})", highlight=False)
+        return
+    out.print(
+        f"{outcome.kind}: done in IntakeQ, appointment {outcome.intakeq_appointment_id}",
+        highlight=False,
+    )
+
+
+def _start(raw: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        fail("--start must be a date and time with its offset, e.g. 2025-11-20T10:30:00-07:00")
+    if moment.tzinfo is None:
+        fail("--start needs its offset, e.g. 2025-11-20T10:30:00-07:00")
+    return moment
+
+
+@appointments_cli.command("book")
+def appointments_book(
+    patient: Annotated[str, typer.Argument(help="Our patient's id or email.")],
+    start: Annotated[str, typer.Option(help="Start with its offset (ISO 8601).")],
+    practitioner: Annotated[str, typer.Option(help="IntakeQ PractitionerId.")],
+    service: Annotated[str, typer.Option(help="IntakeQ ServiceId.")],
+    location: Annotated[str, typer.Option(help="IntakeQ LocationId.")],
+    status: Annotated[str, typer.Option(help="Confirmed or WaitingConfirmation.")] = "Confirmed",
+) -> None:
+    """Book an appointment in IntakeQ for one of our patients (never twice)."""
+    moment = _start(start)
+    with application() as app:
+        app.require_schema()
+        with Session(app.engine) as session:
+            patient_id = app.sync_service().find_patient(session, patient).id
+        try:
+            push_id = app.push_service().request_booking(
+                patient_id,
+                moment,
+                practitioner_id=practitioner,
+                service_id=service,
+                location_id=location,
+                status=status,
+                requested_by="command line",
+            )
+        except PushInputError as exc:
+            fail(str(exc))
+        _pushed(app, push_id)
+
+
+@appointments_cli.command("cancel")
+def appointments_cancel(
+    appointment: Annotated[str, typer.Argument(help="IntakeQ's appointment Id.")],
+    reason: Annotated[str | None, typer.Option(help="Why (sent to IntakeQ).")] = None,
+) -> None:
+    """Cancel in IntakeQ an appointment we store."""
+    with application() as app:
+        app.require_schema()
+        try:
+            push_id = app.push_service().request_change(
+                "cancel", appointment, reason=reason, requested_by="command line"
+            )
+        except PushInputError as exc:
+            fail(str(exc))
+        _pushed(app, push_id)
+
+
+@appointments_cli.command("reschedule")
+def appointments_reschedule(
+    appointment: Annotated[str, typer.Argument(help="IntakeQ's appointment Id.")],
+    start: Annotated[str, typer.Option(help="New start with its offset (ISO 8601).")],
+) -> None:
+    """Move in IntakeQ an appointment we store to a new start."""
+    moment = _start(start)
+    with application() as app:
+        app.require_schema()
+        try:
+            push_id = app.push_service().request_change(
+                "reschedule", appointment, start=moment, requested_by="command line"
+            )
+        except PushInputError as exc:
+            fail(str(exc))
+        _pushed(app, push_id)
 
 
 @cli.command("serve")

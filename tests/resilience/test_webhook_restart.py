@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
-from webhook_stack import PQSYNC, WEBHOOK_TOKEN, Stack, mismatches, our_client_ids, wait_until
+from webhook_stack import PQSYNC, Stack, mismatches, our_client_ids, stack_env, wait_until
 
 from intakeq_sim import SimConfig, SimulatorServer
 from pqsync.db.tables import Appointment, WebhookEvent
-from process_env import process_env
 
 
 @pytest.fixture
@@ -28,17 +27,7 @@ def sim() -> Iterator[SimulatorServer]:
 def stack(
     sim: SimulatorServer, engine: Engine, database_url: str, tmp_path: Path
 ) -> Iterator[Stack]:
-    env = process_env(
-        sim,
-        engine,
-        database_url,
-        tmp_path,
-        PQSYNC_QUEUE_URL=f"sqlite:///{tmp_path}/queue.db",
-        PQSYNC_WEBHOOK_TOKEN=WEBHOOK_TOKEN,
-        PQSYNC_WEBHOOK_COALESCE_SECONDS="3",
-        INTAKEQ_MINUTE_LIMIT="1000",
-        INTAKEQ_DAILY_LIMIT="10000",
-    )
+    env = stack_env(sim, engine, database_url, tmp_path, coalesce_seconds=3)
     stack = Stack(env, tmp_path)
     yield stack
     stack.kill()

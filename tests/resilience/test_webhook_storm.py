@@ -21,11 +21,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
-from webhook_stack import PQSYNC, WEBHOOK_TOKEN, Stack, mismatches, our_client_ids, wait_until
+from webhook_stack import PQSYNC, Stack, mismatches, our_client_ids, stack_env, wait_until
 
 from intakeq_sim import AppointmentChanges, SimConfig, SimError, SimulatorServer
 from pqsync.db.tables import Appointment, Patient, WebhookEvent
-from process_env import process_env
 
 CHANGES = int(os.environ.get("PQSYNC_TEST_WEBHOOK_CHANGES", "120"))
 FORGED = 20
@@ -41,17 +40,7 @@ def sim() -> Iterator[SimulatorServer]:
 def stack(
     sim: SimulatorServer, engine: Engine, database_url: str, tmp_path: Path
 ) -> Iterator[Stack]:
-    env = process_env(
-        sim,
-        engine,
-        database_url,
-        tmp_path,
-        PQSYNC_QUEUE_URL=f"sqlite:///{tmp_path}/queue.db",
-        PQSYNC_WEBHOOK_TOKEN=WEBHOOK_TOKEN,
-        PQSYNC_WEBHOOK_COALESCE_SECONDS="1",
-        INTAKEQ_MINUTE_LIMIT="100000",
-        INTAKEQ_DAILY_LIMIT="100000",
-    )
+    env = stack_env(sim, engine, database_url, tmp_path, coalesce_seconds=1)
     stack = Stack(env, tmp_path)
     yield stack
     stack.stop()

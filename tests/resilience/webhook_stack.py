@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 import leakcheck
 from intakeq_sim import SimulatorServer
 from pqsync.db.tables import Appointment, Patient
+from process_env import process_env
 
 WEBHOOK_TOKEN = "webhook-test-token-0123456789abcdef"
 PQSYNC = [sys.executable, "-m", "pqsync.cli"]
@@ -92,6 +93,28 @@ class Stack:
                     process.wait()
             leakcheck.append(log.read_text())
         self.processes.clear()
+
+
+def stack_env(
+    sim: SimulatorServer,
+    engine: Engine,
+    database_url: str,
+    home: Path,
+    coalesce_seconds: float,
+) -> dict[str, str]:
+    """The environment of both processes: the demo directory imported, a SQLite queue
+    file, our webhook token, the request limits out of the way of the test."""
+    return process_env(
+        sim,
+        engine,
+        database_url,
+        home,
+        PQSYNC_QUEUE_URL=f"sqlite:///{home}/queue.db",
+        PQSYNC_WEBHOOK_TOKEN=WEBHOOK_TOKEN,
+        PQSYNC_WEBHOOK_COALESCE_SECONDS=str(coalesce_seconds),
+        INTAKEQ_MINUTE_LIMIT="100000",
+        INTAKEQ_DAILY_LIMIT="100000",
+    )
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:

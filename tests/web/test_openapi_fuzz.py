@@ -47,7 +47,13 @@ def aim_at_real_targets(
     case: schemathesis.Case[Any], seed: Seed, runs: dict[str, uuid.UUID]
 ) -> bool:
     """Point the case at seeded ids and the real webhook token; False if nothing to aim."""
-    real = {"patientId": seed.consenting, "orgId": seed.orgs["own"], "runId": runs["own"]}
+    real = {
+        "patientId": seed.consenting,
+        "orgId": seed.orgs["own"],
+        "runId": runs["own"],
+        "appointmentId": "no-such-appointment",
+        "pushId": uuid.UUID(int=0),
+    }
     aimed = False
     for name in case.path_parameters or {}:
         case.path_parameters[name] = str(real[name])

@@ -30,6 +30,11 @@ ENDPOINTS = {
     "patient-sync": ("POST", "/api/partner-dashboard/patients/{patient}/sync"),
     "org-sync": ("POST", "/api/partner-dashboard/organizations/{org}/sync-all-patients"),
     "sync-plan": ("GET", "/api/partner-dashboard/organizations/{org}/sync-plan"),
+    "changes": ("GET", "/api/partner-dashboard/changes"),
+    "push-book": ("POST", "/api/appointments"),
+    "push-cancel": ("POST", "/api/appointments/{appointment}/cancel"),
+    "push-reschedule": ("POST", "/api/appointments/{appointment}/reschedule"),
+    "push-state": ("GET", "/api/appointments/pushes/{push}"),
     "cron": ("POST", "/api/cron/sync-practiceq-appointments"),
     "webhook": ("POST", "/api/webhooks/practiceq/appointments"),
     "healthz": ("GET", "/healthz"),
@@ -54,6 +59,12 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "patient-sync": ("200/200",  "200/404",    "200/404",   "403/403", "200/404", "401/401"),
     "org-sync":     ("200/200",  "200/404",    "200/404",   "403/403", "200/404", "401/401"),
     "sync-plan":    ("200/200",  "200/404",    "200/404",   "403/403", "200/404", "401/401"),
+    "changes":      ("200",      "200",        "200",       "200",    "200",     "401"),
+    # Staff only; staff get to the body's validation (422) or find no such thing (404).
+    "push-book":    ("422",      "403",        "403",       "403",    "403",     "401"),
+    "push-cancel":  ("422",      "403",        "403",       "403",    "403",     "401"),
+    "push-reschedule": ("422",   "403",        "403",       "403",    "403",     "401"),
+    "push-state":   ("404",      "403",        "403",       "403",    "403",     "401"),
     "cron":         ("401",      "401",        "401",       "401",    "401",     "401"),
     "webhook":      ("404",      "404",        "404",       "404",    "404",     "404"),
     # /healthz is 503 here: no worker runs in these tests.
@@ -89,7 +100,13 @@ def _call(
     home = "other" if caller == "other_org_admin" else "own"
     org = home if target in ("own", "-") else ("own" if home == "other" else "other")
     patient = seed.consenting if org == "own" else seed.other_patient
-    url = path.format(patient=patient, org=seed.orgs[org], run=module_runs[org])
+    url = path.format(
+        patient=patient,
+        org=seed.orgs[org],
+        run=module_runs[org],
+        appointment="no-such-appointment",
+        push=uuid.UUID(int=0),
+    )
     headers = {} if caller == "anonymous" else seed.bearer(caller)
     if endpoint == "login":
         email = USERS.get(caller, USERS["viewer"])
@@ -136,6 +153,8 @@ def test_the_matrix_covers_every_endpoint_of_the_app(module_client: TestClient) 
         "{patientId}": "{patient}",
         "{orgId}": "{org}",
         "{runId}": "{run}",
+        "{appointmentId}": "{appointment}",
+        "{pushId}": "{push}",
     }
 
     def normalized(path: str) -> str:

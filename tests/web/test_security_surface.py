@@ -32,7 +32,12 @@ def operations(client: TestClient) -> list[tuple[str, str]]:
 
 def concrete(path: str, seed: Seed, run: uuid.UUID) -> str:
     return path.format(
-        patientId=seed.consenting, orgId=seed.orgs["own"], runId=run, patient=seed.consenting
+        patientId=seed.consenting,
+        orgId=seed.orgs["own"],
+        runId=run,
+        patient=seed.consenting,
+        appointmentId="no-such-appointment",
+        pushId=uuid.UUID(int=0),
     )
 
 

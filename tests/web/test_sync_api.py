@@ -350,7 +350,7 @@ def test_history_names_the_schedule_and_the_webhook(
     assert nightly.status_code == 200, nightly.text
     assert hook.status_code == 202
     assert hook.json() == {"accepted": True}
-    assert [h["triggeredBy"] for h in history] == ["webhook", "nightly schedule"]
+    assert [h["triggeredBy"] for h in history] == ["PracticeQ (webhook)", "nightly schedule"]
 
 
 def test_the_cron_endpoint_can_answer_at_once(client: TestClient) -> None:

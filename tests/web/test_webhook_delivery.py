@@ -6,7 +6,6 @@ its appointments."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,20 +17,18 @@ from sqlalchemy.orm import Session
 from web_support import (
     INTAKEQ_KEY,
     METRICS_TOKEN,
-    PASSWORD,
     TODAY,
-    USERS,
     WEBHOOK_TOKEN,
     Seed,
+    intakeq_for,
     open_client,
+    sign_in_form,
     wait_for_background,
 )
 
 from intakeq_sim import SimConfig, SimulatorServer
 from pqsync.bootstrap import App
 from pqsync.db.tables import Appointment, SyncLog, WebhookEvent
-from pqsync.intakeq.budget import MemoryBudget
-from pqsync.intakeq.client import IntakeQClient
 from pqsync.services.sync import Actor
 
 WEBHOOK = f"/api/webhooks/practiceq/appointments?token={WEBHOOK_TOKEN}"
@@ -49,26 +46,9 @@ def own_sim() -> Iterator[SimulatorServer]:
 @pytest.fixture
 def make_app(build_app: Callable[..., App], own_sim: SimulatorServer) -> Callable[..., App]:
     def make(**settings: Any) -> App:
-        intakeq = IntakeQClient(
-            own_sim.base_url,
-            INTAKEQ_KEY,
-            budget=MemoryBudget(minute_limit=100_000, daily_limit=100_000),
-        )
-        return build_app(intakeq, **settings)
+        return build_app(intakeq_for(own_sim), **settings)
 
     return make
-
-
-def sign_in(client: TestClient, who: str) -> None:
-    form = client.get("/login")
-    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
-    assert token is not None
-    answer = client.post(
-        "/login",
-        data={"email": USERS[who], "password": PASSWORD, "csrf_token": token.group(1)},
-        follow_redirects=False,
-    )
-    assert answer.status_code == 303, answer.text
 
 
 def sync_organization(client: TestClient, seed: Seed) -> None:
@@ -149,7 +129,7 @@ def test_a_flood_naming_unknown_ids_leaves_a_real_cancellation_its_share(
 
         assert status_seen(client, seed, seed.consenting, ident) == "cancelled"
         metrics = client.get("/metrics", headers=METRICS_AUTH).text
-        sign_in(client, "staff_admin")
+        sign_in_form(client, "staff_admin")
         staff_page = client.get("/staff/runs").text
     assert webhook_requests(app) == 1
     assert f'pqsync_webhook_events{{outcome="ignored"}} {float(FLOOD)}' in metrics
@@ -191,3 +171,31 @@ def test_an_event_meeting_its_patients_running_sync_is_processed_after_that_run(
         assert waiting == 0
         assert [(r.status, r.requests_made) for r in webhook_runs] == [("success", 1)]
         assert status_seen(client, seed, seed.consenting, ident) == "cancelled"
+
+
+def test_the_change_mark_moves_with_a_webhook_change_and_hides_other_organisations(
+    make_app: Callable[..., App], own_sim: SimulatorServer, seed: Seed
+) -> None:
+    app = make_app(PQSYNC_WEBHOOK_COALESCE_SECONDS=0)
+    partner = seed.bearer("case_manager")
+    base = "/api/partner-dashboard/changes"
+    with open_client(app) as client:
+        sync_organization(client, seed)
+        of_patient = client.get(f"{base}?patientId={seed.consenting}", headers=partner)
+        of_roster = client.get(base, headers=partner)
+        assert of_patient.status_code == of_roster.status_code == 200
+        again = client.get(f"{base}?patientId={seed.consenting}", headers=partner).json()
+        assert again == of_patient.json()
+
+        ident = a_live_appointment(app, own_sim, seed.consenting)
+        cancelled = own_sim.app.store.cancel(ident, "provider ill")
+        client.post(WEBHOOK, json=event("AppointmentCanceled", cancelled))
+        wait_for_background(client)
+
+        after = client.get(f"{base}?patientId={seed.consenting}", headers=partner).json()
+        roster_after = client.get(base, headers=partner).json()
+        hidden = client.get(f"{base}?patientId={seed.other_patient}", headers=partner)
+        other_org = client.get(f"{base}?organizationId={seed.orgs['other']}", headers=partner)
+    assert after["mark"] != of_patient.json()["mark"]
+    assert roster_after["mark"] != of_roster.json()["mark"]
+    assert hidden.status_code == other_org.status_code == 404

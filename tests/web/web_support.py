@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -103,10 +104,34 @@ def open_client(
     )
 
 
+def sign_in_form(client: TestClient, who: str) -> None:
+    """Sign in through the login form (the pages want the session cookie)."""
+    form = client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert token is not None
+    answer = client.post(
+        "/login",
+        data={"email": USERS[who], "password": PASSWORD, "csrf_token": token.group(1)},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303, answer.text
+
+
 def wait_for_background(client: TestClient) -> None:
     """Run what the app queued (202 syncs, webhook re-fetches), as a worker would within
     the next minute (a webhook's re-fetch waits for its burst to end)."""
     client.app.state.pqsync.app.jobs.drain(ahead=timedelta(minutes=1))  # type: ignore[attr-defined]
+
+
+def intakeq_for(sim: SimulatorServer, transport: Any = None) -> IntakeQClient:
+    """An IntakeQ client of a test's own simulator, limits out of the way, no sleeping."""
+    return IntakeQClient(
+        sim.base_url,
+        INTAKEQ_KEY,
+        budget=MemoryBudget(minute_limit=100_000, daily_limit=100_000),
+        transport=transport,
+        sleep=lambda _seconds: None,
+    )
 
 
 def unreachable_intakeq() -> IntakeQClient:

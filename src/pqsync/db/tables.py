@@ -417,7 +417,7 @@ class WebhookEvent(Base):
     __tablename__ = "webhook_events"
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     coalesce_key: Mapped[str] = mapped_column(String(200))
-    outcome: Mapped[str] = mapped_column(String(16))  # queued | coalesced | limited | foreign
+    outcome: Mapped[str] = mapped_column(String(16))  # queued|coalesced|limited|foreign|ignored
     appointment_id: Mapped[str | None] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column()
     # For a queued event: when its re-fetch runs; events of its key until then join it.
@@ -515,3 +515,26 @@ class Invitation(Base):
     created_at: Mapped[datetime] = mapped_column(default=_now)
     expires_at: Mapped[datetime] = mapped_column()
     used_at: Mapped[datetime | None] = mapped_column()
+
+
+class PushRequest(Base):
+    """A booking, cancellation or reschedule pqsync sends to IntakeQ, kept until IntakeQ has
+    it: claimed by one worker at a time (`sending`), retried from the queue, never sent
+    twice (a retried booking first looks for the one a lost answer may have made)."""
+
+    __tablename__ = "push_requests"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    kind: Mapped[str] = mapped_column(String(16))  # book | cancel | reschedule
+    patient_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("patients.id", ondelete="SET NULL")
+    )
+    # IntakeQ's Id: the target of a cancel or reschedule; learned by a booking.
+    intakeq_appointment_id: Mapped[str | None] = mapped_column(String(64))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending|sending|done|failed
+    attempts: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    updated_at: Mapped[datetime] = mapped_column(default=_now)
+    claimed_at: Mapped[datetime | None] = mapped_column()

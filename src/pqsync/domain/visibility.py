@@ -21,7 +21,11 @@ STAFF_ROLE = "staff_admin"
 ConsentState = Literal["active", "missing", "expired", "revoked"]
 Access = Literal["allowed", "forbidden", "hidden"]
 Action = Literal["read", "sync"]
-TRIGGER_LABELS = {"schedule": "nightly schedule", "webhook": "webhook", "cli": "command line"}
+TRIGGER_LABELS = {
+    "schedule": "nightly schedule",
+    "webhook": "PracticeQ (webhook)",
+    "cli": "command line",
+}
 
 
 class Viewer(Protocol):

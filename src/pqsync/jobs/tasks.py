@@ -62,6 +62,7 @@ class Jobs:
         self._start = huey.task(name="start_sync")(self._start_scope)
         self._refetch = huey.task(name="webhook_refetch")(self._webhook_refetch)
         self._verify = huey.task(name="verify")(self._weekly_verification)
+        self._push = huey.task(name="push")(self._send_push)
         huey.periodic_task(crontab(), name="tick")(self.tick)
 
     @property
@@ -188,6 +189,16 @@ class Jobs:
             return
         self.carry_out(service, prepared)
 
+    def push_later(self, push_id: uuid.UUID, attempts: int = 0) -> None:
+        """Queue a push's (next) try: at once, then after 5 s, 10 s, ... at most 5 minutes."""
+        delay = 0.0 if attempts == 0 else min(300.0, 5.0 * 2 ** (attempts - 1))
+        self._push.schedule(args=(push_id,), delay=delay)
+
+    def _send_push(self, push_id: uuid.UUID) -> None:
+        outcome = self.app.push_service().send(push_id)
+        if outcome is not None and outcome.retry:
+            self.push_later(push_id, outcome.attempts)
+
     def requeue_overdue_webhooks(self, *, every_pending: bool = False) -> int:
         """Queue again the re-fetch of every key whose pending events are overdue (their job
         died with a process), or of every pending key (a worker starting: the queue may have
@@ -311,6 +322,8 @@ class Jobs:
         settings = self.app.settings
         send_digests(self.engine, self.app.clock, alerts.mailer, settings.base_url)
         self.requeue_overdue_webhooks()
+        for push_id in self.app.push_service().waiting():
+            self.push_later(push_id)  # its job was lost with a process; a claim guards it
         prune(
             self.engine,
             now,

@@ -55,9 +55,10 @@ def demo_instructions(
             "Watch a follow-up arrive: book one in the simulator as the provider would,",
             f"  curl -X POST {control_url}/appointments "
             f"-H 'Content-Type: application/json' -d '{body}'",
-            'then press "Sync from PracticeQ" on '
-            f"{patient['first_name']} {patient['last_name']}'s row: it shows 1 new, and the "
-            "next appointment becomes tomorrow at 10:30 AM.",
+            f"then watch {patient['first_name']} {patient['last_name']}'s row on the open "
+            "dashboard: the simulator sends IntakeQ's webhook, and within a few seconds the "
+            "next appointment becomes tomorrow at 10:30 AM by itself (no reload; the "
+            'history says "PracticeQ (webhook)"). "Sync from PracticeQ" fetches it too.',
         ]
     lines.append("Press Ctrl-C to stop.")
     return lines
@@ -67,7 +68,12 @@ def run_demo(*, port: int, web_port: int, once: bool, out: Console, err: Console
     """Start the simulator, set up the database, import the demo directory and sync."""
     with SimulatorServer(port=port, seed=1) as simulator:
         out.print(f"IntakeQ simulator listening at {simulator.base_url}", highlight=False)
-        settings = load_settings(INTAKEQ_BASE_URL=simulator.base_url)
+        # A booking shows on the open dashboard within seconds: webhooks wait 2 s for more
+        # of a burst, not the production 30 s (unless the environment says otherwise).
+        coalesce = os.environ.get("PQSYNC_WEBHOOK_COALESCE_SECONDS", "2")
+        settings = load_settings(
+            INTAKEQ_BASE_URL=simulator.base_url, PQSYNC_WEBHOOK_COALESCE_SECONDS=coalesce
+        )
         app = build_app(settings)
         try:
             upgrade(app.engine)
@@ -120,7 +126,15 @@ def run_demo(*, port: int, web_port: int, once: bool, out: Console, err: Console
 
             configure_logging(level="INFO")
             # The queue's worker beside the web server: 202 syncs, webhooks, the schedule.
-            env = {**os.environ, "INTAKEQ_BASE_URL": simulator.base_url}
+            env = {
+                **os.environ,
+                "INTAKEQ_BASE_URL": simulator.base_url,
+                "PQSYNC_WEBHOOK_COALESCE_SECONDS": coalesce,
+            }
+            token = settings.webhook_token.get_secret_value()
+            simulator.configure_webhooks(
+                url=f"http://127.0.0.1:{web_port}/api/webhooks/practiceq/appointments?token={token}"
+            )
             worker = subprocess.Popen([sys.executable, "-m", "pqsync.cli", "worker"], env=env)
             try:
                 serve(host="127.0.0.1", port=web_port, app=app)

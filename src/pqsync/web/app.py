@@ -30,6 +30,7 @@ from pqsync.web.routes import (
     ops,
     org_admin,
     pages,
+    push,
     staff_pages,
     sync,
 )
@@ -81,6 +82,7 @@ def create_app(app: App) -> FastAPI:
         sync,
         dashboard,
         integrations,
+        push,
         ops,
         admin,
         pages,

@@ -320,6 +320,10 @@ class WebhookPayload(BaseModel):
     PracticeId: str | int | None = None
 
 
+class ChangesOut(ApiModel):
+    mark: str = Field(description="Differs whenever something shown changed; compare only.")
+
+
 class WebhookAccepted(ApiModel):
     accepted: bool
 

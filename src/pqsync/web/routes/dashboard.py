@@ -17,12 +17,14 @@ from pqsync.services.dashboard import (
     NotVisible,
     PatientScope,
 )
+from pqsync.services.live_updates import change_mark
 from pqsync.web.deps import ContextDep, DashboardDep, SyncUser
 from pqsync.web.errors import ApiError, not_found, responses
 from pqsync.web.routes.sync import requested_window
 from pqsync.web.schemas import (
     AppointmentOut,
     AppointmentsOut,
+    ChangesOut,
     DateRange,
     PatientRefOut,
     RosterEntryOut,
@@ -134,6 +136,30 @@ def sync_history(dashboard: DashboardDep, patient_id: PatientId) -> SyncHistoryO
     history = SyncHistoryOut.model_validate(dashboard.sync_history(scope))
     dashboard.record("api_sync_history", [scope.patient.id])
     return history
+
+
+@router.get("/changes", responses=responses(401, 404, 422))
+def changes(
+    dashboard: DashboardDep,
+    patient_id: Annotated[
+        str | None, Query(alias="patientId", max_length=64, description="Only this patient.")
+    ] = None,
+    organization_id: Annotated[
+        uuid.UUID | None,
+        Query(alias="organizationId", description="Staff: only this organisation."),
+    ] = None,
+) -> ChangesOut:
+    """A mark of the newest change (appointment change or sync) of a patient, else of the
+    organisation's patients: an open page polls it and refreshes itself when it differs."""
+    if patient_id is not None:
+        scope = visible_patient(dashboard, patient_id)
+        return ChangesOut(mark=change_mark(dashboard.session, patient_id=scope.patient.id))
+    viewer = dashboard.viewer
+    if organization_id is None and not visibility.is_staff(viewer):
+        organization_id = viewer.organization_id
+    if organization_id is not None and not visibility.may_see_organization(viewer, organization_id):
+        raise not_found("organization")
+    return ChangesOut(mark=change_mark(dashboard.session, organization_id=organization_id))
 
 
 @router.get("/sync-runs/{runId}", responses=responses(401, 404, 422), name="sync_run")

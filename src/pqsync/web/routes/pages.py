@@ -32,6 +32,7 @@ from pqsync.services.auth import (
     secrets_match,
 )
 from pqsync.services.dashboard import BadCursor, Dashboard, NotVisible, RosterRow, local_time
+from pqsync.services.live_updates import change_mark
 from pqsync.services.organizations import all_organizations, organization_by_id
 from pqsync.services.patient_page import patient_appointments, timeline
 from pqsync.services.runs import running_sync_all
@@ -330,6 +331,8 @@ def roster_page(
             running=running_sync_all(session, chosen.id),
             window=sync_window(ctx, chosen, session),
             **casework_values(session, user, chosen, values["now"]),
+            change_mark=change_mark(session, organization_id=chosen.id),
+            changes_url=f"/api/partner-dashboard/changes?organizationId={chosen.id}",
         )
     return render(ctx, request, "roster.html", user, **values)
 
@@ -445,4 +448,6 @@ def patient(
         last_sync=dashboard.sync_history(scope).last_sync,
         can_sync=visibility.may_sync(user),
         now=ctx.now(),
+        change_mark=change_mark(session, patient_id=scope.patient.id),
+        changes_url=f"/api/partner-dashboard/changes?patientId={scope.patient.id}",
     )

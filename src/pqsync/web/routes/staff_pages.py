@@ -78,6 +78,7 @@ def staff_runs(
         usage=usage,
         left_today=max(0, usage.daily_limit - usage.day_used),
         webhooks=ctx.app.jobs.webhook_gate().budget(),
+        pushes=ctx.app.push_service().unfinished(),
         now=ctx.now(),
         by_organization=ctx.app.fair_share().by_organization(ctx.now()),
         status_code=400 if error else 200,  # the page, with what was wrong with the filter

@@ -503,11 +503,58 @@
     });
   }
 
+  // -- the open page keeps itself current -------------------------------------------------
+  // A cheap poll of the page's change mark; when it moves (a webhook, the nightly run or
+  // someone else's sync changed what is shown), the page is fetched again and its parts
+  // marked data-live are swapped in place: buttons and dialogs are left as they are.
+  var LIVE_MS = 3000;
+
+  function swapLiveParts(html) {
+    var fresh = new DOMParser().parseFromString(html, "text/html");
+    document.querySelectorAll("[data-live]").forEach(function (old) {
+      var key = old.getAttribute("data-live");
+      var found = fresh.querySelectorAll("[data-live]");
+      for (var i = 0; i < found.length; i++) {
+        if (found[i].getAttribute("data-live") === key) {
+          old.replaceWith(document.importNode(found[i], true));
+          return;
+        }
+      }
+    });
+  }
+
+  function watchForChanges() {
+    var meta = document.querySelector('meta[name="change-mark"]');
+    if (!meta) return;
+    var busy = false;
+    function done() { busy = false; }
+    window.setInterval(function () {
+      if (busy) return;
+      busy = true;
+      call("GET", meta.getAttribute("data-url")).then(function (result) {
+        var mark = result.data && result.data.mark;
+        if (result.status !== 200 || !mark || mark === meta.getAttribute("content")) return done();
+        return fetch(window.location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+          .then(function (response) { return response.ok ? response.text() : null; })
+          .then(function (html) {
+            if (html) {
+              swapLiveParts(html);
+              meta.setAttribute("content", mark);
+              var live = document.getElementById("live-update");
+              if (live) live.textContent = "Updated from PracticeQ";
+            }
+            done();
+          }, done);
+      });
+    }, LIVE_MS);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("button.sync-one").forEach(function (button) {
       button.addEventListener("click", function () { syncOne(button); });
     });
     setUpSyncAll();
     window.setInterval(tickRelativeTimes, 30000);
+    watchForChanges();
   });
 })();
