@@ -24,7 +24,7 @@ from pqsync.db.lookup import organization_by_ref, patient_by_ref
 from pqsync.db.tables import Affiliation, Organization, Patient, SyncLog, SyncState
 from pqsync.db.tables import Appointment as AppointmentRow
 from pqsync.domain.run_types import run_type
-from pqsync.domain.windows import Window, default_window
+from pqsync.domain.windows import Window, default_window, new_days
 from pqsync.intakeq.client import IntakeQPagingError, RequestTally
 from pqsync.intakeq.errors import (
     BudgetExhausted,
@@ -838,15 +838,3 @@ class SyncService:
             window = prepared.window
             covered = {"start": window.start.isoformat(), "end": window.end.isoformat()}
             self.planner.put_state(session, NIGHTLY_COVERED, covered)
-
-
-def new_days(covered: Window, window: Window) -> list[Window]:
-    """The days of `window` outside `covered`: those its end (or an earlier start) brought
-    in. Days that left the window are out of scope, nothing more: they are not fetched,
-    and no absence is judged on them."""
-    ranges = []
-    if window.start < covered.start:
-        ranges.append(Window(window.start, min(window.end, covered.start - timedelta(days=1))))
-    if window.end > covered.end:
-        ranges.append(Window(max(window.start, covered.end + timedelta(days=1)), window.end))
-    return ranges
