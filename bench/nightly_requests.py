@@ -1,7 +1,8 @@
 """Benchmark 2: IntakeQ requests of a nightly run when nothing changed in IntakeQ.
 
-Ours (incremental: `updatedSince` from the watermark minus a day, plus `deletedOnly`) against
-the baseline of a nightly that refetches the whole window. Target: 2 at most.
+Ours (incremental: `updatedSince` from the watermark minus a day, `deletedOnly`, and the day
+that entered the window's end) against the baseline of a nightly that refetches the whole
+window. Target: 3 at most.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ def measure(label: str, dataset_kwargs: dict[str, object]) -> None:
         )
     quiet = nights[-1]
     print(
-        f"target: at most 2 requests when nothing changed -> night 3: {quiet.requests_made} "
-        f"({'ok' if quiet.requests_made <= 2 else 'over'}). Night 1 re-reads what the "
+        f"target: at most 3 requests when nothing changed -> night 3: {quiet.requests_made} "
+        f"({'ok' if quiet.requests_made <= 3 else 'over'}). Night 1 re-reads what the "
         "simulator's seed last modified inside the one-day overlap before the watermark."
     )
 

@@ -293,7 +293,8 @@ def test_a_nightly_run_is_incremental_after_a_full_reconcile(
     clock.advance(timedelta(days=2))
     quiet = service.sync_nightly()
     assert quiet.plan == "incremental"
-    assert quiet.requests_made == 2
+    # The deleted list, what changed, and the two days that entered the window's end.
+    assert quiet.requests_made == 3
     assert (quiet.summary.new, quiet.summary.updated, quiet.summary.deleted) == (0, 0, 0)
     target, gone = sorted(fsh_truth(sim))[:2]
     control(sim, "POST", f"/appointments/{target}/cancel", Reason="sick")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -31,10 +31,13 @@ from pqsync.db.tables import (
     SyncState,
 )
 from pqsync.domain.windows import Window
+from pqsync.intakeq.budget import MemoryBudget
+from pqsync.intakeq.client import IntakeQClient
 from pqsync.services.directory import DirectoryFile, import_directory
 from pqsync.services.sync import SyncResult, SyncService
 from pqsync.services.sync.locks import SyncLocks
 from pqsync.services.sync.plan import PRACTICE_DENSITY
+from pqsync.settings import SIMULATOR_API_KEY
 
 ORG = "first-step-house"
 DENVER = ZoneInfo("America/Denver")
@@ -184,6 +187,151 @@ def test_a_patient_whose_email_changes_in_the_directory_is_fetched_whole_that_ni
     assert result.status == "success", result.incomplete
     patient = patient_by_email(pq.engine, "ann.lee@mail.example")
     assert shown(sim, pq.engine, patient.id) == truth(sim, ann.client_id)
+
+
+# -- the window moves with the clock ---------------------------------------------------------
+
+
+def window_on(clock: ManualClock) -> Window:
+    """The default window (90 days each side) of the practice's today."""
+    today = clock().astimezone(DENVER).date()
+    return Window(today - timedelta(days=90), today + timedelta(days=90))
+
+
+def stored_as_intakeq_holds(sim: SimulatorServer, pq: App, window: Window) -> None:
+    """Our live rows in `window` are exactly IntakeQ's appointments of our patients there."""
+    fsh = {c.client_id for c in sim.dataset.fsh_patients}
+    wanted = {a.id for a in sim.dataset.appointments_in_window(window.start, window.end, fsh)}
+    assert set(live(pq.engine, window=window)) == wanted
+
+
+def book_beyond_the_window(sim: SimulatorServer, clock: ManualClock) -> set[str]:
+    """Bookings on the days the window's end reaches 2 to 6 days from now, made now (so
+    long before the incremental run below that `updatedSince` never returns them)."""
+    end = window_on(clock).end
+    patients = sim.dataset.fsh_patients[:6]
+    return {
+        book(sim, client.client_id, (end - sim.dataset.today).days + 3 + n % 4)
+        for n, client in enumerate(patients)
+    }
+
+
+def left_the_window(pq: App, before: Window, now: Window) -> set[str]:
+    """Appointments we stored in days that were in `before` and are no longer in `now`."""
+    return set(live(pq.engine, window=Window(before.start, now.start - timedelta(days=1))))
+
+
+def test_the_days_entering_the_window_come_with_the_incremental_nightly(
+    service: SyncService, sim: SimulatorServer, pq: App, clock: ManualClock
+) -> None:
+    booked = book_beyond_the_window(sim, clock)
+    clock.advance(timedelta(days=2))
+    first = window_on(clock)
+    assert service.sync_nightly().plan == "window"
+    assert not booked & set(live(pq.engine))  # beyond that night's window
+    clock.advance(timedelta(hours=99))  # the window's end moves four days on
+    moved = window_on(clock)
+    leaving = left_the_window(pq, first, moved)
+    assert leaving
+
+    result = service.sync_nightly()
+
+    assert result.plan == "incremental"
+    assert result.status == "success", result.incomplete
+    assert booked <= set(live(pq.engine))
+    stored_as_intakeq_holds(sim, pq, moved)
+    # The days that left the window are out of scope, not gone: nothing there is deleted,
+    # by this run or by the weekly reconcile.
+    assert leaving <= set(live(pq.engine))
+    clock.advance(timedelta(days=3))
+    reconcile = service.sync_nightly()
+    assert reconcile.plan == "window" and reconcile.status == "success", reconcile.incomplete
+    assert leaving <= set(live(pq.engine))
+    stored_as_intakeq_holds(sim, pq, window_on(clock))
+
+
+class FailsDateListings(httpx.BaseTransport):
+    """The real HTTP transport; while `failing`, the simulator answers every listing by
+    date without a `client` filter (a window or new-days fetch) with HTTP 500."""
+
+    def __init__(self, sim: SimulatorServer) -> None:
+        self.sim = sim
+        self.real = httpx.HTTPTransport()
+        self.failing = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        params = request.url.params
+        by_date = "startDate" in params and "client" not in params
+        fail = self.failing and by_date
+        if fail:
+            self.sim.configure(fail_rate=1.0, fault_kinds=("error500",))
+        try:
+            response = self.real.handle_request(request)
+            response.read()
+        finally:
+            if fail:
+                self.sim.configure(fail_rate=0.0)
+        return response
+
+    def close(self) -> None:
+        self.real.close()
+
+
+@pytest.fixture
+def date_listings(sim: SimulatorServer) -> FailsDateListings:
+    return FailsDateListings(sim)
+
+
+@pytest.fixture
+def failing_service(
+    pq: App, sim: SimulatorServer, clock: ManualClock, date_listings: FailsDateListings
+) -> Iterator[SyncService]:
+    budget = MemoryBudget(
+        minute_limit=100_000, daily_limit=100_000, clock=clock, sleep=lambda _s: None
+    )
+    client = IntakeQClient(
+        sim.base_url,
+        SIMULATOR_API_KEY,
+        budget=budget,
+        max_retries=1,
+        sleep=lambda _s: None,
+        transport=date_listings,
+    )
+    with client:
+        yield SyncService(pq.engine, client, clock=clock)
+
+
+def test_an_incremental_nightly_that_cannot_fetch_the_new_days_is_partial_until_it_does(
+    failing_service: SyncService,
+    date_listings: FailsDateListings,
+    sim: SimulatorServer,
+    pq: App,
+    clock: ManualClock,
+) -> None:
+    service = failing_service
+    booked = book_beyond_the_window(sim, clock)
+    clock.advance(timedelta(days=2))
+    assert service.sync_nightly().plan == "window"
+    clock.advance(timedelta(hours=99))
+    date_listings.failing = True
+
+    result = service.sync_nightly()
+
+    assert result.plan == "incremental"
+    assert result.status == "partial"
+    end = window_on(clock).end
+    assert any("days new to the sync window" in r and str(end) in r for r in result.incomplete), (
+        result.incomplete
+    )
+    assert not booked & set(live(pq.engine))
+    # The next night asks for those days again (and fetches whole whom the partial run
+    # did not stamp).
+    date_listings.failing = False
+    clock.advance(timedelta(days=1))
+    later = service.sync_nightly()
+    assert later.status == "success", later.incomplete
+    assert booked <= set(live(pq.engine))
+    stored_as_intakeq_holds(sim, pq, window_on(clock))
 
 
 # -- finding 6 and 10: partial means partial -------------------------------------------------

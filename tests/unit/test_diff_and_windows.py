@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from pqsync.domain.diff import appointment_changes, changes_as_json, describe_changes
-from pqsync.domain.windows import WindowError, default_window, resolve_window
+from pqsync.domain.windows import Window, WindowError, default_window, new_days, resolve_window
 
 T1 = datetime(2025, 11, 15, 14, 0, tzinfo=UTC)
 T2 = datetime(2025, 11, 16, 14, 0, tzinfo=UTC)
@@ -68,3 +68,21 @@ def test_it_rejects_bad_date_ranges(start: str, end: str | None, message: str) -
             start, end, now=datetime(2025, 3, 1, tzinfo=UTC), zone=ZoneInfo("America/Denver")
         )
     assert message in str(caught.value)
+
+
+def test_the_days_new_to_a_window_are_those_its_moves_brought_in() -> None:
+    covered = Window(date(2025, 7, 26), date(2026, 1, 22))
+    # Four days on: four days entered at the end; those that left at the start are gone.
+    moved = Window(date(2025, 7, 30), date(2026, 1, 26))
+    assert new_days(covered, moved) == [Window(date(2026, 1, 23), date(2026, 1, 26))]
+    assert new_days(covered, covered) == []
+    # An organisation looking further back and ahead: both edges come in.
+    wider = Window(date(2025, 7, 20), date(2026, 1, 30))
+    assert new_days(covered, wider) == [
+        Window(date(2025, 7, 20), date(2025, 7, 25)),
+        Window(date(2026, 1, 23), date(2026, 1, 30)),
+    ]
+    # A window that shrank brings in nothing; one wholly past the covered one is all new.
+    assert new_days(covered, Window(date(2025, 8, 1), date(2026, 1, 1))) == []
+    later = Window(date(2026, 3, 1), date(2026, 3, 9))
+    assert new_days(covered, later) == [later]

@@ -90,3 +90,15 @@ def resolve_window(
     start_day = parse_day("startDate", start) if start else default.start
     end_day = parse_day("endDate", end) if end else default.end
     return make_window(start_day, end_day)
+
+
+def new_days(covered: Window, window: Window) -> list[Window]:
+    """The days of `window` outside `covered`: those its end (or an earlier start) brought
+    in. Days that left the window are out of scope, nothing more: they are not fetched,
+    and no absence is judged on them."""
+    ranges = []
+    if window.start < covered.start:
+        ranges.append(Window(window.start, min(window.end, covered.start - timedelta(days=1))))
+    if window.end > covered.end:
+        ranges.append(Window(max(window.start, covered.end + timedelta(days=1)), window.end))
+    return ranges

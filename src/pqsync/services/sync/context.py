@@ -84,6 +84,9 @@ class RunContext:
 
     # Whether the run fetched the whole window completely (a reconcile).
     window_fetched: bool = False
+    # Whether an incremental nightly fetched every day new to its window since the window
+    # last covered completely (its whole window is then as complete as a reconcile left it).
+    new_days_fetched: bool = False
     # Why the run as a whole is incomplete (every patient's data may be out of date).
     incomplete_reasons: list[str] = field(default_factory=list)
 

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -26,7 +26,7 @@ from pqsync.db.lookup import organization_by_ref, patient_by_ref
 from pqsync.db.tables import Affiliation, Organization, Patient, SyncLog, SyncState
 from pqsync.db.tables import Appointment as AppointmentRow
 from pqsync.domain.run_types import run_type
-from pqsync.domain.windows import Window, default_window
+from pqsync.domain.windows import Window, default_window, new_days
 from pqsync.intakeq import waits
 from pqsync.intakeq.client import IntakeQPagingError, RequestTally
 from pqsync.intakeq.errors import (
@@ -94,6 +94,8 @@ ProgressCallback = Callable[[str, int, int | None], None]
 
 NIGHTLY_WATERMARK = "nightly_watermark"
 NIGHTLY_RECONCILED = "nightly_reconciled"
+# The window (start and end dates) the nightly runs last made complete.
+NIGHTLY_COVERED = "nightly_covered"
 # A full-window reconcile replaces the incremental run when the watermark is this old, and
 # in any case once this long after the last one (whatever the watermark says).
 RECONCILE_AFTER = timedelta(days=7)
@@ -829,12 +831,16 @@ class SyncService:
         patient_ids: list[uuid.UUID],
         progress: ProgressCallback,
     ) -> None:
-        """A whole-window fetch on the first night, when the watermark is a week old and
-        once every RECONCILE_AFTER whatever it says; otherwise what changed since the last
-        run, then a full fetch (backfill) of every patient the last run did not make
-        complete: newly affiliated, email or ClientId changed, or incomplete last night."""
+        """A whole-window fetch on the first night, when the watermark is a week old, when
+        the window last covered is not known, and once every RECONCILE_AFTER whatever the
+        watermark says; otherwise what changed since the last run, the days new to the
+        window since it was last covered (date-only, every patient: bookings there that
+        nobody edited since never come back as changed), then a full fetch (backfill) of
+        every patient the last run did not make complete: newly affiliated, email or
+        ClientId changed, or incomplete last night."""
         watermark = self._watermark(session.get(SyncState, NIGHTLY_WATERMARK))
         reconciled = self._watermark(session.get(SyncState, NIGHTLY_RECONCILED))
+        covered = self._covered(session.get(SyncState, NIGHTLY_COVERED))
         density = self.planner.known_density(session)
         session.commit()
         started = prepared.started_at
@@ -843,6 +849,7 @@ class SyncService:
             or started - watermark > RECONCILE_AFTER
             or reconciled is None
             or started - reconciled >= RECONCILE_AFTER
+            or covered is None
         ):
             ctx.result.plan = "window"
             self._window_fetch(session, prepared, ctx, patient_ids, progress)
@@ -869,18 +876,59 @@ class SyncService:
             progress("pages", number, None)
         self._all_states(ctx, "done")
         behind = self._not_synced_since(session, patient_ids, watermark)
+        session.commit()  # end the read before the next pages' writes
+        if behind:
+            per_patient = self.planner.per_patient_cost(session, behind, prepared.window)
+            session.commit()
+            window_cost = (
+                self.planner.window_cost(density, prepared.window) if density is not None else None
+            )
+            if window_cost is not None and window_cost < per_patient:
+                ctx.result.plan = "window"
+                self._window_fetch(session, prepared, ctx, patient_ids, progress)
+                return
+        self._fetch_new_days(session, ctx, new_days(covered, prepared.window), density)
         if not behind:
-            return
-        per_patient = self.planner.per_patient_cost(session, behind, prepared.window)
-        session.commit()
-        if density is not None and self.planner.window_cost(density, prepared.window) < per_patient:
-            ctx.result.plan = "window"
-            self._window_fetch(session, prepared, ctx, patient_ids, progress)
             return
         ctx.result.plan = "incremental+backfill"
         for patient_id in behind:
             ctx.results[patient_id].state = "pending"
         self._per_patient(session, prepared, ctx, behind, progress)
+
+    def _fetch_new_days(
+        self,
+        session: Session,
+        ctx: RunContext,
+        ranges: list[Window],
+        density: float | None,
+    ) -> None:
+        """Fetch every appointment (every patient, all pages) on the days new to the window.
+        Absence proves nothing here (IntakeQ's deleted list and the reconcile judge it). An
+        incomplete fetch makes the run partial; the next night asks for those days again."""
+        try:
+            for days in ranges:
+                limit = (
+                    page_limit(self.planner.window_cost(density, days))
+                    if density is not None
+                    else UNKNOWN_PRACTICE_PAGES
+                )
+                query = AppointmentQuery(start_date=days.start, end_date=days.end)
+                for page in bounded(self.source.appointment_pages(query), limit):
+                    self.writer.write_page(session, ctx, page)
+        except (BudgetExhausted, IntakeQAuthError, IntakeQUnreachable):
+            raise
+        except IntakeQError as exc:
+            session.rollback()
+            first, last = min(r.start for r in ranges), max(r.end for r in ranges)
+            ctx.warn(f"the days new to the window ({first} to {last}): {exc}")
+            ctx.incomplete(
+                None,
+                f"IntakeQ's appointments on the days new to the sync window ({first} to "
+                f"{last}) could not all be fetched; bookings on those days may be missing "
+                "until the next nightly run",
+            )
+            return
+        ctx.new_days_fetched = True
 
     @staticmethod
     def _not_synced_since(
@@ -899,6 +947,20 @@ class SyncService:
             )
         )
         return [p for p in patient_ids if p in behind]
+
+    @staticmethod
+    def _covered(state: SyncState | None) -> Window | None:
+        """The window the nightly runs last made complete (the reconcile's, moved on by each
+        incremental run that fetched its new days)."""
+        if state is None:
+            return None
+        try:
+            return Window(
+                date.fromisoformat(str(state.value["start"])),
+                date.fromisoformat(str(state.value["end"])),
+            )
+        except (KeyError, ValueError):
+            return None
 
     @staticmethod
     def _watermark(state: SyncState | None) -> datetime | None:
@@ -925,3 +987,7 @@ class SyncService:
         self.planner.put_state(session, NIGHTLY_WATERMARK, at)
         if ctx.window_fetched:
             self.planner.put_state(session, NIGHTLY_RECONCILED, at)
+        if ctx.window_fetched or ctx.new_days_fetched:
+            window = prepared.window
+            covered = {"start": window.start.isoformat(), "end": window.end.isoformat()}
+            self.planner.put_state(session, NIGHTLY_COVERED, covered)
