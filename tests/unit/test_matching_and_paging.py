@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from pqsync.intakeq.client import IntakeQPagingError
-from pqsync.services.sync.identity import ClientIdChange, Identities, PatientIdentity
+from pqsync.services.sync.identity import ClientBook, ClientIdChange, Identities, PatientIdentity
 from pqsync.services.sync.plan import UNKNOWN_PRACTICE_PAGES, bounded, page_limit
 
 
@@ -103,3 +103,30 @@ def test_an_estimated_size_gets_a_wider_limit_than_a_measured_one() -> None:
     assert page_limit(5) == 20
     assert page_limit(5, measured=False) == UNKNOWN_PRACTICE_PAGES
     assert page_limit(100, measured=False) == 1010
+
+
+def test_the_client_book_reads_a_short_client_list_once_for_many_questions() -> None:
+    asked: list[str | None] = []
+    everyone = [(5500 + n, f"p{n}@fsh.org") for n in range(150)] + [(7001, "P3@fsh.org")]
+
+    def clients(search: str | None) -> list[tuple[int, str | None]]:
+        asked.append(search)
+        return [c for c in everyone if search is None or search in (c[1] or "")]
+
+    book = ClientBook(clients, list_pages=3)  # the list's 151 clients take 2 pages
+    assert book("p3@fsh.org") == {5503, 7001}
+    assert book("p7@fsh.org") == {5507}
+    assert asked == [None]
+
+
+def test_the_client_book_searches_by_email_when_the_list_is_too_long() -> None:
+    everyone = [(5500 + n, f"p{n}@fsh.org") for n in range(250)]
+    asked: list[str | None] = []
+
+    def clients(search: str | None) -> list[tuple[int, str | None]]:
+        asked.append(search)
+        return [c for c in everyone if search is None or search == c[1]]
+
+    book = ClientBook(clients, list_pages=2)  # 250 clients: more than 2 pages
+    assert book("p3@fsh.org") == {5503}
+    assert asked == [None, "p3@fsh.org"]

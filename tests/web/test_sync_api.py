@@ -3,6 +3,7 @@ history, the cron trigger and the webhook."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,8 @@ from sqlalchemy.orm import Session
 from web_support import (
     CRON_SECRET,
     METRICS_TOKEN,
+    PASSWORD,
+    USERS,
     WEBHOOK_TOKEN,
     FakeClock,
     Seed,
@@ -516,3 +519,18 @@ def test_a_partial_patient_sync_says_so_and_why(
     assert any("returned none of this patient's appointments" in r for r in run["incomplete"])
     (mine,) = run["patients"]
     assert mine["incomplete"]
+    # The pages say it too: the patient's history, and the staff page of the run.
+    form = client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert token is not None
+    signed_in = client.post(
+        "/login",
+        data={"email": USERS["staff_admin"], "password": PASSWORD, "csrf_token": token.group(1)},
+        follow_redirects=False,
+    )
+    assert signed_in.status_code == 303
+    page = client.get(f"/patients/{seed.consenting}")
+    assert "Synced from PracticeQ with gaps: IntakeQ returned none" in page.text
+    staff = client.get(f"/staff/runs/{run_id}")
+    assert "Why this run is partial" in staff.text
+    assert "returned none of this patient&#39;s appointments" in staff.text

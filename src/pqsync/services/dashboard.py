@@ -172,6 +172,8 @@ class HistoryEntry:
     synced_at: datetime
     triggered_by: str
     summary: Summary | None  # None: the counts are not the viewer's to see (ROI consent)
+    # Why the run left this patient's data possibly out of date (empty: complete).
+    incomplete: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -532,6 +534,14 @@ class Dashboard:
         history: list[HistoryEntry] = []
         summary: Summary
         for run, user in rows:
+            entry = next(
+                (
+                    e
+                    for e in _detail_patients(run.details or {}, True)
+                    if e.patient_id == patient_id
+                ),
+                None,
+            )
             if run.sync_type == "patient":
                 if not visibility.patient_run_in_history(
                     self.viewer, run.organization_id, run.triggered_by, starter_of(user)
@@ -539,14 +549,6 @@ class Dashboard:
                     continue
                 summary = _run_summary(run)
             else:
-                entry = next(
-                    (
-                        e
-                        for e in _detail_patients(run.details or {}, True)
-                        if e.patient_id == patient_id
-                    ),
-                    None,
-                )
                 if entry is None or entry.state == "failed":
                     continue
                 summary = entry.summary
@@ -556,6 +558,7 @@ class Dashboard:
                     local_time(synced_at, scope.zone),
                     self.trigger_label(run, user),
                     summary if scope.details_visible else None,
+                    tuple(entry.incomplete) if entry is not None else (),
                 )
             )
             if len(history) >= limit:

@@ -116,13 +116,19 @@ def timeline(dashboard: Dashboard, scope: PatientScope) -> list[TimelineEntry]:
     """Syncs that covered the patient and, while details are visible, each appointment
     change with the fields that changed; newest first."""
     entries = [
-        TimelineEntry(h.synced_at, h.triggered_by, "Synced from PracticeQ", [], h.summary)
+        TimelineEntry(h.synced_at, h.triggered_by, _synced(h.incomplete), [], h.summary)
         for h in dashboard.sync_history(scope).history
     ]
     if scope.details_visible:
         entries.extend(_activity(dashboard, scope))
     entries.sort(key=lambda e: e.at, reverse=True)
     return entries[:TIMELINE_LIMIT]
+
+
+def _synced(incomplete: tuple[str, ...]) -> str:
+    if not incomplete:
+        return "Synced from PracticeQ"
+    return "Synced from PracticeQ with gaps: " + " ".join(incomplete)
 
 
 def _activity(dashboard: Dashboard, scope: PatientScope) -> list[TimelineEntry]:

@@ -215,8 +215,48 @@ FOLLOW_LOOKUPS = 5
 
 
 def lookup_budget(unlearned_patients: int) -> int:
-    """The questions to IntakeQ's client list one run may ask (both kinds)."""
-    return unlearned_patients + FOLLOW_LOOKUPS
+    """The requests one run may spend on IntakeQ's client list: the whole list (at most one
+    page per patient asked about) when it is short, else one search per patient, and the
+    questions about known patients' emails under other ClientIds."""
+    return 2 * unlearned_patients + FOLLOW_LOOKUPS
+
+
+class ClientBook:
+    """Answers "which ClientIds carry this email" for one run, as cheaply as it can: when
+    several patients need asking, IntakeQ's whole client list once (at most `list_pages`
+    pages of 100), else, or when the list is longer, one `search=` per email. At most
+    `list_pages` + one search per question: `lookup_budget` counts both."""
+
+    def __init__(
+        self, clients: Callable[[str | None], Iterable[tuple[int, str | None]]], list_pages: int
+    ) -> None:
+        self._clients = clients
+        self._list_pages = list_pages
+        self._everyone: dict[str, set[int]] | None = None
+
+    def __call__(self, email: str) -> set[int]:
+        if self._everyone is None and self._list_pages >= 2:
+            self._everyone = self._whole_list()
+            self._list_pages = 0
+        if self._everyone is not None:
+            return set(self._everyone.get(email.lower(), set()))
+        return exact_carriers(email, self._clients(email))
+
+    def _whole_list(self) -> dict[str, set[int]] | None:
+        """Every client by email, or None when the list is longer than `list_pages` pages
+        (the pages read so far are the price of finding out)."""
+        found: dict[str, set[int]] = {}
+        listing = iter(self._clients(None))
+        try:
+            for count, (client_id, email) in enumerate(listing, start=1):
+                found.setdefault((email or "").lower(), set()).add(client_id)
+                if count >= self._list_pages * 100:
+                    return None  # the last page allowed was full: there may be more
+        finally:
+            close = getattr(listing, "close", None)
+            if close is not None:
+                close()
+        return found
 
 
 def exact_carriers(email: str, found: Iterable[tuple[int, str | None]]) -> set[int]:

@@ -39,9 +39,9 @@ from pqsync.services.sync.context import Lookups, RunContext
 from pqsync.services.sync.deletion import RECHECK_LIMIT, Deletions
 from pqsync.services.sync.identity import (
     FOLLOW_LOOKUPS,
+    ClientBook,
     Identities,
     PatientIdentity,
-    exact_carriers,
     lookup_budget,
 )
 from pqsync.services.sync.locks import (
@@ -443,7 +443,7 @@ class SyncService:
             identity=Identities(
                 [PatientIdentity(*row) for row in everyone],
                 scope=set(results),
-                lookup=self._carriers,
+                lookup=ClientBook(self._clients, list_pages=unlearned),
                 lookups_left=unlearned,
                 follow_lookups_left=FOLLOW_LOOKUPS,
             ),
@@ -469,9 +469,9 @@ class SyncService:
         session.commit()
         return ctx
 
-    def _carriers(self, email: str) -> set[int]:
-        """The ClientIds of the IntakeQ clients whose email is exactly `email`."""
-        return exact_carriers(email, ((c.client_id, c.email) for c in self.source.clients(email)))
+    def _clients(self, search: str | None) -> Iterator[tuple[int, str | None]]:
+        """IntakeQ's clients (matching `search`, a partial match), as (ClientId, email)."""
+        return ((c.client_id, c.email) for c in self.source.clients(search))
 
     def _load_patients(self, session: Session, ids: list[uuid.UUID]) -> list[Patient]:
         if not ids:
