@@ -147,16 +147,27 @@ def test_the_schedule_verifies_weekly_and_a_tampered_row_is_named_shown_and_aler
     assert metric(metrics, "pqsync_accuracy_ratio") == 1.0
 
 
-def test_a_verification_the_budget_cannot_cover_is_skipped_and_says_why(
-    build_app: Callable[..., App], seed: Seed
+def test_a_weekly_verification_the_budget_cannot_cover_is_skipped_and_tried_hourly(
+    build_app: Callable[..., App], seed: Seed, clock: FakeClock
 ) -> None:
     app = build_app(INTAKEQ_DAILY_LIMIT=50)
+    clock.advance(hours=13, minutes=57)  # Sunday 04:00 in Denver
 
-    result = app.verifier().verify(ORG)
+    def tries() -> list[tuple[str, int, str | None]]:
+        app.jobs.tick()
+        app.jobs.drain()
+        with Session(app.engine) as session:
+            return [
+                (v.status, v.requests_made, v.error_message)
+                for v in session.scalars(select(Verification).order_by(Verification.started_at))
+            ]
 
-    assert result.status == "skipped"
-    assert result.requests_made == 0
-    assert result.error is not None and "not enough of today's IntakeQ requests" in result.error
-    with Session(app.engine) as session:
-        record = session.scalars(select(Verification)).one()
-    assert (record.status, record.requests_made) == ("skipped", 0)
+    first = tries()
+    assert [(status, sent) for status, sent, _why in first] == [("skipped", 0)]
+    assert "not enough of today's IntakeQ requests" in str(first[0][2])
+    clock.advance(minutes=30)
+    assert len(tries()) == 1  # not again within the hour
+    clock.advance(minutes=31)
+    assert [status for status, _sent, _why in tries()] == ["skipped", "skipped"]
+    clock.advance(days=1)
+    assert len(tries()) == 2  # a day later the week's slot has passed
