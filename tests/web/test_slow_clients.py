@@ -62,3 +62,35 @@ def test_a_body_that_stops_arriving_times_out(server: LiveServer) -> None:
         wait=20,
     )
     assert status_of(answer) == 408
+
+
+def test_an_aborted_upload_is_one_quiet_log_line(
+    module_url: str, simulator: SimulatorServer
+) -> None:
+    with live_server(server_env(module_url, simulator.base_url)) as live:
+        address = urlsplit(live.url)
+        for _ in range(5):
+            with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+                sock.sendall(
+                    b"POST /api/auth/login HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+                    + b"x"
+                    * 1000
+                )
+            # The next request is answered once the aborted one has been dealt with.
+            assert (
+                status_of(
+                    exchange(live, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                )
+                == 503
+            )
+
+    aborted = [
+        line
+        for line in live.log.splitlines()
+        if '"method": "POST"' in line and '"status": 400' in line
+    ]
+    assert len(aborted) == 5, live.log[-3000:]
+    assert all('"level": "info"' in line for line in aborted)
+    assert "Traceback" not in live.log, live.log[live.log.index("Traceback") - 300 :][:3000]
+    assert '"level": "error"' not in live.log and "'level': 'error'" not in live.log

@@ -177,8 +177,9 @@ class BodyLimit:
                 await _answer(send, 408, "body_timeout", "the body did not arrive in time")
                 return
             if message["type"] == "http.disconnect":
-                # An aborted upload: the client went away. One quiet line, no traceback.
-                log.info("http.client_aborted", path=scope.get("path"), received=received)
+                # An aborted upload: the client went away. An answer nobody reads, so the
+                # request is one quiet `http.request` line (status 400), not an error.
+                await _answer(send, 400, "client_aborted", "the client went away mid-body")
                 return
             chunk = message.get("body", b"")
             received += len(chunk)
