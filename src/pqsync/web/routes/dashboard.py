@@ -132,6 +132,6 @@ def sync_run(
     except NotVisible:
         raise not_found("run") from None
     progress.waiting = health.waiting_for(
-        ctx.app.engine, ctx.now(), progress.status, progress.patients_done
+        ctx.app.engine, ctx.now(), progress.run_id, progress.status
     )
     return progress

@@ -158,7 +158,7 @@ def accepted(
     """202 with the new run's progress and its Location."""
     dashboard.session.commit()  # a new snapshot: the run's row was written by another connection
     progress = SyncRunOut.model_validate(dashboard.run(str(prepared.run_id)))
-    progress.waiting = health.waiting_for(engine, now, progress.status, progress.patients_done)
+    progress.waiting = health.waiting_for(engine, now, progress.run_id, progress.status)
     return JSONResponse(
         progress.model_dump(mode="json", by_alias=True),
         status_code=202,
