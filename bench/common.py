@@ -132,13 +132,15 @@ def simulator_process(*args: str) -> Iterator[str]:
 
 
 def wait_until_up(url: str, tries: int = 300) -> None:
-    """Poll `url` until it answers 2xx (a process just started)."""
+    """Poll `url` until it answers 2xx, or 503 (`/healthz` while no worker runs: a process
+    just started)."""
     for _ in range(tries):
         try:
-            httpx.get(url, timeout=5).raise_for_status()
-            return
+            if httpx.get(url, timeout=5).status_code in (200, 503):
+                return
         except httpx.HTTPError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
 
 
 def directory_of(root: str) -> dict[str, Any]:

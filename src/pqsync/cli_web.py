@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -245,7 +245,8 @@ def serve(
     if workers < 1:
         raise _fail("--workers must be at least 1")
     if workers > 1:
-        _app("web").close()  # settings and schema are checked once, here, with a clear error
+        checked = _app("web")  # settings and schema are checked once, here, with a clear error
+        checked.close()
         # The processes count HTTP metrics into files here, so /metrics sums them all.
         own_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
         metrics_dir = os.environ.setdefault(
@@ -258,9 +259,7 @@ def serve(
                 host=host,
                 port=port,
                 workers=workers,
-                access_log=False,
-                log_config=None,
-                proxy_headers=False,
+                **_server_options(checked.settings.max_connections),
             )
         finally:
             if own_dir:
@@ -272,9 +271,23 @@ def serve(
             create_app(app),
             host=host,
             port=port,
-            access_log=False,
-            log_config=None,
-            proxy_headers=False,
+            **_server_options(app.settings.max_connections),
         )
     finally:
         app.close()
+
+
+def _server_options(max_connections: int) -> dict[str, Any]:
+    """uvicorn's settings against slow and hostile clients: h11 with a header size limit,
+    a bound on connections (503 past it), idle keep-alive connections closed after 5 s."""
+    from pqsync.web.security import MAX_HEADER_BYTES
+
+    return {
+        "access_log": False,
+        "log_config": None,
+        "proxy_headers": False,
+        "http": "h11",
+        "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
+        "limit_concurrency": max_connections,
+        "timeout_keep_alive": 5,
+    }

@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     )
     # Sync logs older than this many days are pruned; none: kept forever.
     log_retention_days: int | None = Field(None, ge=1, validation_alias="PQSYNC_LOG_RETENTION_DAYS")
+    # A request body must keep arriving: this long without a part of it answers 408.
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, le=600, validation_alias="PQSYNC_BODY_TIMEOUT_SECONDS"
+    )
+    # Connections the web server holds at once (per process); past it, 503.
+    max_connections: int = Field(500, ge=1, validation_alias="PQSYNC_MAX_CONNECTIONS")
     # An API token stops working this many days after it was issued.
     api_token_days: int = Field(90, ge=1, le=3650, validation_alias="PQSYNC_API_TOKEN_DAYS")
     # The change history (who changed which appointment, when) is a record, not a log: it is

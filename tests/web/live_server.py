@@ -51,6 +51,7 @@ class LiveServer:
     def __init__(self, process: subprocess.Popen[str], url: str) -> None:
         self.process = process
         self.url = url
+        self.log = ""  # the server's stderr, once it has stopped
 
     @property
     def rss(self) -> int:
@@ -81,8 +82,11 @@ def live_server(env: dict[str, str]) -> Iterator[LiveServer]:
                 pass
             assert time.monotonic() < deadline, "the server did not start"
             time.sleep(0.1)
-        yield LiveServer(process, url)
+        live = LiveServer(process, url)
+        yield live
     finally:
         process.terminate()
         _, errors = process.communicate(timeout=20)
         leakcheck.append(errors)
+        if "live" in locals():
+            live.log = errors

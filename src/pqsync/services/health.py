@@ -11,7 +11,8 @@ from sqlalchemy import Engine, func, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from pqsync.db.tables import IntakeQRequest, Organization, SyncLog, WorkerHeartbeat
+from pqsync.db.tables import IntakeQRequest, Organization, SyncLock, SyncLog, WorkerHeartbeat
+from pqsync.services.sync.locks import PREPARED_HOLD
 
 GOOD = ("success", "partial")
 # A worker finishes a tick every minute; one not seen for this long is gone or its tick fails.
@@ -41,9 +42,16 @@ WAITING_FOR_WORKER = (
 )
 
 
-def waiting_for(engine: Engine, now: datetime, status: str, patients_done: int) -> str | None:
-    """Why a running run has not moved: no worker to take it up."""
-    if status != "running" or patients_done > 0 or worker_alive(engine, now):
+def waiting_for(engine: Engine, now: datetime, run_id: uuid.UUID, status: str) -> str | None:
+    """Why a running run has not moved: no worker has taken it up, and none is running."""
+    if status != "running" or worker_alive(engine, now):
+        return None
+    with engine.connect() as conn:
+        lease = conn.execute(
+            select(SyncLock.acquired_at, SyncLock.expires_at).where(SyncLock.run_id == run_id)
+        ).first()
+    # A lease still as long as the queue's hold has not been renewed by a worker's run.
+    if lease is None or lease.expires_at - lease.acquired_at < PREPARED_HOLD - timedelta(seconds=1):
         return None
     return WAITING_FOR_WORKER
 

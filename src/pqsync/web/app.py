@@ -19,7 +19,7 @@ from pqsync.logging import get_logger
 from pqsync.services.auth import Authenticator
 from pqsync.web.context import WebContext
 from pqsync.web.docs import install_docs
-from pqsync.web.errors import install_error_handlers
+from pqsync.web.errors import install_error_handlers, responses
 from pqsync.web.render import STATIC_DIR
 from pqsync.web.routes import (
     admin,
@@ -73,6 +73,9 @@ def create_app(app: App) -> FastAPI:
         ),
         docs_url=None,
         redoc_url=None,
+        # Any request can be refused at the door (BodyLimit): a NUL byte, two body framings,
+        # oversized headers or a body, one that stops arriving.
+        responses=responses(400, 408, 413, 431),
     )
     api.state.pqsync = ctx
     ctx.metrics.watch(partial(ops.operational_metrics, app))
@@ -109,7 +112,7 @@ def create_app(app: App) -> FastAPI:
     }
 
     # Starlette runs the middleware added last first: headers, then the log, then the limit.
-    api.add_middleware(BodyLimit)
+    api.add_middleware(BodyLimit, body_timeout=app.settings.body_timeout_seconds)
 
     @api.middleware("http")
     async def observe(

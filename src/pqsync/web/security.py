@@ -3,6 +3,7 @@ streams, and the security headers (one Content-Security-Policy, for the API and 
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
 from collections.abc import MutableMapping
@@ -11,7 +12,10 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pqsync.logging import get_logger
 from pqsync.settings import Networks
+
+log = get_logger("pqsync.web")
 
 MAX_BODY_BYTES = 1_000_000
 
@@ -116,29 +120,66 @@ def _has_nul(scope: Scope, body: bytes) -> bool:
     return kind.startswith("application/json") and _NUL_JSON.search(body) is not None
 
 
+# All request headers together (names, values, separators): past this, 431.
+MAX_HEADER_BYTES = 16 * 1024
+# A body must keep arriving: this long without a part of it, 408 (PQSYNC_BODY_TIMEOUT_SECONDS).
+BODY_TIMEOUT_SECONDS = 30.0
+
+
+async def _answer(send: Send, status: int, code: str, message: str) -> None:
+    start, body = _error(status, code, message)
+    await send(start)
+    await send({"type": "http.response.body", "body": body})
+
+
 class BodyLimit:
     """Reads at most `limit` bytes of any request body before the app sees it, counting
     what arrives (a declared `Content-Length` is not trusted, a chunked body has none), and
     answers 413 past the limit. The body is handed on to the app afterwards, so memory per
     request stays below the limit."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int = MAX_BODY_BYTES,
+        *,
+        body_timeout: float = BODY_TIMEOUT_SECONDS,
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if sum(len(k) + len(v) + 4 for k, v in scope.get("headers", ())) > MAX_HEADER_BYTES:
+            await _answer(send, 431, "headers_too_large", "the headers are too large")
+            return
         declared = _header(scope, b"content-length")
+        if declared is not None and _header(scope, b"transfer-encoding") is not None:
+            # Two framings of one body: a proxy and we could read it differently (smuggling).
+            await _answer(
+                send, 400, "ambiguous_length", "Content-Length and Transfer-Encoding together"
+            )
+            return
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             await self._refuse(send)
             return
         chunks: list[bytes] = []
         received = 0
         while True:
-            message = await receive()
+            try:
+                async with asyncio.timeout(self.body_timeout):
+                    message = await receive()
+            except TimeoutError:
+                log.info("http.body_timeout", path=scope.get("path"), received=received)
+                await _answer(send, 408, "body_timeout", "the body did not arrive in time")
+                return
             if message["type"] == "http.disconnect":
+                # An aborted upload: the client went away. An answer nobody reads, so the
+                # request is one quiet `http.request` line (status 400), not an error.
+                await _answer(send, 400, "client_aborted", "the client went away mid-body")
                 return
             chunk = message.get("body", b"")
             received += len(chunk)

@@ -12,7 +12,7 @@ from browser_support import fits_width, live_server, screenshot, sign_in
 from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from web_support import Seed, unreachable_intakeq
+from web_support import FakeClock, Seed, unreachable_intakeq
 
 from intakeq_sim import SimulatorServer
 from pqsync.bootstrap import App
@@ -140,7 +140,7 @@ def test_a_reload_and_a_second_tab_show_the_same_run(
 
 
 def test_a_follow_up_booked_in_practiceq_appears_after_a_sync(
-    new_page: OpenPage, seed: Seed, simulator: SimulatorServer, pq_app: App
+    new_page: OpenPage, seed: Seed, simulator: SimulatorServer, pq_app: App, clock: FakeClock
 ) -> None:
     page = sign_in(new_page(), "case_manager")
     row = page.locator(f'tr[data-patient-row="{seed.consenting}"]')
@@ -156,6 +156,7 @@ def test_a_follow_up_booked_in_practiceq_appears_after_a_sync(
     )
     assert booked.status_code == 200, booked.text
 
+    clock.advance(seconds=61)  # within the minute, the last sync's answer comes back
     row.get_by_role("button", name=SYNC_BUTTON).click()
     expect(row.get_by_role("status")).to_have_text(
         re.compile(r"Synced just now \(1 new, 0 updated\)")

@@ -174,5 +174,5 @@ def sync_run(
         raise not_found("run") from None
     dashboard.record("api_sync_run", [p.patient_id for p in progress.patients], f"run {run_id}")
     out = SyncRunOut.model_validate(progress)
-    out.waiting = health.waiting_for(ctx.app.engine, ctx.now(), out.status, out.patients_done)
+    out.waiting = health.waiting_for(ctx.app.engine, ctx.now(), out.run_id, out.status)
     return out

@@ -160,7 +160,7 @@ def accepted(
     run = dashboard.run(str(prepared.run_id))
     dashboard.record("api_sync_run", [p.patient_id for p in run.patients], f"run {run.run_id}")
     progress = SyncRunOut.model_validate(run)
-    progress.waiting = health.waiting_for(engine, now, progress.status, progress.patients_done)
+    progress.waiting = health.waiting_for(engine, now, progress.run_id, progress.status)
     return JSONResponse(
         progress.model_dump(mode="json", by_alias=True),
         status_code=202,
