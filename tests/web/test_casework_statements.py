@@ -98,7 +98,7 @@ def test_each_casework_view_costs_the_same_statements_for_1000_residents_as_for_
             csrf = re.search(r'name="csrf-token" content="([^"]+)"', roster)
             assert csrf is not None
             address = re.search(
-                r'value="https://testserver(/calendar/[^"]+)"',
+                r'value="[^"]*(/calendar/[^"]+)"',
                 client.post("/calendar", data={"csrf_token": csrf.group(1)}).text,
             )
             assert address is not None

@@ -5,16 +5,21 @@ calendar address dead), and the consent list with expiry dates."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from casework_support import text_of
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from test_alert_mail import Inbox, inbox
+from test_alert_mail import text_of as mail_text
 from test_dashboard_pages import sign_in
 from web_support import PASSWORD, USERS, Seed, open_client
 
 from pqsync.bootstrap import App
 from pqsync.db.tables import PartnerUser
+
+__all__ = ["inbox"]  # the fixture, shared with the alert mail tests
 
 
 def member_id(page: str, email: str) -> str:
@@ -53,7 +58,7 @@ def test_an_invited_person_sets_a_password_by_the_link_and_signs_in(
               "role": "case_manager"},
     )  # fmt: skip
     assert invited.status_code == 200
-    link = re.search(r'value="https://testserver(/invite/[^"]+)"', invited.text)
+    link = re.search(r'value="[^"]*(/invite/[^"]+)"', invited.text)
     assert link is not None
     assert "Invited (no password yet)" in text_of(invited.text)
     again = client.post(
@@ -92,7 +97,7 @@ def test_changing_a_role_and_deactivating_take_effect_at_once(
     with open_client(pq_app) as jordan:
         jordan_csrf = sign_in(jordan, "case_manager")
         feed = jordan.post("/calendar", data={"csrf_token": jordan_csrf})
-        address = re.search(r'value="https://testserver(/calendar/[^"]+)"', feed.text)
+        address = re.search(r'value="[^"]*(/calendar/[^"]+)"', feed.text)
         assert address is not None
         csrf = sign_in(client, "partner_admin")
         page = client.get("/organization").text
@@ -154,3 +159,24 @@ def test_an_admin_cannot_change_themselves_or_another_organisation_s_users(
             ).status_code
             == 200
         )
+
+
+def test_the_invitation_is_mailed_when_mail_is_set_up(
+    build_app: Callable[..., App], inbox: tuple[Inbox, int]
+) -> None:
+    mail, port = inbox
+    app = build_app(
+        PQSYNC_SMTP_URL=f"smtp://127.0.0.1:{port}", PQSYNC_BASE_URL="https://pqsync.example.org"
+    )
+    with open_client(app) as client:
+        csrf = sign_in(client, "partner_admin")
+        page = client.post(
+            "/organization/invite",
+            data={"csrf_token": csrf, "email": "sam@firststephouse.org", "name": "Sam Case",
+                  "role": "viewer"},
+        )  # fmt: skip
+    assert "We mailed them this link" in page.text
+    link = re.search(r'value="(https://pqsync\.example\.org/invite/inv_[^"]+)"', page.text)
+    assert link is not None
+    assert [m["To"] for m in mail.messages] == ["sam@firststephouse.org"]
+    assert link.group(1) in mail_text(mail.messages[0])

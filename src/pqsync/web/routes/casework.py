@@ -279,7 +279,7 @@ def calendar_reset(
         calendar_feed.stop_feed(session, user.user_id)
     else:
         token = calendar_feed.reset_address(session, user.user_id, ctx.now())
-        address = str(request.base_url).rstrip("/") + f"/calendar/{token}.ics"
+        address = ctx.app.settings.base_url.rstrip("/") + f"/calendar/{token}.ics"
     state = calendar_feed.feed_state(session, user.user_id)
     return render(
         ctx,

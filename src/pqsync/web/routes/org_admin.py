@@ -3,6 +3,7 @@ with which an invited person sets their password."""
 
 from __future__ import annotations
 
+import smtplib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request, Response
@@ -10,7 +11,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
 from pqsync.domain.roles import PARTNER_ROLES
+from pqsync.logging import get_logger
 from pqsync.services import org_admin
+from pqsync.services.alerts import SmtpError, SmtpMailer
 from pqsync.services.auth import Principal
 from pqsync.services.organizations import organization_by_id
 from pqsync.services.users import UserInputError
@@ -29,6 +32,7 @@ from pqsync.web.page_support import (
 from pqsync.web.render import PAGE_HEADERS
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
+log = get_logger("pqsync.web.org_admin")
 
 
 def partner_admin(user: PageUser) -> Principal:
@@ -96,16 +100,42 @@ def invite(
     except UserInputError as exc:
         form = {"email": email, "name": name, "role": role}
         return organization_page(request, ctx, session, user, error=str(exc), status=422, form=form)
-    link = str(request.base_url).rstrip("/") + f"/invite/{token}"
+    link = ctx.app.settings.base_url.rstrip("/") + f"/invite/{token}"
+    address = email.strip().lower()
+    mailed = mail_invitation(ctx, address, user, link)
+    how = (
+        "We mailed them this link"
+        if mailed
+        else "Send them this link (no mail was sent: mail is not set up or failed)"
+    )
     return organization_page(
         request,
         ctx,
         session,
         user,
-        notice=f"Invited {email.strip().lower()}. Send them this link (shown only now; valid "
-        f"for {org_admin.INVITATION_DAYS} days) to set their password:",
+        notice=f"Invited {address}. {how}; it is shown only now and works once, for "
+        f"{org_admin.INVITATION_DAYS} days, to set their password:",
         invite_link=link,
     )
+
+
+def mail_invitation(ctx: WebContext, address: str, inviter: Principal, link: str) -> bool:
+    """Mail the link when PQSYNC_SMTP_URL is set; whether it went."""
+    url = ctx.app.settings.smtp_url
+    if not url:
+        return False
+    subject = f"{inviter.name} invited you to {inviter.organization_name or 'pqsync'}'s dashboard"
+    body = (
+        f"{inviter.name} invited you to see appointments on the pqsync dashboard.\n\n"
+        f"Set your password here (the link works once, for {org_admin.INVITATION_DAYS} days):\n"
+        f"{link}\n"
+    )
+    try:
+        SmtpMailer.from_url(url).send([address], subject, body)
+    except (OSError, smtplib.SMTPException, SmtpError) as exc:
+        log.error("invitation.mail_failed", error=type(exc).__name__)
+        return False
+    return True
 
 
 @router.post("/organization/users/{user_id}")
