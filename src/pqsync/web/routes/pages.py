@@ -52,7 +52,7 @@ from pqsync.web.page_support import (
     check_form_token,
     render,
 )
-from pqsync.web.render import PAGE_HEADERS, appointment_time, relative_time
+from pqsync.web.render import PAGE_HEADERS, appointment_time, consent_words, relative_time
 
 LOGIN_CSRF_COOKIE = "pqsync_login_csrf"
 
@@ -182,6 +182,7 @@ class RosterLine:
     provider: str
     next: str
     consent_needed: bool
+    consent_text: str
     synced_iso: str | None
     synced_exact: str
     synced_ago: str
@@ -197,6 +198,11 @@ def roster_line(row: RosterRow, user: Principal, now: datetime) -> RosterLine:
         provider=(upcoming.provider_name if upcoming else None) or "—",
         next=appointment_time(upcoming.start_time) if upcoming else "None scheduled",
         consent_needed=not shown,
+        consent_text=consent_words(
+            # An active consent that hides details is one past its date.
+            "expired" if row.roi_consent.status == "active" else row.roi_consent.status,
+            row.roi_consent.expires_on,
+        ),
         synced_iso=synced.isoformat() if synced else None,
         synced_exact=appointment_time(synced),
         synced_ago=relative_time(synced, now),

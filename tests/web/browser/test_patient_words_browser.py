@@ -1,0 +1,49 @@
+"""Words a person reads on the roster and the patient page: consent states told apart with
+the expiry date, the time zone of every time shown, and "Sync again" after a sync."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from browser_support import sign_in
+from playwright.sync_api import Locator, Page, expect
+from web_support import Seed
+
+VISIBLE = "b => Array.from(b.childNodes).filter(n => n.nodeType === 3).map(n => n.textContent)"
+
+
+def visible_words(button: Locator) -> str:
+    """The words shown on the button (the hidden name in between is for screen readers)."""
+    return " ".join(w.strip() for w in button.evaluate(VISIBLE + ".join(' ')").split())
+
+
+ZONE = "Times are in America/Denver time (MST)."
+
+
+def test_consent_states_are_told_apart_with_the_expiry_date(
+    new_page: Callable[[], Page], seed: Seed
+) -> None:
+    page = sign_in(new_page(), "case_manager")
+    expired = page.locator(f'tr[data-patient-row="{seed.expired}"] .next')
+    missing = page.locator(f'tr[data-patient-row="{seed.missing}"] .next')
+    expect(expired).to_have_text("ROI consent required: expired on Oct 16, 2025")
+    expect(missing).to_have_text("ROI consent required: none on file")
+    expect(page.locator(".zone-note")).to_have_text(ZONE)
+    page.goto(f"/patients/{seed.expired}")
+    expect(page.locator("main")).to_contain_text("ROI consent required: expired on Oct 16, 2025")
+    expect(page.locator(".zone-note")).to_have_text(ZONE)
+
+
+def test_a_synced_row_offers_to_sync_again(new_page: Callable[[], Page], seed: Seed) -> None:
+    page = sign_in(new_page(), "case_manager")
+    name = seed.names[seed.consenting]
+    row = page.locator(f'tr[data-patient-row="{seed.consenting}"]')
+    button = row.get_by_role("button", name=f"Sync {name} from PracticeQ", exact=True)
+    assert visible_words(button) == "Sync from PracticeQ"
+    button.click()
+    expect(row.get_by_role("status")).to_have_text(re.compile(r"Synced just now"))
+    again = row.get_by_role("button", name=f"Sync {name} again from PracticeQ", exact=True)
+    assert visible_words(again) == "Sync again"
+    expect(again).to_be_focused()
+    expect(page.locator("thead")).to_contain_text("Provider of the next appointment")
