@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -63,6 +63,13 @@ class AppointmentLine:
 class Appointments:
     upcoming: list[AppointmentLine]
     past: list[AppointmentLine]
+    # No-shows and cancellations of the last RECENT_MISSES_DAYS days, newest first: what a
+    # case manager acts on, at the top of the page.
+    recent_misses: list[AppointmentLine] = field(default_factory=list)
+
+
+RECENT_MISSES_DAYS = 14
+MISSED = ("no_show", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -116,7 +123,16 @@ def patient_appointments(dashboard: Dashboard, scope: PatientScope) -> Appointme
         else:
             past.append(line)
     past.reverse()
-    return Appointments(upcoming, past)
+    since = local_time(dashboard.now - timedelta(days=RECENT_MISSES_DAYS), scope.zone)
+    recent = [
+        line
+        for line in past
+        if not line.deleted
+        and line.status in MISSED
+        and since <= line.start_time
+        and line.start_time <= local_time(dashboard.now, scope.zone)
+    ]
+    return Appointments(upcoming, past, recent)
 
 
 def timeline(dashboard: Dashboard, scope: PatientScope) -> list[TimelineEntry]:

@@ -6,9 +6,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+import httpx
 from browser_support import sign_in
 from playwright.sync_api import Locator, Page, expect
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from web_support import Seed
+
+from intakeq_sim import SimulatorServer
+from pqsync.bootstrap import App
+from pqsync.db.tables import Patient
 
 VISIBLE = "b => Array.from(b.childNodes).filter(n => n.nodeType === 3).map(n => n.textContent)"
 
@@ -47,3 +54,27 @@ def test_a_synced_row_offers_to_sync_again(new_page: Callable[[], Page], seed: S
     assert visible_words(again) == "Sync again"
     expect(again).to_be_focused()
     expect(page.locator("thead")).to_contain_text("Provider of the next appointment")
+
+
+def test_a_recent_no_show_is_at_the_top_of_the_patient_page(
+    new_page: Callable[[], Page], seed: Seed, simulator: SimulatorServer, pq_app: App
+) -> None:
+    with Session(pq_app.engine) as session:
+        client_id = session.scalars(
+            select(Patient.intakeq_client_id).filter_by(id=seed.consenting)
+        ).one()
+    for start, status in (("2025-11-12T09:00:00", "Missed"), ("2025-10-20T09:00:00", "Missed")):
+        booked = httpx.post(
+            f"{simulator.control_url}/appointments",
+            json={"ClientId": client_id, "StartDateLocal": start, "Status": status},
+        )
+        assert booked.status_code == 200, booked.text
+    pq_app.sync_service().sync_patient(str(seed.consenting))
+    page = sign_in(new_page(), "case_manager")
+    page.goto(f"/patients/{seed.consenting}")
+    missed = page.get_by_role("region", name="Missed in the last 14 days")
+    expect(missed).to_contain_text("Nov 12, 2025 at 9:00 AM")
+    expect(missed).to_contain_text("No-show")
+    expect(missed).not_to_contain_text("Oct 20, 2025")  # older than 14 days
+    headings = page.locator("main h2").all_inner_texts()
+    assert headings[0] == "Missed in the last 14 days", headings
