@@ -37,6 +37,7 @@ def test_consent_states_are_told_apart_with_the_expiry_date(
     expect(expired).to_have_text("ROI consent required: expired on Oct 16, 2025")
     expect(missing).to_have_text("ROI consent required: none on file")
     expect(page.locator(".zone-note")).to_have_text(ZONE)
+    expect(page.get_by_role("heading", level=1)).to_have_text("Patients (12) First Step House")
     page.goto(f"/patients/{seed.expired}")
     expect(page.locator("main")).to_contain_text("ROI consent required: expired on Oct 16, 2025")
     expect(page.locator(".zone-note")).to_have_text(ZONE)

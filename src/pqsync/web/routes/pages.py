@@ -31,7 +31,7 @@ from pqsync.services.auth import (
     secrets_match,
 )
 from pqsync.services.dashboard import BadCursor, Dashboard, NotVisible, RosterRow, local_time
-from pqsync.services.organizations import all_organizations, organization_by_id
+from pqsync.services.organizations import all_organizations, organization_by_id, patient_count
 from pqsync.services.patient_page import patient_appointments, timeline
 from pqsync.services.runs import running_sync_all
 from pqsync.web.context import WebContext
@@ -241,6 +241,7 @@ def roster_page(
             paged=cursor is not None,
             page=page if cursor is not None else 1,
             running=running_sync_all(session, chosen.id),
+            patient_total=patient_count(session, chosen.id),
             window=sync_window(ctx, chosen),
         )
     return render(ctx, request, "roster.html", user, **values)
