@@ -79,3 +79,26 @@ def test_a_recent_no_show_is_at_the_top_of_the_patient_page(
     expect(missed).not_to_contain_text("Oct 20, 2025")  # older than 14 days
     headings = page.locator("main h2").all_inner_texts()
     assert headings[0] == "Missed in the last 14 days", headings
+
+
+def _luminance(rgb: tuple[int, int, int]) -> float:
+    def channel(value: int) -> float:
+        c = value / 255
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (channel(v) for v in rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def test_the_focus_ring_stands_out_at_least_3_to_1(new_page: Callable[[], Page]) -> None:
+    page = sign_in(new_page(), "case_manager")
+    page.keyboard.press("Tab")  # the skip link, then the first link of the header
+    page.keyboard.press("Tab")
+    style = page.evaluate(
+        "() => { const s = getComputedStyle(document.activeElement);"
+        " return [s.outlineStyle, s.outlineWidth, s.outlineColor]; }"
+    )
+    assert style[0] == "solid" and float(style[1].rstrip("px")) >= 2, style
+    ring = tuple(int(v) for v in re.findall(r"\d+", style[2])[:3])
+    lighter, darker = sorted((_luminance(ring), _luminance((255, 255, 255))), reverse=True)  # type: ignore[arg-type]
+    assert (lighter + 0.05) / (darker + 0.05) >= 3, style
