@@ -8,8 +8,8 @@ Scoped like the rest of the dashboard: the caller passes a PatientScope from
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -40,8 +40,11 @@ FIELD_LABELS = {
     "deleted_at": "deleted",
     "patient_id": "patient",
 }
-# Shown to people, in the order a reader scans them; internal fields stay out.
-HIDDEN_FIELDS = ("intakeq_practitioner_id", "patient_id")
+# Shown to people: only the fields a person knows; internal ones (IntakeQ's ids, its
+# last-modified stamp and raw status) stay out.
+SHOWN_FIELDS = frozenset(
+    ("start_time", "end_time", "status", "provider_id", "service_id", "location_name", "deleted_at")
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,13 @@ class AppointmentLine:
 class Appointments:
     upcoming: list[AppointmentLine]
     past: list[AppointmentLine]
+    # No-shows and cancellations of the last RECENT_MISSES_DAYS days, newest first: what a
+    # case manager acts on, at the top of the page.
+    recent_misses: list[AppointmentLine] = field(default_factory=list)
+
+
+RECENT_MISSES_DAYS = 14
+MISSED = ("no_show", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,10 @@ class TimelineEntry:
     what: str
     changes: list[FieldChange]
     summary: Summary | None
+    # Which appointment ("Nov 15, 2025 at 3:30 PM with Dr. Whitfield"), when one.
+    appointment: str | None = None
+    # The appointments of an entry that stands for several ("18 appointments added").
+    items: list[str] = field(default_factory=list)
 
 
 def patient_appointments(dashboard: Dashboard, scope: PatientScope) -> Appointments:
@@ -109,7 +123,16 @@ def patient_appointments(dashboard: Dashboard, scope: PatientScope) -> Appointme
         else:
             past.append(line)
     past.reverse()
-    return Appointments(upcoming, past)
+    since = local_time(dashboard.now - timedelta(days=RECENT_MISSES_DAYS), scope.zone)
+    recent = [
+        line
+        for line in past
+        if not line.deleted
+        and line.status in MISSED
+        and since <= line.start_time
+        and line.start_time <= local_time(dashboard.now, scope.zone)
+    ]
+    return Appointments(upcoming, past, recent)
 
 
 def timeline(dashboard: Dashboard, scope: PatientScope) -> list[TimelineEntry]:
@@ -134,34 +157,68 @@ def _synced(incomplete: tuple[str, ...]) -> str:
 def _activity(dashboard: Dashboard, scope: PatientScope) -> list[TimelineEntry]:
     session = dashboard.session
     rows = session.execute(
-        select(PatientActivity, SyncLog, PartnerUser)
+        select(PatientActivity, SyncLog, PartnerUser, Appointment, Provider.name)
         .outerjoin(SyncLog, SyncLog.id == PatientActivity.sync_log_id)
         .outerjoin(PartnerUser, PartnerUser.id == PatientActivity.actor_user_id)
+        .outerjoin(Appointment, Appointment.id == PatientActivity.appointment_id)
+        .outerjoin(Provider, Provider.id == Appointment.provider_id)
         .where(PatientActivity.patient_id == scope.patient.id)
         .order_by(PatientActivity.created_at.desc())
         .limit(TIMELINE_LIMIT)
     ).all()
-    names = _provider_and_service_names(session, [activity for activity, _, _ in rows])
-    out = []
-    for activity, run, user in rows:
+    names = _provider_and_service_names(session, [row[0] for row in rows])
+    out: list[TimelineEntry] = []
+    added: dict[uuid.UUID, list[TimelineEntry]] = {}  # new appointments, by run
+    for activity, run, user, appointment, provider_name in rows:
         who = (
             dashboard.trigger_label(run, user)
             if run is not None
             else _actor_label(dashboard, activity, user)
         )
+        entry = TimelineEntry(
+            at=local_time(activity.created_at, scope.zone),
+            who=who,
+            # An export says what left pqsync and which range (issue 25).
+            what=activity.description
+            if activity.activity_type == "record_exported"
+            else _headline(activity.activity_type),
+            changes=_field_changes(activity.changes, names, scope.zone),
+            summary=None,
+            appointment=_which(appointment, provider_name, scope.zone),
+        )
+        if activity.activity_type == "appointment_created" and run is not None:
+            added.setdefault(run.id, []).append(entry)
+        else:
+            out.append(entry)
+    for entries in added.values():
+        if len(entries) == 1:
+            out.extend(entries)
+            continue
+        # A run that added several (a first sync adds them all) is one entry.
+        newest = max(entries, key=lambda e: e.at)
         out.append(
             TimelineEntry(
-                at=local_time(activity.created_at, scope.zone),
-                who=who,
-                # An export says what left pqsync and which range (issue 25).
-                what=activity.description
-                if activity.activity_type == "record_exported"
-                else _headline(activity.activity_type),
-                changes=_field_changes(activity.changes, names, scope.zone),
+                at=newest.at,
+                who=newest.who,
+                what=f"{len(entries)} appointments added",
+                changes=[],
                 summary=None,
+                items=sorted(e.appointment or "an appointment" for e in entries),
             )
         )
     return out
+
+
+def _which(
+    appointment: Appointment | None, provider_name: str | None, zone: ZoneInfo
+) -> str | None:
+    """The appointment in words a person knows it by: its date, time and provider."""
+    if appointment is None:
+        return None
+    start = local_time(appointment.start_time, zone)
+    clock = start.strftime("%I:%M %p").lstrip("0")
+    when = f"{start.strftime('%b')} {start.day}, {start.year} at {clock}"
+    return f"{when} with {provider_name}" if provider_name else when
 
 
 def _actor_label(dashboard: Dashboard, activity: PatientActivity, user: PartnerUser | None) -> str:
@@ -209,17 +266,17 @@ def _field_changes(raw: Any, names: dict[str, str], zone: ZoneInfo) -> list[Fiel
     if not isinstance(raw, dict):
         return []
     out = []
-    for field, change in raw.items():
-        if field in HIDDEN_FIELDS or not isinstance(change, dict):
+    for name, change in raw.items():
+        if name not in SHOWN_FIELDS or not isinstance(change, dict):
             continue
         old, new = change.get("old"), change.get("new")
-        if field == "deleted_at":
+        if name == "deleted_at":
             out.append(
                 FieldChange("deleted", "no" if old is None else "yes", "yes" if new else "no")
             )
             continue
-        label = FIELD_LABELS.get(field) or str(field)
-        if field in ("start_time", "end_time"):
+        label = FIELD_LABELS.get(name) or str(name)
+        if name in ("start_time", "end_time"):
             out.append(_time_change(label, _moment(old, zone), _moment(new, zone)))
         else:
             out.append(FieldChange(label, _shown(old, names), _shown(new, names)))

@@ -3,9 +3,10 @@ every page carries (a strict Content-Security-Policy: no inline script or style)
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
@@ -52,10 +53,33 @@ def relative_time(moment: datetime | None, now: datetime) -> str:
     return "just now"  # pragma: no cover - the loop always answers for >= 60 s
 
 
+def consent_words(state: str, expires_on: date | None) -> str:
+    """Why appointment details are hidden, told apart: none on file, expired (on which
+    date), or revoked."""
+    if state == "revoked":
+        return "ROI consent required: revoked"
+    if state == "expired":
+        when = (
+            f" on {expires_on.strftime('%b')} {expires_on.day}, {expires_on.year}"
+            if expires_on
+            else ""
+        )
+        return f"ROI consent required: expired{when}"
+    return "ROI consent required: none on file"
+
+
+def zone_note(zone: ZoneInfo | str, now: datetime) -> str:
+    """`Times are in America/Denver time (MST).`: said on every page that shows times."""
+    tz = zone if isinstance(zone, ZoneInfo) else ZoneInfo(zone)
+    return f"Times are in {tz.key} time ({now.astimezone(tz).strftime('%Z')})."
+
+
 def make_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
     templates.env.filters["appointment_time"] = appointment_time
     templates.env.filters["relative_time"] = relative_time
+    templates.env.globals["consent_words"] = consent_words
+    templates.env.globals["zone_note"] = zone_note
     templates.env.globals["role_labels"] = ROLE_LABELS
     return templates
 

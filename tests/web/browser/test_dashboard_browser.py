@@ -186,7 +186,7 @@ def test_a_patient_without_roi_consent_shows_no_appointment_details(
     page = sign_in(new_page(), "case_manager")
     row = page.locator(f'tr[data-patient-row="{seed.missing}"]')
     expect(row).to_contain_text("ROI consent required")
-    expect(row.locator(".next")).to_have_text("ROI consent required")
+    expect(row.locator(".next")).to_have_text("ROI consent required: none on file")
     row.get_by_role("link").click()
     expect(page.locator("main")).to_contain_text("ROI consent required")
     expect(page.get_by_role("region", name="Upcoming appointments")).to_have_count(0)

@@ -121,6 +121,8 @@ def note_wait(
             busy = conn.exec_driver_sql("PRAGMA busy_timeout").scalar() if sqlite else None
             if sqlite:
                 conn.exec_driver_sql("PRAGMA busy_timeout = 200")
+            else:  # never wait long on a lock (the run's own transaction could hold one)
+                conn.exec_driver_sql("SET LOCAL lock_timeout = '1s'")
             try:
                 conn.execute(
                     update(SyncLog)

@@ -33,7 +33,7 @@ from pqsync.services.auth import (
 )
 from pqsync.services.dashboard import BadCursor, Dashboard, NotVisible, RosterRow, local_time
 from pqsync.services.live_updates import change_mark
-from pqsync.services.organizations import all_organizations, organization_by_id
+from pqsync.services.organizations import all_organizations, organization_by_id, patient_count
 from pqsync.services.patient_page import patient_appointments, timeline
 from pqsync.services.runs import running_sync_all
 from pqsync.services.users import UserInputError, reset_user, use_reset
@@ -55,7 +55,7 @@ from pqsync.web.page_support import (
     check_form_token,
     render,
 )
-from pqsync.web.render import PAGE_HEADERS, appointment_time, relative_time
+from pqsync.web.render import PAGE_HEADERS, appointment_time, consent_words, relative_time
 
 LOGIN_CSRF_COOKIE = "pqsync_login_csrf"
 
@@ -229,6 +229,7 @@ class RosterLine:
     provider: str
     next: str
     consent_needed: bool
+    consent_text: str
     synced_iso: str | None
     synced_exact: str
     synced_ago: str
@@ -244,6 +245,11 @@ def roster_line(row: RosterRow, user: Principal, now: datetime) -> RosterLine:
         provider=(upcoming.provider_name if upcoming else None) or "—",
         next=appointment_time(upcoming.start_time) if upcoming else "None scheduled",
         consent_needed=not shown,
+        consent_text=consent_words(
+            # An active consent that hides details is one past its date.
+            "expired" if row.roi_consent.status == "active" else row.roi_consent.status,
+            row.roi_consent.expires_on,
+        ),
         synced_iso=synced.isoformat() if synced else None,
         synced_exact=appointment_time(synced),
         synced_ago=relative_time(synced, now),
@@ -313,6 +319,7 @@ def roster_page(
             paged=False,
             filtered=narrowed,
             running=running_sync_all(session, chosen.id),
+            patient_total=patient_count(session, chosen.id),
             window=sync_window(ctx, chosen, session),
             **casework_values(session, user, chosen, values["now"]),
         )
@@ -329,6 +336,7 @@ def roster_page(
             paged=cursor is not None,
             page=page if cursor is not None else 1,
             running=running_sync_all(session, chosen.id),
+            patient_total=patient_count(session, chosen.id),
             window=sync_window(ctx, chosen, session),
             **casework_values(session, user, chosen, values["now"]),
             change_mark=change_mark(session, organization_id=chosen.id),

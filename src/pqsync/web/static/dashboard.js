@@ -169,7 +169,31 @@
     return "PracticeQ answered with an error; the sync stopped. Try again in a minute.";
   }
 
+  // After a sync the row's button reads "Sync again" (its name still says whom and where).
+  function sayAgain(patientId) {
+    document.querySelectorAll('button.sync-one[data-patient="' + patientId + '"]').forEach(function (button) {
+      if (button.getAttribute("data-again")) return;
+      var hidden = button.querySelector(".visually-hidden");
+      var who = hidden ? hidden.textContent : "";
+      var parts = [document.createTextNode("Sync")];
+      if (who) {
+        var name = document.createElement("span");
+        name.className = "visually-hidden";
+        name.textContent = who;
+        parts.push(name);
+      }
+      parts.push(document.createTextNode(" again"));
+      var where = document.createElement("span");
+      where.className = "visually-hidden";
+      where.textContent = " from PracticeQ";
+      parts.push(where);
+      button.replaceChildren.apply(button, parts);
+      button.setAttribute("data-again", "true");
+    });
+  }
+
   function showSynced(status, patientId, syncedAt, summary) {
+    sayAgain(patientId);
     status.setAttribute("data-synced-at", syncedAt);
     status.setAttribute("data-summary", summaryText(summary));
     setStatus(status, syncedText(status), "ok");
