@@ -1,5 +1,5 @@
 """The webhook path end to end under weather (issue 26): the simulator makes N changes to our
-patients' appointments (`PQSYNC_TEST_WEBHOOK_CHANGES`, default 120; the issue's figure is
+patients' appointments (`PQSYNC_TEST_WEBHOOK_CHANGES`, default 100; the issue's figure is
 1,000) and sends their webhooks duplicated, delayed and reordered, 5% dropped, plus 20 forged
 ones, to a real `pqsync serve` with a real `pqsync worker`, while organisation and patient
 syncs run from the CLI. Once the queue has drained and one nightly run has caught the dropped
@@ -26,7 +26,7 @@ from webhook_stack import PQSYNC, Stack, mismatches, our_client_ids, stack_env, 
 from intakeq_sim import AppointmentChanges, SimConfig, SimError, SimulatorServer
 from pqsync.db.tables import Appointment, Patient, WebhookEvent
 
-CHANGES = int(os.environ.get("PQSYNC_TEST_WEBHOOK_CHANGES", "120"))
+CHANGES = int(os.environ.get("PQSYNC_TEST_WEBHOOK_CHANGES", "100"))
 FORGED = 20
 
 
