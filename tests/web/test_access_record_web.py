@@ -47,6 +47,8 @@ def test_the_patient_page_the_roster_and_the_api_each_add_records_the_patient_qu
 
     assert reads_of(pq_app, seed) == [
         (USERS["partner_admin"], "patient_page"),
+        # The roster's Needs attention and Since your last visit name residents too.
+        (USERS["partner_admin"], "roster_casework"),
         (USERS["partner_admin"], "roster_page"),
         (USERS["case_manager"], "api_sync_history"),
         (USERS["case_manager"], "api_appointments"),

@@ -57,13 +57,13 @@ def test_a_run_that_fails_on_a_database_error_alerts(
 ) -> None:
     app = build_app()
     with app.engine.begin() as conn:  # the database breaks under the run
-        conn.execute(text("ALTER TABLE appointments RENAME TO appointments_gone"))
+        conn.execute(text("ALTER TABLE patient_activity_log RENAME TO activity_gone"))
     try:
         with open_client(app, raise_server_exceptions=False) as client:
             response = client.post(org_url(seed), headers=seed.bearer("partner_admin"))
     finally:
         with app.engine.begin() as conn:
-            conn.execute(text("ALTER TABLE appointments_gone RENAME TO appointments"))
+            conn.execute(text("ALTER TABLE activity_gone RENAME TO patient_activity_log"))
 
     assert response.status_code == 500
     raised = alerts(app)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -303,8 +304,8 @@ class Jobs:
             alerts.nightly_missed(
                 missed.organization_id, missed.organization_name, missed.local_day
             )
-        self.resume_paused()
-        self.retry_failed_nights()
+        self._unless_misconfigured(self.resume_paused)
+        self._unless_misconfigured(self.retry_failed_nights)
         try:
             started = self.start_nightly()
         except SyncInProgress:
@@ -322,18 +323,30 @@ class Jobs:
         settings = self.app.settings
         send_digests(self.engine, self.app.clock, alerts.mailer, settings.base_url)
         self.requeue_overdue_webhooks()
-        for push_id in self.app.push_service().waiting():
-            self.push_later(push_id)  # its job was lost with a process; a claim guards it
+        self._unless_misconfigured(self.requeue_waiting_pushes)
         prune(
             self.engine,
             now,
             log_retention_days=settings.log_retention_days,
             change_history_retention_days=settings.change_history_retention_days,
         )
-        self.verify_if_due()
+        self._unless_misconfigured(self.verify_if_due)
         # Last: a worker whose tick fails (its database, a bug) stops being seen, and
         # /healthz says down within two minutes.
         self.heartbeat(now)
+
+    @staticmethod
+    def _unless_misconfigured(step: Callable[[], object]) -> None:
+        """A tick's step that needs IntakeQ: with the configuration unusable (no key), it is
+        skipped; the nightly start says why in its "cannot start" alert."""
+        try:
+            step()
+        except SettingsError as exc:
+            log.error("schedule.step_skipped", step=step.__name__, reason=str(exc))
+
+    def requeue_waiting_pushes(self) -> None:
+        for push_id in self.app.push_service().waiting():
+            self.push_later(push_id)  # its job was lost with a process; a claim guards it
 
     def verify_if_due(self) -> None:
         """Queue this week's verification of every organisation once its time has come

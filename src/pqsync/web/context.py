@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -80,7 +81,9 @@ class WebContext:
 
         # A daemon thread: a process that stops does not wait for it; the run's lease then
         # lapses and the run is closed as failed, as a stopped worker's is.
-        threading.Thread(target=run, name="pqsync-sync", daemon=True).start()
+        # The click's context (its request id) goes with it: every log line of the run names it.
+        context = contextvars.copy_context()
+        threading.Thread(target=context.run, args=(run,), name="pqsync-sync", daemon=True).start()
         try:
             return future.result(timeout=seconds)
         except concurrent.futures.TimeoutError:
