@@ -112,9 +112,10 @@ class Settings(BaseSettings):
     webhook_budget_share: float = Field(
         0.2, ge=0, le=1, validation_alias="PQSYNC_WEBHOOK_BUDGET_SHARE"
     )
-    # A webhook's re-fetch waits this long, so that a burst of events for one client is one.
+    # A webhook's re-fetch waits this long, so that a burst of events for one client is one
+    # (2 s: a change is on the page within about 3 s; longer saves requests in long bursts).
     webhook_coalesce_seconds: float = Field(
-        30.0, ge=0, validation_alias="PQSYNC_WEBHOOK_COALESCE_SECONDS"
+        2.0, ge=0, validation_alias="PQSYNC_WEBHOOK_COALESCE_SECONDS"
     )
     # The IntakeQ practice whose webhooks we act on; none: any.
     intakeq_practice_id: str | None = Field(None, validation_alias="INTAKEQ_PRACTICE_ID")

@@ -66,7 +66,7 @@ def webhook_runs(app: App) -> list[SyncLog]:
 def test_ten_webhooks_for_one_client_a_second_and_a_half_apart_make_one_refetch(
     build_app: Callable[..., App], seed: Seed, clock: FakeClock
 ) -> None:
-    app = build_app()
+    app = build_app(PQSYNC_WEBHOOK_COALESCE_SECONDS=30)
     _patient, client_id, appointment_id = stored_appointments(app, seed)[0]
 
     with open_client(app) as client:
@@ -87,7 +87,7 @@ def test_ten_webhooks_for_one_client_a_second_and_a_half_apart_make_one_refetch(
 def test_a_burst_naming_two_appointments_of_a_client_refetches_the_whole_patient(
     build_app: Callable[..., App], seed: Seed, clock: FakeClock
 ) -> None:
-    app = build_app()
+    app = build_app(PQSYNC_WEBHOOK_COALESCE_SECONDS=30)
     stored = stored_appointments(app, seed)
     patient, client_id, first = stored[0]
     second = next(a for p, _c, a in stored if p == patient and a != first)
