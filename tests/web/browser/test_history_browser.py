@@ -14,7 +14,7 @@ from browser_support import sign_in
 from playwright.sync_api import Page, expect
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from web_support import Seed
+from web_support import FakeClock, Seed
 
 from intakeq_sim import SimulatorServer
 from pqsync.bootstrap import App
@@ -34,7 +34,11 @@ def blocking_violations(page: Page) -> list[str]:
 
 
 def test_history_names_appointments_and_counts_a_removal(
-    new_page: Callable[[], Page], seed: Seed, simulator: SimulatorServer, pq_app: App
+    new_page: Callable[[], Page],
+    seed: Seed,
+    simulator: SimulatorServer,
+    pq_app: App,
+    clock: FakeClock,
 ) -> None:
     page = sign_in(new_page(), "case_manager")
     row = page.locator(f'tr[data-patient-row="{seed.consenting}"]')
@@ -62,6 +66,7 @@ def test_history_names_appointments_and_counts_a_removal(
     ).raise_for_status()
     httpx.post(f"{simulator.control_url}/appointments/{removed}/delete").raise_for_status()
 
+    clock.advance(seconds=61)  # within the minute, the last sync's answer comes back
     row.get_by_role("button", name=SYNC_BUTTON).click()
     expect(row.get_by_role("status")).to_have_text(
         re.compile(r"Synced just now \(0 new, 1 updated, 1 removed\)")
