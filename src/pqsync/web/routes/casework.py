@@ -249,14 +249,20 @@ def calendar_page(
 ) -> HTMLResponse:
     if not calendar_feed.may_have_feed(user.role, user.organization_id):
         raise PageForbidden()
-    state = calendar_feed.feed_state(session, user.user_id)
+    return _calendar(request, ctx, session, user, address=None)
+
+
+def _calendar(
+    request: Request, ctx: ContextDep, session: Session, user: Principal, *, address: str | None
+) -> HTMLResponse:
+    """The calendar page: the feed's state, the address when just made, the digest choice."""
     return render(
         ctx,
         request,
         "calendar.html",
         user,
-        state=state,
-        address=None,
+        state=calendar_feed.feed_state(session, user.user_id),
+        address=address,
         digest=digest.opted_in(session, user.user_id),
         may_digest=user.role in digest.DIGEST_ROLES,
     )
@@ -280,17 +286,7 @@ def calendar_reset(
     else:
         token = calendar_feed.reset_address(session, user.user_id, ctx.now())
         address = ctx.app.settings.base_url.rstrip("/") + f"/calendar/{token}.ics"
-    state = calendar_feed.feed_state(session, user.user_id)
-    return render(
-        ctx,
-        request,
-        "calendar.html",
-        user,
-        state=state,
-        address=address,
-        digest=digest.opted_in(session, user.user_id),
-        may_digest=user.role in digest.DIGEST_ROLES,
-    )
+    return _calendar(request, ctx, session, user, address=address)
 
 
 @router.post("/digest")
