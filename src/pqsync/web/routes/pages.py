@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from pqsync.db.tables import Organization
 from pqsync.domain import visibility
-from pqsync.services import casework
+from pqsync.services import calendar_feed, casework
 from pqsync.services.auth import (
     InvalidCredentials,
     LoginThrottled,
@@ -445,6 +445,20 @@ def patient(
         raise PageNotFound() from None
     appointments = patient_appointments(dashboard, scope) if scope.details_visible else None
     dashboard.record("patient_page", [scope.patient.id])
+    # A partner's own address for this resident's appointments (staff have no feed).
+    may_feed = scope.details_visible and calendar_feed.may_have_feed(
+        user.role, user.organization_id
+    )
+    resident_feed = (
+        calendar_feed.resident_path(
+            session,
+            user.user_id,
+            scope.patient.id,
+            ctx.app.settings.secret_key.get_secret_value(),
+        )
+        if may_feed
+        else None
+    )
     return render(
         ctx,
         request,
@@ -458,4 +472,8 @@ def patient(
         now=ctx.now(),
         change_mark=change_mark(session, patient_id=scope.patient.id),
         changes_url=f"/api/partner-dashboard/changes?patientId={scope.patient.id}",
+        may_feed=may_feed,
+        resident_feed=(
+            ctx.app.settings.base_url.rstrip("/") + resident_feed if resident_feed else None
+        ),
     )
