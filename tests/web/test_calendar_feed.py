@@ -294,7 +294,7 @@ def test_a_reset_or_stopped_address_ends_the_resident_addresses_too(
     assert client.post("/calendar", data={"csrf_token": csrf, "action": "stop"}).status_code == 200
     page = client.get(f"/patients/{seed.consenting}")
     assert 'id="resident-feed"' not in page.text
-    assert "make <a href=\"/calendar\">your calendar address</a> first" in page.text
+    assert 'make <a href="/calendar">your calendar address</a> first' in page.text
     client.cookies.clear()
     assert client.get(new).status_code == 404
 
