@@ -286,3 +286,31 @@ def test_since_your_last_visit_until_dismissed(new_page: OpenPage, seed: Seed, p
     assert fits_width(page)
     panel.get_by_role("button", name="Dismiss").click()
     expect(page.get_by_role("region", name=re.compile("Since your last visit"))).to_have_count(0)
+
+
+def test_a_resident_s_own_calendar_address_on_their_page(
+    new_page: OpenPage, seed: Seed, pq_app: App
+) -> None:
+    add_appointments(pq_app, {"patient_id": seed.consenting, "start_time": denver(2025, 11, 20, 9)})
+    page = sign_in(new_page(), "case_manager")
+    page.goto(f"/patients/{seed.consenting}")
+    expect(page.get_by_text("make your calendar address first")).to_be_visible()
+    assert blocking_violations(page) == []
+    assert fits_width(page)
+    page.get_by_role("link", name="your calendar address").click()
+    page.get_by_role("button", name="Make an address").click()
+    expect(page.get_by_label("Calendar address")).to_have_value(re.compile(r"\.ics$"))
+    page.goto(f"/patients/{seed.consenting}")
+    address = page.get_by_label("This resident's calendar address")
+    expect(address).to_have_value(
+        re.compile(rf"/calendar/calr_[A-Za-z0-9_-]+/residents/{seed.consenting}\.ics$")
+    )
+    assert blocking_violations(page) == []
+    assert fits_width(page)
+    answer = page.request.get(urlsplit(address.input_value()).path)
+    assert answer.status == 200
+    assert answer.text().count("BEGIN:VEVENT") == 1
+    # A resident without consent: no address on their page.
+    page.goto(f"/patients/{seed.expired}")
+    expect(page.get_by_role("heading", name=seed.names[seed.expired])).to_be_visible()
+    expect(page.get_by_label("This resident's calendar address")).to_have_count(0)
