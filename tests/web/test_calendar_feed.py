@@ -241,6 +241,10 @@ def test_a_resident_s_own_feed_parses_in_two_parsers_and_holds_only_them(
     changed = client.get(address, headers={"If-None-Match": etag})
     assert changed.status_code == 200 and changed.headers["etag"] != etag
     assert len(starts(changed.content)) == 3
+    with Session(pq_app.engine) as session:  # exported: in the history, once that day
+        views = [e.view for e in access_for_patient(session, seed.consenting)]
+        assert views.count("calendar_feed") == 1
+        assert "calendar_feed" not in [e.view for e in access_for_patient(session, seed.expired)]
 
 
 def test_a_resident_s_feed_is_404_once_the_consent_is_revoked_or_expires_or_they_leave(
