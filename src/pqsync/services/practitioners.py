@@ -111,13 +111,15 @@ def practitioner_choices(engine: Engine) -> list[PractitionerChoice]:
                 .group_by(Appointment.intakeq_practitioner_id)
             ).all()
         )
-        seen = set(
-            session.scalars(
+        seen = {
+            pid
+            for pid in session.scalars(
                 select(Appointment.intakeq_practitioner_id)
                 .where(Appointment.intakeq_practitioner_id.is_not(None))
                 .distinct()
             )
-        )
+            if pid is not None
+        }
         mapped = dict(
             session.execute(
                 select(ProviderIntakeQSettings.intakeq_practitioner_id, Provider.name).join(
@@ -132,7 +134,7 @@ def practitioner_choices(engine: Engine) -> list[PractitionerChoice]:
                 int(unlinked.get(pid, 0)),
                 mapped.get(pid),
             )
-            for pid in (seen | set(mapped)) - {None}
+            for pid in seen | set(mapped)
         ]
     return sorted(
         choices,
