@@ -186,8 +186,15 @@ def _field_errors(exc: PractitionerError, prefix: str = "") -> dict[str, str]:
 
 
 @router.get("/practitioners")
-def staff_practitioners(request: Request, ctx: ContextDep, user: StaffUser) -> HTMLResponse:
-    return practitioners_page(request, ctx, user)
+def staff_practitioners(
+    request: Request,
+    ctx: ContextDep,
+    user: StaffUser,
+    practitioner: Annotated[str, Query(max_length=64)] = "",
+) -> HTMLResponse:
+    """`?practitioner=` (a run's "Map it" link) comes with that practitioner chosen."""
+    chosen = {"practitioner_id": practitioner, "new_practitioner_id": practitioner}
+    return practitioners_page(request, ctx, user, form=chosen if practitioner else None)
 
 
 @router.post("/practitioners")
