@@ -43,7 +43,10 @@ from pqsync.web.deps import (
     ContextDep,
     SessionDep,
     clear_session_cookie,
+    forget_staff_organization,
     login_origin,
+    remember_staff_organization,
+    remembered_organization,
     set_signed_in_cookies,
 )
 from pqsync.web.page_support import (
@@ -375,25 +378,42 @@ def roster(
     view: str | None = None,
 ) -> HTMLResponse:
     search, cursor = "", None
+    # Staff: no organisation in the address (the "Patients" link) is the one last chosen.
+    remembered = remembered_organization(request) if user.is_staff and not org else None
+    org = org or remembered
     if view == "list":
         state = _roster_state(request)
         if state.get("org", "") == (org or ""):
             search = str(state.get("q", ""))[:100]
             cursors = [str(c) for c in state.get("cursors", []) if isinstance(c, str)]
             cursor = cursors[page - 2] if 2 <= page <= len(cursors) + 1 else None
-    return roster_page(
-        request,
-        ctx,
-        session,
-        user,
-        org=org,
-        search=search,
-        cursor=cursor,
-        show=show,
-        sort=sort,
-        page=page,
-        list_view=view == "list",
-    )
+
+    def roster_for(org: str | None) -> HTMLResponse:
+        return roster_page(
+            request,
+            ctx,
+            session,
+            user,
+            org=org,
+            search=search,
+            cursor=cursor,
+            show=show,
+            sort=sort,
+            page=page,
+            list_view=view == "list",
+        )
+
+    try:
+        response = roster_for(org)
+    except PageNotFound:
+        if remembered is None:
+            raise
+        response = roster_for(None)  # the remembered organisation is gone: choose again
+        forget_staff_organization(response, ctx)
+        return response
+    if user.is_staff and org:
+        remember_staff_organization(response, ctx, org)
+    return response
 
 
 @router.post("/")
