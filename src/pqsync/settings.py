@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import math
+from collections import Counter
 from typing import Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,6 +21,13 @@ MIN_SECRET_LENGTH = 32
 # Values that are public (this repository, its README, its tests): never a production secret.
 DEV_SECRETS = frozenset({DEV_SECRET, "changeme", "change-me", "secret", "dev", "test"})
 
+# A production secret must look random: an estimate of its entropy (below) of at least this
+# many bits, from at least this many different characters. `secrets.token_urlsafe(32)` has
+# about 190 bits by this estimate, `secrets.token_hex(16)` at least 90.
+MIN_SECRET_BITS = 80
+MIN_SECRET_CHARACTERS = 8
+SECRET_ADVICE = 'e.g. python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
+
 Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 
 
@@ -26,6 +35,27 @@ def parse_networks(spec: str) -> Networks:
     """Addresses or networks (CIDR) separated by commas or spaces."""
     parts = spec.replace(",", " ").split()
     return tuple(ipaddress.ip_network(part, strict=False) for part in parts)
+
+
+def estimated_entropy_bits(value: str) -> float:
+    """A conservative guess at a secret's entropy: the Shannon entropy of its characters
+    times its length, counted over its shortest repeating unit only ("password" four times
+    is as guessable as "password" once)."""
+    unit = value
+    for length in range(1, len(value) // 2 + 1):
+        if len(value) % length == 0 and value[:length] * (len(value) // length) == value:
+            unit = value[:length]
+            break
+    counts = Counter(unit)
+    size = len(unit)
+    per_character = -sum(n / size * math.log2(n / size) for n in counts.values())
+    return per_character * size
+
+
+def secret_is_predictable(value: str) -> bool:
+    return (
+        len(set(value)) < MIN_SECRET_CHARACTERS or estimated_entropy_bits(value) < MIN_SECRET_BITS
+    )
 
 
 class SettingsError(ValueError):
@@ -168,6 +198,20 @@ class Settings(BaseSettings):
                     f"{variable} is shorter than {MIN_SECRET_LENGTH} characters "
                     "(refused in production)"
                 )
+            if secret_is_predictable(value):
+                raise ValueError(
+                    f"{variable} is too predictable: too few different characters or a "
+                    f"repeating pattern (refused in production; {SECRET_ADVICE})"
+                )
+        seen: dict[str, str] = {}
+        for variable, _field, secret in secrets:
+            value = secret.get_secret_value().strip()
+            if value in seen:
+                raise ValueError(
+                    f"{seen[value]} and {variable} have the same value: each secret needs its "
+                    "own (refused in production)"
+                )
+            seen[value] = variable
         return self
 
     @property
