@@ -26,7 +26,7 @@ DEV_SECRETS = frozenset({DEV_SECRET, "changeme", "change-me", "secret", "dev", "
 # about 190 bits by this estimate, `secrets.token_hex(16)` at least 90.
 MIN_SECRET_BITS = 80
 MIN_SECRET_CHARACTERS = 8
-SECRET_ADVICE = 'e.g. python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
+MAKE_ONE_WITH = 'e.g. python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
 
 Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 
@@ -138,6 +138,9 @@ class Settings(BaseSettings):
     organization_budget_share: float = Field(
         0.2, gt=0, le=1, validation_alias="PQSYNC_ORGANIZATION_BUDGET_SHARE"
     )
+    # Syncs one person may start in an hour (a patient, or Sync all), whichever patients they
+    # are for; a patient's cached re-sync within a minute is free and not counted.
+    user_syncs_per_hour: int = Field(60, ge=1, validation_alias="PQSYNC_USER_SYNCS_PER_HOUR")
     # The share of the day's IntakeQ requests that webhook-started work may take.
     webhook_budget_share: float = Field(
         0.2, ge=0, le=1, validation_alias="PQSYNC_WEBHOOK_BUDGET_SHARE"
@@ -201,7 +204,7 @@ class Settings(BaseSettings):
             if secret_is_predictable(value):
                 raise ValueError(
                     f"{variable} is too predictable: too few different characters or a "
-                    f"repeating pattern (refused in production; {SECRET_ADVICE})"
+                    f"repeating pattern (refused in production; {MAKE_ONE_WITH})"
                 )
         seen: dict[str, str] = {}
         for variable, _field, secret in secrets:
