@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = Field(
         30.0, gt=0, le=600, validation_alias="PQSYNC_BODY_TIMEOUT_SECONDS"
     )
+    # A request's head (its line and headers) must arrive within this many seconds of the
+    # connection's start (or of its first byte, on a kept-alive connection); else 408 and the
+    # connection is closed. A connection that sends nothing is closed after it too.
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, le=600, validation_alias="PQSYNC_HEADER_TIMEOUT_SECONDS"
+    )
     # Connections the web server holds at once (per process); past it, 503.
     max_connections: int = Field(500, ge=1, validation_alias="PQSYNC_MAX_CONNECTIONS")
     # An API token stops working this many days after it was issued.
