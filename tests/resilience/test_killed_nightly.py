@@ -22,7 +22,7 @@ from pqsync.db.tables import Appointment, NightlyClaim, SyncLog
 from process_env import process_env
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "web"))
-from mail_support import Inbox, smtp_server, text_of  # noqa: E402
+from mail_support import Inbox, smtp_server, text_of
 
 WORKER = [sys.executable, "-m", "pqsync.cli", "--log-level", "INFO", "worker", "--workers", "1"]
 LEASE_SECONDS = 3
@@ -111,7 +111,7 @@ def test_a_sigkilled_nightly_run_is_run_again_the_same_day_and_alerts_once(
     leakcheck.append(log.read_text())
 
     runs = nightly_runs(engine)
-    assert [r.id for r in runs][0] == killed.id
+    assert runs[0].id == killed.id
     assert [(r.status, r.error_message) for r in runs] == [
         ("failed", "worker stopped"),
         ("success", None),
