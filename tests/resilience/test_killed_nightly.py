@@ -37,10 +37,9 @@ def sim() -> Iterator[SimulatorServer]:
 
 
 @pytest.fixture
-def inbox() -> Iterator[Inbox]:
-    with smtp_server() as (handler, port):
-        handler.port = port  # type: ignore[attr-defined]
-        yield handler
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    with smtp_server() as (inbox, port):
+        yield inbox, port
 
 
 def wait_for(condition: Callable[[], bool], seconds: float = 90) -> None:
@@ -69,8 +68,13 @@ def stored(engine: Engine) -> list[str]:
 
 
 def test_a_sigkilled_nightly_run_is_run_again_the_same_day_and_alerts_once(
-    sim: SimulatorServer, inbox: Inbox, engine: Engine, database_url: str, tmp_path: Path
+    sim: SimulatorServer,
+    smtp: tuple[Inbox, int],
+    engine: Engine,
+    database_url: str,
+    tmp_path: Path,
 ) -> None:
+    inbox, smtp_port = smtp
     env = process_env(
         sim,
         engine,
@@ -79,7 +83,7 @@ def test_a_sigkilled_nightly_run_is_run_again_the_same_day_and_alerts_once(
         PQSYNC_QUEUE_URL=f"sqlite:///{tmp_path / 'queue.db'}",
         INTAKEQ_MINUTE_LIMIT="1000",
         PQSYNC_RUN_LEASE_SECONDS=str(LEASE_SECONDS),
-        PQSYNC_SMTP_URL=f"smtp://127.0.0.1:{inbox.port}",  # type: ignore[attr-defined]
+        PQSYNC_SMTP_URL=f"smtp://127.0.0.1:{smtp_port}",
         PQSYNC_ALERT_EMAILS="oncall@clinic.example",
     )
     log = tmp_path / "worker.log"
