@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from pqsync.db.tables import Organization
 from pqsync.domain import visibility
+from pqsync.domain.windows import EARLIEST_DAY, LATEST_DAY
 from pqsync.services import calendar_feed, casework, digest
 from pqsync.services.auth import Principal
 from pqsync.services.dashboard import Dashboard, NotVisible
@@ -57,9 +58,12 @@ def parse_day(text: str | None) -> date | None:
     if not text:
         return None
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise PageNotFound() from None
+    if not EARLIEST_DAY <= day <= LATEST_DAY:
+        raise PageNotFound()  # (a week or a record around year 1 or 9999 cannot be drawn)
+    return day
 
 
 def org_query(user: Principal, org: Organization) -> str:
