@@ -81,6 +81,26 @@ class Step:
         sync_records.save_progress(self.session, self.prepared, self.ctx)
 
 
+class Promised:
+    """The pages while the run may send another request within what it promised; `cut`
+    tells whether it stopped there (before the last page)."""
+
+    def __init__(self, ctx: RunContext, pages: Iterator[list[Record]]) -> None:
+        self.ctx = ctx
+        self.pages = pages
+        self.cut = False
+
+    def __iter__(self) -> Iterator[list[Record]]:
+        while True:
+            if not self.ctx.may_request():
+                self.cut = True
+                return
+            page = next(self.pages, None)
+            if page is None:
+                return
+            yield page
+
+
 class Strategy(Protocol):
     """A plan: given the run, fetch and write what it covers, and report progress."""
 

@@ -13,7 +13,13 @@ from pqsync.intakeq.models import AppointmentQuery
 from pqsync.services.sync import records as sync_records
 from pqsync.services.sync.context import RunContext
 from pqsync.services.sync.plan import PAGE_SIZE, bounded, page_limit
-from pqsync.services.sync.strategies.base import RUN_ENDING, Parts, Step
+from pqsync.services.sync.strategies.base import RUN_ENDING, Parts, Promised, Step
+
+# Why a patient is incomplete when the run stopped at the requests it promised.
+NOT_READ = (
+    "PracticeQ has more appointments than expected; this patient's were not all read — "
+    "run Sync all again"
+)
 
 
 class PerPatient:
@@ -43,7 +49,10 @@ class PerPatient:
             try:
                 email = ctx.identity.email_of(patient_id)
                 own = self.fetch_patient(session, ctx, patient_id, email, window, held)
-                if own == 0 and held > 0:
+                if own is None:
+                    # The run reached the requests it promised: what was read is kept.
+                    ctx.incomplete(patient_id, NOT_READ)
+                elif own == 0 and held > 0:
                     # None of the patient's own came back (their email may have changed in
                     # IntakeQ, and `client=` matched others): absence proves nothing.
                     ctx.warn(
@@ -87,12 +96,20 @@ class PerPatient:
         email: str,
         window: Window,
         held: int,
-    ) -> int:
-        """Write the patient's `client` query; how many of the records were the patient's."""
+    ) -> int | None:
+        """Write the patient's `client` query; how many of the records were the patient's,
+        None when the run's promised requests ran out before the last page."""
         summary = ctx.results[patient_id].summary
         before = summary.new + summary.updated + summary.unchanged
         query = AppointmentQuery(client=email, start_date=window.start, end_date=window.end)
         limit = page_limit(held // PAGE_SIZE + 1)
-        for page in bounded(self.parts.source.appointment_pages(query), limit):
-            self.parts.writer.write_page(session, ctx, page, only_patient=patient_id)
+        pages = self.parts.source.appointment_pages(query)
+        try:
+            within = Promised(ctx, bounded(pages, limit))
+            for page in within:
+                self.parts.writer.write_page(session, ctx, page, only_patient=patient_id)
+        finally:
+            pages.close()
+        if within.cut:
+            return None
         return summary.new + summary.updated + summary.unchanged - before

@@ -3,12 +3,20 @@ locally; a complete fetch names deletion candidates, which are then proved."""
 
 from __future__ import annotations
 
+import math
+import uuid
 from collections.abc import Callable
+from datetime import date
+from zoneinfo import ZoneInfo
 
-from pqsync.intakeq.models import AppointmentQuery
+from pqsync.intakeq.models import Appointment, AppointmentQuery
+from pqsync.services.sync.context import RunContext
 from pqsync.services.sync.plan import PAGE_SIZE, bounded, page_limit
 from pqsync.services.sync.strategies.base import Parts, Record, Step
 from pqsync.services.sync.strategies.per_patient import PerPatient
+
+# The most progress saves the finishing of patients makes (each writes every line).
+PROGRESS_SAVES = 100
 
 
 class WindowFetch:
@@ -24,10 +32,12 @@ class WindowFetch:
         self, step: Step, keep_going: Callable[[list[Record]], bool] | None = None
     ) -> bool:
         """Fetch the practice's whole window; False when `keep_going` chose to stop after
-        page 1. A complete fetch names deletion candidates, which are then proved."""
+        page 1. A complete fetch names deletion candidates, which are then proved. A run
+        that promised a number of requests stops at it: what was read is kept, and the run
+        is incomplete for everyone (nobody stamped, nothing deleted)."""
         session, prepared, ctx, progress = step.session, step.prepared, step.ctx, step.progress
         patient_ids = step.patient_ids
-        planner, writer = self.parts.planner, self.parts.writer
+        planner = self.parts.planner
         window = prepared.window
         step.all_states("running")
         step.recount()
@@ -36,10 +46,11 @@ class WindowFetch:
         pages = self.parts.source.appointment_pages(
             AppointmentQuery(start_date=window.start, end_date=window.end)
         )
+        read = _Read(self.parts.practice_zone)
+        unread = 0
         try:
             first = next(pages, [])
-            writer.write_page(session, ctx, first)
-            records = len(first)
+            self._write(step, read, first)
             progress("pages", 1, None)
             if len(first) == PAGE_SIZE:
                 if keep_going is not None and not keep_going(first):
@@ -55,24 +66,75 @@ class WindowFetch:
                     limit = page_limit(estimate, measured=False)
                 self._page_progress(step, 1, max(about, 2))
                 rest = bounded(pages, limit - 1)
-                for number, page in enumerate(rest, start=2):
-                    writer.write_page(session, ctx, page)
-                    records += len(page)
+                number = 1
+                while ctx.may_request():
+                    page = next(rest, None)
+                    if page is None:
+                        break
+                    number += 1
+                    self._write(step, read, page)
                     progress("pages", number, None)
                     self._page_progress(step, number, max(about, number + 1))
+                else:
+                    total = planner.scaled_to_window(read.records, read.earliest, window)
+                    unread = max(1, math.ceil(total / PAGE_SIZE) - number)
             else:
                 self._page_progress(step, 1, 1)
         finally:
             pages.close()
-        planner.remember_density(session, records, window)
-        ctx.window_fetched = True
-        if ctx.unidentified_malformed:
-            ctx.warn("a record without an Id was skipped: deletions were not inferred this run")
+        absent: dict[str, uuid.UUID] = {}
+        if unread:
+            # The practice's size as far as the pages read tell, so the next estimate (and
+            # promise) covers it.
+            total = planner.scaled_to_window(read.records, read.earliest, window)
+            planner.remember_density(session, total, window)
+            self._not_read(ctx, patient_ids, unread)
         else:
-            self.parts.deletions.absent_from_complete_fetch(session, ctx, patient_ids, window)
-        step.all_states("done")
-        progress("patients", len(patient_ids), len(patient_ids))
+            planner.remember_density(session, read.records, window)
+            ctx.window_fetched = True
+            if ctx.unidentified_malformed:
+                ctx.warn("a record without an Id was skipped: deletions were not inferred this run")
+            else:
+                absent = self.parts.deletions.candidates(session, ctx, patient_ids, window)
+        ctx.pages_about = ctx.pages_done  # every page is in
+        self._finish_patients(step, absent)
         return True
+
+    def _finish_patients(self, step: Step, absent: dict[str, uuid.UUID]) -> None:
+        """Each patient in turn: what the fetch did not return re-checked by id (a 404
+        deletes it), then the patient's line finished."""
+        session, ctx, patient_ids = step.session, step.ctx, step.patient_ids
+        theirs: dict[uuid.UUID, list[str]] = {}
+        for pq_id, patient_id in absent.items():
+            theirs.setdefault(patient_id, []).append(pq_id)
+        total = len(patient_ids)
+        every = max(1, math.ceil(total / PROGRESS_SAVES))
+        for done, patient_id in enumerate(patient_ids, start=1):
+            checked = theirs.pop(patient_id, [])
+            if checked:
+                self.parts.deletions.recheck(
+                    session, ctx, checked, owners=dict.fromkeys(checked, patient_id)
+                )
+            ctx.results[patient_id].state = "done"
+            if done % every == 0 or done == total:
+                step.save_progress()
+            step.progress("patients", done, total)
+
+    def _write(self, step: Step, read: _Read, page: list[Record]) -> None:
+        self.parts.writer.write_page(step.session, step.ctx, page)
+        read.add(page)
+
+    @staticmethod
+    def _not_read(ctx: RunContext, patient_ids: list[uuid.UUID], unread: int) -> None:
+        """The run stopped at the requests it promised: everyone's data may be incomplete."""
+        pages = "1 page was" if unread == 1 else f"{unread} pages were"
+        reason = (
+            f"PracticeQ has more appointments than expected; {pages} not read — run Sync all again"
+        )
+        ctx.warn(f"the window fetch stopped at the requests the run promised; {pages} not read")
+        ctx.incomplete(None, reason)
+        for patient_id in patient_ids:
+            ctx.incomplete(patient_id, reason)
 
     @staticmethod
     def _page_progress(step: Step, done: int, about: int) -> None:
@@ -104,3 +166,20 @@ class ProbedWindow(WindowFetch):
         if not self.window_fetch(step, worth_continuing):
             step.ctx.result.plan = PerPatient.plan
             PerPatient(self.parts).execute(step)
+
+
+class _Read:
+    """What a window fetch has read so far: how many records, back to which day."""
+
+    def __init__(self, zone: ZoneInfo) -> None:
+        self.zone = zone
+        self.records = 0
+        self.earliest: date | None = None
+
+    def add(self, page: list[Record]) -> None:
+        self.records += len(page)
+        for record in page:
+            if isinstance(record, Appointment):
+                day = record.start.astimezone(self.zone).date()
+                if self.earliest is None or day < self.earliest:
+                    self.earliest = day
