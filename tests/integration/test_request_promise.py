@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session
 
 from intakeq_sim import ManualClock, SimulatorServer
 from pqsync.bootstrap import App
-from pqsync.db.tables import Affiliation, Appointment, Organization
+from pqsync.db.tables import Affiliation, Appointment, Organization, SyncState
 from pqsync.services.sync import SyncService
+from pqsync.services.sync.plan import PRACTICE_DENSITY
 from pqsync.services.sync_all_plan import sync_all_plan
 
 ORG = "first-step-house"
@@ -135,3 +136,49 @@ def test_a_window_fetch_that_fits_its_promise_is_complete_and_kept_inside_it(
     assert result.status == "success", result.incomplete
     assert requests_received(sim) - sent_before <= promise
     assert live_ids(pq) == ours_in_intakeq(sim)
+
+
+def test_patient_by_patient_the_run_stops_at_its_promise_and_says_who_is_incomplete(
+    service: SyncService, sim: SimulatorServer, pq: App, clock: ManualClock
+) -> None:
+    assert service.sync_organization(ORG).status == "success"
+    with Session(pq.engine) as session:
+        # A large practice's size: one query per patient is the cheaper plan.
+        session.merge(
+            SyncState(name=PRACTICE_DENSITY, value={"per_day": 500.0}, updated_at=clock())
+        )
+        session.commit()
+    stored_before = live_ids(pq)
+    stamped_before = stamps(pq)
+    ds = sim.dataset
+    for client in ds.fsh_patients:  # every patient's bookings grow by about four pages
+        for n in range(320):
+            start = datetime.combine(ds.today, time(6), DENVER) + timedelta(days=n % 170 - 85)
+            sim.app.store.create(
+                client_id=client.client_id,
+                practitioner_id=ds.mapped_practitioners[0].id,
+                service_id=ds.services[1].id,
+                location_id=ds.locations[0].id,
+                status="Confirmed",
+                start=start + timedelta(minutes=n // 170),
+            )
+    clock.advance(timedelta(minutes=30))
+    promise = promised(service, pq)
+    sent_before = requests_received(sim)
+
+    result = service.sync_organization(ORG)
+
+    assert result.plan == "per_patient"
+    assert requests_received(sim) - sent_before <= promise
+    assert result.status == "partial"
+    assert any(
+        r.startswith("PracticeQ has more appointments than expected") for r in result.incomplete
+    )
+    assert result.summary.deleted == 0
+    assert stored_before <= live_ids(pq)
+    now = stamps(pq)
+    complete = {p.patient_id for p in result.patients if not p.incomplete}
+    incomplete = {p.patient_id for p in result.patients if p.incomplete}
+    assert incomplete  # somebody's pages were not all read: not stamped
+    assert all(now[p] == stamped_before[p] for p in incomplete)
+    assert all(now[p] != stamped_before[p] for p in complete)
