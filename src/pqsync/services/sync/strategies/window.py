@@ -96,7 +96,7 @@ class WindowFetch:
                 ctx.warn("a record without an Id was skipped: deletions were not inferred this run")
             else:
                 absent = self.parts.deletions.candidates(session, ctx, patient_ids, window)
-        ctx.pages_about = ctx.pages_done  # every page is in
+        ctx.pages_about = ctx.pages_done  # the fetch is over
         self._finish_patients(step, absent)
         return True
 
