@@ -1,4 +1,4 @@
-"""A real-HTTP IntakeQ simulator: the API of shared INTAKEQ_API.md plus a control API.
+"""A real-HTTP IntakeQ simulator: IntakeQ's appointments and clients API plus a control API.
 
 Example::
 

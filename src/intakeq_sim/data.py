@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from intakeq_sim.timefmt import from_ms, iso7, midnight_ms, ms_from
 
 STATUSES = ("Confirmed", "WaitingConfirmation", "Canceled", "Declined", "Missed")
-WINDOW_DAYS = 90  # DESIGN.md's default sync window: 90 days back, 90 days ahead
+WINDOW_DAYS = 90  # the default sync window: 90 days back, 90 days ahead
 FSH_SLUG = "first-step-house"
 FSH_NAME = "First Step House"
 FSH_DOMAIN = "firststephouse.org"
@@ -145,7 +145,7 @@ class Dataset:
         return [c for c in self.clients if c.organization == FSH_SLUG]
 
     def default_window(self) -> tuple[date, date]:
-        """DESIGN.md's default range: 90 days back to 90 days ahead of `today` (local dates)."""
+        """The default sync range: 90 days back to 90 days ahead of `today` (local dates)."""
         return self.today - timedelta(days=WINDOW_DAYS), self.today + timedelta(days=WINDOW_DAYS)
 
     def appointments_in_window(
@@ -165,7 +165,7 @@ class Dataset:
         return sorted(found, key=order_key)
 
     def render(self, appointment: SimAppointment) -> dict[str, Any]:
-        """The appointment as IntakeQ's JSON object (every field INTAKEQ_API.md lists)."""
+        """The appointment as IntakeQ's JSON object (every field IntakeQ's API documents)."""
         return render_appointment(self, appointment)
 
 

@@ -1,4 +1,4 @@
-"""The directory file (DESIGN.md "Directory file") that matches a simulator data set."""
+"""The directory file (what `pqsync directory import` reads) that matches a simulator data set."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from intakeq_sim.data import (
 
 
 def demo_directory(dataset: Dataset) -> dict[str, Any]:
-    """The directory file (DESIGN.md) that matches `dataset`, ready for `pqsync directory import`.
+    """The directory file that matches `dataset`, ready for `pqsync directory import`.
 
     Leaves out the unmapped practitioner and the impostor client; gives `intakeq_client_id`
     only for `special.known_client_ids` so the sync has to learn the rest.

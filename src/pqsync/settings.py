@@ -1,4 +1,4 @@
-"""Configuration from the environment (and `.env`), exactly as DESIGN.md's table."""
+"""Configuration from the environment (and `.env`), exactly as README's configuration table."""
 
 from __future__ import annotations
 

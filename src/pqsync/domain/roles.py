@@ -1,4 +1,4 @@
-"""Roles and what they may do (DESIGN.md's role table)."""
+"""Roles and what they may do."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The one client that talks to IntakeQ: request budget, retries, paging, parsing, safe logs.
 
-Rules every call follows (see shared INTAKEQ_API.md):
+Rules every call follows (IntakeQ's documented limits and paging):
 - every try, retries included, first reserves a slot of the shared `RequestBudget`;
   `BudgetExhausted` propagates unchanged, so a run never spends more than the day allows;
 - 429: wait `Retry-After` seconds when given, else `rate_limit_wait` (IntakeQ's minute

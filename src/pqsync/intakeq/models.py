@@ -66,7 +66,7 @@ class Appointment:
 
 @dataclass(frozen=True)
 class AppointmentQuery:
-    """Filters of `GET /appointments` (see INTAKEQ_API.md)."""
+    """Filters of `GET /appointments` (IntakeQ's query parameters)."""
 
     client: str | None = None
     start_date: date | None = None

@@ -280,16 +280,23 @@ def _waiting(details: Mapping[str, Any]) -> tuple[int | None, str | None]:
     return max(1, round(left)), reason if reason in ("minute_limit", "rate_limited") else None
 
 
+# The window plan's share of the bar taken by its pages; its patients, finished one by one
+# once every page is in, take the rest.
+WINDOW_PAGES_SHARE = 0.8
+
+
 def run_percent(status: str, total: int, done: int, pages: Mapping[str, Any] | None) -> int:
-    """How far a run is: its patients finished, or while the window plan fetches, its pages
-    (short of 100 until the patients are finished); a stopped run where it stopped."""
+    """How far a run is: its patients finished; with the window plan, its pages first
+    (most of the bar), then its patients; a stopped run where it stopped. It only rises."""
     if status in ("success", "partial"):
         return 100
     share = done / total if total else 0.0
-    if pages and not done:
+    if pages:
         fetched, about = pages.get("done"), pages.get("about")
         if isinstance(fetched, int) and isinstance(about, int) and about > 0:
-            share = min(fetched / (about + 1), 0.95)
+            # Every page is in once the fetch says so (done == about), or a patient finished.
+            read = 1.0 if done or fetched >= about else min(fetched / (about + 1), 0.95)
+            share = WINDOW_PAGES_SHARE * read + (1 - WINDOW_PAGES_SHARE) * share
     return min(99, int(share * 100))
 
 

@@ -1,4 +1,4 @@
-"""Every error leaves as `{"error": {"code", "message"}}` (DESIGN.md), never a traceback."""
+"""Every error leaves as `{"error": {"code", "message"}}`, never a traceback."""
 
 from __future__ import annotations
 

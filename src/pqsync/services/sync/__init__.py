@@ -1,8 +1,11 @@
 """The sync: pull IntakeQ appointments into our database for one patient, one
 organisation, or the whole practice nightly.
 
-- orchestrator: prepares a run and carries it out (the only entry point callers need);
-- plan: which queries a run makes and how many pages each may take;
+- orchestrator: prepares a run, picks its plan and records the outcome (the only entry
+  point callers need);
+- strategies: the plans (window, per patient, incremental, refetch), each run the same way;
+- plan: what each plan costs, and how many pages a query may take;
+- identity: which of our patients an IntakeQ record belongs to;
 - writer: match, diff and upsert a page;
 - deletion: soft deletion, only on proof from IntakeQ;
 - audit: the activity log's entries;

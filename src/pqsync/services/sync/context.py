@@ -75,11 +75,25 @@ class RunContext:
     request_promise: int | None = None
     requests_spent: Callable[[], int] = lambda: 0
 
+    def requests_left(self) -> int | None:
+        """Requests the run may still send within what it promised (None: no promise),
+        keeping back what its questions about ClientIds may still cost."""
+        if self.request_promise is None:
+            return None
+        reserved = self.identity.requests_reserved()
+        return self.request_promise - self.requests_spent() - reserved
+
+    def may_request(self, count: int = 1) -> bool:
+        """Whether `count` more requests keep the run inside its promise."""
+        left = self.requests_left()
+        return left is None or left >= count
+
     def rechecks_allowed(self) -> int:
         """Re-checks the run may still send: its own limit, within what it promised."""
         allowed = self.rechecks_left
-        if self.request_promise is not None:
-            allowed = min(allowed, self.request_promise - self.requests_spent())
+        left = self.requests_left()
+        if left is not None:
+            allowed = min(allowed, left)
         return max(0, allowed)
 
     # Whether the run fetched the whole window completely (a reconcile).

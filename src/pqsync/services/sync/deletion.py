@@ -60,6 +60,19 @@ class Deletions:
     ) -> None:
         """After a complete fetch of `window` for these patients: re-check by id what it did
         not return, and soft-delete what IntakeQ answers 404 for."""
+        candidates = self.candidates(session, ctx, patient_ids, window)
+        self.recheck(session, ctx, list(candidates), owners=candidates)
+
+    def candidates(
+        self,
+        session: Session,
+        ctx: RunContext,
+        patient_ids: Iterable[uuid.UUID],
+        window: Window,
+    ) -> dict[str, uuid.UUID]:
+        """After a complete fetch of `window` for these patients: what it did not return
+        (live rows of theirs in the window, stored before the run began), by IntakeQ Id,
+        with the patient each is stored for, earliest first."""
         start, end = window.bounds(ctx.practice_zone)
         wanted = list(patient_ids)
         statement = select(AppointmentRow.pq_appointment_id, AppointmentRow.patient_id).where(
@@ -82,7 +95,7 @@ class Deletions:
             if patient in chosen and pq_id not in ctx.fetched_ids
         }
         session.commit()
-        self.recheck(session, ctx, list(candidates), owners=candidates)
+        return candidates
 
     def recheck(
         self,

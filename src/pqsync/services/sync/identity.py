@@ -201,6 +201,15 @@ class Identities:
             if change.old is not None:
                 self.by_client_id[change.old] = patient
 
+    def requests_reserved(self) -> int:
+        """At most how many requests the questions this run may still ask can cost."""
+        questions = max(0, self.lookups_left) + max(0, self.follow_lookups_left)
+        if questions == 0 or self.lookup is None:
+            return 0
+        if isinstance(self.lookup, ClientBook):
+            return self.lookup.requests_for(questions)
+        return questions
+
     def in_scope(self, patient: PatientIdentity | None) -> bool:
         return patient is not None and patient.id in self.scope
 
@@ -241,6 +250,13 @@ class ClientBook:
         if self._everyone is not None:
             return set(self._everyone.get(email.lower(), set()))
         return exact_carriers(email, self._clients(email))
+
+    def requests_for(self, questions: int) -> int:
+        """At most how many requests `questions` more questions cost: none once the whole
+        list is read, else the list's pages while it may still be read, and a search each."""
+        if self._everyone is not None:
+            return 0
+        return (self._list_pages if self._list_pages >= 2 else 0) + questions
 
     def _whole_list(self) -> dict[str, set[int]] | None:
         """Every client by email, or None when the list is longer than `list_pages` pages

@@ -1,4 +1,5 @@
-"""Run a sync from start to end: prepare the run, carry out its plan, record the outcome.
+"""Run a sync from start to end: prepare the run, pick its plan (a strategy of
+`strategies`), let it run, record the outcome.
 
 The parts live beside it in this package (see its __init__). Every run holds its scope's
 lease, writes a sync_logs row (failed runs too) and commits page by page, so a failure keeps
@@ -9,33 +10,25 @@ practice's zone; an organisation's zone is for display only.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Generator, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
-from typing import Protocol
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import structlog
-from sqlalchemy import Engine, func, or_, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from pqsync.db.engine import begin_write
 from pqsync.db.lookup import organization_by_ref, patient_by_ref
-from pqsync.db.tables import Affiliation, Organization, Patient, SyncLog, SyncState
+from pqsync.db.tables import Affiliation, Organization, Patient, SyncLog
 from pqsync.db.tables import Appointment as AppointmentRow
 from pqsync.domain.run_types import run_type
-from pqsync.domain.windows import Window, default_window, new_days
+from pqsync.domain.windows import Window, default_window
 from pqsync.intakeq import waits
-from pqsync.intakeq.client import IntakeQPagingError, RequestTally
-from pqsync.intakeq.errors import (
-    BudgetExhausted,
-    IntakeQAuthError,
-    IntakeQError,
-    IntakeQUnreachable,
-)
-from pqsync.intakeq.models import Appointment, AppointmentQuery, Client, MalformedRecord
+from pqsync.intakeq.client import RequestTally
+from pqsync.intakeq.errors import IntakeQError
 from pqsync.logging import get_logger
 from pqsync.services.sync import records as sync_records
 from pqsync.services.sync.context import Lookups, RunContext
@@ -54,14 +47,7 @@ from pqsync.services.sync.locks import (
     SyncInProgress,
     SyncLocks,
 )
-from pqsync.services.sync.plan import (
-    PAGE_SIZE,
-    PRACTICE_DENSITY,
-    UNKNOWN_PRACTICE_PAGES,
-    Planner,
-    bounded,
-    page_limit,
-)
+from pqsync.services.sync.plan import PRACTICE_DENSITY, Planner
 from pqsync.services.sync.results import (
     HANDED_BACK,
     Actor,
@@ -73,13 +59,31 @@ from pqsync.services.sync.results import (
     SyncInputError,
     SyncResult,
 )
+from pqsync.services.sync.strategies import (
+    AppointmentSource,
+    Incremental,
+    NightlyState,
+    Parts,
+    PerPatient,
+    ProbedWindow,
+    ProgressCallback,
+    Record,
+    Refetch,
+    Step,
+    Strategy,
+    WindowFetch,
+    remember_night,
+)
+from pqsync.services.sync.strategies import no_progress as _no_progress
 from pqsync.services.sync.writer import AppointmentWriter
 
 __all__ = [
     "PRACTICE_DENSITY",
     "Actor",
+    "AppointmentSource",
     "PatientResult",
     "PreparedRun",
+    "Record",
     "Summary",
     "SyncInProgress",
     "SyncInputError",
@@ -89,43 +93,11 @@ __all__ = [
 ]
 
 Clock = Callable[[], datetime]
-Record = Appointment | MalformedRecord
-ProgressCallback = Callable[[str, int, int | None], None]
-
-NIGHTLY_WATERMARK = "nightly_watermark"
-NIGHTLY_RECONCILED = "nightly_reconciled"
-# The window (start and end dates) the nightly runs last made complete.
-NIGHTLY_COVERED = "nightly_covered"
-# A full-window reconcile replaces the incremental run when the watermark is this old, and
-# in any case once this long after the last one (whatever the watermark says).
-RECONCILE_AFTER = timedelta(days=7)
-# `updatedSince` is date-only: go back a whole day more so the boundary is never missed.
-WATERMARK_OVERLAP = timedelta(days=1)
 
 CLI_ACTOR = Actor(kind="cli")
 SCHEDULE_ACTOR = Actor(kind="schedule")
 
 log = get_logger("pqsync.sync")
-
-
-class AppointmentSource(Protocol):
-    """What the sync needs of the IntakeQ client."""
-
-    def counting(self) -> AbstractContextManager[RequestTally]: ...
-
-    def get_appointment(self, appointment_id: str) -> Appointment | None: ...
-
-    def appointment_pages(self, query: AppointmentQuery) -> Generator[list[Record], None, None]: ...
-
-    def clients(self, search: str | None = None) -> Iterator[Client]: ...
-
-
-def _no_progress(_label: str, _done: int, _total: int | None) -> None:
-    return None
-
-
-# Errors that end the whole run: retrying another patient cannot help.
-_RUN_ENDING = (BudgetExhausted, IntakeQAuthError, IntakeQUnreachable, IntakeQPagingError)
 
 
 class SyncService:
@@ -153,6 +125,7 @@ class SyncService:
         self.writer = AppointmentWriter(clock)
         self.planner = Planner(clock, self.practice_zone)
         self.deletions = Deletions(self.writer, source, clock)
+        self.parts = Parts(source, self.writer, self.planner, self.deletions, self.practice_zone)
 
     # -- resolving scopes -------------------------------------------------------------
 
@@ -612,6 +585,37 @@ class SyncService:
             )
         )
 
+    def _choose(self, session: Session, prepared: PreparedRun, ctx: RunContext) -> Strategy | None:
+        """The run's plan: a webhook's one appointment; a patient's own query; for an
+        organisation the cheaper of its whole window and one query per patient (the window's
+        first page decides when the practice's size is not known); for the nightly a
+        reconcile of the whole window when one is due, else what changed. None: nothing to
+        fetch (an organisation without patients)."""
+        parts = self.parts
+        if prepared.appointment_id is not None:
+            return Refetch(parts, prepared.appointment_id)
+        if prepared.scope == "patient":
+            return PerPatient(parts)
+        if prepared.scope == "organization":
+            ctx.result.plan = WindowFetch.plan
+            if not ctx.results:
+                return None
+            per_patient_cost = self.planner.per_patient_cost(
+                session, list(ctx.results), prepared.window
+            )
+            density = self.planner.known_density(session)
+            session.commit()
+            if density is None:
+                return ProbedWindow(parts, per_patient_cost)
+            if self.planner.window_cost(density, prepared.window) > per_patient_cost:
+                return PerPatient(parts)
+            return WindowFetch(parts)
+        since = NightlyState.load(session).incremental_since(prepared.started_at)
+        session.commit()
+        if since is None:
+            return WindowFetch(parts)
+        return Incremental(parts, *since)
+
     def _execute(
         self,
         session: Session,
@@ -619,375 +623,15 @@ class SyncService:
         ctx: RunContext,
         progress: ProgressCallback,
     ) -> None:
-        patient_ids = list(ctx.results)
-        if prepared.appointment_id is not None:
-            ctx.result.plan = "refetch"
-            self._all_states(ctx, "running")
-            self.deletions.recheck(session, ctx, [prepared.appointment_id], "404 on re-fetch")
-            self._all_states(ctx, "done")
-        elif prepared.scope == "patient":
-            ctx.result.plan = "per_patient"
-            self._per_patient(session, prepared, ctx, patient_ids, progress)
-        elif prepared.scope == "organization":
-            self._organization(session, prepared, ctx, patient_ids, progress)
-        else:
-            self._nightly(session, prepared, ctx, patient_ids, progress)
-
-    @staticmethod
-    def _recount(ctx: RunContext) -> None:
-        """A fetch of the whole window counts every patient afresh (a resumed run's too)."""
-        for result in ctx.results.values():
-            result.summary = Summary()
-
-    @staticmethod
-    def _all_states(ctx: RunContext, state: str) -> None:
-        for result in ctx.results.values():
-            result.state = state
-
-    # -- plans --------------------------------------------------------------------------
-
-    def _organization(
-        self,
-        session: Session,
-        prepared: PreparedRun,
-        ctx: RunContext,
-        patient_ids: list[uuid.UUID],
-        progress: ProgressCallback,
-    ) -> None:
-        ctx.result.plan = "window"
-        if not patient_ids:
+        strategy = self._choose(session, prepared, ctx)
+        if strategy is None:
             return
-        window = prepared.window
-        per_patient_cost = self.planner.per_patient_cost(session, patient_ids, window)
-        density = self.planner.known_density(session)
-        session.commit()
-        if density is not None and self.planner.window_cost(density, window) > per_patient_cost:
-            ctx.result.plan = "per_patient"
-            self._per_patient(session, prepared, ctx, patient_ids, progress)
-            return
-
-        def worth_continuing(first_page: list[Record]) -> bool:
-            if density is not None:
-                return True
-            estimate = self.planner.estimate_window_cost(first_page, window)
-            if estimate <= per_patient_cost + 1:
-                return True
-            # Remember the estimate so later runs choose without spending a probe.
-            self.planner.remember_density(session, estimate * PAGE_SIZE, window)
-            return False
-
-        if not self._window_fetch(session, prepared, ctx, patient_ids, progress, worth_continuing):
-            ctx.result.plan = "per_patient"
-            self._per_patient(session, prepared, ctx, patient_ids, progress)
-
-    def _window_fetch(
-        self,
-        session: Session,
-        prepared: PreparedRun,
-        ctx: RunContext,
-        patient_ids: list[uuid.UUID],
-        progress: ProgressCallback,
-        keep_going: Callable[[list[Record]], bool] | None = None,
-    ) -> bool:
-        """Fetch the practice's whole window; False when `keep_going` chose to stop after
-        page 1. A complete fetch names deletion candidates, which are then proved."""
-        window = prepared.window
-        self._all_states(ctx, "running")
-        self._recount(ctx)
-        density = self.planner.known_density(session)
-        session.commit()
-        pages = self.source.appointment_pages(
-            AppointmentQuery(start_date=window.start, end_date=window.end)
-        )
-        try:
-            first = next(pages, [])
-            self.writer.write_page(session, ctx, first)
-            records = len(first)
-            progress("pages", 1, None)
-            if len(first) == PAGE_SIZE:
-                if keep_going is not None and not keep_going(first):
-                    return False
-                estimate = self.planner.estimate_window_cost(first, window)
-                if density is not None:
-                    # Never below what the first page implies: a remembered size may be
-                    # stale, and a short bound fails a run that was going well.
-                    about = max(self.planner.window_cost(density, window), estimate)
-                    limit = page_limit(about)
-                else:
-                    about = estimate
-                    limit = page_limit(estimate, measured=False)
-                self._page_progress(session, prepared, ctx, 1, max(about, 2))
-                rest = bounded(pages, limit - 1)
-                for number, page in enumerate(rest, start=2):
-                    self.writer.write_page(session, ctx, page)
-                    records += len(page)
-                    progress("pages", number, None)
-                    self._page_progress(session, prepared, ctx, number, max(about, number + 1))
-            else:
-                self._page_progress(session, prepared, ctx, 1, 1)
-        finally:
-            pages.close()
-        self.planner.remember_density(session, records, window)
-        ctx.window_fetched = True
-        if ctx.unidentified_malformed:
-            ctx.warn("a record without an Id was skipped: deletions were not inferred this run")
-        else:
-            self.deletions.absent_from_complete_fetch(session, ctx, patient_ids, window)
-        self._all_states(ctx, "done")
-        progress("patients", len(patient_ids), len(patient_ids))
-        return True
-
-    @staticmethod
-    def _page_progress(
-        session: Session, prepared: PreparedRun, ctx: RunContext, done: int, about: int
-    ) -> None:
-        """The window plan's pages so far in the run's record ("page 2 of about 5")."""
-        ctx.pages_done, ctx.pages_about = done, about
-        sync_records.save_progress(session, prepared, ctx)
-
-    def _per_patient(
-        self,
-        session: Session,
-        prepared: PreparedRun,
-        ctx: RunContext,
-        patient_ids: list[uuid.UUID],
-        progress: ProgressCallback,
-    ) -> None:
-        """One exact-filtered `client` query per patient; one failing patient fails alone."""
-        window = prepared.window
-        ctx.pages_done, ctx.pages_about = 0, None  # a window probe's page is not progress
-        for result in ctx.results.values():
-            if result.state == "running":  # left so by a window probe: queued again
-                result.state = "pending"
-        stored = self.planner.stored_counts(session, patient_ids, window)
-        session.commit()
-        for done, patient_id in enumerate(patient_ids):
-            result = ctx.results[patient_id]
-            if result.state == "done":
-                continue
-            result.state = "running"
-            sync_records.save_progress(session, prepared, ctx)
-            held = stored.get(patient_id, 0)
-            try:
-                email = ctx.identity.email_of(patient_id)
-                own = self._fetch_patient(session, ctx, patient_id, email, window, held)
-                if own == 0 and held > 0:
-                    # None of the patient's own came back (their email may have changed in
-                    # IntakeQ, and `client=` matched others): absence proves nothing.
-                    ctx.warn(
-                        f"patient {patient_id}: the fetch is incomplete: IntakeQ returned none "
-                        "of the patient's appointments for their email (has it changed in "
-                        "IntakeQ?); nothing was deleted"
-                    )
-                    ctx.incomplete(
-                        patient_id,
-                        "IntakeQ returned none of this patient's appointments for their "
-                        "email; they may be out of date (check the email in IntakeQ and in "
-                        "the directory)",
-                    )
-                elif ctx.unidentified_malformed:
-                    ctx.warn(f"patient {patient_id}: a record without an Id: nothing deleted")
-                else:
-                    self.deletions.absent_from_complete_fetch(session, ctx, [patient_id], window)
-            except _RUN_ENDING as exc:
-                result.state = "failed"
-                result.error_kind = sync_records.error_kind(exc)
-                raise
-            except IntakeQError as exc:
-                session.rollback()
-                result.state = "failed"
-                result.error = str(exc)
-                result.error_kind = sync_records.error_kind(exc)
-                result.summary.errors += 1
-                ctx.warn(f"patient {patient_id}: {exc}")
-                progress("patients", done + 1, len(patient_ids))
-                continue
-            result.state = "done"
-            progress("patients", done + 1, len(patient_ids))
-
-    def _fetch_patient(
-        self,
-        session: Session,
-        ctx: RunContext,
-        patient_id: uuid.UUID,
-        email: str,
-        window: Window,
-        held: int,
-    ) -> int:
-        """Write the patient's `client` query; how many of the records were the patient's."""
-        summary = ctx.results[patient_id].summary
-        before = summary.new + summary.updated + summary.unchanged
-        query = AppointmentQuery(client=email, start_date=window.start, end_date=window.end)
-        limit = page_limit(held // PAGE_SIZE + 1)
-        for page in bounded(self.source.appointment_pages(query), limit):
-            self.writer.write_page(session, ctx, page, only_patient=patient_id)
-        return summary.new + summary.updated + summary.unchanged - before
-
-    def _nightly(
-        self,
-        session: Session,
-        prepared: PreparedRun,
-        ctx: RunContext,
-        patient_ids: list[uuid.UUID],
-        progress: ProgressCallback,
-    ) -> None:
-        """A whole-window fetch on the first night, when the watermark is a week old, when
-        the window last covered is not known, and once every RECONCILE_AFTER whatever the
-        watermark says; otherwise what changed since the last run, the days new to the
-        window since it was last covered (date-only, every patient: bookings there that
-        nobody edited since never come back as changed), then a full fetch (backfill) of
-        every patient the last run did not make complete: newly affiliated, email or
-        ClientId changed, or incomplete last night."""
-        watermark = self._watermark(session.get(SyncState, NIGHTLY_WATERMARK))
-        reconciled = self._watermark(session.get(SyncState, NIGHTLY_RECONCILED))
-        covered = self._covered(session.get(SyncState, NIGHTLY_COVERED))
-        density = self.planner.known_density(session)
-        session.commit()
-        started = prepared.started_at
-        if (
-            watermark is None
-            or started - watermark > RECONCILE_AFTER
-            or reconciled is None
-            or started - reconciled >= RECONCILE_AFTER
-            or covered is None
-        ):
-            ctx.result.plan = "window"
-            self._window_fetch(session, prepared, ctx, patient_ids, progress)
-            return
-        ctx.result.plan = "incremental"
-        self._all_states(ctx, "running")
-        self._recount(ctx)
-        limit = (
-            page_limit(self.planner.window_cost(density, prepared.window))
-            if density is not None
-            else UNKNOWN_PRACTICE_PAGES
-        )
-        deleted_ids: list[str] = []
-        for page in bounded(
-            self.source.appointment_pages(AppointmentQuery(deleted_only=True)), limit
-        ):
-            deleted_ids.extend(r.id for r in page if isinstance(r, Appointment))
-            ctx.result.malformed += sum(1 for r in page if isinstance(r, MalformedRecord))
-        self.deletions.soft_delete(session, ctx, deleted_ids, "listed as deleted by IntakeQ")
-        since = (watermark - WATERMARK_OVERLAP).astimezone(self.practice_zone).date()
-        changed = self.source.appointment_pages(AppointmentQuery(updated_since=since))
-        for number, page in enumerate(bounded(changed, limit), start=1):
-            self.writer.write_page(session, ctx, page)
-            progress("pages", number, None)
-        self._all_states(ctx, "done")
-        behind = self._not_synced_since(session, patient_ids, watermark)
-        session.commit()  # end the read before the next pages' writes
-        if behind:
-            per_patient = self.planner.per_patient_cost(session, behind, prepared.window)
-            session.commit()
-            window_cost = (
-                self.planner.window_cost(density, prepared.window) if density is not None else None
-            )
-            if window_cost is not None and window_cost < per_patient:
-                ctx.result.plan = "window"
-                self._window_fetch(session, prepared, ctx, patient_ids, progress)
-                return
-        self._fetch_new_days(session, ctx, new_days(covered, prepared.window), density)
-        if not behind:
-            return
-        ctx.result.plan = "incremental+backfill"
-        for patient_id in behind:
-            ctx.results[patient_id].state = "pending"
-        self._per_patient(session, prepared, ctx, behind, progress)
-
-    def _fetch_new_days(
-        self,
-        session: Session,
-        ctx: RunContext,
-        ranges: list[Window],
-        density: float | None,
-    ) -> None:
-        """Fetch every appointment (every patient, all pages) on the days new to the window.
-        Absence proves nothing here (IntakeQ's deleted list and the reconcile judge it). An
-        incomplete fetch makes the run partial; the next night asks for those days again."""
-        try:
-            for days in ranges:
-                limit = (
-                    page_limit(self.planner.window_cost(density, days))
-                    if density is not None
-                    else UNKNOWN_PRACTICE_PAGES
-                )
-                query = AppointmentQuery(start_date=days.start, end_date=days.end)
-                for page in bounded(self.source.appointment_pages(query), limit):
-                    self.writer.write_page(session, ctx, page)
-        except (BudgetExhausted, IntakeQAuthError, IntakeQUnreachable):
-            raise
-        except IntakeQError as exc:
-            session.rollback()
-            first, last = min(r.start for r in ranges), max(r.end for r in ranges)
-            ctx.warn(f"the days new to the window ({first} to {last}): {exc}")
-            ctx.incomplete(
-                None,
-                f"IntakeQ's appointments on the days new to the sync window ({first} to "
-                f"{last}) could not all be fetched; bookings on those days may be missing "
-                "until the next nightly run",
-            )
-            return
-        ctx.new_days_fetched = True
-
-    @staticmethod
-    def _not_synced_since(
-        session: Session, patient_ids: list[uuid.UUID], watermark: datetime
-    ) -> list[uuid.UUID]:
-        """The patients with an affiliation never stamped, or not stamped by the last
-        nightly run (whose start is the watermark): their data needs a full fetch."""
-        behind = set(
-            session.scalars(
-                select(Affiliation.patient_id).where(
-                    or_(
-                        Affiliation.last_practiceq_sync_at.is_(None),
-                        Affiliation.last_practiceq_sync_at < watermark,
-                    )
-                )
-            )
-        )
-        return [p for p in patient_ids if p in behind]
-
-    @staticmethod
-    def _covered(state: SyncState | None) -> Window | None:
-        """The window the nightly runs last made complete (the reconcile's, moved on by each
-        incremental run that fetched its new days)."""
-        if state is None:
-            return None
-        try:
-            return Window(
-                date.fromisoformat(str(state.value["start"])),
-                date.fromisoformat(str(state.value["end"])),
-            )
-        except (KeyError, ValueError):
-            return None
-
-    @staticmethod
-    def _watermark(state: SyncState | None) -> datetime | None:
-        if state is None:
-            return None
-        value = state.value.get("at")
-        if not isinstance(value, str):
-            return None
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-        return moment if moment.tzinfo else None
+        ctx.result.plan = strategy.plan
+        strategy.execute(Step(session, prepared, ctx, list(ctx.results), progress))
 
     def _finish(
         self, session: Session, prepared: PreparedRun, ctx: RunContext, requests_made: int
     ) -> None:
         result = sync_records.finish(session, prepared, ctx, requests_made, self.clock())
-        if prepared.scope != "nightly" or result.status == "failed":
-            return
-        # A partial run moves the watermark too: the patients it left incomplete are not
-        # stamped, and the next night's backfill fetches them whole.
-        at = {"at": prepared.started_at.isoformat()}
-        self.planner.put_state(session, NIGHTLY_WATERMARK, at)
-        if ctx.window_fetched:
-            self.planner.put_state(session, NIGHTLY_RECONCILED, at)
-        if ctx.window_fetched or ctx.new_days_fetched:
-            window = prepared.window
-            covered = {"start": window.start.isoformat(), "end": window.end.isoformat()}
-            self.planner.put_state(session, NIGHTLY_COVERED, covered)
+        if prepared.scope == "nightly" and result.status != "failed":
+            remember_night(self.planner, session, prepared, ctx)

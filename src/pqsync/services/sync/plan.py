@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -122,7 +122,16 @@ class Planner:
         estimated = len(first_page) * window.days / covered
         return math.ceil(estimated / PAGE_SIZE) + (1 if estimated % PAGE_SIZE == 0 else 0)
 
-    def remember_density(self, session: Session, records: int, window: Window) -> None:
+    @staticmethod
+    def scaled_to_window(records: int, earliest: date | None, window: Window) -> float:
+        """About how many appointments the whole window holds, judged from `records` read
+        from its end back to the day `earliest` (IntakeQ lists the latest first)."""
+        if earliest is None or records == 0:
+            return float(records)
+        covered = max(1, (window.end - earliest).days + 1)
+        return records * max(1.0, window.days / covered)
+
+    def remember_density(self, session: Session, records: float, window: Window) -> None:
         """Remember the practice's size from a complete fetch of `window`; a range shorter
         than MIN_MEASURED_DAYS (a weekend's Sync all) says nothing about the practice."""
         if window.days < MIN_MEASURED_DAYS:
@@ -130,7 +139,11 @@ class Planner:
         self.put_state(
             session,
             PRACTICE_DENSITY,
-            {"per_day": records / window.days, "records": records, "window_days": window.days},
+            {
+                "per_day": records / window.days,
+                "records": round(records),
+                "window_days": window.days,
+            },
         )
 
     def put_state(self, session: Session, name: str, value: dict[str, Any]) -> None:

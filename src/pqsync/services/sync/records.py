@@ -82,7 +82,8 @@ def incomplete_reasons(ctx: RunContext) -> list[str]:
     counted: dict[str, int] = {}
     for result in ctx.results.values():
         for reason in result.incomplete:
-            counted[reason] = counted.get(reason, 0) + 1
+            if reason not in ctx.incomplete_reasons:  # said once, for the whole run
+                counted[reason] = counted.get(reason, 0) + 1
     for reason, count in counted.items():
         reasons.append(reason if count == 1 else f"{reason} ({count} patients)")
     return reasons

@@ -34,7 +34,7 @@ from pqsync.web.schemas import (
 )
 
 router = APIRouter(tags=["integrations"])
-# IntakeQ's event types (shared INTAKEQ_API.md); anything else is logged as "other", since
+# IntakeQ's webhook event types; anything else is logged as "other", since
 # a payload's text is not ours to write into the log.
 WEBHOOK_EVENTS = frozenset(
     {

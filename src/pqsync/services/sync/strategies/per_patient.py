@@ -1,0 +1,115 @@
+"""The per-patient plan: one exact-filtered `client` query per patient, one patient after
+another; one failing patient fails alone."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.orm import Session
+
+from pqsync.domain.windows import Window
+from pqsync.intakeq.errors import IntakeQError
+from pqsync.intakeq.models import AppointmentQuery
+from pqsync.services.sync import records as sync_records
+from pqsync.services.sync.context import RunContext
+from pqsync.services.sync.plan import PAGE_SIZE, bounded, page_limit
+from pqsync.services.sync.strategies.base import RUN_ENDING, Parts, Promised, Step
+
+# Why a patient is incomplete when the run stopped at the requests it promised.
+NOT_READ = (
+    "PracticeQ has more appointments than expected; this patient's were not all read — "
+    "run Sync all again"
+)
+
+
+class PerPatient:
+    plan = "per_patient"
+
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+
+    def execute(self, step: Step) -> None:
+        """One exact-filtered `client` query per patient; one failing patient fails alone."""
+        session, prepared, ctx, progress = step.session, step.prepared, step.ctx, step.progress
+        patient_ids = step.patient_ids
+        window = prepared.window
+        ctx.pages_done, ctx.pages_about = 0, None  # a window probe's page is not progress
+        for result in ctx.results.values():
+            if result.state == "running":  # left so by a window probe: queued again
+                result.state = "pending"
+        stored = self.parts.planner.stored_counts(session, patient_ids, window)
+        session.commit()
+        for done, patient_id in enumerate(patient_ids):
+            result = ctx.results[patient_id]
+            if result.state == "done":
+                continue
+            result.state = "running"
+            step.save_progress()
+            held = stored.get(patient_id, 0)
+            try:
+                email = ctx.identity.email_of(patient_id)
+                own = self.fetch_patient(session, ctx, patient_id, email, window, held)
+                if own is None:
+                    # The run reached the requests it promised: what was read is kept.
+                    ctx.incomplete(patient_id, NOT_READ)
+                elif own == 0 and held > 0:
+                    # None of the patient's own came back (their email may have changed in
+                    # IntakeQ, and `client=` matched others): absence proves nothing.
+                    ctx.warn(
+                        f"patient {patient_id}: the fetch is incomplete: IntakeQ returned none "
+                        "of the patient's appointments for their email (has it changed in "
+                        "IntakeQ?); nothing was deleted"
+                    )
+                    ctx.incomplete(
+                        patient_id,
+                        "IntakeQ returned none of this patient's appointments for their "
+                        "email; they may be out of date (check the email in IntakeQ and in "
+                        "the directory)",
+                    )
+                elif ctx.unidentified_malformed:
+                    ctx.warn(f"patient {patient_id}: a record without an Id: nothing deleted")
+                else:
+                    self.parts.deletions.absent_from_complete_fetch(
+                        session, ctx, [patient_id], window
+                    )
+            except RUN_ENDING as exc:
+                result.state = "failed"
+                result.error_kind = sync_records.error_kind(exc)
+                raise
+            except IntakeQError as exc:
+                session.rollback()
+                result.state = "failed"
+                result.error = str(exc)
+                result.error_kind = sync_records.error_kind(exc)
+                result.summary.errors += 1
+                ctx.warn(f"patient {patient_id}: {exc}")
+                progress("patients", done + 1, len(patient_ids))
+                continue
+            result.state = "done"
+            progress("patients", done + 1, len(patient_ids))
+
+    def fetch_patient(
+        self,
+        session: Session,
+        ctx: RunContext,
+        patient_id: uuid.UUID,
+        email: str,
+        window: Window,
+        held: int,
+    ) -> int | None:
+        """Write the patient's `client` query; how many of the records were the patient's,
+        None when the run's promised requests ran out before the last page."""
+        summary = ctx.results[patient_id].summary
+        before = summary.new + summary.updated + summary.unchanged
+        query = AppointmentQuery(client=email, start_date=window.start, end_date=window.end)
+        limit = page_limit(held // PAGE_SIZE + 1)
+        pages = self.parts.source.appointment_pages(query)
+        try:
+            within = Promised(ctx, bounded(pages, limit))
+            for page in within:
+                self.parts.writer.write_page(session, ctx, page, only_patient=patient_id)
+        finally:
+            pages.close()
+        if within.cut:
+            return None
+        return summary.new + summary.updated + summary.unchanged - before
