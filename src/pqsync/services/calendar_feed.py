@@ -21,6 +21,7 @@ from icalendar import Calendar, Event
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from pqsync.db.provider_names import provider_name_column
 from pqsync.db.tables import (
     Affiliation,
     Appointment,
@@ -120,7 +121,7 @@ def feed(session: Session, token: str, now: datetime) -> Feed:
             Appointment.updated_at,
             Patient.first_name,
             Patient.last_name,
-            Provider.name,
+            provider_name_column(),
             Service.name,
         )
         .join(Affiliation, Affiliation.patient_id == Appointment.patient_id)
