@@ -579,6 +579,11 @@ class Dashboard:
             .limit(1)
         )
 
+    @staticmethod
+    def run_incomplete(run: SyncLog) -> list[str]:
+        """Why a finished run is partial, in plain words (empty for a complete run)."""
+        return _strings((run.details or {}).get("incomplete"))
+
     def actions_of(self, run_id: uuid.UUID) -> dict[uuid.UUID, str]:
         """What a run did to each appointment it changed: new or updated."""
         rows = self.session.execute(

@@ -4,6 +4,7 @@ next appointment's and says so, and a patient PracticeQ does not know is told pl
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -78,3 +79,32 @@ def test_partners_see_the_practitioner_staff_see_when_no_provider_is_mapped(
         expect(line.first).to_be_visible()
         shown[who] = {text.strip() for text in line.locator(".who").all_inner_texts()}
     assert shown == {"staff_admin": {name}, "case_manager": {name}}
+
+
+UNKNOWN = "PracticeQ has no client with this patient's email"
+
+
+def test_a_patient_practiceq_does_not_know_is_told_plainly(
+    new_page: Callable[[], Page], seed: Seed, pq_app: App
+) -> None:
+    with Session(pq_app.engine) as session, session.begin():
+        patient = session.get(Patient, seed.consenting)
+        assert patient is not None
+        patient.email = "not.in.practiceq@firststephouse.org"
+        patient.intakeq_client_id = None
+    page = sign_in(new_page(), "case_manager")
+    row = page.locator(f'tr[data-patient-row="{seed.consenting}"]')
+    before = row.locator(".last-synced").inner_text()
+    row.get_by_role("button", name=re.compile("^Sync .* from PracticeQ$")).click()
+    status = row.get_by_role("status")
+    expect(status).to_contain_text(UNKNOWN)
+    expect(status).not_to_contain_text("Synced (")
+    assert row.locator(".last-synced").inner_text() == before  # nothing to stamp as synced
+    assert blocking_violations(page) == []
+
+    page.goto(f"/patients/{seed.consenting}")
+    expect(page.locator("main")).to_contain_text(UNKNOWN)
+    page.goto("/")
+    expect(page.locator(f'tr[data-patient-row="{seed.consenting}"] .last-synced')).to_have_text(
+        before
+    )
