@@ -125,8 +125,9 @@ class PatientSyncOut(ApiModel):
     )
     incomplete: list[str] = Field(
         default_factory=list,
-        description="With success false: why the patient's data may be out of date, in "
-        "plain words (e.g. PracticeQ has no client with the patient's email); else empty.",
+        description="Only with success false: why the patient's data may be out of date, in "
+        "plain words (e.g. PracticeQ has no client with the patient's email). Left out of a "
+        "complete answer, which is the proposal's shape exactly.",
     )
 
 
