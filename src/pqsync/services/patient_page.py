@@ -26,6 +26,7 @@ from pqsync.services.dashboard import (
     local_time,
     optional_local_time,
 )
+from pqsync.services.sync.orchestrator import UNKNOWN_TO_INTAKEQ
 from pqsync.services.sync.results import Summary
 
 TIMELINE_LIMIT = 100
@@ -152,6 +153,8 @@ def timeline(dashboard: Dashboard, scope: PatientScope) -> list[TimelineEntry]:
 def _synced(incomplete: tuple[str, ...]) -> str:
     if not incomplete:
         return "Synced from PracticeQ"
+    if set(incomplete) == {UNKNOWN_TO_INTAKEQ}:  # nothing to sync: not "synced with gaps"
+        return f"Not synced: {UNKNOWN_TO_INTAKEQ}."
     return "Synced from PracticeQ with gaps: " + " ".join(incomplete)
 
 

@@ -113,7 +113,8 @@ def test_a_patient_practiceq_does_not_know_is_told_plainly(
     assert blocking_violations(page) == []
 
     page.goto(f"/patients/{seed.consenting}")
-    expect(page.locator("main")).to_contain_text(UNKNOWN)
+    expect(page.locator("main")).to_contain_text(f"Not synced: {UNKNOWN}")
+    assert blocking_violations(page) == []
     page.goto("/")
     expect(page.locator(f'tr[data-patient-row="{seed.consenting}"] .last-synced')).to_have_text(
         before
