@@ -176,6 +176,7 @@ class App:
             daily_limit=settings.intakeq_daily_limit,
             reserve_share=settings.nightly_reserve_share,
             organization_share=settings.organization_budget_share,
+            user_syncs_per_hour=settings.user_syncs_per_hour,
         )
 
     def push_service(self) -> PushService:

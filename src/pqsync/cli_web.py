@@ -25,7 +25,7 @@ from pqsync.services.users import (
     revoke_tokens,
     set_password,
 )
-from pqsync.settings import SettingsError, load_settings
+from pqsync.settings import Settings, SettingsError, load_settings
 from pqsync.startup_checks import check_startup
 
 users_cli = typer.Typer(no_args_is_help=True, help="Dashboard users and their API tokens.")
@@ -259,7 +259,7 @@ def serve(
                 host=host,
                 port=port,
                 workers=workers,
-                **_server_options(checked.settings.max_connections),
+                **_server_options(checked.settings),
             )
         finally:
             if own_dir:
@@ -271,23 +271,26 @@ def serve(
             create_app(app),
             host=host,
             port=port,
-            **_server_options(app.settings.max_connections),
+            **_server_options(app.settings),
         )
     finally:
         app.close()
 
 
-def _server_options(max_connections: int) -> dict[str, Any]:
-    """uvicorn's settings against slow and hostile clients: h11 with a header size limit,
-    a bound on connections (503 past it), idle keep-alive connections closed after 5 s."""
+def _server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's settings against slow and hostile clients: h11 with a header size limit
+    and a header read timeout (each worker process sets its own from the settings too), a
+    bound on connections (503 past it), idle keep-alive connections closed after 5 s."""
+    from pqsync.web.protocol import HeaderTimeoutProtocol
     from pqsync.web.security import MAX_HEADER_BYTES
 
+    HeaderTimeoutProtocol.header_timeout = settings.header_timeout_seconds
     return {
         "access_log": False,
         "log_config": None,
         "proxy_headers": False,
-        "http": "h11",
+        "http": HeaderTimeoutProtocol,
         "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
-        "limit_concurrency": max_connections,
+        "limit_concurrency": settings.max_connections,
         "timeout_keep_alive": 5,
     }

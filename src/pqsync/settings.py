@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import math
+from collections import Counter
 from typing import Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,6 +21,13 @@ MIN_SECRET_LENGTH = 32
 # Values that are public (this repository, its README, its tests): never a production secret.
 DEV_SECRETS = frozenset({DEV_SECRET, "changeme", "change-me", "secret", "dev", "test"})
 
+# A production secret must look random: an estimate of its entropy (below) of at least this
+# many bits, from at least this many different characters. `secrets.token_urlsafe(32)` has
+# about 190 bits by this estimate, `secrets.token_hex(16)` at least 90.
+MIN_SECRET_BITS = 80
+MIN_SECRET_CHARACTERS = 8
+MAKE_ONE_WITH = 'e.g. python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
+
 Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 
 
@@ -26,6 +35,27 @@ def parse_networks(spec: str) -> Networks:
     """Addresses or networks (CIDR) separated by commas or spaces."""
     parts = spec.replace(",", " ").split()
     return tuple(ipaddress.ip_network(part, strict=False) for part in parts)
+
+
+def estimated_entropy_bits(value: str) -> float:
+    """A conservative guess at a secret's entropy: the Shannon entropy of its characters
+    times its length, counted over its shortest repeating unit only ("password" four times
+    is as guessable as "password" once)."""
+    unit = value
+    for length in range(1, len(value) // 2 + 1):
+        if len(value) % length == 0 and value[:length] * (len(value) // length) == value:
+            unit = value[:length]
+            break
+    counts = Counter(unit)
+    size = len(unit)
+    per_character = -sum(n / size * math.log2(n / size) for n in counts.values())
+    return per_character * size
+
+
+def secret_is_predictable(value: str) -> bool:
+    return (
+        len(set(value)) < MIN_SECRET_CHARACTERS or estimated_entropy_bits(value) < MIN_SECRET_BITS
+    )
 
 
 class SettingsError(ValueError):
@@ -89,6 +119,12 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = Field(
         30.0, gt=0, le=600, validation_alias="PQSYNC_BODY_TIMEOUT_SECONDS"
     )
+    # A request's head (its line and headers) must arrive within this many seconds of the
+    # connection's start (or of its first byte, on a kept-alive connection); else 408 and the
+    # connection is closed. A connection that sends nothing is closed after it too.
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, le=600, validation_alias="PQSYNC_HEADER_TIMEOUT_SECONDS"
+    )
     # Connections the web server holds at once (per process); past it, 503.
     max_connections: int = Field(500, ge=1, validation_alias="PQSYNC_MAX_CONNECTIONS")
     # An API token stops working this many days after it was issued.
@@ -108,6 +144,9 @@ class Settings(BaseSettings):
     organization_budget_share: float = Field(
         0.2, gt=0, le=1, validation_alias="PQSYNC_ORGANIZATION_BUDGET_SHARE"
     )
+    # Syncs one person may start in an hour (a patient, or Sync all), whichever patients they
+    # are for; a patient's cached re-sync within a minute is free and not counted.
+    user_syncs_per_hour: int = Field(60, ge=1, validation_alias="PQSYNC_USER_SYNCS_PER_HOUR")
     # The share of the day's IntakeQ requests that webhook-started work may take.
     webhook_budget_share: float = Field(
         0.2, ge=0, le=1, validation_alias="PQSYNC_WEBHOOK_BUDGET_SHARE"
@@ -168,6 +207,20 @@ class Settings(BaseSettings):
                     f"{variable} is shorter than {MIN_SECRET_LENGTH} characters "
                     "(refused in production)"
                 )
+            if secret_is_predictable(value):
+                raise ValueError(
+                    f"{variable} is too predictable: too few different characters or a "
+                    f"repeating pattern (refused in production; {MAKE_ONE_WITH})"
+                )
+        seen: dict[str, str] = {}
+        for variable, _field, secret in secrets:
+            value = secret.get_secret_value().strip()
+            if value in seen:
+                raise ValueError(
+                    f"{seen[value]} and {variable} have the same value: each secret needs its "
+                    "own (refused in production)"
+                )
+            seen[value] = variable
         return self
 
     @property

@@ -319,3 +319,74 @@ def test_verify_says_100_percent_after_a_sync_and_names_a_row_changed_behind_its
 
 def test_verify_needs_one_organisation_or_all(env: dict[str, str]) -> None:
     assert "name one organisation or pass --all" in one_error_line(run(env, "verify"))
+
+
+STRONG_SECRETS = {
+    "PQSYNC_SECRET_KEY": "Kq3v9XzT1mWb7RfYp2LsE8uHn4JcA6dG0iOeVwQk",
+    "PQSYNC_CRON_SECRET": "t5Bn8MvR2xLq7WzC1kYh9DfJ3sPa6GuE0oTiNcXr",
+    "PQSYNC_WEBHOOK_TOKEN": "Zr4Hd7Qw1NpL9vKx3TbF6mYc2SjG8eUa5iOnWsRk",
+    "PQSYNC_METRICS_TOKEN": "Gy2Wm8Lp5ZtC3nXq9RkB1vHd7JsF4aEu6oTiMcNb",
+}
+
+
+def production_env(tmp_path: Path, **secrets: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PQSYNC_", "INTAKEQ_"))}
+    return {
+        **base,
+        "PQSYNC_ENV": "production",
+        "PQSYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'pqsync.db'}",
+        "PQSYNC_QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}",
+        "PQSYNC_BASE_URL": "https://dash.clinic.example",
+        "INTAKEQ_API_KEY": "an-intakeq-key",
+        "HOME": str(tmp_path),
+        **{**STRONG_SECRETS, **secrets},
+    }
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["worker"]])
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("PQSYNC_SECRET_KEY", "a" * 32, "too predictable"),
+        ("PQSYNC_CRON_SECRET", "abab" * 10, "too predictable"),
+        ("PQSYNC_WEBHOOK_TOKEN", "0000000000111111111122222222223333", "too predictable"),
+        ("PQSYNC_METRICS_TOKEN", "passwordpasswordpasswordpassword", "too predictable"),
+    ],
+)
+def test_production_refuses_a_low_entropy_secret_naming_only_the_variable(
+    tmp_path: Path, command: list[str], variable: str, value: str, reason: str
+) -> None:
+    result = run(production_env(tmp_path, **{variable: value}), *command)
+
+    line = one_error_line(result)
+    assert variable in line and reason in line, line
+    assert value not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["worker"]])
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("PQSYNC_SECRET_KEY", "PQSYNC_CRON_SECRET"),
+        ("PQSYNC_WEBHOOK_TOKEN", "PQSYNC_METRICS_TOKEN"),
+        ("PQSYNC_SECRET_KEY", "PQSYNC_METRICS_TOKEN"),
+    ],
+)
+def test_production_refuses_one_value_for_two_secrets(
+    tmp_path: Path, command: list[str], first: str, second: str
+) -> None:
+    shared = STRONG_SECRETS[first]
+    result = run(production_env(tmp_path, **{second: shared}), *command)
+
+    line = one_error_line(result)
+    assert first in line and second in line and "same value" in line, line
+    assert shared not in result.stderr + result.stdout
+
+
+def test_production_with_strong_distinct_secrets_gets_past_the_secret_check(
+    tmp_path: Path,
+) -> None:
+    # No schema yet: the start stops there, after the secrets were accepted.
+    line = one_error_line(run(production_env(tmp_path), "worker"))
+
+    assert "SECRET" not in line and "TOKEN" not in line, line

@@ -102,6 +102,11 @@ def test_each_casework_view_costs_the_same_statements_for_1000_residents_as_for_
                 client.post("/calendar", data={"csrf_token": csrf.group(1)}).text,
             )
             assert address is not None
+            resident = re.search(
+                r'id="resident-feed"[^>]*value="[^"]*(/calendar/[^"]+)"',
+                client.get(f"/patients/{patient}").text,
+            )
+            assert resident is not None
             views = {
                 "roster": "/",
                 "roster-filtered": "/?show=missed&sort=next",
@@ -111,6 +116,8 @@ def test_each_casework_view_costs_the_same_statements_for_1000_residents_as_for_
                 "attendance": f"/patients/{patient}/attendance",
                 "attendance-csv": f"/patients/{patient}/attendance.csv",
                 "feed": address.group(1),
+                "patient": f"/patients/{patient}",
+                "resident-feed": resident.group(1),
                 "organization": "/organization",
                 "calendar": "/calendar",
             }

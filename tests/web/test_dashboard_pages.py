@@ -320,3 +320,41 @@ def test_staff_map_a_practitioner_with_the_form(
     assert done.status_code == 200
     assert re.search(r"Mapped\. [1-9]\d* appointment\(s\) now show their provider\.", done.text)
     assert f'<th scope="row">{unmapped.id}</th>' not in done.text
+
+
+def test_partners_cannot_create_a_provider(client: TestClient, pq_app: App) -> None:
+    with open_client(pq_app) as partner:
+        csrf = sign_in(partner, "partner_admin")
+        form = {"name": "Dr. Mallory", "email": "mallory@clinic.example", "csrf_token": csrf}
+        refused = partner.post("/staff/practitioners/providers", data=form)
+    assert refused.status_code == 403
+    assert "Your role cannot open this page." in refused.text
+    sign_in(client, "staff_admin")
+    # The staff page lists every provider: the refused one is not among them.
+    assert "mallory@clinic.example" not in client.get("/staff/practitioners").text
+
+
+def test_the_remembered_organisation_is_an_id_only_and_partners_ignore_it(
+    client: TestClient, seed: Seed, pq_app: App
+) -> None:
+    sign_in(client, "staff_admin")
+    other = seed.orgs["other"]
+    assert "Harbor House" in client.get(f"/?org={other}").text
+    remembered = client.cookies.get("pqsync_staff_org")
+    assert remembered == str(other)  # an organisation's id: no name, no patient
+    assert "Harbor House" in client.get("/").text  # the "Patients" link
+    client.cookies.delete("pqsync_staff_org")
+    assert "Choose an organisation" in client.get("/").text
+    client.cookies.set("pqsync_staff_org", str(other))  # as this test sets it: it is sent
+    assert "Harbor House" in client.get("/").text
+    # A partner in the same browser keeps to their own organisation.
+    with open_client(pq_app) as partner:
+        partner.cookies.set("pqsync_staff_org", str(other))
+        sign_in(partner, "partner_admin")
+        page = partner.get("/").text
+        assert "First Step House" in page and "Harbor House" not in page
+    # An organisation that no longer exists is forgotten: staff choose again.
+    client.cookies.delete("pqsync_staff_org")
+    client.cookies.set("pqsync_staff_org", str(uuid.uuid4()))
+    again = client.get("/")
+    assert again.status_code == 200 and "Choose an organisation" in again.text

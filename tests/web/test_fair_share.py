@@ -5,6 +5,7 @@ the answer says when the person may sync again; the staff page shows use by orga
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from web_support import PASSWORD, USERS, FakeClock, Seed, open_client
 
@@ -100,3 +101,54 @@ def test_a_patient_synced_a_minute_ago_answers_with_that_sync_and_costs_nothing(
     }
     assert later.json()["syncedAt"] != first.json()["syncedAt"]
     assert app.budget_usage().day_used > spent
+
+
+def test_one_users_loop_over_different_patients_stops_at_the_users_rate(
+    build_app: Callable[..., App], seed: Seed, clock: FakeClock
+) -> None:
+    # No organisation cap to hide behind: only the person's own rate (5 syncs an hour).
+    app = build_app(
+        INTAKEQ_DAILY_LIMIT=10_000,
+        PQSYNC_ORGANIZATION_BUDGET_SHARE=1,
+        PQSYNC_USER_SYNCS_PER_HOUR=5,
+    )
+    patients = [seed.consenting, seed.expired, seed.missing]
+    with open_client(app) as client:
+        answers = []
+        for turn in range(12):  # a script syncing the roster round and round
+            clock.advance(seconds=21)  # each patient comes round again after 63 s: not cached
+            patient = patients[turn % len(patients)]
+            answer = client.post(
+                f"/api/partner-dashboard/patients/{patient}/sync",
+                headers=seed.bearer("case_manager"),
+            )
+            answers.append(answer)
+            if answer.status_code != 200:
+                break
+        colleague = client.post(
+            f"/api/partner-dashboard/patients/{seed.consenting}/sync",
+            headers=seed.bearer("partner_admin"),
+            json={"dateRange": {"startDate": "2025-11-01", "endDate": "2025-12-31"}},
+        )
+        other = client.post(
+            f"/api/partner-dashboard/organizations/{seed.orgs['other']}/sync-all-patients",
+            headers=seed.bearer("other_org_admin"),
+        )
+        clock.advance(hours=1)
+        later = client.post(
+            f"/api/partner-dashboard/patients/{seed.missing}/sync",
+            headers=seed.bearer("case_manager"),
+        )
+
+    assert [a.status_code for a in answers] == [200] * 5 + [429]
+    error = answers[-1].json()["error"]
+    assert error["code"] == "user_rate_reached"
+    assert "5 syncs an hour" in error["message"]
+    first_sync = datetime.fromisoformat(answers[0].json()["syncedAt"])
+    may_sync = datetime.fromisoformat(error["retryAt"])
+    assert first_sync + timedelta(hours=1) - may_sync < timedelta(seconds=5)
+    assert f"you may sync again at {error['retryAt']}" in error["message"]
+    assert 0 < int(answers[-1].headers["Retry-After"]) <= 3600
+    assert colleague.status_code == 200, colleague.text  # the same organisation's other people
+    assert other.status_code == 200, other.text  # and other organisations are not held up
+    assert later.status_code == 200, later.text  # an hour on, the person syncs again

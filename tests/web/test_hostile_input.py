@@ -82,3 +82,26 @@ def test_a_nul_byte_in_json_is_4xx(staff: TestClient, seed: Seed) -> None:
     )
     assert answer.status_code == 400
     assert answer.json()["error"]["code"] == "nul_byte"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "end=9999-12-31",
+        "start=9999-12-30&end=9999-12-31",
+        "start=0001-01-01&end=0001-01-02",
+        "end=0001-01-01",
+    ],
+)
+@pytest.mark.parametrize("page", ["attendance", "attendance.csv"])
+def test_extreme_dates_in_the_attendance_record_are_4xx(
+    staff: TestClient, seed: Seed, page: str, query: str
+) -> None:
+    answer = staff.get(f"/patients/{seed.consenting}/{page}?{query}")
+    assert 400 <= answer.status_code < 500, answer.status_code
+
+
+@pytest.mark.parametrize("day", ["9999-12-31", "9999-12-28", "0001-01-01", "0001-01-03"])
+def test_extreme_dates_in_the_week_page_are_4xx(staff: TestClient, seed: Seed, day: str) -> None:
+    answer = staff.get(f"/week?org={seed.orgs['own']}&of={day}")
+    assert 400 <= answer.status_code < 500, answer.status_code

@@ -2,9 +2,13 @@
 signed in through the form (these are pages, not the JSON API), each organisation's patient,
 and a patient without consent. Another organisation's patient is 404 (never told apart from
 one that does not exist); a patient without active consent is 403 to partners; nobody
-signed in goes to the sign-in page. The bodies hold only the caller's organisation."""
+signed in goes to the sign-in page. The bodies hold only the caller's organisation. The
+calendar addresses (no cookie) answer only for the caller's own consenting residents."""
 
 from __future__ import annotations
+
+import re
+import uuid
 
 import pytest
 from fastapi.testclient import TestClient
@@ -120,3 +124,65 @@ def test_a_feed_address_that_was_never_made_is_404(module_client: TestClient) ->
     module_client.cookies.clear()
     for token in ("cal_nothing", "x", "cal_" + "A" * 43):
         assert module_client.get(f"/calendar/{token}.ics").status_code == 404
+
+
+# -- each resident's own calendar address -----------------------------------------------------
+
+RESIDENT_FEED = re.compile(r'id="resident-feed"[^>]*value="[^"]*(/calendar/calr_[^/"]+/residents/)')
+
+
+def _resident_address(
+    client: TestClient, cookies: dict[str, str], patient: uuid.UUID
+) -> tuple[int, str | None]:
+    """The patient page's status and the caller's address for that resident, if shown."""
+    client.cookies.clear()
+    for name, value in cookies.items():
+        client.cookies.set(name, value)
+    page = client.get(f"/patients/{patient}", follow_redirects=False)
+    found = RESIDENT_FEED.search(page.text)
+    return page.status_code, (found.group(1) + f"{patient}.ics") if found else None
+
+
+@pytest.mark.parametrize("caller", ["partner_admin", "case_manager", "viewer", "other_org_admin"])
+def test_a_resident_address_only_for_one_s_own_consenting_residents(
+    client: TestClient, seed: Seed, caller: str
+) -> None:
+    """Every partner role gets an address for its organisation's consenting resident; none
+    for a resident without consent (the page shows none, and the secret made for another
+    resident does not open theirs), nor for another organisation's resident (whose page is
+    404, and a secret carried over to their id is 404 too)."""
+    csrf = sign_in(client, caller)
+    assert client.post("/calendar", data={"csrf_token": csrf, "action": "reset"}).status_code == 200
+    cookies = dict(client.cookies)
+    own = seed.other_patient if caller == "other_org_admin" else seed.consenting
+    foreign = seed.consenting if caller == "other_org_admin" else seed.other_patient
+    status, address = _resident_address(client, cookies, own)
+    assert status == 200 and address is not None
+    client.cookies.clear()
+    assert client.get(address).status_code == 200
+    secret_path = address.rsplit("/", 1)[0]
+    assert client.get(f"{secret_path}/{foreign}.ics").status_code == 404
+    status, shown = _resident_address(client, cookies, foreign)
+    assert status == 404 and shown is None
+    if caller != "other_org_admin":
+        status, shown = _resident_address(client, cookies, seed.expired)
+        assert status == 200 and shown is None  # no consent: no address
+        client.cookies.clear()
+        assert client.get(f"{secret_path}/{seed.expired}.ics").status_code == 404
+
+
+def test_staff_see_no_resident_address(client: TestClient, seed: Seed) -> None:
+    sign_in(client, "staff_admin")
+    page = client.get(f"/patients/{seed.consenting}")
+    assert page.status_code == 200 and 'id="resident-feed"' not in page.text
+    assert "your calendar address" not in page.text
+
+
+def test_a_resident_feed_address_that_was_never_made_is_404(
+    module_client: TestClient, seed: Seed
+) -> None:
+    module_client.cookies.clear()
+    for secret in ("calr_nothing", "cal_nothing", "x", "calr_" + "A" * 43):
+        for patient in (seed.consenting, "not-a-uuid"):
+            url = f"/calendar/{secret}/residents/{patient}.ics"
+            assert module_client.get(url).status_code == 404

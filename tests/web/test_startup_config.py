@@ -32,8 +32,8 @@ def production(tmp_path: Path, **overrides: str) -> dict[str, str]:
         "PQSYNC_BASE_URL": "https://dash.clinic.example",
         "INTAKEQ_API_KEY": "an-intakeq-key",
         "PQSYNC_SECRET_KEY": SECRET,
-        "PQSYNC_CRON_SECRET": SECRET,
-        "PQSYNC_WEBHOOK_TOKEN": SECRET,
+        "PQSYNC_CRON_SECRET": f"cron-{SECRET}",
+        "PQSYNC_WEBHOOK_TOKEN": f"webhook-{SECRET}",
         "PQSYNC_SMTP_URL": "smtp://mail.clinic.example:587?starttls=1",
         "PQSYNC_ALERT_EMAILS": "oncall@clinic.example",
     }

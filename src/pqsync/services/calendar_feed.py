@@ -8,11 +8,22 @@ that organisation is active today: revoking a consent takes the resident's appoi
 of the feed at its next poll. Each event holds what the user sees on the dashboard, and no
 more: the resident's first name and initial, the time in the organisation's zone, the
 service, provider and location.
+
+Each resident also has an address of their own for each user with a feed
+(`/calendar/SECRET/residents/PATIENT_UUID.ics`), shown on the resident's page to that user:
+the secret is an HMAC, under the server's secret key, of the user's stored token digest and
+the resident's id, so it is derived again for the page and never stored. It holds only that
+resident's appointments, with the same detail, and answers 404 (not an empty calendar) the
+moment the resident's consent with the organisation is revoked or expires, the resident
+leaves the organisation, the user is deactivated or leaves it, or the user resets or stops
+their address (a new token digest, a new secret).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -32,6 +43,7 @@ from pqsync.db.tables import (
     Provider,
     Service,
 )
+from pqsync.domain import visibility
 from pqsync.domain.roles import PARTNER_ROLES
 from pqsync.services.auth import new_token, token_digest
 from pqsync.services.casework import consent_active_clause, org_today, org_zone
@@ -39,6 +51,7 @@ from pqsync.services.dashboard import NOT_UPCOMING
 
 FEED_DAYS_AHEAD = 90
 TOKEN_PREFIX = "cal_"  # noqa: S105 - a marker, not a secret
+RESIDENT_PREFIX = "calr_"
 
 
 class NoFeed(LookupError):
@@ -106,10 +119,81 @@ def feed_user(session: Session, token: str) -> tuple[PartnerUser, Organization]:
 
 
 def feed(session: Session, token: str, now: datetime) -> Feed:
-    """The feed behind a secret token (NoFeed when it does not answer)."""
+    """The organisation's feed behind a secret token (NoFeed when it does not answer)."""
     user, org = feed_user(session, token)
+    return _feed(session, user, org, now, name=f"{org.name}: appointments")
+
+
+def resident_secret(secret_key: str, token_hash: str, patient_id: uuid.UUID) -> str:
+    """The secret of a user's address for one resident (derived, never stored)."""
+    mac = hmac.new(
+        secret_key.encode(),
+        f"resident-calendar:{token_hash}:{patient_id}".encode(),
+        hashlib.sha256,
+    ).digest()
+    return RESIDENT_PREFIX + base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
+
+
+def resident_path(
+    session: Session, user_id: uuid.UUID, patient_id: uuid.UUID, secret_key: str
+) -> str | None:
+    """The path of the user's address for one resident, or None while they have no feed."""
+    feed_row = session.get(CalendarFeed, user_id)
+    if feed_row is None:
+        return None
+    secret = resident_secret(secret_key, feed_row.token_hash, patient_id)
+    return f"/calendar/{secret}/residents/{patient_id}.ics"
+
+
+def resident_feed(
+    session: Session, secret: str, patient_id: uuid.UUID, now: datetime, secret_key: str
+) -> Feed:
+    """One resident's feed for the user whose secret it is (NoFeed when it does not answer:
+    no such secret, the user inactive or no longer a partner of an organisation the resident
+    belongs to, or the resident's consent with it not active today)."""
+    if not secret.startswith(RESIDENT_PREFIX):
+        raise NoFeed("no such feed")
+    # The users with a feed in the resident's organisations: a handful to try.
+    candidates = session.execute(
+        select(PartnerUser, Organization, CalendarFeed.token_hash, Affiliation)
+        .join(CalendarFeed, CalendarFeed.user_id == PartnerUser.id)
+        .join(Organization, Organization.id == PartnerUser.organization_id)
+        .join(Affiliation, Affiliation.organization_id == Organization.id)
+        .where(Affiliation.patient_id == patient_id)
+    ).all()
+    for user, org, token_hash, affiliation in candidates:
+        expected = resident_secret(secret_key, token_hash, patient_id)
+        if not hmac.compare_digest(expected.encode(), secret.encode()):
+            continue
+        if not user.is_active or not may_have_feed(user.role, user.organization_id):
+            raise NoFeed("no such feed")
+        consent = visibility.consent_active(
+            affiliation.roi_consent_status,
+            affiliation.roi_consent_expires_on,
+            org_today(org, now),
+        )
+        if not consent:
+            raise NoFeed("no such feed")
+        patient = affiliation.patient
+        initial = f" {patient.last_name[:1]}." if patient.last_name else ""
+        name = f"{patient.first_name}{initial}: appointments ({org.name})"
+        return _feed(session, user, org, now, name=name, patient_id=patient_id)
+    raise NoFeed("no such feed")
+
+
+def _feed(
+    session: Session,
+    user: PartnerUser,
+    org: Organization,
+    now: datetime,
+    *,
+    name: str,
+    patient_id: uuid.UUID | None = None,
+) -> Feed:
+    """The calendar of the organisation's consenting residents (or of one of them)."""
     zone = org_zone(org)
     today: date = org_today(org, now)
+    one_resident = [] if patient_id is None else [Appointment.patient_id == patient_id]
     rows = session.execute(
         select(
             Appointment.id,
@@ -135,6 +219,7 @@ def feed(session: Session, token: str, now: datetime) -> Feed:
             Appointment.start_time >= now - timedelta(hours=12),
             Appointment.start_time < now + timedelta(days=FEED_DAYS_AHEAD),
             Appointment.status.not_in(NOT_UPCOMING),
+            *one_resident,
         )
         .order_by(Appointment.start_time, Appointment.id)
     ).all()
@@ -142,7 +227,7 @@ def feed(session: Session, token: str, now: datetime) -> Feed:
     calendar.add("prodid", "-//pqsync//appointments//EN")
     calendar.add("version", "2.0")
     calendar.add("calscale", "GREGORIAN")
-    calendar.add("x-wr-calname", f"{org.name}: appointments")
+    calendar.add("x-wr-calname", name)
     patient_ids: list[uuid.UUID] = []
     for (
         appt_id,

@@ -29,13 +29,14 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sqlalchemy import ColumnElement, Engine, or_, select, update
+from sqlalchemy import ColumnElement, Engine, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from pqsync.db.engine import begin_write
 from pqsync.db.lookup import organization_by_ref, patient_by_ref
 from pqsync.db.tables import (
     Affiliation,
+    CalendarFeed,
     Organization,
     PartnerUser,
     Patient,
@@ -473,6 +474,9 @@ class _Importer:
             ended = entry.active is False or (
                 entry.ended_on is not None and entry.ended_on <= self.now.date()
             )
+            if found is not None and found.organization_id != org_id:
+                # Moved out of the organisation: the calendar address was its residents'.
+                self.session.execute(delete(CalendarFeed).where(CalendarFeed.user_id == found.id))
             if found is not None and not found.is_active and entry.active and not ended:
                 values |= {"is_active": True, "deactivated_at": None, "deactivated_by": None}
             user = self._upsert("partner_users", found, PartnerUser, values)

@@ -82,6 +82,27 @@ class RunLine:
 
 
 @dataclass(frozen=True)
+class UnknownClient:
+    """An IntakeQ client no directory patient matches, and how many of its appointments the
+    run skipped (by ClientId: the run stores no names of people outside the directory)."""
+
+    client_id: str
+    appointments: int
+    appointment_ids: list[str]  # those listed by the run (at most 200 across clients)
+
+
+@dataclass(frozen=True)
+class UnknownClients:
+    clients: list[UnknownClient]  # most appointments first
+    appointments: int  # every skipped appointment of an unknown client
+    unnamed: int  # of them, ones whose client IntakeQ did not identify (or past the list)
+
+    @property
+    def count(self) -> int:
+        return len(self.clients)
+
+
+@dataclass(frozen=True)
 class RunDetail:
     run: RunLine
     date_range: tuple[date | None, date | None]
@@ -89,8 +110,7 @@ class RunDetail:
     plan: str | None
     patients: list[tuple[str, str, str | None]]  # name, state, error
     patient_ids: list[uuid.UUID]  # whose names `patients` shows (for the access record)
-    unknown_clients: int
-    unknown_appointments: list[tuple[str, str]]  # IntakeQ client id, appointment id
+    unknown_clients: UnknownClients
     unmatched_practitioners: list[tuple[str, int]]
     warnings: list[str] = field(default_factory=list)
     # Why a partial run is partial, in words a person can act on.
@@ -161,6 +181,28 @@ def _int(raw: Any) -> int:
     return raw if isinstance(raw, int) and not isinstance(raw, bool) else 0
 
 
+def unknown_clients(details: Mapping[str, Any]) -> UnknownClients:
+    """A run's skipped appointments grouped by IntakeQ client. Runs stored before the
+    per-client counts were kept are grouped from their listed appointments."""
+    total = _int(details.get("unknown_clients"))  # appointments, despite the stored name
+    listed: dict[str, list[str]] = {}
+    for raw in details.get("unknown_appointments") or []:
+        if isinstance(raw, Mapping) and raw.get("clientId") is not None:
+            ids = listed.setdefault(str(raw["clientId"]), [])
+            ids.append(str(raw.get("appointmentId", "")))
+    raw_counts = details.get("unknown_by_client")
+    if isinstance(raw_counts, Mapping):
+        counts = {str(k): _int(v) for k, v in raw_counts.items() if _int(v) > 0}
+    else:
+        counts = {client: len(ids) for client, ids in listed.items()}
+    clients = sorted(
+        (UnknownClient(client, n, listed.get(client, [])) for client, n in counts.items()),
+        key=lambda c: (-c.appointments, c.client_id),
+    )
+    named = sum(c.appointments for c in clients)
+    return UnknownClients(clients, max(total, named), max(0, total - named))
+
+
 def run_detail(session: Session, run_id: str, zone: ZoneInfo) -> RunDetail | None:
     """One run with its counts, errors, unknown patients and unmatched practitioners."""
     try:
@@ -208,12 +250,7 @@ def run_detail(session: Session, run_id: str, zone: ZoneInfo) -> RunDetail | Non
         plan=str(plan) if plan else None,
         patients=[(n, s, str(e) if e else None) for n, s, e in patients],
         patient_ids=[pid for pid in states if pid in names],
-        unknown_clients=_int(details.get("unknown_clients")),
-        unknown_appointments=[
-            (str(a.get("clientId", "")), str(a.get("appointmentId", "")))
-            for a in details.get("unknown_appointments") or []
-            if isinstance(a, Mapping)
-        ][:200],
+        unknown_clients=unknown_clients(details),
         unmatched_practitioners=sorted(
             (str(k), int(v)) for k, v in unmatched.items() if isinstance(v, int)
         )

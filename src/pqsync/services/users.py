@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import EmailStr, TypeAdapter, ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from pqsync.db.engine import begin_write
 from pqsync.db.lookup import organization_by_ref
-from pqsync.db.tables import ApiToken, PartnerUser, PasswordReset, UserSession
+from pqsync.db.tables import ApiToken, CalendarFeed, PartnerUser, PasswordReset, UserSession
 from pqsync.domain.roles import ROLES, STAFF_ROLES
 from pqsync.services.auth import new_token, token_digest
 from pqsync.services.passwords import hash_password, password_problem
@@ -158,7 +158,7 @@ class Deactivation:
 
 def end_user_access(session: Session, user: PartnerUser, *, by: str, now: datetime) -> Deactivation:
     """Within the caller's transaction: mark the user inactive (once) and end every open
-    session and API token of theirs."""
+    session, API token and calendar address of theirs."""
     already_inactive = not user.is_active
     if not already_inactive:
         user.is_active = False
@@ -174,6 +174,8 @@ def end_user_access(session: Session, user: PartnerUser, *, by: str, now: dateti
         .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
         .values(revoked_at=now)
     )
+    # The calendar address ends too (for good: reactivating brings no old address back).
+    session.execute(delete(CalendarFeed).where(CalendarFeed.user_id == user.id))
     return Deactivation(
         user_id=user.id,
         email=user.email,

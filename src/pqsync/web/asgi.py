@@ -10,11 +10,14 @@ from pqsync.logging import configure_logging
 from pqsync.settings import load_settings
 from pqsync.startup_checks import check_startup
 from pqsync.web.app import create_app
+from pqsync.web.protocol import HeaderTimeoutProtocol
 
 
 def create() -> FastAPI:
     configure_logging(level="INFO")
     app = build_app(load_settings())
     check_startup(app.settings, "web")
+    # This process's connections are made by the protocol class the parent chose.
+    HeaderTimeoutProtocol.header_timeout = app.settings.header_timeout_seconds
     app.require_schema()
     return create_app(app)

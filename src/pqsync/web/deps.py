@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Annotated, cast
 
@@ -78,6 +79,39 @@ def set_signed_in_cookies(response: Response, ctx: WebContext, result: LoginResu
 def clear_session_cookie(response: Response, ctx: WebContext) -> None:
     response.delete_cookie(
         SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=ctx.secure_cookies
+    )
+    forget_staff_organization(response, ctx)
+
+
+# The organisation a member of staff last chose (issue 24): the roster and the staff pages
+# open on it until another is chosen. It holds an organisation's id only, no patient data,
+# and is cleared on signing out.
+STAFF_ORG_COOKIE = "pqsync_staff_org"
+
+
+def remembered_organization(request: Request) -> str | None:
+    """The organisation id this browser's staff member last chose (a well-formed id only)."""
+    raw = request.cookies.get(STAFF_ORG_COOKIE, "")
+    try:
+        return str(uuid.UUID(raw)) if raw else None
+    except ValueError:
+        return None
+
+
+def remember_staff_organization(response: Response, ctx: WebContext, org_id: str) -> None:
+    response.set_cookie(
+        STAFF_ORG_COOKIE,
+        org_id,
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=ctx.secure_cookies,
+    )
+
+
+def forget_staff_organization(response: Response, ctx: WebContext) -> None:
+    response.delete_cookie(
+        STAFF_ORG_COOKIE, path="/", httponly=True, samesite="lax", secure=ctx.secure_cookies
     )
 
 

@@ -188,6 +188,7 @@ def finish(
         unmatched_practitioners=result.unmatched_practitioners,
         unknown_clients=result.unknown_clients,
         unknown_appointments=result.unknown_appointments,
+        unknown_by_client=result.unknown_by_client,
         error_kind=result.error_kind,
         incomplete=result.incomplete,
     )

@@ -154,6 +154,8 @@ class SyncResult:
     unmatched_practitioners: dict[str, int] = field(default_factory=dict)
     unknown_clients: int = 0
     unknown_appointments: list[dict[str, Any]] = field(default_factory=list)
+    # The skipped appointments of each unknown IntakeQ client, by ClientId (no names).
+    unknown_by_client: dict[str, int] = field(default_factory=dict)
     malformed: int = 0
     # Why the run is `partial`, in words a person can act on (patients' and the run's own).
     incomplete: list[str] = field(default_factory=list)

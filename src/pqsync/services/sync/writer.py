@@ -156,6 +156,8 @@ class AppointmentWriter:
         owner = ctx.identity.owner_of(record.client_id, record.client_email)
         if owner is None and (record.client_id is not None or record.client_email):
             ctx.result.unknown_clients += 1  # another client's record: not ours to judge
+            if record.client_id is not None:
+                _count_client(ctx.result.unknown_by_client, str(record.client_id))
             return
         if owner is not None and owner.id not in ctx.results:
             return
@@ -173,6 +175,8 @@ class AppointmentWriter:
     def _note_unknown(ctx: RunContext, record: Appointment) -> None:
         result = ctx.result
         result.unknown_clients += 1
+        if record.client_id is not None:
+            _count_client(result.unknown_by_client, str(record.client_id))
         if len(result.unknown_appointments) < MAX_LISTED:
             result.unknown_appointments.append(
                 {"clientId": record.client_id, "appointmentId": record.id}
@@ -385,3 +389,9 @@ def row_values(lookups: Lookups, appointment: Appointment, patient_id: uuid.UUID
         "intakeq_last_modified": appointment.last_modified,
         "deleted_at": None,
     }
+
+
+def _count_client(counts: dict[str, int], client_id: str) -> None:
+    """One more skipped appointment of an unknown client (at most MAX_LISTED clients named)."""
+    if client_id in counts or len(counts) < MAX_LISTED:
+        counts[client_id] = counts.get(client_id, 0) + 1

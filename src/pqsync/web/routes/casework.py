@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from pqsync.db.tables import Organization
 from pqsync.domain import visibility
+from pqsync.domain.windows import EARLIEST_DAY, LATEST_DAY
 from pqsync.services import calendar_feed, casework, digest
 from pqsync.services.auth import Principal
 from pqsync.services.dashboard import Dashboard, NotVisible
@@ -57,9 +58,12 @@ def parse_day(text: str | None) -> date | None:
     if not text:
         return None
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise PageNotFound() from None
+    if not EARLIEST_DAY <= day <= LATEST_DAY:
+        raise PageNotFound()  # (a week or a record around year 1 or 9999 cannot be drawn)
+    return day
 
 
 def org_query(user: Principal, org: Organization) -> str:
@@ -325,6 +329,32 @@ def calendar_ics(token: str, request: Request, ctx: ContextDep, session: Session
         feed = calendar_feed.feed(session, token, ctx.now())
     except calendar_feed.NoFeed:
         return Response(status_code=404, headers=FEED_HEADERS)
+    return _feed_answer(request, ctx, session, feed)
+
+
+@feed_router.get("/calendar/{secret}/residents/{patient_id}.ics")
+def resident_ics(
+    secret: str, patient_id: str, request: Request, ctx: ContextDep, session: SessionDep
+) -> Response:
+    """One resident's feed for one user (no cookie: the address is the secret). 404 for an
+    address that does not answer, whatever the reason: no such secret, the user off or out
+    of the organisation, the resident's consent not active, the address reset."""
+    try:
+        feed = calendar_feed.resident_feed(
+            session,
+            secret,
+            uuid.UUID(patient_id),
+            ctx.now(),
+            ctx.app.settings.secret_key.get_secret_value(),
+        )
+    except (ValueError, calendar_feed.NoFeed):
+        return Response(status_code=404, headers=FEED_HEADERS)
+    return _feed_answer(request, ctx, session, feed)
+
+
+def _feed_answer(
+    request: Request, ctx: ContextDep, session: Session, feed: calendar_feed.Feed
+) -> Response:
     headers = {**FEED_HEADERS, "ETag": feed.etag}
     held = [tag.strip() for tag in request.headers.get("if-none-match", "").split(",")]
     if feed.etag in held:

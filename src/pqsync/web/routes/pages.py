@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from pqsync.db.tables import Organization
 from pqsync.domain import visibility
-from pqsync.services import casework
+from pqsync.services import calendar_feed, casework
 from pqsync.services.auth import (
     InvalidCredentials,
     LoginThrottled,
@@ -43,7 +43,10 @@ from pqsync.web.deps import (
     ContextDep,
     SessionDep,
     clear_session_cookie,
+    forget_staff_organization,
     login_origin,
+    remember_staff_organization,
+    remembered_organization,
     set_signed_in_cookies,
 )
 from pqsync.web.page_support import (
@@ -375,25 +378,42 @@ def roster(
     view: str | None = None,
 ) -> HTMLResponse:
     search, cursor = "", None
+    # Staff: no organisation in the address (the "Patients" link) is the one last chosen.
+    remembered = remembered_organization(request) if user.is_staff and not org else None
+    org = org or remembered
     if view == "list":
         state = _roster_state(request)
         if state.get("org", "") == (org or ""):
             search = str(state.get("q", ""))[:100]
             cursors = [str(c) for c in state.get("cursors", []) if isinstance(c, str)]
             cursor = cursors[page - 2] if 2 <= page <= len(cursors) + 1 else None
-    return roster_page(
-        request,
-        ctx,
-        session,
-        user,
-        org=org,
-        search=search,
-        cursor=cursor,
-        show=show,
-        sort=sort,
-        page=page,
-        list_view=view == "list",
-    )
+
+    def roster_for(org: str | None) -> HTMLResponse:
+        return roster_page(
+            request,
+            ctx,
+            session,
+            user,
+            org=org,
+            search=search,
+            cursor=cursor,
+            show=show,
+            sort=sort,
+            page=page,
+            list_view=view == "list",
+        )
+
+    try:
+        response = roster_for(org)
+    except PageNotFound:
+        if remembered is None:
+            raise
+        response = roster_for(None)  # the remembered organisation is gone: choose again
+        forget_staff_organization(response, ctx)
+        return response
+    if user.is_staff and org:
+        remember_staff_organization(response, ctx, org)
+    return response
 
 
 @router.post("/")
@@ -445,6 +465,20 @@ def patient(
         raise PageNotFound() from None
     appointments = patient_appointments(dashboard, scope) if scope.details_visible else None
     dashboard.record("patient_page", [scope.patient.id])
+    # A partner's own address for this resident's appointments (staff have no feed).
+    may_feed = scope.details_visible and calendar_feed.may_have_feed(
+        user.role, user.organization_id
+    )
+    resident_feed = (
+        calendar_feed.resident_path(
+            session,
+            user.user_id,
+            scope.patient.id,
+            ctx.app.settings.secret_key.get_secret_value(),
+        )
+        if may_feed
+        else None
+    )
     return render(
         ctx,
         request,
@@ -458,4 +492,8 @@ def patient(
         now=ctx.now(),
         change_mark=change_mark(session, patient_id=scope.patient.id),
         changes_url=f"/api/partner-dashboard/changes?patientId={scope.patient.id}",
+        may_feed=may_feed,
+        resident_feed=(
+            ctx.app.settings.base_url.rstrip("/") + resident_feed if resident_feed else None
+        ),
     )

@@ -16,7 +16,10 @@ from pqsync.services.auth import Principal
 from pqsync.services.organizations import all_organizations
 from pqsync.services.practitioners import (
     PractitionerError,
+    create_provider,
     map_practitioner,
+    practitioner_choices,
+    provider_choices,
     unmatched_practitioners,
 )
 from pqsync.services.staff_views import (
@@ -30,7 +33,12 @@ from pqsync.services.staff_views import (
 )
 from pqsync.services.sync import Actor
 from pqsync.web.context import WebContext
-from pqsync.web.deps import ContextDep, SessionDep
+from pqsync.web.deps import (
+    ContextDep,
+    SessionDep,
+    remember_staff_organization,
+    remembered_organization,
+)
 from pqsync.web.page_support import (
     NO_TOKEN,
     CsrfField,
@@ -50,19 +58,22 @@ def staff_runs(
     ctx: ContextDep,
     session: SessionDep,
     user: StaffUser,
-    organization: str = "",
+    organization: str | None = None,
     type: str = "",
     status: str = "",
     day: str = "",
 ) -> HTMLResponse:
     zone = ctx.dashboard(session, user).default_zone
     error = None
+    if organization is None:  # not filtered yet: the organisation last chosen, if any
+        organization = remembered_organization(request) or ""
     try:
         filters = RunFilters.parse(organization, type, status, day)
     except StaffInputError as exc:
         error, filters = str(exc), RunFilters()
     usage = ctx.budget_usage(session)
-    return render(
+    organizations = all_organizations(session)
+    response = render(
         ctx,
         request,
         "staff_runs.html",
@@ -72,7 +83,7 @@ def staff_runs(
         accuracy=accuracy(session, zone),
         filters=filters,
         error=error,
-        organizations=all_organizations(session),
+        organizations=organizations,
         run_types=RUN_TYPES,
         run_statuses=RUN_STATUSES,
         usage=usage,
@@ -83,6 +94,9 @@ def staff_runs(
         by_organization=ctx.app.fair_share().by_organization(ctx.now()),
         status_code=400 if error else 200,  # the page, with what was wrong with the filter
     )
+    if any(o.id == filters.organization_id for o in organizations):
+        remember_staff_organization(response, ctx, str(filters.organization_id))
+    return response
 
 
 @router.get("/runs/{run_id}")
@@ -144,23 +158,43 @@ def practitioners_page(
     *,
     message: str | None = None,
     error: str | None = None,
+    errors: dict[str, str] | None = None,
+    form: dict[str, str] | None = None,
     status: int = 200,
 ) -> HTMLResponse:
+    """The mapping page; after an error, with what was typed and chosen kept and the error
+    next to its field (`errors` by field id, `form` by field id)."""
     return render(
         ctx,
         request,
         "staff_practitioners.html",
         user,
         unmatched=unmatched_practitioners(ctx.app.engine),
+        practitioners=practitioner_choices(ctx.app.engine),
+        providers=provider_choices(ctx.app.engine),
         message=message,
         error=error,
+        errors=errors or {},
+        form=form or {},
         status_code=status,
     )
 
 
+def _field_errors(exc: PractitionerError, prefix: str = "") -> dict[str, str]:
+    text = str(exc)
+    return {f"{prefix}{exc.field}": text[:1].upper() + text[1:] + "."} if exc.field else {}
+
+
 @router.get("/practitioners")
-def staff_practitioners(request: Request, ctx: ContextDep, user: StaffUser) -> HTMLResponse:
-    return practitioners_page(request, ctx, user)
+def staff_practitioners(
+    request: Request,
+    ctx: ContextDep,
+    user: StaffUser,
+    practitioner: Annotated[str, Query(max_length=64)] = "",
+) -> HTMLResponse:
+    """`?practitioner=` (a run's "Map it" link) comes with that practitioner chosen."""
+    chosen = {"practitioner_id": practitioner, "new_practitioner_id": practitioner}
+    return practitioners_page(request, ctx, user, form=chosen if practitioner else None)
 
 
 @router.post("/practitioners")
@@ -173,9 +207,10 @@ def staff_map_practitioner(
     provider: Annotated[str, Form(max_length=320)] = "",
 ) -> HTMLResponse:
     check_form_token(user, csrf_token)
+    form = {"practitioner_id": practitioner_id, "provider": provider}
     if not visibility.may_administer(user):
         return practitioners_page(
-            request, ctx, user, error="Not mapped: your role may only read.", status=403
+            request, ctx, user, error="Not mapped: your role may only read.", form=form, status=403
         )
     try:
         relinked = map_practitioner(
@@ -186,6 +221,56 @@ def staff_map_practitioner(
             now=ctx.now(),
         )
     except PractitionerError as exc:
-        return practitioners_page(request, ctx, user, error=f"Not mapped: {exc}.", status=422)
+        return practitioners_page(
+            request,
+            ctx,
+            user,
+            error=f"Not mapped: {exc}.",
+            errors=_field_errors(exc),
+            form=form,
+            status=422,
+        )
     message = f"Mapped. {relinked} appointment(s) now show their provider."
+    return practitioners_page(request, ctx, user, message=message)
+
+
+@router.post("/practitioners/providers")
+def staff_create_provider(
+    request: Request,
+    ctx: ContextDep,
+    user: StaffUser,
+    csrf_token: CsrfField = NO_TOKEN,
+    name: Annotated[str, Form(max_length=200)] = "",
+    email: Annotated[str, Form(max_length=320)] = "",
+    practitioner_id: Annotated[str, Form(max_length=64)] = "",
+) -> HTMLResponse:
+    """A new provider, mapped at once to the IntakeQ practitioner chosen with it (if any)."""
+    check_form_token(user, csrf_token)
+    form = {"new_name": name, "new_email": email, "new_practitioner_id": practitioner_id}
+    if not visibility.may_administer(user):
+        return practitioners_page(
+            request, ctx, user, error="Not created: your role may only read.", form=form, status=403
+        )
+    try:
+        created = create_provider(
+            ctx.app.engine,
+            name,
+            email,
+            practitioner_id,
+            actor=Actor(kind="user", user_id=user.user_id, name=user.name),
+            now=ctx.now(),
+        )
+    except PractitionerError as exc:
+        return practitioners_page(
+            request,
+            ctx,
+            user,
+            error=f"Provider not created: {exc}.",
+            errors=_field_errors(exc, "new_"),
+            form=form,
+            status=422,
+        )
+    message = f"Provider {created.name} created."
+    if practitioner_id.strip():
+        message += f" Mapped. {created.relinked} appointment(s) now show their provider."
     return practitioners_page(request, ctx, user, message=message)

@@ -187,13 +187,16 @@ def start_user_run(
     # End the request's read and hand its connection back: preparing takes connections of
     # its own, and a request holding two at once can starve the pool under a stampede.
     dashboard.session.commit()
-    fair_share_check(ctx, organization_id, zone)
+    fair_share_check(ctx, organization_id, zone, viewer.user_id)
     actor = Actor(kind="user", user_id=viewer.user_id, name=viewer.name)
     return start_run(ctx, what, lambda service: prepare(service, window, actor), zone)
 
 
 def fair_share_check(
-    ctx: WebContext, organization_id: uuid.UUID | None, zone: ZoneInfo | None
+    ctx: WebContext,
+    organization_id: uuid.UUID | None,
+    zone: ZoneInfo | None,
+    user_id: uuid.UUID | None = None,
 ) -> None:
     """429, saying when the person may sync again, past their share of the day's requests."""
     try:
@@ -201,7 +204,7 @@ def fair_share_check(
     except SettingsError:
         return  # no IntakeQ key: the run itself fails and says why
     now = ctx.now()
-    refusal = ctx.app.fair_share().refusal(organization_id, usage, now)
+    refusal = ctx.app.fair_share().refusal(organization_id, usage, now, user_id)
     if refusal is None:
         return
     at = local_time(refusal.retry_at, zone or ZoneInfo(ctx.app.settings.timezone))

@@ -72,6 +72,15 @@
           "Try again after " + shortTime(error.retryAt) + ".";
       case "intakeq_auth_failed":
         return "PracticeQ refused the clinic's key; nothing was changed. Please tell the clinic.";
+      case "user_rate_reached":
+        return "You have started as many syncs as one person may in an hour; nothing was changed. " +
+          "You may sync again at " + shortTime(error.retryAt) + ".";
+      case "organization_share_used":
+        return "Your organisation has used its share of today's PracticeQ requests; nothing was changed. " +
+          "You may sync again at " + shortTime(error.retryAt) + ".";
+      case "intakeq_reserve_reached":
+        return "The rest of today's PracticeQ requests is kept for the nightly sync; nothing was changed. " +
+          "You may sync again at " + shortTime(error.retryAt) + ".";
       case "sync_in_progress":
         return "A sync of this patient is already running; it will finish on its own.";
       case "not_found":
