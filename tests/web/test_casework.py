@@ -305,7 +305,7 @@ def test_the_roster_csv_holds_details_only_where_consent_allows_and_is_in_every_
     assert len(rows) == 12 and seed.names[seed.other_patient] not in rows
     assert rows[seed.names[seed.consenting]]["Next appointment"] == "2025-11-20 10:00"
     assert rows[seed.names[seed.expired]]["Next appointment"] == "ROI consent required"
-    assert rows[seed.names[seed.expired]]["Provider"] == ""
+    assert rows[seed.names[seed.expired]]["Provider of the next appointment"] == ""
     assert rows[seed.names[seed.expired]]["ROI consent"] == "expired (until 2025-10-16)"
     history = text_of(client.get(f"/patients/{seed.consenting}").text).split("History")[1]
     assert "Roster downloaded as CSV · Jordan Ames" in history

@@ -32,6 +32,7 @@ from icalendar import Calendar, Event
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from pqsync.db.provider_names import provider_name_column
 from pqsync.db.tables import (
     Affiliation,
     Appointment,
@@ -204,7 +205,7 @@ def _feed(
             Appointment.updated_at,
             Patient.first_name,
             Patient.last_name,
-            Provider.name,
+            provider_name_column(),
             Service.name,
         )
         .join(Affiliation, Affiliation.patient_id == Appointment.patient_id)

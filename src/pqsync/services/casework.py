@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, and_, case, exists, func, insert, or_, sel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from pqsync.db.provider_names import provider_name_column
 from pqsync.db.tables import (
     Affiliation,
     Appointment,
@@ -168,7 +169,7 @@ def _attention_items(
             Appointment.intakeq_last_modified,
             Patient.first_name,
             Patient.last_name,
-            Provider.name,
+            provider_name_column(),
         )
         .join(Affiliation, Affiliation.patient_id == Appointment.patient_id)
         .join(Patient, Patient.id == Appointment.patient_id)
@@ -397,7 +398,7 @@ def week(
             Appointment.end_time,
             Appointment.status,
             Appointment.location_name,
-            Provider.name,
+            provider_name_column(),
             Service.name,
         )
         .join(Affiliation, Affiliation.patient_id == Appointment.patient_id)
@@ -502,7 +503,7 @@ def attendance(
             Appointment.start_time,
             Appointment.status,
             Appointment.location_name,
-            Provider.name,
+            provider_name_column(),
             Service.name,
         )
         .outerjoin(Provider, Provider.id == Appointment.provider_id)
@@ -607,7 +608,12 @@ def next_appointments(
     )
     found: dict[uuid.UUID, tuple[datetime, str | None, str]] = {}
     for patient_id, start, provider, status in session.execute(
-        select(Appointment.patient_id, Appointment.start_time, Provider.name, Appointment.status)
+        select(
+            Appointment.patient_id,
+            Appointment.start_time,
+            provider_name_column(),
+            Appointment.status,
+        )
         .join(
             first,
             and_(

@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, tuple_
 from sqlalchemy.orm import Session, lazyload
 
 from pqsync.db.lookup import organization_by_ref
+from pqsync.db.provider_names import provider_name_column
 from pqsync.db.tables import (
     Affiliation,
     Appointment,
@@ -522,7 +523,10 @@ class Dashboard:
         )
         rows = self.session.execute(
             select(
-                Appointment.patient_id, Appointment.start_time, Provider.name, Appointment.status
+                Appointment.patient_id,
+                Appointment.start_time,
+                provider_name_column(),
+                Appointment.status,
             )
             .join(
                 first,
@@ -545,7 +549,7 @@ class Dashboard:
         if not scope.details_visible:
             raise ConsentRequired(CONSENT_REQUIRED)
         rows = self.session.execute(
-            select(Appointment, Provider.name)
+            select(Appointment, provider_name_column())
             .outerjoin(Provider, Provider.id == Appointment.provider_id)
             .where(Appointment.patient_id == scope.patient.id, Appointment.deleted_at.is_(None))
             .order_by(Appointment.start_time, Appointment.pq_appointment_id)
@@ -581,6 +585,11 @@ class Dashboard:
             .order_by(SyncLog.finished_at.desc())
             .limit(1)
         )
+
+    @staticmethod
+    def run_incomplete(run: SyncLog) -> list[str]:
+        """Why a finished run is partial, in plain words (empty for a complete run)."""
+        return _strings((run.details or {}).get("incomplete"))
 
     def actions_of(self, run_id: uuid.UUID) -> dict[uuid.UUID, str]:
         """What a run did to each appointment it changed: new or updated."""

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from pqsync.db.provider_names import provider_name_column
 from pqsync.db.tables import Appointment, PartnerUser, PatientActivity, Provider, Service, SyncLog
 from pqsync.services.dashboard import (
     NOT_UPCOMING,
@@ -26,6 +27,7 @@ from pqsync.services.dashboard import (
     optional_local_time,
 )
 from pqsync.services.sync.results import Summary
+from pqsync.services.sync.strategies.per_patient import UNKNOWN_TO_INTAKEQ
 
 TIMELINE_LIMIT = 100
 FIELD_LABELS = {
@@ -98,7 +100,7 @@ def patient_appointments(dashboard: Dashboard, scope: PatientScope) -> Appointme
     if not scope.details_visible:
         raise ConsentRequired("ROI consent required")
     rows = dashboard.session.execute(
-        select(Appointment, Provider.name, Service.name)
+        select(Appointment, provider_name_column(), Service.name)
         .outerjoin(Provider, Provider.id == Appointment.provider_id)
         .outerjoin(Service, Service.id == Appointment.service_id)
         .where(Appointment.patient_id == scope.patient.id)
@@ -151,13 +153,15 @@ def timeline(dashboard: Dashboard, scope: PatientScope) -> list[TimelineEntry]:
 def _synced(incomplete: tuple[str, ...]) -> str:
     if not incomplete:
         return "Synced from PracticeQ"
+    if set(incomplete) == {UNKNOWN_TO_INTAKEQ}:  # nothing to sync: not "synced with gaps"
+        return f"Not synced: {UNKNOWN_TO_INTAKEQ}."
     return "Synced from PracticeQ with gaps: " + " ".join(incomplete)
 
 
 def _activity(dashboard: Dashboard, scope: PatientScope) -> list[TimelineEntry]:
     session = dashboard.session
     rows = session.execute(
-        select(PatientActivity, SyncLog, PartnerUser, Appointment, Provider.name)
+        select(PatientActivity, SyncLog, PartnerUser, Appointment, provider_name_column())
         .outerjoin(SyncLog, SyncLog.id == PatientActivity.sync_log_id)
         .outerjoin(PartnerUser, PartnerUser.id == PatientActivity.actor_user_id)
         .outerjoin(Appointment, Appointment.id == PatientActivity.appointment_id)

@@ -123,6 +123,12 @@ class PatientSyncOut(ApiModel):
     appointments: list[SyncedAppointmentOut] = Field(
         description="Empty for a partner while the patient's ROI consent is not active."
     )
+    incomplete: list[str] = Field(
+        default_factory=list,
+        description="Only with success false: why the patient's data may be out of date, in "
+        "plain words (e.g. PracticeQ has no client with the patient's email). Left out of a "
+        "complete answer, which is the proposal's shape exactly.",
+    )
 
 
 class PatientResultOut(ApiModel):

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pqsync.db.engine import begin_write
+from pqsync.db.provider_names import shown_provider_name
 from pqsync.db.tables import Appointment as AppointmentRow
 from pqsync.domain.windows import Window
 from pqsync.intakeq.models import Appointment
@@ -181,9 +182,12 @@ class Deletions:
                     id=row.id,
                     pq_appointment_id=row.pq_appointment_id,
                     start_time=row.start_time,
-                    provider_name=ctx.lookups.provider_names.get(row.provider_id)
-                    if row.provider_id
-                    else None,
+                    provider_name=shown_provider_name(
+                        ctx.lookups.provider_names.get(row.provider_id)
+                        if row.provider_id
+                        else None,
+                        row.extra,
+                    ),
                     status=row.status,
                     action="deleted",
                 )

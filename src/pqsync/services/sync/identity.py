@@ -111,6 +111,21 @@ class Identities:
                 self.follow_lookups_left -= 1
             self._carriers[key] = self.lookup(key)
 
+    def unknown_to_intakeq(self, patient_id: uuid.UUID) -> bool:
+        """Whether IntakeQ has no client at all with the patient's email: asked (once a run,
+        out of the questions for patients whose ClientId is not known) only for a patient
+        whose ClientId is not known; False whenever that cannot be said for sure."""
+        patient = self.by_id.get(patient_id)
+        if patient is None or patient.client_id is not None or self.lookup is None:
+            return False
+        key = patient.email.lower()
+        if key not in self._carriers:
+            if self.lookups_left <= 0:
+                return False
+            self.lookups_left -= 1
+            self._carriers[key] = self.lookup(key)
+        return not self._carriers[key]
+
     # -- inside the write transaction: pure --------------------------------------------------
 
     def owner_of(self, client_id: int | None, email: str | None) -> PatientIdentity | None:

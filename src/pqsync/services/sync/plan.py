@@ -34,6 +34,11 @@ DENSITY_TRUSTED_FOR = timedelta(days=30)
 MIN_MEASURED_DAYS = 28
 # Pages a query may take when nothing is known of the practice: IntakeQ's whole day.
 UNKNOWN_PRACTICE_PAGES = 500
+# What one patient's appointments in a range are taken to be at least, for what a
+# per-patient query costs: an intensive programme's three visits a week. What we store for
+# the range counts only when it is more; it says nothing of a range we never fetched (an
+# 11-year range is not a query of one page a patient).
+ASSUMED_VISITS_PER_DAY = 3 / 7
 
 Page = TypeVar("Page")
 
@@ -83,9 +88,12 @@ class Planner:
     def per_patient_cost(
         self, session: Session, patient_ids: list[uuid.UUID], window: Window
     ) -> int:
-        """Requests for one `client` query per patient, from what we already store."""
+        """Requests for one `client` query per patient: each patient's appointments in the
+        range are what we store there or ASSUMED_VISITS_PER_DAY over its days, whichever is
+        more, so the cost grows with the range even where we store nothing yet."""
         counts = self.stored_counts(session, patient_ids, window)
-        return sum(counts.get(p, 0) // PAGE_SIZE + 1 for p in patient_ids)
+        assumed = math.ceil(window.days * ASSUMED_VISITS_PER_DAY)
+        return sum(max(counts.get(p, 0), assumed) // PAGE_SIZE + 1 for p in patient_ids)
 
     def known_density(self, session: Session) -> float | None:
         """Appointments a day in the practice, from a complete fetch of the last 30 days."""
@@ -99,7 +107,9 @@ class Planner:
         self, session: Session, patient_ids: list[uuid.UUID], window: Window
     ) -> int:
         """At most how many requests an organisation's run will take: the cheaper plan when
-        the practice's size is known, else one probe page more than one query per patient."""
+        the practice's size is known, else one probe page more than one query per patient
+        (the probe goes on with the whole window only when that costs no more). Both grow
+        with the range, so a longer range never costs less."""
         per_patient = self.per_patient_cost(session, patient_ids, window)
         density = self.known_density(session)
         if density is None:

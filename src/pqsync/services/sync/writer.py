@@ -355,7 +355,9 @@ class AppointmentWriter:
                     id=row_id,
                     pq_appointment_id=appointment.id,
                     start_time=appointment.start,
-                    provider_name=ctx.lookups.provider_name(appointment.practitioner_id),
+                    # The mapped provider, else IntakeQ's name for the practitioner.
+                    provider_name=ctx.lookups.provider_name(appointment.practitioner_id)
+                    or appointment.practitioner_name,
                     status=map_status(appointment.status),
                     action=action,
                 )

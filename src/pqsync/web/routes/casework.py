@@ -222,7 +222,13 @@ def roster_csv(
     _dashboard, chosen = own_organization(ctx, session, user, org)
     rows = casework.roster_export(session, user, chosen, ctx.now())
     text = casework.csv_text(
-        ["Resident", "ROI consent", "Provider", "Next appointment", "Last synced"],
+        [
+            "Resident",
+            "ROI consent",
+            "Provider of the next appointment",
+            "Next appointment",
+            "Last synced",
+        ],
         [[r.name, r.consent, r.provider, r.next_appointment, r.last_synced] for r in rows],
     )
     casework.record_export(

@@ -227,8 +227,11 @@ def recent_sync_out(dashboard: Dashboard, run: SyncLog, scope: PatientScope) -> 
     actions = dashboard.actions_of(run.id) if visible else {}
     shown = dashboard.appointments(scope) if visible else []
     assert run.finished_at is not None
+    incomplete = dashboard.run_incomplete(run)
     return PatientSyncOut(
-        success=True,
+        success=run.status == "success" and not incomplete,
+        # Set only when there is a reason: a complete answer is the proposal's shape.
+        **({"incomplete": incomplete} if incomplete else {}),
         patient_id=scope.patient.id,
         patient_name=scope.patient.full_name,
         synced_at=local_time(run.finished_at, scope.zone),
@@ -260,6 +263,7 @@ def patient_sync_out(result: SyncResult, scope: PatientScope) -> PatientSyncOut:
     return PatientSyncOut(
         # A partial run answers 200 with success false: the patient's data may be out of date.
         success=result.status == "success",
+        **({"incomplete": list(result.incomplete)} if result.status != "success" else {}),
         patient_id=scope.patient.id,
         patient_name=scope.patient.full_name,
         synced_at=local_time(result.finished_at, scope.zone),
@@ -281,6 +285,8 @@ def patient_sync_out(result: SyncResult, scope: PatientScope) -> PatientSyncOut:
 @router.post(
     "/patients/{patientId}/sync",
     response_model=PatientSyncOut,
+    # `incomplete` only when set (a partial sync): a complete answer is the proposal's.
+    response_model_exclude_unset=True,
     responses={**ACCEPTED_RESPONSE, **SYNC_ERRORS},
 )
 def sync_patient(

@@ -178,6 +178,16 @@
     return "PracticeQ answered with an error; the sync stopped. Try again in a minute.";
   }
 
+  // A sync that could not make the patient's data complete says why, in the run's words
+  // ("PracticeQ has no client with this patient's email; ..."), else in general ones.
+  function gapsText(reasons) {
+    if (reasons && reasons.length) {
+      return reasons.map(function (r) { return /[.!?]$/.test(r) ? r : r + "."; }).join(" ");
+    }
+    return "Synced with gaps: PracticeQ did not return everything for this patient, " +
+      "so some appointments may be out of date. Staff can see why on the run's page.";
+  }
+
   // After a sync the row's button reads "Sync again" (its name still says whom and where).
   function sayAgain(patientId) {
     document.querySelectorAll('button.sync-one[data-patient="' + patientId + '"]').forEach(function (button) {
@@ -230,8 +240,7 @@
         }
         if (run.status === "partial" || run.status === "paused") {
           setStatus(status, run.status === "paused" ? "Sync " + (run.error || "paused") + "." :
-            "Synced with gaps: PracticeQ did not return everything for this patient, " +
-            "so some appointments may be out of date. Staff can see why on the run's page.", "bad");
+            gapsText(run.incomplete), "bad");
           return;
         }
         var mine = (run.patients || [])[0] || {};
@@ -261,8 +270,7 @@
         if (data.success === false) {
           // A partial run: nothing is stamped as synced, and the page says why it may be stale.
           status.removeAttribute("data-synced-at");
-          setStatus(status, "Synced with gaps: PracticeQ did not return everything for this patient, " +
-            "so some appointments may be out of date. Staff can see why on the run's page.", "bad");
+          setStatus(status, gapsText(data.incomplete), "bad");
           return;
         }
         var removed = (data.appointments || []).filter(function (a) { return a.syncAction === "deleted"; }).length;

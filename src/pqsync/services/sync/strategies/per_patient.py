@@ -21,6 +21,12 @@ NOT_READ = (
     "run Sync all again"
 )
 
+# A patient's sync that found nothing because IntakeQ knows no one by their email.
+UNKNOWN_TO_INTAKEQ = (
+    "PracticeQ has no client with this patient's email; check the email in PracticeQ and "
+    "in the directory"
+)
+
 
 class PerPatient:
     plan = "per_patient"
@@ -66,6 +72,11 @@ class PerPatient:
                         "email; they may be out of date (check the email in IntakeQ and in "
                         "the directory)",
                     )
+                elif own == 0 and held == 0 and self.unknown_to_intakeq(session, ctx, patient_id):
+                    # Nothing came back because IntakeQ knows no one by this email: not
+                    # "synced, nothing new" but a patient to look up (a typo, another email).
+                    ctx.warn(f"patient {patient_id}: IntakeQ has no client with their email")
+                    ctx.incomplete(patient_id, UNKNOWN_TO_INTAKEQ)
                 elif ctx.unidentified_malformed:
                     ctx.warn(f"patient {patient_id}: a record without an Id: nothing deleted")
                 else:
@@ -87,6 +98,18 @@ class PerPatient:
                 continue
             result.state = "done"
             progress("patients", done + 1, len(patient_ids))
+
+    @staticmethod
+    def unknown_to_intakeq(session: Session, ctx: RunContext, patient_id: uuid.UUID) -> bool:
+        """Whether IntakeQ has no client with the patient's email (one question, asked
+        outside any write transaction; an IntakeQ error leaves it unsaid)."""
+        session.commit()
+        try:
+            return ctx.identity.unknown_to_intakeq(patient_id)
+        except RUN_ENDING:
+            raise
+        except IntakeQError:
+            return False
 
     def fetch_patient(
         self,
