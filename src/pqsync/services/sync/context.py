@@ -18,6 +18,9 @@ from pqsync.services.sync.results import Actor, PatientResult, SyncResult
 
 # The most appointments (or warnings) one run lists in its log.
 MAX_LISTED = 200
+# The requests of the check that IntakeQ did not change while a run read it page by page
+# (see consistency.py): one `updatedSince` and one `deletedOnly` listing, a page each.
+CHECK_REQUESTS = 2
 
 
 @dataclass
@@ -65,6 +68,10 @@ class RunContext:
     lease: LeaseKeeper
     # Every Id IntakeQ returned in this run, matched or not: absence means only what it says.
     fetched_ids: set[str] = field(default_factory=set)
+    # The versions (LastModified) of each appointment listings returned in this run, and
+    # whether one of its listings took more than one page (see consistency.py).
+    seen_versions: dict[str, set[datetime | None]] = field(default_factory=dict)
+    paged: bool = False
     # A malformed record without an Id makes absence unprovable for this run.
     unidentified_malformed: bool = False
     # Per-appointment outcomes are kept only where someone reads them (a patient's run).
@@ -79,7 +86,9 @@ class RunContext:
         """Re-checks the run may still send: its own limit, within what it promised."""
         allowed = self.rechecks_left
         if self.request_promise is not None:
-            allowed = min(allowed, self.request_promise - self.requests_spent())
+            # A run that paged keeps its consistency check's requests (see consistency.py).
+            reserved = CHECK_REQUESTS if self.paged else 0
+            allowed = min(allowed, self.request_promise - self.requests_spent() - reserved)
         return max(0, allowed)
 
     # Whether the run fetched the whole window completely (a reconcile).

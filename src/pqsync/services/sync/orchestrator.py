@@ -37,6 +37,7 @@ from pqsync.intakeq.errors import (
 )
 from pqsync.intakeq.models import Appointment, AppointmentQuery, Client, MalformedRecord
 from pqsync.logging import get_logger
+from pqsync.services.sync import consistency
 from pqsync.services.sync import records as sync_records
 from pqsync.services.sync.context import Lookups, RunContext
 from pqsync.services.sync.deletion import RECHECK_LIMIT, Deletions
@@ -632,6 +633,8 @@ class SyncService:
             self._organization(session, prepared, ctx, patient_ids, progress)
         else:
             self._nightly(session, prepared, ctx, patient_ids, progress)
+        # IntakeQ changing between the pages read makes the run partial (consistency.py).
+        consistency.check_unchanged(self.source, ctx)
 
     @staticmethod
     def _recount(ctx: RunContext) -> None:
