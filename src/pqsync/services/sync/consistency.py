@@ -33,7 +33,7 @@ from pqsync.services.sync.context import RunContext
 from pqsync.services.sync.plan import PAGE_SIZE
 
 # The most pages either listing may take (a busy day's changes), within the run's promise.
-CHECK_PAGE_LIMIT = 5
+CHECK_PAGE_LIMIT = 20
 # Our clock and IntakeQ's may differ a little: the listing starts the day this much before.
 CLOCK_SLACK = timedelta(minutes=10)
 # The plans whose reads cover every appointment a change could concern.
