@@ -730,3 +730,27 @@ def test_a_quiet_sync_all_stays_inside_its_promise_with_the_check(
 
     assert result.plan == "window" and result.status == "success"
     assert result.requests_made <= promised
+
+
+def test_a_deletion_landing_while_an_incremental_nightly_reads_makes_it_partial(
+    hooked: SyncService, sim: SimulatorServer, pq: App, hooks: PageHooks, clock: ManualClock
+) -> None:
+    """The incremental night reads IntakeQ's deleted list first, then what changed (pages of
+    it): a deletion between those pages is in neither, so the night may not say `success`."""
+    assert hooked.sync_nightly().status == "success"  # the first night: a reconcile
+    busier(sim)  # a busy day: the next night's list of changes takes several pages
+    clock.advance(timedelta(days=1))
+    target = sorted(live(pq.engine))[0]
+    hooks.after_page["1"] = lambda: sim.app.store.delete(target)
+
+    night = hooked.sync_nightly()
+
+    assert night.plan is not None and night.plan.startswith("incremental")
+    assert not hooks.after_page, "IntakeQ changed between two pages of the night's reads"
+    assert target in live(pq.engine), "the precondition: the night did not see the deletion"
+    assert night.status == "partial", (night.status, night.warnings)
+    assert any("PracticeQ changed while we were reading it" in r for r in night.incomplete)
+
+    clock.advance(timedelta(days=1))
+    assert hooked.sync_nightly().status == "success"
+    assert target not in live(pq.engine)

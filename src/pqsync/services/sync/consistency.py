@@ -10,7 +10,8 @@ run itself read (no clocks compared):
   ones vanish from it). One the run never read, inside its window, or one it read in
   another version (or in two versions), changed while it read.
 - `deletedOnly` (with the same day): an appointment the run read live and IntakeQ lists as
-  deleted was deleted while (or after) the run read it.
+  deleted was deleted while (or after) the run read it; for the incremental plan, which
+  read the deleted list first, any deletion that list did not hold happened during the run.
 
 The check runs after a plan that read the whole window or everything changed since the
 last night (the window and incremental plans) when one of its listings took more than one
@@ -88,10 +89,14 @@ def check_unchanged(source: ListingSource, ctx: RunContext) -> None:
     ]
     twice = [pq_id for pq_id, versions in ctx.seen_versions.items() if len(versions) > 1]
     gone = [a.id for a in deleted if a.id in ctx.seen_versions]
+    if ctx.result.plan != "window":
+        # The incremental plan read IntakeQ's deleted list first: one deleted since then
+        # (whether or not a later listing showed it) is not in what the run applied.
+        gone += [a.id for a in deleted if a.id not in ctx.known_deleted]
     if moved or twice or gone:
         ctx.warn(
             f"PracticeQ changed while we read it: {len(set(moved + twice))} appointment(s) "
-            f"changed or added, {len(gone)} deleted"
+            f"changed or added, {len(set(gone))} deleted"
         )
         ctx.incomplete(None, CHANGED_WHILE_READING)
 

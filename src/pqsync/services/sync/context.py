@@ -72,6 +72,8 @@ class RunContext:
     # whether one of its listings took more than one page (see consistency.py).
     seen_versions: dict[str, set[datetime | None]] = field(default_factory=dict)
     paged: bool = False
+    # The appointments IntakeQ said were deleted (its `deletedOnly` list, 404s) when read.
+    known_deleted: set[str] = field(default_factory=set)
     # A malformed record without an Id makes absence unprovable for this run.
     unidentified_malformed: bool = False
     # Per-appointment outcomes are kept only where someone reads them (a patient's run).
