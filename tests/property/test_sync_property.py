@@ -200,8 +200,11 @@ class SyncMachine(RuleBasedStateMachine):
         start = datetime.combine(
             self.clock().date() + timedelta(days=day), datetime.min.time(), tzinfo=UTC
         ) + timedelta(hours=hour + 7)
+        client_id = self._live_client_of(patient)  # after a merge, the profile kept
+        if client_id is None:
+            return
         self.sim.app.store.create(
-            client_id=self.fsh_ids[patient],
+            client_id=client_id,
             practitioner_id=self.practitioners[practitioner % len(self.practitioners)],
             service_id=self.services[0],
             location_id=self.sim.dataset.locations[0].id,
