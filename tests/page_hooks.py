@@ -2,7 +2,9 @@
 
 A test gives the client this transport (tests replace the client's transport, never its
 insides); after the answer to page N of a listing without a `client` filter (a window
-fetch), hook N runs once, as IntakeQ's other users act between our requests.
+fetch), when that page is full (another page follows), hook N runs once, as IntakeQ's other
+users act between the pages we read. (A change after a listing's last page lands after the
+run read IntakeQ: the run was right about what it read.)
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
+
+PAGE_SIZE = 100  # IntakeQ's page
 
 
 class PageHooks(httpx.BaseTransport):
@@ -22,7 +26,8 @@ class PageHooks(httpx.BaseTransport):
         response.read()
         page = request.url.params.get("page")
         is_window = "client" not in request.url.params
-        hook = self.after_page.pop(page, None) if page and is_window else None
+        full = page is not None and len(response.json()) >= PAGE_SIZE
+        hook = self.after_page.pop(page, None) if page and is_window and full else None
         if hook is not None:
             hook()
         return response

@@ -91,7 +91,9 @@ def test_a_record_shifted_between_pages_is_not_deleted(
 
     hooks.after_page["1"] = lambda: sim.app.store.delete(on_page_one)
     result = hooked.sync_organization(ORG)
-    assert result.status == "success"
+    # IntakeQ changed while we read it: the run says so instead of `success`.
+    assert result.status == "partial"
+    assert any("PracticeQ changed while we were reading it" in r for r in result.incomplete)
     live = live_ids(pq)
     fsh = {c.client_id for c in sim.dataset.fsh_patients}
     still_there = {a.id for a in sim.dataset.appointments_in_window(start, end, fsh)}

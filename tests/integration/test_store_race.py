@@ -51,7 +51,9 @@ def test_a_patient_run_storing_appointments_during_an_org_run_leaves_each_stored
     hooks.after_page["1"] = patient_run
     result = hooked.sync_organization("first-step-house", window=window)
 
-    assert result.status == "success", result.error
+    # IntakeQ changed a record the org run had read: it may not say `success`.
+    assert result.status == "partial", result.error
+    assert any("PracticeQ changed while we were reading it" in r for r in result.incomplete)
     (patient_result,) = raced
     assert patient_result.status == "success", patient_result.error
     ours = {a.id for a in listed if a.client_id in fsh}

@@ -20,6 +20,7 @@ from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
 from intakeq_sim import ManualClock, SimulatorServer, demo_directory
+from page_hooks import PageHooks
 from pqsync.bootstrap import App
 from pqsync.db.engine import begin_write
 from pqsync.db.tables import (
@@ -656,3 +657,100 @@ def test_a_patient_runs_deletion_scan_asks_the_database_for_that_patient_only(
     sql, params = scans[0]
     assert "appointments.patient_id IN" in sql
     assert patient.id.hex in str(params) or str(patient.id) in str(params)
+
+
+# -- IntakeQ changing between the pages of a fetch ---------------------------------------------
+
+
+def test_a_fetch_that_intakeq_changed_between_its_pages_is_partial_until_a_quiet_run(
+    hooked: SyncService, sim: SimulatorServer, pq: App, hooks: PageHooks
+) -> None:
+    """Offset paging: an appointment deleted from page 1 while we read moves the first of
+    page 2 onto page 1, which we have read already. The run never sees it; it must not say
+    `success`, and the next run (IntakeQ quiet) stores it."""
+    start, end = sim.dataset.default_window()
+    listed = sim.dataset.appointments_in_window(start, end)  # IntakeQ's order, latest first
+    assert len(listed) > 200, "the window must span several pages"
+    deleted, skipped = listed[50].id, listed[100].id
+    austin = sim.dataset.special.plus_address
+    # The skipped one is our patient's, so what we show depends on it.
+    control(sim, "POST", f"/appointments/{skipped}/client", ClientId=austin.client_id)
+    hooks.after_page["1"] = lambda: sim.app.store.delete(deleted)
+
+    result = hooked.sync_organization(ORG)
+
+    assert not hooks.after_page, "IntakeQ changed between the first and the second page"
+    assert skipped not in live(pq.engine), "the precondition: the shift hid it from the run"
+    assert result.status == "partial", (result.status, result.incomplete)
+    assert any("PracticeQ changed while we were reading it" in r for r in result.incomplete)
+    patient = patient_by_email(pq.engine, austin.directory_email or austin.email)
+    assert last_synced(pq.engine, patient.id) is None  # not stamped "synced"
+
+    again = hooked.sync_organization(ORG)
+
+    assert again.status == "success", (again.incomplete, again.warnings)
+    assert skipped in live(pq.engine)
+    assert_everything_stored(sim, pq)
+
+
+def test_a_booking_landing_on_the_pages_already_read_is_caught(
+    hooked: SyncService, sim: SimulatorServer, pq: App, hooks: PageHooks
+) -> None:
+    """A booking at the top of the list while we read page 2 onwards: we never read it."""
+    austin = sim.dataset.special.plus_address
+    booked: list[str] = []
+    hooks.after_page["1"] = lambda: booked.append(book(sim, austin.client_id, 89))
+
+    result = hooked.sync_organization(ORG)
+
+    assert booked and booked[0] not in live(pq.engine)
+    assert result.status == "partial", result.incomplete
+    assert hooked.sync_organization(ORG).status == "success"
+    assert booked[0] in live(pq.engine)
+
+
+def test_a_quiet_sync_all_stays_inside_its_promise_with_the_check(
+    service: SyncService, sim: SimulatorServer, pq: App
+) -> None:
+    """The check's requests are in what Sync all promises: a quiet run spends no more."""
+    first = service.sync_organization(ORG)  # learns the practice's size
+    assert first.status == "success", first.incomplete
+    with Session(pq.engine) as session:
+        org = session.scalars(select(Organization).filter_by(slug=ORG)).one()
+        patients = list(
+            session.scalars(
+                select(Affiliation.patient_id).where(Affiliation.organization_id == org.id)
+            )
+        )
+        promised = service.organization_requests(
+            session, patients, service.organization_window(org)
+        )
+
+    result = service.sync_organization(ORG)
+
+    assert result.plan == "window" and result.status == "success"
+    assert result.requests_made <= promised
+
+
+def test_a_deletion_landing_while_an_incremental_nightly_reads_makes_it_partial(
+    hooked: SyncService, sim: SimulatorServer, pq: App, hooks: PageHooks, clock: ManualClock
+) -> None:
+    """The incremental night reads IntakeQ's deleted list first, then what changed (pages of
+    it): a deletion between those pages is in neither, so the night may not say `success`."""
+    assert hooked.sync_nightly().status == "success"  # the first night: a reconcile
+    busier(sim)  # a busy day: the next night's list of changes takes several pages
+    clock.advance(timedelta(days=1))
+    target = sorted(live(pq.engine))[0]
+    hooks.after_page["1"] = lambda: sim.app.store.delete(target)
+
+    night = hooked.sync_nightly()
+
+    assert night.plan is not None and night.plan.startswith("incremental")
+    assert not hooks.after_page, "IntakeQ changed between two pages of the night's reads"
+    assert target in live(pq.engine), "the precondition: the night did not see the deletion"
+    assert night.status == "partial", (night.status, night.warnings)
+    assert any("PracticeQ changed while we were reading it" in r for r in night.incomplete)
+
+    clock.advance(timedelta(days=1))
+    assert hooked.sync_nightly().status == "success"
+    assert target not in live(pq.engine)

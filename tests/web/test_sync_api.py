@@ -482,7 +482,9 @@ def test_the_sync_all_plan_names_at_most_the_requests_the_run_then_makes(
                 )
             )
         )
-    assert promised[1] == made[1] + lookup_budget(unlearned) + RECHECK_LIMIT
+    # The fetch includes the check that PracticeQ did not change while it was read (two
+    # requests in the plan; a page more when the day's changes fill one, as in this seed).
+    assert made[1] <= promised[1] <= made[1] + lookup_budget(unlearned) + RECHECK_LIMIT
 
 
 def test_a_partial_patient_sync_says_so_and_why(

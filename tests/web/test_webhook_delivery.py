@@ -19,6 +19,7 @@ from web_support import (
     METRICS_TOKEN,
     TODAY,
     WEBHOOK_TOKEN,
+    FakeClock,
     Seed,
     intakeq_for,
     open_client,
@@ -199,3 +200,95 @@ def test_the_change_mark_moves_with_a_webhook_change_and_hides_other_organisatio
     assert after["mark"] != of_patient.json()["mark"]
     assert roster_after["mark"] != of_roster.json()["mark"]
     assert hidden.status_code == other_org.status_code == 404
+
+
+def pending_events(app: App) -> int:
+    """Events the queue of record still holds for a re-fetch."""
+    with Session(app.engine) as session:
+        return int(
+            session.scalar(
+                select(func.count()).where(
+                    WebhookEvent.processed_at.is_(None),
+                    WebhookEvent.outcome.in_(("queued", "coalesced")),
+                )
+            )
+            or 0
+        )
+
+
+def webhook_runs(app: App) -> list[str]:
+    with Session(app.engine) as session:
+        return list(
+            session.scalars(
+                select(SyncLog.status)
+                .where(SyncLog.run_type == "webhook")
+                .order_by(SyncLog.started_at)
+            )
+        )
+
+
+def staff_runs_page(client: TestClient) -> str:
+    sign_in_form(client, "staff_admin")
+    page = client.get("/staff/runs")
+    assert page.status_code == 200
+    return page.text
+
+
+def test_a_refetch_intakeq_fails_stays_pending_and_a_later_tick_applies_the_change(
+    make_app: Callable[..., App], own_sim: SimulatorServer, seed: Seed, clock: FakeClock
+) -> None:
+    app = make_app(PQSYNC_WEBHOOK_COALESCE_SECONDS=0)
+    with open_client(app) as client:
+        sync_organization(client, seed)
+        ident = a_live_appointment(app, own_sim, seed.consenting)
+        cancelled = own_sim.app.store.cancel(ident, "provider ill")
+        own_sim.configure(fail_rate=1.0, fault_kinds=["error500"])  # IntakeQ is down
+        assert client.post(WEBHOOK, json=event("AppointmentCanceled", cancelled)).status_code == 202
+        wait_for_background(client)
+
+        assert webhook_runs(app) == ["failed"]
+        assert pending_events(app) == 1  # not lost: still waiting
+        assert status_seen(client, seed, seed.consenting, ident) != "cancelled"
+        assert "1 waiting to be tried again (PracticeQ failed their re-fetch)" in staff_runs_page(
+            client
+        )
+        app.jobs.tick()  # within its back-off: not tried again yet
+        wait_for_background(client)
+        assert webhook_runs(app) == ["failed"]
+
+        own_sim.configure(fail_rate=0.0)  # IntakeQ recovers
+        clock.advance(minutes=2)
+        app.jobs.tick()
+        wait_for_background(client)
+
+        assert webhook_runs(app) == ["failed", "success"]
+        assert pending_events(app) == 0
+        assert status_seen(client, seed, seed.consenting, ident) == "cancelled"
+
+
+def test_a_refetch_that_keeps_failing_is_given_up_and_shown_to_staff(
+    make_app: Callable[..., App], own_sim: SimulatorServer, seed: Seed, clock: FakeClock
+) -> None:
+    app = make_app(PQSYNC_WEBHOOK_COALESCE_SECONDS=0)
+    with open_client(app) as client:
+        sync_organization(client, seed)
+        ident = a_live_appointment(app, own_sim, seed.consenting)
+        cancelled = own_sim.app.store.cancel(ident, "provider ill")
+        own_sim.configure(fail_rate=1.0, fault_kinds=["error500"])
+        client.post(WEBHOOK, json=event("AppointmentCanceled", cancelled))
+        wait_for_background(client)
+        for _ in range(12):  # an hour of ticks, IntakeQ down all along
+            clock.advance(minutes=5)
+            app.jobs.tick()
+            wait_for_background(client)
+        runs = webhook_runs(app)
+        metrics = client.get("/metrics", headers=METRICS_AUTH).text
+        page = staff_runs_page(client)
+
+    # Tried six times (not once a minute: 1, 2, 4, 8, 16 minutes apart at least), then
+    # given up, visibly.
+    assert runs == ["failed"] * 6
+    assert pending_events(app) == 0
+    assert "<strong>1</strong> webhook change" in page
+    assert "could not be fetched: PracticeQ failed every try" in page
+    assert 'pqsync_webhook_events{outcome="failed"} 1.0' in metrics

@@ -417,12 +417,18 @@ class WebhookEvent(Base):
     __tablename__ = "webhook_events"
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     coalesce_key: Mapped[str] = mapped_column(String(200))
-    outcome: Mapped[str] = mapped_column(String(16))  # queued|coalesced|limited|foreign|ignored
+    # queued|coalesced|limited|foreign|ignored, or failed (its re-fetch failed every try)
+    outcome: Mapped[str] = mapped_column(String(16))
     appointment_id: Mapped[str | None] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column()
     # For a queued event: when its re-fetch runs; events of its key until then join it.
     runs_at: Mapped[datetime | None] = mapped_column()
     processed_at: Mapped[datetime | None] = mapped_column()
+    # Re-fetches of it that failed (IntakeQ down, 500s, timeouts), the last one's reason
+    # (no names), and when the tick may try again; after the last try its outcome is failed.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    retry_at: Mapped[datetime | None] = mapped_column()
 
     __table_args__ = (
         Index("ix_webhook_events_key_at", "coalesce_key", "received_at"),

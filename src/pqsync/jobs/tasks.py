@@ -250,7 +250,14 @@ class Jobs:
             log.info("webhook.sync_skipped", reason=type(exc).__name__)
             gate.mark_processed(key, started)
             return
-        self.carry_out(service, prepared)
+        result = self.carry_out(service, prepared)
+        if result.status == "failed":
+            # IntakeQ failed the re-fetch: the events stay pending and the tick tries again
+            # (see WebhookGate.record_failure); the change is not lost until the nightly.
+            reason = result.error_kind or "failed"
+            given_up = gate.record_failure(key, started, f"{reason}: {result.error or ''}")
+            log.warning("webhook.refetch_failed", reason=reason, given_up=given_up)
+            return
         gate.mark_processed(key, started)
         if gate.pending_appointments(key):
             # Events that came during the run: their own job may have met it busy.

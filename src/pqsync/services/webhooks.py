@@ -3,7 +3,9 @@
 re-fetch is still waiting join it; webhook work may take at most a share of the day's
 IntakeQ requests, charged for the requests its runs made (plus one reserved per re-fetch
 still waiting). Every event is stored, ids only, before the webhook is answered; a queued or
-coalesced one stays pending until a re-fetch that started after it has run."""
+coalesced one stays pending until a re-fetch that started after it has run. A re-fetch that
+fails leaves it pending, tried again with a growing delay, and after REFETCH_TRIES failures
+it is `failed`: on the staff page and in the metrics, for the nightly run to bring."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from pqsync.db.engine import write_connection
@@ -24,8 +26,19 @@ COALESCED = "coalesced"
 LIMITED = "limited"
 FOREIGN = "foreign"
 IGNORED = "ignored"  # names no client, appointment or email of ours
-OUTCOMES = (QUEUED, COALESCED, LIMITED, FOREIGN, IGNORED)
+FAILED = "failed"  # its re-fetch failed REFETCH_TRIES times: given up, shown to staff
+OUTCOMES = (QUEUED, COALESCED, LIMITED, FOREIGN, IGNORED, FAILED)
 PENDING = (QUEUED, COALESCED)  # processed by a re-fetch
+# A re-fetch that fails (IntakeQ down, 500s, timeouts after the client's own retries) leaves
+# its events pending; the tick tries again after 1, 2, 4, 8 and 16 minutes, and after the
+# sixth failure gives up: the events are `failed`, on the staff page, for the nightly run.
+REFETCH_TRIES = 6
+FIRST_RETRY = timedelta(minutes=1)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """How long after its `attempts`-th failed re-fetch an event is tried again."""
+    return FIRST_RETRY * (1 << max(0, attempts - 1))
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,8 @@ class WebhookBudget:
     reserved: int  # re-fetches waiting, one request each at least
     pending_events: int
     counts: dict[str, int]
+    retrying: int = 0  # pending events whose re-fetch failed, to be tried again
+    given_up: int = 0  # events of the last 24 hours whose re-fetch failed every try
 
     @property
     def left(self) -> int:
@@ -184,10 +199,41 @@ class WebhookGate:
                 .values(processed_at=self.clock())
             )
 
+    def record_failure(self, key: str, received_by: datetime, reason: str) -> int:
+        """The re-fetch of `key` that started at `received_by` failed: its events stay
+        pending, to be tried again after `retry_delay`; after REFETCH_TRIES failures they
+        are given up (`failed`). Returns how many were given up."""
+        now = self.clock()
+        pending = (
+            WebhookEvent.coalesce_key == key,
+            WebhookEvent.outcome.in_(PENDING),
+            WebhookEvent.processed_at.is_(None),
+            WebhookEvent.received_at <= received_by,
+        )
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(WebhookEvent.id, WebhookEvent.attempts).where(*pending))
+            given_up = 0
+            for event_id, attempts in rows.all():
+                tries = int(attempts or 0) + 1
+                values: dict[str, object] = {
+                    "attempts": tries,
+                    "last_error": reason[:200],
+                    "retry_at": now + retry_delay(tries),
+                }
+                if tries >= REFETCH_TRIES:
+                    values.update(outcome=FAILED, retry_at=None)
+                    given_up += 1
+                conn.execute(
+                    update(WebhookEvent).where(WebhookEvent.id == event_id).values(**values)
+                )
+        return given_up
+
     def overdue_keys(self, grace: timedelta) -> list[str]:
         """Keys whose pending events should have been processed by now (their re-fetch was
-        lost with a process, or never queued): the worker queues them again."""
-        due_by = self.clock() - self.coalesce_for - grace
+        lost with a process, never queued, or failed and is due again): the worker queues
+        them again."""
+        now = self.clock()
+        due_by = now - self.coalesce_for - grace
         with self.engine.connect() as conn:
             return list(
                 conn.scalars(
@@ -196,6 +242,7 @@ class WebhookGate:
                         WebhookEvent.outcome.in_(PENDING),
                         WebhookEvent.processed_at.is_(None),
                         WebhookEvent.received_at <= due_by,
+                        or_(WebhookEvent.retry_at.is_(None), WebhookEvent.retry_at <= now),
                     )
                     .distinct()
                 )
@@ -211,7 +258,27 @@ class WebhookGate:
                     WebhookEvent.outcome.in_(PENDING), WebhookEvent.processed_at.is_(None)
                 )
             )
-        return WebhookBudget(self.ceiling, spent, reserved, int(pending or 0), self.counts_today())
+            retrying = conn.scalar(
+                select(func.count()).where(
+                    WebhookEvent.outcome.in_(PENDING),
+                    WebhookEvent.processed_at.is_(None),
+                    WebhookEvent.attempts > 0,
+                )
+            )
+            given_up = conn.scalar(
+                select(func.count()).where(
+                    WebhookEvent.outcome == FAILED, WebhookEvent.received_at > now - DAY
+                )
+            )
+        return WebhookBudget(
+            self.ceiling,
+            spent,
+            reserved,
+            int(pending or 0),
+            self.counts_today(),
+            retrying=int(retrying or 0),
+            given_up=int(given_up or 0),
+        )
 
     def counts_today(self) -> dict[str, int]:
         since = self.clock() - DAY

@@ -18,6 +18,9 @@ from pqsync.services.sync.results import Actor, PatientResult, SyncResult
 
 # The most appointments (or warnings) one run lists in its log.
 MAX_LISTED = 200
+# The requests of the check that IntakeQ did not change while a run read it page by page
+# (see consistency.py): one `updatedSince` and one `deletedOnly` listing, a page each.
+CHECK_REQUESTS = 2
 
 
 @dataclass
@@ -65,6 +68,12 @@ class RunContext:
     lease: LeaseKeeper
     # Every Id IntakeQ returned in this run, matched or not: absence means only what it says.
     fetched_ids: set[str] = field(default_factory=set)
+    # The versions (LastModified) of each appointment listings returned in this run, and
+    # whether one of its listings took more than one page (see consistency.py).
+    seen_versions: dict[str, set[datetime | None]] = field(default_factory=dict)
+    paged: bool = False
+    # The appointments IntakeQ said were deleted (its `deletedOnly` list, 404s) when read.
+    known_deleted: set[str] = field(default_factory=set)
     # A malformed record without an Id makes absence unprovable for this run.
     unidentified_malformed: bool = False
     # Per-appointment outcomes are kept only where someone reads them (a patient's run).
@@ -81,6 +90,9 @@ class RunContext:
         if self.request_promise is None:
             return None
         reserved = self.identity.requests_reserved()
+        # A run that paged keeps its consistency check's requests (see consistency.py).
+        if self.paged:
+            reserved += CHECK_REQUESTS
         return self.request_promise - self.requests_spent() - reserved
 
     def may_request(self, count: int = 1) -> bool:

@@ -138,6 +138,7 @@ class Deletions:
 
     def soft_delete(self, session: Session, ctx: RunContext, pq_ids: list[str], proof: str) -> None:
         """Mark these appointments deleted (kept for history), audit each, count them."""
+        ctx.known_deleted.update(pq_ids)  # what IntakeQ had deleted when the run read it
         if not pq_ids:
             return
         now = self.clock()

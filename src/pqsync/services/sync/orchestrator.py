@@ -30,6 +30,7 @@ from pqsync.intakeq import waits
 from pqsync.intakeq.client import RequestTally
 from pqsync.intakeq.errors import IntakeQError
 from pqsync.logging import get_logger
+from pqsync.services.sync import consistency
 from pqsync.services.sync import records as sync_records
 from pqsync.services.sync.context import Lookups, RunContext
 from pqsync.services.sync.deletion import RECHECK_LIMIT, Deletions
@@ -628,6 +629,8 @@ class SyncService:
             return
         ctx.result.plan = strategy.plan
         strategy.execute(Step(session, prepared, ctx, list(ctx.results), progress))
+        # IntakeQ changing between the pages read makes the run partial (consistency.py).
+        consistency.check_unchanged(self.source, ctx)
 
     def _finish(
         self, session: Session, prepared: PreparedRun, ctx: RunContext, requests_made: int

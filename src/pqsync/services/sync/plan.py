@@ -25,6 +25,7 @@ from pqsync.db.tables import SyncState
 from pqsync.domain.windows import Window
 from pqsync.intakeq.client import IntakeQPagingError
 from pqsync.intakeq.models import Appointment, MalformedRecord
+from pqsync.services.sync.context import CHECK_REQUESTS
 
 PAGE_SIZE = 100
 PRACTICE_DENSITY = "practice_density"
@@ -41,6 +42,12 @@ UNKNOWN_PRACTICE_PAGES = 500
 ASSUMED_VISITS_PER_DAY = 3 / 7
 
 Page = TypeVar("Page")
+
+
+def check_requests(fetch_requests: int) -> int:
+    """What the consistency check adds to a fetch of `fetch_requests`: nothing to one page
+    (one answer is consistent in itself), CHECK_REQUESTS to more."""
+    return CHECK_REQUESTS if fetch_requests > 1 else 0
 
 
 def page_limit(expected_pages: int, *, measured: bool = True) -> int:
@@ -108,13 +115,16 @@ class Planner:
     ) -> int:
         """At most how many requests an organisation's run will take: the cheaper plan when
         the practice's size is known, else one probe page more than one query per patient
-        (the probe goes on with the whole window only when that costs no more). Both grow
-        with the range, so a longer range never costs less."""
+        (the probe goes on with the whole window only when that costs no more); and for a
+        fetch of more than one page, the check that IntakeQ did not change while it was read
+        (consistency.py). Both grow with the range, so a longer range never costs less."""
         per_patient = self.per_patient_cost(session, patient_ids, window)
         density = self.known_density(session)
         if density is None:
-            return per_patient + 1
-        return min(per_patient, self.window_cost(density, window))
+            fetch = per_patient + 1
+        else:
+            fetch = min(per_patient, self.window_cost(density, window))
+        return fetch + check_requests(fetch)
 
     @staticmethod
     def window_cost(density: float, window: Window) -> int:

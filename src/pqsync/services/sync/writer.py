@@ -22,6 +22,7 @@ from pqsync.intakeq.models import Appointment, MalformedRecord
 from pqsync.services.sync import audit as sync_audit
 from pqsync.services.sync.context import MAX_LISTED, Lookups, RunContext
 from pqsync.services.sync.identity import ClientIdChange, PatientIdentity
+from pqsync.services.sync.plan import PAGE_SIZE
 from pqsync.services.sync.results import SyncedAppointment
 
 Record = Appointment | MalformedRecord
@@ -80,11 +81,14 @@ class AppointmentWriter:
     def _appointments(self, ctx: RunContext, page: list[Record]) -> list[Appointment]:
         found: list[Appointment] = []
         seen: set[str] = set()
+        if len(page) >= PAGE_SIZE:
+            ctx.paged = True  # a listing with another page: IntakeQ may change between them
         for record in page:
             if isinstance(record, MalformedRecord):
                 self._note_malformed(ctx, record)
                 continue
             ctx.fetched_ids.add(record.id)
+            ctx.seen_versions.setdefault(record.id, set()).add(record.last_modified)
             if record.id in seen:
                 continue  # IntakeQ listed it twice on one page
             seen.add(record.id)

@@ -143,7 +143,7 @@ def operational_metrics(app: App) -> Iterator[Metric]:
     events = GaugeMetricFamily(
         "pqsync_webhook_events",
         "IntakeQ webhook events in the last 24 hours, by what became of them "
-        "(queued, coalesced, limited, foreign practice, ignored).",
+        "(queued, coalesced, limited, foreign practice, ignored, failed: re-fetch given up).",
         labels=["outcome"],
     )
     for outcome, count in app.jobs.webhook_gate().counts_today().items():

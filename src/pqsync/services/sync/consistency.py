@@ -1,0 +1,131 @@
+"""Did IntakeQ change while a run was reading it page by page?
+
+IntakeQ pages by offset (100 a page, latest start first). A change during a listing that
+adds an appointment to, or removes one from, the pages already read shifts the rest by one:
+an appointment is then read twice or never. Only changes to the pages already read matter,
+and every such change leaves a trace that two cheap listings show, judged against what the
+run itself read (no clocks compared):
+
+- `updatedSince` the day the run began: every appointment changed or created since (deleted
+  ones vanish from it). One the run never read, inside its window, or one it read in
+  another version (or in two versions), changed while it read.
+- `deletedOnly` (with the same day): an appointment the run read live and IntakeQ lists as
+  deleted was deleted while (or after) the run read it; for the incremental plan, which
+  read the deleted list first, any deletion that list did not hold happened during the run.
+
+The check runs after a plan that read the whole window or everything changed since the
+last night (the window and incremental plans) when one of its listings took more than one
+page; a one-page listing is one answer, consistent in itself. It costs CHECK_REQUESTS
+(more only when a day's changes fill a page), counted in what Sync all promises. When
+IntakeQ changed, the run ends `partial`: the next run reads the changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from datetime import timedelta
+from typing import Protocol
+
+from pqsync.intakeq.client import RequestTally
+from pqsync.intakeq.errors import BudgetExhausted, IntakeQAuthError, IntakeQError
+from pqsync.intakeq.models import Appointment, AppointmentQuery, MalformedRecord
+from pqsync.services.sync.context import RunContext
+from pqsync.services.sync.plan import PAGE_SIZE
+
+# The most pages either listing may take (a busy day's changes), within the run's promise.
+CHECK_PAGE_LIMIT = 20
+# Our clock and IntakeQ's may differ a little: the listing starts the day this much before.
+CLOCK_SLACK = timedelta(minutes=10)
+# The plans whose reads cover every appointment a change could concern.
+CHECKED_PLANS = frozenset({"window", "incremental", "incremental+backfill"})
+
+CHANGED_WHILE_READING = (
+    "PracticeQ changed while we were reading it (an appointment was added, moved or deleted "
+    "between two pages); some appointments may be missing or out of date: run again to be sure"
+)
+NOT_CONFIRMED = (
+    "PracticeQ could not confirm that nothing changed while we were reading it; some "
+    "appointments may be missing or out of date: run again to be sure"
+)
+
+Record = Appointment | MalformedRecord
+
+
+class ListingSource(Protocol):
+    def counting(self) -> AbstractContextManager[RequestTally]: ...
+
+    def appointment_pages(self, query: AppointmentQuery) -> Iterator[list[Record]]: ...
+
+
+def needs_check(ctx: RunContext) -> bool:
+    return ctx.paged and ctx.result.plan in CHECKED_PLANS and ctx.result.status == "running"
+
+
+def check_unchanged(source: ListingSource, ctx: RunContext) -> None:
+    """After the run's reads: make the run `partial` when IntakeQ changed while it read
+    (or the check could not finish). Raises what ends a run (budget, key)."""
+    if not needs_check(ctx):
+        return
+    since = (ctx.started_at - CLOCK_SLACK).astimezone(ctx.practice_zone).date()
+    try:
+        changed = _read(source, ctx, AppointmentQuery(updated_since=since))
+        deleted = _read(source, ctx, AppointmentQuery(updated_since=since, deleted_only=True))
+    except (BudgetExhausted, IntakeQAuthError):
+        raise
+    except (IntakeQError, _OverBudget) as exc:
+        ctx.warn(f"the check that PracticeQ did not change while we read it: {exc}")
+        ctx.incomplete(None, NOT_CONFIRMED)
+        return
+    if changed is None or deleted is None:
+        ctx.incomplete(None, NOT_CONFIRMED)
+        return
+    first, after = ctx.result.window.bounds(ctx.practice_zone)
+    moved = [
+        a.id
+        for a in changed
+        if (a.id in ctx.seen_versions and ctx.seen_versions[a.id] != {a.last_modified})
+        or (a.id not in ctx.seen_versions and first <= a.start < after)
+    ]
+    twice = [pq_id for pq_id, versions in ctx.seen_versions.items() if len(versions) > 1]
+    gone = [a.id for a in deleted if a.id in ctx.seen_versions]
+    if ctx.result.plan != "window":
+        # The incremental plan read IntakeQ's deleted list first: one deleted since then
+        # (whether or not a later listing showed it) is not in what the run applied.
+        gone += [a.id for a in deleted if a.id not in ctx.known_deleted]
+    if moved or twice or gone:
+        ctx.warn(
+            f"PracticeQ changed while we read it: {len(set(moved + twice))} appointment(s) "
+            f"changed or added, {len(set(gone))} deleted"
+        )
+        ctx.incomplete(None, CHANGED_WHILE_READING)
+
+
+class _OverBudget(Exception):
+    def __str__(self) -> str:
+        return "the run's promised requests are spent"
+
+
+def _read(
+    source: ListingSource, ctx: RunContext, query: AppointmentQuery
+) -> list[Appointment] | None:
+    """Every appointment of a listing; None when it takes more pages than allowed. Each
+    page is asked only while the run's promise has a request left."""
+    found: list[Appointment] = []
+    pages = source.appointment_pages(query)
+    try:
+        for number in range(1, CHECK_PAGE_LIMIT + 1):
+            if ctx.request_promise is not None and ctx.requests_spent() >= ctx.request_promise:
+                raise _OverBudget()
+            page = next(pages, None)
+            if page is None:
+                return found
+            found.extend(r for r in page if isinstance(r, Appointment))
+            if len(page) < PAGE_SIZE:
+                return found
+            del number
+        return None
+    finally:
+        close = getattr(pages, "close", None)
+        if close is not None:
+            close()
