@@ -59,7 +59,12 @@ class ListingSource(Protocol):
 
 
 def needs_check(ctx: RunContext) -> bool:
-    return ctx.paged and ctx.result.plan in CHECKED_PLANS and ctx.result.status == "running"
+    return (
+        ctx.paged
+        and not ctx.read_cut_short
+        and ctx.result.plan in CHECKED_PLANS
+        and ctx.result.status == "running"
+    )
 
 
 def check_unchanged(source: ListingSource, ctx: RunContext) -> None:

@@ -110,6 +110,9 @@ class RunContext:
 
     # Whether the run fetched the whole window completely (a reconcile).
     window_fetched: bool = False
+    # Whether a listing stopped at the requests the run promised (already partial: what
+    # changed meanwhile is moot until the next run reads the rest).
+    read_cut_short: bool = False
     # Whether an incremental nightly fetched every day new to its window since the window
     # last covered completely (its whole window is then as complete as a reconcile left it).
     new_days_fetched: bool = False

@@ -132,6 +132,7 @@ class WindowFetch:
             f"PracticeQ has more appointments than expected; {pages} not read — run Sync all again"
         )
         ctx.warn(f"the window fetch stopped at the requests the run promised; {pages} not read")
+        ctx.read_cut_short = True
         ctx.incomplete(None, reason)
         for patient_id in patient_ids:
             ctx.incomplete(patient_id, reason)
