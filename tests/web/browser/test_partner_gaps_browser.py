@@ -16,7 +16,7 @@ from playwright.sync_api import Page, expect
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from test_accessibility_browser import blocking_violations
-from web_support import Seed
+from web_support import FakeClock, Seed
 
 from intakeq_sim import SimulatorServer
 from pqsync.bootstrap import App
@@ -122,7 +122,11 @@ def test_a_patient_practiceq_does_not_know_is_told_plainly(
 
 
 def test_the_provider_column_is_the_next_appointments_and_says_so(
-    new_page: Callable[[], Page], seed: Seed, book: Callable[..., Any], pq_app: App
+    new_page: Callable[[], Page],
+    seed: Seed,
+    book: Callable[..., Any],
+    pq_app: App,
+    clock: FakeClock,
 ) -> None:
     sync = pq_app.sync_service()
     sync.sync_patient(str(seed.consenting))
@@ -138,6 +142,7 @@ def test_the_provider_column_is_the_next_appointments_and_says_so(
     assert locum not in before[0]
 
     # A later visit with another practitioner changes nothing in the row, live or reloaded.
+    clock.advance(seconds=61)  # within the minute, the last sync's answer comes back
     row.get_by_role("button", name=re.compile("^Sync .* from PracticeQ$")).click()
     expect(row.get_by_role("status")).to_contain_text("Synced just now")
     assert (provider.inner_text(), next_visit.inner_text()) == before
@@ -148,6 +153,7 @@ def test_the_provider_column_is_the_next_appointments_and_says_so(
     book(
         seed.consenting, StartDateLocal="2025-11-16T08:10:00", PractitionerId=UNMAPPED_PRACTITIONER
     )
+    clock.advance(seconds=61)
     sync.sync_patient(str(seed.consenting))
     page.reload()
     expect(next_visit).to_have_text("Nov 16, 2025 at 8:10 AM")
