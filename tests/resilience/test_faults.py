@@ -197,7 +197,9 @@ def test_each_malformed_record_is_one_error_and_the_rest_of_its_page_is_stored(
     # Other clients' broken records are not First Step House's errors.
     ours = {a.id for a in fetched if a.id in unusable and a.client_id in fsh}
     assert result.plan == "window"
-    assert stats["malformed_records"] == sum(1 for kind in kinds.values() if kind)
+    # Every broken record of the window was served (the run's check that IntakeQ did not
+    # change while it read lists the day's changes too, and serves their broken ones again).
+    assert stats["malformed_records"] >= sum(1 for kind in kinds.values() if kind)
     assert len(ours) >= 3
     assert len(unusable) > len(ours)
     assert result.summary.errors == len(ours)
