@@ -457,6 +457,33 @@ def test_two_clients_sharing_an_email_show_neither_and_flag_the_patient(
     assert last_synced(pq.engine, patient.id) is None
 
 
+@pytest.mark.parametrize("narrow", (True, False))
+def test_a_merge_onto_an_email_a_family_member_shares_is_flagged_not_success(
+    narrow: bool, service: SyncService, sim: SimulatorServer, pq: App
+) -> None:
+    """The patient's known ClientId is merged away into a new profile while a family member
+    carries the same email, and we store none of the patient's appointments to link the new
+    profile by: two clients carry the email, so neither is learned and the run says so."""
+    client = sim.dataset.clients_by_id[sim.dataset.special.known_client_ids[0]]
+    email = client.directory_email or client.email
+    assert patient_by_email(pq.engine, email).intakeq_client_id == client.client_id
+    family = control(sim, "POST", "/clients", FirstName="Kin", LastName="Family", Email=email)
+    book(sim, family["ClientId"], 3)
+    kept = control(sim, "POST", "/clients", FirstName="Re", LastName="Created", Email=email)
+    control(sim, "POST", f"/clients/{client.client_id}/merge", IntoClientId=kept["ClientId"])
+    booked = book(sim, kept["ClientId"], 3)
+    day = sim.dataset.today + timedelta(days=3)
+
+    window = Window(day, day) if narrow else None
+    result = service.sync_organization(ORG, window=window)
+
+    assert result.status == "partial", result.warnings
+    assert any("2 IntakeQ clients share this patient's email" in r for r in result.incomplete)
+    patient = patient_by_email(pq.engine, email)
+    assert booked not in live(pq.engine)
+    assert last_synced(pq.engine, patient.id) is None
+
+
 # -- finding 5: ownership in every plan ------------------------------------------------------
 
 

@@ -13,7 +13,9 @@ IntakeQ's `client` filter is a partial match and is never trusted. The rules:
    appointment we store for them (same Id) under the new ClientId with their email (profiles
    merged), or when the new one is the only client left with their email (a profile
    re-created); the change is audited. A record with their email under another ClientId
-   otherwise is someone else's (a family member).
+   otherwise is someone else's (a family member) while their known ClientId still carries
+   the email; when it no longer does and several clients carry it, nobody can say which is
+   theirs: neither is learned and the patient is flagged, as in rule 2.
 4. Anything else is not our patient's.
 
 Pure but for the `lookup` callable; the writer asks `prepare` before its write transaction
@@ -75,6 +77,9 @@ class Identities:
     unconfirmed: set[uuid.UUID] = field(init=False, default_factory=set)
     # (patient, ClientId) pairs refused because another patient holds the ClientId.
     held_elsewhere: set[tuple[uuid.UUID, int]] = field(init=False, default_factory=set)
+    # Patients whose email several IntakeQ clients carry besides their known ClientId: the
+    # carriers seen (see `contested`).
+    _contested: dict[uuid.UUID, set[int]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.by_client_id = {}
@@ -168,12 +173,32 @@ class Identities:
                 return None  # IntakeQ's own answers disagree: learn nothing this run
             self._set(patient, client_id)
             return patient
-        if stored_for == patient.id or self._carriers.get(patient.email.lower()) == {client_id}:
+        carriers = self._carriers.get(patient.email.lower())
+        if stored_for == patient.id or carriers == {client_id}:
             # Rule 3: an appointment we store for the patient is now under this ClientId,
             # or it is the only client left with their email: the ClientId follows.
             self._set(patient, client_id)
             return patient
+        if carriers is None and self.lookup is not None:
+            # Not asked (the run's questions are spent): this may be the patient's new
+            # profile as well as a family member's, so their data may be incomplete.
+            self.unconfirmed.add(patient.id)
+        elif carriers is not None and client_id in carriers:
+            # Several clients carry the email: a family member's when the patient's own
+            # ClientId is still one of them, else nobody can say whose (settled in `finish`).
+            self._contested.setdefault(patient.id, set()).update(carriers)
         return None
+
+    def contested(self) -> dict[uuid.UUID, int]:
+        """Patients of the run whose known ClientId no longer carries their email while
+        several IntakeQ clients do (a merge or re-creation beside a family member), with no
+        appointment we store to tell which is theirs: patient id -> how many clients. Like
+        rule 2's shared email, neither is learned and the patient is flagged."""
+        return {
+            pid: len(carriers)
+            for pid, carriers in self._contested.items()
+            if self.by_id[pid].client_id not in carriers and pid not in self.shared
+        }
 
     def refused_for(
         self, client_id: int | None, email: str | None, owner: PatientIdentity | None
