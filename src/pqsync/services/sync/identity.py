@@ -131,6 +131,21 @@ class Identities:
             self._carriers[key] = self.lookup(key)
         return not self._carriers[key]
 
+    def email_left_client(self, patient_id: uuid.UUID) -> bool:
+        """Whether a patient whose ClientId is known may have appointments a query by their
+        email cannot find: IntakeQ no longer lists their email on that client (asked once a
+        run, out of the questions about known patients), or that could not be asked."""
+        patient = self.by_id.get(patient_id)
+        if patient is None or patient.client_id is None or self.lookup is None:
+            return False
+        key = patient.email.lower()
+        if key not in self._carriers:
+            if self.follow_lookups_left <= 0:
+                return True
+            self.follow_lookups_left -= 1
+            self._carriers[key] = self.lookup(key)
+        return patient.client_id not in self._carriers[key]
+
     # -- inside the write transaction: pure --------------------------------------------------
 
     def owner_of(self, client_id: int | None, email: str | None) -> PatientIdentity | None:
