@@ -677,7 +677,7 @@ class SyncMachine(RuleBasedStateMachine):
             assert result.status == "partial", result.error
             assert any("share this email" in w for w in result.warnings), result.warnings
         else:
-            assert result.status == "success", (result.error, result.warnings)
+            assert result.status == "success", (result.error, result.warnings, result.incomplete)
         self.check_run(result)
         with Session(World.engine) as session:
             org = session.scalars(select(Organization).filter_by(slug=ORG)).one()

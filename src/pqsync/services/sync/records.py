@@ -163,7 +163,7 @@ def finish(
                 f"{carriers} IntakeQ clients share this patient's email, so neither's "
                 "appointments are shown; staff should give each client its own email in IntakeQ",
             )
-    for patient_id in ctx.identity.unconfirmed:
+    for patient_id in ctx.identity.unconfirmed | ctx.identity.unasked():
         ctx.incomplete(
             patient_id,
             "this patient's IntakeQ client could not be confirmed this run (its request "
