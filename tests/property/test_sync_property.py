@@ -15,8 +15,10 @@ verification of the organisation names exactly the appointments the test finds d
 
 Whose appointment is whose is the test's own knowledge: it made every client, so it knows
 which ClientIds are which patient (a merged profile is the same person; a family member is
-not). One rule of pqsync's it takes as given: a patient whose ClientId was never learned and
-whose email two IntakeQ clients carry is shown nothing of either.
+not). One rule of pqsync's it takes as given: an appointment under a client that is not the
+ClientId pqsync holds for the patient, whose email two IntakeQ clients carry (a family member
+beside a patient never learned, or beside a merged profile pqsync has no stored appointment
+to link by), is shown for nobody: IntakeQ does not say which of the two is our patient.
 
 `PQSYNC_PROPERTY_EXAMPLES` (default 25) sets how many histories run, of up to 15 steps
 (the same ones on every CI run, `CI=true`; new ones elsewhere).
