@@ -357,6 +357,26 @@ def test_an_incomplete_patient_fetch_is_partial_and_not_stamped(
     assert shown(sim, pq.engine, patient.id) == truth(sim, ann.client_id)  # nothing lost
 
 
+def test_a_known_patient_whose_email_changed_is_partial_even_with_nothing_stored(
+    service: SyncService, sim: SimulatorServer, pq: App
+) -> None:
+    """Nothing stored to miss, nothing returned for the email: their ClientId no longer
+    carries it, so their appointments may be under another email, not absent."""
+    client = sim.dataset.clients_by_id[sim.dataset.special.known_client_ids[0]]
+    email = client.directory_email or client.email
+    assert patient_by_email(pq.engine, email).intakeq_client_id == client.client_id
+    control(sim, "POST", f"/clients/{client.client_id}/email", Email="moved@mail.example")
+    booked = book(sim, client.client_id, 3)
+    day = sim.dataset.today + timedelta(days=3)
+
+    result = service.sync_patient(email, window=Window(day, day))
+
+    assert result.status == "partial", result.warnings
+    assert any("returned none of this patient's appointments" in r for r in result.incomplete)
+    assert booked not in live(pq.engine)
+    assert last_synced(pq.engine, patient_by_email(pq.engine, email).id) is None
+
+
 def test_more_absent_appointments_than_a_run_rechecks_make_it_partial_until_done(
     service: SyncService, sim: SimulatorServer, pq: App, clock: ManualClock
 ) -> None:
@@ -454,6 +474,33 @@ def test_two_clients_sharing_an_email_show_neither_and_flag_the_patient(
     patient = patient_by_email(pq.engine, marcus.directory_email or "")
     assert patient.intakeq_client_id is None
     assert live(pq.engine, patient.id) == {}
+    assert last_synced(pq.engine, patient.id) is None
+
+
+@pytest.mark.parametrize("narrow", (True, False))
+def test_a_merge_onto_an_email_a_family_member_shares_is_flagged_not_success(
+    narrow: bool, service: SyncService, sim: SimulatorServer, pq: App
+) -> None:
+    """The patient's known ClientId is merged away into a new profile while a family member
+    carries the same email, and we store none of the patient's appointments to link the new
+    profile by: two clients carry the email, so neither is learned and the run says so."""
+    client = sim.dataset.clients_by_id[sim.dataset.special.known_client_ids[0]]
+    email = client.directory_email or client.email
+    assert patient_by_email(pq.engine, email).intakeq_client_id == client.client_id
+    family = control(sim, "POST", "/clients", FirstName="Kin", LastName="Family", Email=email)
+    book(sim, family["ClientId"], 3)
+    kept = control(sim, "POST", "/clients", FirstName="Re", LastName="Created", Email=email)
+    control(sim, "POST", f"/clients/{client.client_id}/merge", IntoClientId=kept["ClientId"])
+    booked = book(sim, kept["ClientId"], 3)
+    day = sim.dataset.today + timedelta(days=3)
+
+    window = Window(day, day) if narrow else None
+    result = service.sync_organization(ORG, window=window)
+
+    assert result.status == "partial", result.warnings
+    assert any("2 IntakeQ clients share this patient's email" in r for r in result.incomplete)
+    patient = patient_by_email(pq.engine, email)
+    assert booked not in live(pq.engine)
     assert last_synced(pq.engine, patient.id) is None
 
 

@@ -13,7 +13,9 @@ IntakeQ's `client` filter is a partial match and is never trusted. The rules:
    appointment we store for them (same Id) under the new ClientId with their email (profiles
    merged), or when the new one is the only client left with their email (a profile
    re-created); the change is audited. A record with their email under another ClientId
-   otherwise is someone else's (a family member).
+   otherwise is someone else's (a family member) while their known ClientId still carries
+   the email; when it no longer does and several clients carry it, nobody can say which is
+   theirs: neither is learned and the patient is flagged, as in rule 2.
 4. Anything else is not our patient's.
 
 Pure but for the `lookup` callable; the writer asks `prepare` before its write transaction
@@ -75,6 +77,13 @@ class Identities:
     unconfirmed: set[uuid.UUID] = field(init=False, default_factory=set)
     # (patient, ClientId) pairs refused because another patient holds the ClientId.
     held_elsewhere: set[tuple[uuid.UUID, int]] = field(init=False, default_factory=set)
+    # Patients whose email several IntakeQ clients carry besides their known ClientId: the
+    # carriers seen (see `contested`).
+    _contested: dict[uuid.UUID, set[int]] = field(init=False, default_factory=dict)
+    # Patients with such a record nobody could ask about, and those whose own ClientId was
+    # listed with their email this run (see `unasked`).
+    _unasked: set[uuid.UUID] = field(init=False, default_factory=set)
+    _email_on_known: set[uuid.UUID] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
         self.by_client_id = {}
@@ -96,7 +105,7 @@ class Identities:
         if patient is None or self.lookup is None or patient.id not in self.scope:
             return None
         left = self.lookups_left if patient.client_id is None else self.follow_lookups_left
-        if left <= 0:
+        if left <= 0 and not self._answers_free():
             return None
         key = email.lower()
         return None if key in self._carriers else key
@@ -120,11 +129,30 @@ class Identities:
             return False
         key = patient.email.lower()
         if key not in self._carriers:
-            if self.lookups_left <= 0:
+            if self.lookups_left <= 0 and not self._answers_free():
                 return False
             self.lookups_left -= 1
             self._carriers[key] = self.lookup(key)
         return not self._carriers[key]
+
+    def _answers_free(self) -> bool:
+        """Whether questions cost nothing more: IntakeQ's whole client list is read."""
+        return isinstance(self.lookup, ClientBook) and self.lookup.requests_for(1) == 0
+
+    def email_left_client(self, patient_id: uuid.UUID) -> bool:
+        """Whether a patient whose ClientId is known may have appointments a query by their
+        email cannot find: IntakeQ no longer lists their email on that client (asked once a
+        run, out of the questions about known patients), or that could not be asked."""
+        patient = self.by_id.get(patient_id)
+        if patient is None or patient.client_id is None or self.lookup is None:
+            return False
+        key = patient.email.lower()
+        if key not in self._carriers:
+            if self.follow_lookups_left <= 0 and not self._answers_free():
+                return True
+            self.follow_lookups_left -= 1
+            self._carriers[key] = self.lookup(key)
+        return patient.client_id not in self._carriers[key]
 
     # -- inside the write transaction: pure --------------------------------------------------
 
@@ -145,7 +173,10 @@ class Identities:
         """Whose record this is, applying rules 1-4; `stored_for` is the patient we store
         this appointment (same Id) for, if any. Learns and follows ClientIds."""
         if client_id is not None and client_id in self.by_client_id:
-            return self.by_client_id[client_id]
+            known = self.by_client_id[client_id]
+            if email and email.lower() == known.email.lower():
+                self._email_on_known.add(known.id)
+            return known
         patient = self.by_email.get(email.lower()) if email else None
         if patient is None or client_id is None:
             return patient if patient is not None and patient.id not in self.shared else None
@@ -168,12 +199,41 @@ class Identities:
                 return None  # IntakeQ's own answers disagree: learn nothing this run
             self._set(patient, client_id)
             return patient
-        if stored_for == patient.id or self._carriers.get(patient.email.lower()) == {client_id}:
+        carriers = self._carriers.get(patient.email.lower())
+        if stored_for == patient.id or carriers == {client_id}:
             # Rule 3: an appointment we store for the patient is now under this ClientId,
             # or it is the only client left with their email: the ClientId follows.
             self._set(patient, client_id)
             return patient
+        if carriers is None and self.lookup is not None:
+            # Not asked (the run's questions are spent): this may be the patient's new
+            # profile as well as a family member's (settled in `unasked`).
+            self._unasked.add(patient.id)
+        elif carriers is not None and client_id in carriers:
+            # Several clients carry the email: a family member's when the patient's own
+            # ClientId is still one of them, else nobody can say whose (settled in `finish`).
+            self._contested.setdefault(patient.id, set()).update(carriers)
         return None
+
+    def unasked(self) -> set[uuid.UUID]:
+        """Patients with a record under another ClientId carrying their email that nobody
+        could ask IntakeQ about, unless their own ClientId was listed with their email this
+        run (then it still carries it, and the other is someone else's, as asking would have
+        said): their appointments may be missing."""
+        return {
+            pid for pid in self._unasked if pid not in self._email_on_known and pid in self.scope
+        }
+
+    def contested(self) -> dict[uuid.UUID, int]:
+        """Patients of the run whose known ClientId no longer carries their email while
+        several IntakeQ clients do (a merge or re-creation beside a family member), with no
+        appointment we store to tell which is theirs: patient id -> how many clients. Like
+        rule 2's shared email, neither is learned and the patient is flagged."""
+        return {
+            pid: len(carriers)
+            for pid, carriers in self._contested.items()
+            if self.by_id[pid].client_id not in carriers and pid not in self.shared
+        }
 
     def refused_for(
         self, client_id: int | None, email: str | None, owner: PatientIdentity | None

@@ -154,7 +154,8 @@ def finish(
     for patient_result in ctx.results.values():
         result.summary.add(patient_result.summary)
     result.summary.errors += result.malformed
-    for patient_id, carriers in ctx.identity.shared.items():
+    flagged = {**ctx.identity.shared, **ctx.identity.contested()}
+    for patient_id, carriers in flagged.items():
         if patient_id in ctx.results:
             ctx.warn(f"patient {patient_id}: {carriers} IntakeQ clients share this email")
             ctx.incomplete(
@@ -162,7 +163,7 @@ def finish(
                 f"{carriers} IntakeQ clients share this patient's email, so neither's "
                 "appointments are shown; staff should give each client its own email in IntakeQ",
             )
-    for patient_id in ctx.identity.unconfirmed:
+    for patient_id in ctx.identity.unconfirmed | ctx.identity.unasked():
         ctx.incomplete(
             patient_id,
             "this patient's IntakeQ client could not be confirmed this run (its request "

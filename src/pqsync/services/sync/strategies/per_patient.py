@@ -58,9 +58,11 @@ class PerPatient:
                 if own is None:
                     # The run reached the requests it promised: what was read is kept.
                     ctx.incomplete(patient_id, NOT_READ)
-                elif own == 0 and held > 0:
+                elif own == 0 and (held > 0 or self.email_moved(session, ctx, patient_id)):
                     # None of the patient's own came back (their email may have changed in
-                    # IntakeQ, and `client=` matched others): absence proves nothing.
+                    # IntakeQ, and `client=` matched others): absence proves nothing. With
+                    # nothing stored, it proves nothing either when their known ClientId no
+                    # longer carries their email.
                     ctx.warn(
                         f"patient {patient_id}: the fetch is incomplete: IntakeQ returned none "
                         "of the patient's appointments for their email (has it changed in "
@@ -98,6 +100,18 @@ class PerPatient:
                 continue
             result.state = "done"
             progress("patients", done + 1, len(patient_ids))
+
+    @staticmethod
+    def email_moved(session: Session, ctx: RunContext, patient_id: uuid.UUID) -> bool:
+        """Whether the patient's known ClientId no longer carries their email in IntakeQ
+        (asked outside any write transaction; an IntakeQ error leaves it possible)."""
+        session.commit()
+        try:
+            return ctx.identity.email_left_client(patient_id)
+        except RUN_ENDING:
+            raise
+        except IntakeQError:
+            return True
 
     @staticmethod
     def unknown_to_intakeq(session: Session, ctx: RunContext, patient_id: uuid.UUID) -> bool:
