@@ -504,6 +504,43 @@ def test_a_merge_onto_an_email_a_family_member_shares_is_flagged_not_success(
     assert last_synced(pq.engine, patient.id) is None
 
 
+@pytest.mark.parametrize("plan", PLANS)
+def test_a_merged_profile_read_before_the_record_that_reveals_it_is_not_success(
+    plan: str, service: SyncService, sim: SimulatorServer, pq: App, clock: ManualClock
+) -> None:
+    """The patient's profile is merged into a new one beside a family member on the same
+    email, and a booking under the new profile is listed (latest first) before a stored
+    appointment of theirs that reveals the merge: the booking was passed over before the
+    ClientId followed, so the run may not say `success` without it."""
+    client = sim.dataset.clients_by_id[sim.dataset.special.known_client_ids[0]]
+    email = client.directory_email or client.email
+    settle(service, clock, plan)
+    patient = patient_by_email(pq.engine, email)
+    stored = shown(sim, pq.engine, patient.id)
+    assert stored, "precondition: the patient has stored appointments to reveal the merge"
+    synced_before = last_synced(pq.engine, patient.id)
+    family = control(sim, "POST", "/clients", FirstName="Kin", LastName="Family", Email=email)
+    kept = control(sim, "POST", "/clients", FirstName="Re", LastName="Merged", Email=email)
+    control(sim, "POST", f"/clients/{client.client_id}/merge", IntoClientId=kept["ClientId"])
+    book(sim, family["ClientId"], 2)
+    latest = max(live(pq.engine, patient.id).values(), key=lambda a: a.start_time).start_time
+    booked = book(sim, kept["ClientId"], 89)
+    latest_day = latest.astimezone(ZoneInfo(sim.dataset.timezone)).date()
+    assert sim.dataset.today + timedelta(days=89) > latest_day, "precondition: listed first"
+    clock.advance(timedelta(minutes=30))
+
+    result = runner(service, plan, email)()
+
+    assert booked not in live(pq.engine)  # passed over before the ClientId followed
+    assert result.status == "partial", result.warnings
+    assert last_synced(pq.engine, patient.id) == synced_before
+    # The next run knows the new ClientId and is complete.
+    clock.advance(timedelta(minutes=30))
+    again = runner(service, plan, email)()
+    assert again.status == "success", again.incomplete
+    assert shown(sim, pq.engine, patient.id) == truth(sim, kept["ClientId"])
+
+
 # -- finding 5: ownership in every plan ------------------------------------------------------
 
 

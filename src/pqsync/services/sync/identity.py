@@ -84,6 +84,11 @@ class Identities:
     # listed with their email this run (see `unasked`).
     _unasked: set[uuid.UUID] = field(init=False, default_factory=set)
     _email_on_known: set[uuid.UUID] = field(init=False, default_factory=set)
+    # Records carrying a known patient's email under another ClientId that were passed
+    # over this run: patient id -> those ClientIds; and the patients whose ClientId then
+    # followed one of them (see `followed_late`).
+    _passed_over: dict[uuid.UUID, set[int]] = field(init=False, default_factory=dict)
+    _followed_late: set[uuid.UUID] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
         self.by_client_id = {}
@@ -205,6 +210,7 @@ class Identities:
             # or it is the only client left with their email: the ClientId follows.
             self._set(patient, client_id)
             return patient
+        self._passed_over.setdefault(patient.id, set()).add(client_id)
         if carriers is None and self.lookup is not None:
             # Not asked (the run's questions are spent): this may be the patient's new
             # profile as well as a family member's (settled in `unasked`).
@@ -223,6 +229,12 @@ class Identities:
         return {
             pid for pid in self._unasked if pid not in self._email_on_known and pid in self.scope
         }
+
+    def followed_late(self) -> set[uuid.UUID]:
+        """Patients of the run whose ClientId followed a new one after records under that
+        new one, carrying their email, had already been passed over this run (listed before
+        the stored appointment that revealed the merge): those may be missing."""
+        return {pid for pid in self._followed_late if pid in self.scope}
 
     def contested(self) -> dict[uuid.UUID, int]:
         """Patients of the run whose known ClientId no longer carries their email while
@@ -256,6 +268,8 @@ class Identities:
 
     def _set(self, patient: PatientIdentity, client_id: int) -> None:
         old = patient.client_id
+        if old is not None and client_id in self._passed_over.get(patient.id, set()):
+            self._followed_late.add(patient.id)
         if old is not None:
             self.by_client_id.pop(old, None)
         patient.client_id = client_id

@@ -163,6 +163,12 @@ def finish(
                 f"{carriers} IntakeQ clients share this patient's email, so neither's "
                 "appointments are shown; staff should give each client its own email in IntakeQ",
             )
+    for patient_id in ctx.identity.followed_late():
+        ctx.incomplete(
+            patient_id,
+            "PracticeQ moved this patient to a new client profile while we were reading; "
+            "some of their appointments may be missing until the next sync",
+        )
     for patient_id in ctx.identity.unconfirmed | ctx.identity.unasked():
         ctx.incomplete(
             patient_id,
