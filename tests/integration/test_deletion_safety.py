@@ -21,6 +21,7 @@ from pqsync.bootstrap import App
 from pqsync.db.tables import Appointment, Organization
 from pqsync.domain.windows import Window
 from pqsync.services.sync import SyncService
+from provider_side import book_at
 
 DENVER = ZoneInfo("America/Denver")
 ORG = "first-step-house"
@@ -39,15 +40,7 @@ def book(sim: SimulatorServer, client_id: int, day_offset: int, at: time) -> str
     """A provider books an appointment in IntakeQ (Denver local time)."""
     ds = sim.dataset
     start = datetime.combine(ds.today + timedelta(days=day_offset), at, tzinfo=DENVER)
-    created = sim.app.store.create(
-        client_id=client_id,
-        practitioner_id=ds.mapped_practitioners[0].id,
-        service_id=ds.services[1].id,
-        location_id=ds.locations[0].id,
-        status="Confirmed",
-        start=start,
-    )
-    return str(created["Id"])
+    return book_at(sim, client_id, start)
 
 
 def test_an_appointment_stored_by_another_run_during_a_window_fetch_stays(

@@ -20,6 +20,7 @@ from pqsync.db.tables import Affiliation, Appointment, Organization, SyncState
 from pqsync.services.sync import SyncService
 from pqsync.services.sync.plan import PRACTICE_DENSITY
 from pqsync.services.sync_all_plan import sync_all_plan
+from provider_side import book_at
 
 ORG = "first-step-house"
 DENVER = ZoneInfo("America/Denver")
@@ -52,14 +53,16 @@ def grow(sim: SimulatorServer, appointments: int) -> None:
     stranger = next(c for c in ds.clients if c.email == "peter.grant@mail.example")
     for n in range(appointments):
         start = datetime.combine(ds.today, time(8), DENVER) + timedelta(days=n % 170 - 85)
-        sim.app.store.create(
-            client_id=stranger.client_id,
-            practitioner_id=ds.mapped_practitioners[0].id,
-            service_id=ds.services[1].id,
-            location_id=ds.locations[0].id,
-            status="Confirmed",
-            start=start,
+        book_at(sim, stranger.client_id, start)
+
+
+def large_practice(pq: App, clock: ManualClock) -> None:
+    """pqsync knows the practice as a large one: one query per patient is the cheaper plan."""
+    with Session(pq.engine) as session:
+        session.merge(
+            SyncState(name=PRACTICE_DENSITY, value={"per_day": 500.0}, updated_at=clock())
         )
+        session.commit()
 
 
 def live_ids(pq: App) -> set[str]:
@@ -142,26 +145,14 @@ def test_patient_by_patient_the_run_stops_at_its_promise_and_says_who_is_incompl
     service: SyncService, sim: SimulatorServer, pq: App, clock: ManualClock
 ) -> None:
     assert service.sync_organization(ORG).status == "success"
-    with Session(pq.engine) as session:
-        # A large practice's size: one query per patient is the cheaper plan.
-        session.merge(
-            SyncState(name=PRACTICE_DENSITY, value={"per_day": 500.0}, updated_at=clock())
-        )
-        session.commit()
+    large_practice(pq, clock)
     stored_before = live_ids(pq)
     stamped_before = stamps(pq)
     ds = sim.dataset
     for client in ds.fsh_patients:  # every patient's bookings grow by about four pages
         for n in range(320):
             start = datetime.combine(ds.today, time(6), DENVER) + timedelta(days=n % 170 - 85)
-            sim.app.store.create(
-                client_id=client.client_id,
-                practitioner_id=ds.mapped_practitioners[0].id,
-                service_id=ds.services[1].id,
-                location_id=ds.locations[0].id,
-                status="Confirmed",
-                start=start + timedelta(minutes=n // 170),
-            )
+            book_at(sim, client.client_id, start + timedelta(minutes=n // 170))
     clock.advance(timedelta(minutes=30))
     promise = promised(service, pq)
     sent_before = requests_received(sim)
@@ -182,3 +173,33 @@ def test_patient_by_patient_the_run_stops_at_its_promise_and_says_who_is_incompl
     assert incomplete  # somebody's pages were not all read: not stamped
     assert all(now[p] == stamped_before[p] for p in incomplete)
     assert all(now[p] != stamped_before[p] for p in complete)
+
+
+def test_patients_holding_more_than_a_page_are_checked_inside_the_promise(
+    service: SyncService, sim: SimulatorServer, pq: App, clock: ManualClock
+) -> None:
+    """Patient by patient, a patient whose own listing takes two pages is checked for
+    changes between them (two listings more): a quiet run stays inside what Sync all
+    promised and, nothing having changed, is complete."""
+    assert service.sync_organization(ORG).status == "success"
+    large_practice(pq, clock)
+    ds = sim.dataset
+    for client in ds.fsh_patients[:3]:  # three patients now hold two pages each
+        for n in range(150):
+            start = datetime.combine(ds.today, time(6), DENVER) + timedelta(days=n % 170 - 85)
+            book_at(sim, client.client_id, start)
+    clock.advance(timedelta(minutes=30))
+    first = service.sync_organization(ORG)  # learns what each patient holds
+    assert first.plan == "per_patient"
+    assert first.status == "success", first.incomplete
+    clock.advance(timedelta(minutes=30))
+    promise = promised(service, pq)
+    sent_before = requests_received(sim)
+
+    result = service.sync_organization(ORG)
+
+    spent = requests_received(sim) - sent_before
+    assert result.plan == "per_patient"
+    assert result.status == "success", (result.incomplete, result.warnings)
+    assert spent <= promise, (spent, promise)
+    assert live_ids(pq) == ours_in_intakeq(sim)

@@ -39,6 +39,7 @@ from pqsync.services.sync import SyncResult, SyncService
 from pqsync.services.sync.locks import SyncLocks
 from pqsync.services.sync.plan import PRACTICE_DENSITY
 from pqsync.settings import SIMULATOR_API_KEY
+from provider_side import book_at
 
 ORG = "first-step-house"
 DENVER = ZoneInfo("America/Denver")
@@ -637,14 +638,7 @@ def busier(sim: SimulatorServer) -> None:
     stranger = next(c for c in ds.clients if c.organization is None)
     for n in range(1300):
         start = datetime.combine(ds.today, time(8), DENVER) + timedelta(days=n % 170 - 85)
-        sim.app.store.create(
-            client_id=stranger.client_id,
-            practitioner_id=ds.mapped_practitioners[0].id,
-            service_id=ds.services[1].id,
-            location_id=ds.locations[0].id,
-            status="Confirmed",
-            start=start,
-        )
+        book_at(sim, stranger.client_id, start)
 
 
 def assert_everything_stored(sim: SimulatorServer, pq: App) -> None:
@@ -814,6 +808,55 @@ def test_a_quiet_sync_all_stays_inside_its_promise_with_the_check(
 
     assert result.plan == "window" and result.status == "success"
     assert result.requests_made <= promised
+
+
+def test_a_patient_whose_own_listing_intakeq_changed_between_its_pages_is_partial(
+    hooked: SyncService, sim: SimulatorServer, pq: App, hooks: PageHooks, clock: ManualClock
+) -> None:
+    """A patient's own query (`client=`) pages too once they hold more than 100 appointments
+    in the window: a deletion from its first page while we read the second hides the one
+    that moves up. The patient's sync must not say `success` (nor stamp them synced); the
+    next one, IntakeQ quiet, stores it."""
+    ds = sim.dataset
+    austin = ds.special.plus_address
+    email = austin.directory_email or austin.email
+    for n in range(120):
+        book(sim, austin.client_id, -85 + n % 170)
+    assert hooked.sync_patient(email).status == "success"
+    patient = patient_by_email(pq.engine, email)
+    stamped = last_synced(pq.engine, patient.id)
+    assert stamped is not None
+    start, end = ds.default_window()
+    listed = ds.appointments_in_window(start, end, {austin.client_id})  # latest first
+    assert len(listed) > 101, "the patient's listing must span two pages"
+    # A booking that IntakeQ lists 101st, just after the 100th: the deletion of one on the
+    # first page moves it up onto the page already read.
+    late = listed[99].start - timedelta(minutes=1)
+    assert listed[100].start < late, "nothing else starts between the two"
+    new = book_at(sim, austin.client_id, late)
+    deleted = listed[50].id
+    hooks.after_client_page["1"] = lambda: sim.app.store.delete(deleted)
+    clock.advance(timedelta(minutes=2))  # past the cached answer of the first sync
+
+    result = hooked.sync_patient(email)
+
+    assert not hooks.after_client_page, "IntakeQ changed between the first and second page"
+    assert new not in shown(sim, pq.engine, patient.id), "the precondition: the shift hid it"
+    assert result.status == "partial", (result.status, result.incomplete, result.warnings)
+    assert any(
+        "PracticeQ changed while we were reading it" in reason
+        for p in result.patients
+        for reason in p.incomplete
+    ), result.patients
+    assert last_synced(pq.engine, patient.id) == stamped  # not stamped "synced" again
+
+    clock.advance(timedelta(minutes=2))
+    again = hooked.sync_patient(email)
+
+    assert again.status == "success", (again.incomplete, again.warnings)
+    assert shown(sim, pq.engine, patient.id) == truth(sim, austin.client_id)
+    assert new in shown(sim, pq.engine, patient.id)
+    assert (last_synced(pq.engine, patient.id) or stamped) > stamped
 
 
 def test_a_deletion_landing_while_an_incremental_nightly_reads_makes_it_partial(

@@ -19,6 +19,7 @@ from web_support import INTAKEQ_KEY, TODAY, WEBHOOK_TOKEN, Seed, intakeq_for
 from intakeq_sim import SimConfig, SimulatorServer
 from pqsync.bootstrap import App
 from pqsync.db.tables import Patient
+from provider_side import book_at
 
 LAPTOP = {"width": 1280, "height": 800}
 
@@ -69,14 +70,8 @@ def test_a_booking_in_practiceq_appears_on_open_pages_by_itself(
             for c in own_sim.dataset.clients
             if c.email.lower() == seed_email(app, seed)  # the consenting patient in IntakeQ
         )
-        own_sim.app.store.create(
-            client_id=ours.client_id,
-            practitioner_id=own_sim.dataset.mapped_practitioners[0].id,
-            service_id=own_sim.dataset.services[1].id,
-            location_id=own_sim.dataset.locations[0].id,
-            status="Confirmed",
-            start=datetime(2025, 11, 15, 22, 30, tzinfo=UTC),  # 3:30 PM in Denver, today
-        )
+        # 3:30 PM in Denver, today
+        book_at(own_sim, ours.client_id, datetime(2025, 11, 15, 22, 30, tzinfo=UTC))
 
         expect(row.locator(".next")).to_contain_text("Nov 15, 2025 at 3:30 PM")
         timeline = patient.locator("ol.timeline")

@@ -18,15 +18,22 @@ last night (the window and incremental plans) when one of its listings took more
 page; a one-page listing is one answer, consistent in itself. It costs CHECK_REQUESTS
 (more only when a day's changes fill a page), counted in what Sync all promises. When
 IntakeQ changed, the run ends `partial`: the next run reads the changes.
+
+The per-patient plan reads one `client` listing per patient; a patient whose listing took
+more than one page is checked right after it with the same two listings, filtered by that
+patient's email (`check_patient`): CHECK_REQUESTS for that patient, whatever the practice's
+day, and only that patient is `partial` when IntakeQ changed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from typing import Protocol
+from uuid import UUID
 
+from pqsync.domain.windows import Window
 from pqsync.intakeq.client import RequestTally
 from pqsync.intakeq.errors import BudgetExhausted, IntakeQAuthError, IntakeQError
 from pqsync.intakeq.models import Appointment, AppointmentQuery, MalformedRecord
@@ -72,29 +79,13 @@ def check_unchanged(source: ListingSource, ctx: RunContext) -> None:
     (or the check could not finish). Raises what ends a run (budget, key)."""
     if not needs_check(ctx):
         return
-    since = (ctx.started_at - CLOCK_SLACK).astimezone(ctx.practice_zone).date()
-    try:
-        changed = _read(source, ctx, AppointmentQuery(updated_since=since))
-        deleted = _read(source, ctx, AppointmentQuery(updated_since=since, deleted_only=True))
-    except (BudgetExhausted, IntakeQAuthError):
-        raise
-    except (IntakeQError, _OverBudget) as exc:
-        ctx.warn(f"the check that PracticeQ did not change while we read it: {exc}")
+    listings = _listings(source, ctx, None)
+    if listings is None:
         ctx.incomplete(None, NOT_CONFIRMED)
         return
-    if changed is None or deleted is None:
-        ctx.incomplete(None, NOT_CONFIRMED)
-        return
-    first, after = ctx.result.window.bounds(ctx.practice_zone)
-    moved = [
-        a.id
-        for a in changed
-        if (a.id in ctx.seen_versions and ctx.seen_versions[a.id] != {a.last_modified})
-        or (a.id not in ctx.seen_versions and first <= a.start < after)
-    ]
-    twice = [pq_id for pq_id, versions in ctx.seen_versions.items() if len(versions) > 1]
-    gone = [a.id for a in deleted if a.id in ctx.seen_versions]
-    if ctx.result.plan != "window":
+    changed, deleted = listings
+    moved, twice, gone = _differences(ctx, changed, deleted, ctx.seen_versions, ctx.result.window)
+    if (ctx.result.plan or "").startswith("incremental"):
         # The incremental plan read IntakeQ's deleted list first: one deleted since then
         # (whether or not a later listing showed it) is not in what the run applied.
         gone += [a.id for a in deleted if a.id not in ctx.known_deleted]
@@ -104,6 +95,78 @@ def check_unchanged(source: ListingSource, ctx: RunContext) -> None:
             f"changed or added, {len(set(gone))} deleted"
         )
         ctx.incomplete(None, CHANGED_WHILE_READING)
+
+
+def check_patient(
+    source: ListingSource,
+    ctx: RunContext,
+    patient_id: UUID,
+    email: str,
+    read: dict[str, set[datetime | None]],
+    window: Window,
+) -> bool:
+    """After one patient's own `client` listing took more than one page (`read`: the
+    versions it returned): whether the patient is `partial` because IntakeQ changed that
+    listing while we read it, or the check could not finish. Raises what ends a run."""
+    listings = _listings(source, ctx, email)
+    if listings is None:
+        ctx.incomplete(patient_id, NOT_CONFIRMED)
+        return True
+    moved, twice, gone = _differences(ctx, *listings, read, window)
+    if not (moved or twice or gone):
+        return False
+    ctx.warn(
+        f"patient {patient_id}: PracticeQ changed while we read their appointments: "
+        f"{len(set(moved + twice))} changed or added, {len(set(gone))} deleted; nothing deleted"
+    )
+    ctx.incomplete(patient_id, CHANGED_WHILE_READING)
+    return True
+
+
+def _since(ctx: RunContext) -> date:
+    return (ctx.started_at - CLOCK_SLACK).astimezone(ctx.practice_zone).date()
+
+
+def _listings(
+    source: ListingSource, ctx: RunContext, email: str | None
+) -> tuple[list[Appointment], list[Appointment]] | None:
+    """What changed and what was deleted since the run's day (of `email`'s listing, or the
+    practice's); None when either could not be read whole within the run's promise."""
+    since = _since(ctx)
+    try:
+        changed = _read(source, ctx, AppointmentQuery(client=email, updated_since=since))
+        deleted = _read(
+            source, ctx, AppointmentQuery(client=email, updated_since=since, deleted_only=True)
+        )
+    except (BudgetExhausted, IntakeQAuthError):
+        raise
+    except (IntakeQError, _OverBudget) as exc:
+        ctx.warn(f"the check that PracticeQ did not change while we read it: {exc}")
+        return None
+    if changed is None or deleted is None:
+        return None
+    return changed, deleted
+
+
+def _differences(
+    ctx: RunContext,
+    changed: list[Appointment],
+    deleted: list[Appointment],
+    read: dict[str, set[datetime | None]],
+    window: Window,
+) -> tuple[list[str], list[str], list[str]]:
+    """Against the versions `read`: appointments changed or added in the window meanwhile,
+    those read in two versions, and those read live that IntakeQ lists as deleted."""
+    first, after = window.bounds(ctx.practice_zone)
+    moved = [
+        a.id
+        for a in changed
+        if (a.id in read and read[a.id] != {a.last_modified})
+        or (a.id not in read and first <= a.start < after)
+    ]
+    twice = [pq_id for pq_id, versions in read.items() if len(versions) > 1]
+    gone = [a.id for a in deleted if a.id in read]
+    return moved, twice, gone
 
 
 class _OverBudget(Exception):

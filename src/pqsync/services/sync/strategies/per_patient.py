@@ -4,12 +4,15 @@ another; one failing patient fails alone."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
 from pqsync.domain.windows import Window
 from pqsync.intakeq.errors import IntakeQError
-from pqsync.intakeq.models import AppointmentQuery
+from pqsync.intakeq.models import Appointment, AppointmentQuery
+from pqsync.services.sync import consistency
 from pqsync.services.sync import records as sync_records
 from pqsync.services.sync.context import RunContext
 from pqsync.services.sync.plan import PAGE_SIZE, bounded, page_limit
@@ -26,6 +29,17 @@ UNKNOWN_TO_INTAKEQ = (
     "PracticeQ has no client with this patient's email; check the email in PracticeQ and "
     "in the directory"
 )
+
+
+@dataclass
+class Listing:
+    """One patient's `client` listing as read: how many of its records were the patient's
+    (None: the run's promised requests ran out before its last page), whether it took more
+    than one page, and the versions (LastModified) of what it returned."""
+
+    own: int | None
+    paged: bool
+    versions: dict[str, set[datetime | None]] = field(default_factory=dict)
 
 
 class PerPatient:
@@ -54,10 +68,19 @@ class PerPatient:
             held = stored.get(patient_id, 0)
             try:
                 email = ctx.identity.email_of(patient_id)
-                own = self.fetch_patient(session, ctx, patient_id, email, window, held)
+                # Each patient's listing is its own: one that pages keeps its check's
+                # requests back until the check, right after it (consistency.py).
+                ctx.paged = False
+                listing = self.fetch_patient(session, ctx, patient_id, email, window, held)
+                own = listing.own
                 if own is None:
                     # The run reached the requests it promised: what was read is kept.
+                    ctx.read_cut_short = True
                     ctx.incomplete(patient_id, NOT_READ)
+                elif listing.paged and self.changed_while_read(
+                    session, ctx, patient_id, email, listing, window
+                ):
+                    pass  # partial, with the reason; absence proves nothing, nothing deleted
                 elif own == 0 and (held > 0 or self.email_moved(session, ctx, patient_id)):
                     # None of the patient's own came back (their email may have changed in
                     # IntakeQ, and `client=` matched others): absence proves nothing. With
@@ -101,6 +124,25 @@ class PerPatient:
             result.state = "done"
             progress("patients", done + 1, len(patient_ids))
 
+    def changed_while_read(
+        self,
+        session: Session,
+        ctx: RunContext,
+        patient_id: uuid.UUID,
+        email: str,
+        listing: Listing,
+        window: Window,
+    ) -> bool:
+        """Whether IntakeQ changed the patient's listing between its pages (or that could not
+        be confirmed): the patient is then `partial` (asked outside any write transaction)."""
+        session.commit()
+        try:
+            return consistency.check_patient(
+                self.parts.source, ctx, patient_id, email, listing.versions, window
+            )
+        finally:
+            ctx.paged = False  # checked: nothing more to keep back for it
+
     @staticmethod
     def email_moved(session: Session, ctx: RunContext, patient_id: uuid.UUID) -> bool:
         """Whether the patient's known ClientId no longer carries their email in IntakeQ
@@ -133,20 +175,24 @@ class PerPatient:
         email: str,
         window: Window,
         held: int,
-    ) -> int | None:
-        """Write the patient's `client` query; how many of the records were the patient's,
-        None when the run's promised requests ran out before the last page."""
+    ) -> Listing:
+        """Write the patient's `client` query: what it read (see Listing)."""
         summary = ctx.results[patient_id].summary
         before = summary.new + summary.updated + summary.unchanged
         query = AppointmentQuery(client=email, start_date=window.start, end_date=window.end)
         limit = page_limit(held // PAGE_SIZE + 1)
         pages = self.parts.source.appointment_pages(query)
+        listing = Listing(own=None, paged=False)
         try:
             within = Promised(ctx, bounded(pages, limit))
             for page in within:
+                listing.paged = listing.paged or len(page) >= PAGE_SIZE
+                for record in page:
+                    if isinstance(record, Appointment):
+                        listing.versions.setdefault(record.id, set()).add(record.last_modified)
                 self.parts.writer.write_page(session, ctx, page, only_patient=patient_id)
         finally:
             pages.close()
-        if within.cut:
-            return None
-        return summary.new + summary.updated + summary.unchanged - before
+        if not within.cut:
+            listing.own = summary.new + summary.updated + summary.unchanged - before
+        return listing
