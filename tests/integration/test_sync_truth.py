@@ -109,6 +109,16 @@ def activity(engine: Engine, patient_id: uuid.UUID, kind: str) -> list[str]:
         )
 
 
+def sync_all_promise(service: SyncService, pq: App) -> int:
+    """At most how many requests Sync all of the organisation says it will take."""
+    with Session(pq.engine) as session:
+        org = session.scalars(select(Organization).filter_by(slug=ORG)).one()
+        patients = list(
+            session.scalars(select(Affiliation.patient_id).filter_by(organization_id=org.id))
+        )
+        return service.organization_requests(session, patients, service.organization_window(org))
+
+
 def runner(service: SyncService, plan: str, email: str) -> Callable[[], SyncResult]:
     if plan == "organization":
         return lambda: service.sync_organization(ORG)
@@ -416,12 +426,7 @@ def test_re_checks_are_limited_per_run_and_inside_what_sync_all_promised(
         for pq_id in sorted(truth(sim, client.client_id))[:6]:
             control(sim, "POST", f"/appointments/{pq_id}/delete")
     clock.advance(timedelta(minutes=30))
-    with Session(pq.engine) as session:
-        org = session.scalars(select(Organization).where(Organization.slug == ORG)).one()
-        ids = list(
-            session.scalars(select(Affiliation.patient_id).filter_by(organization_id=org.id))
-        )
-        promised = service.organization_requests(session, ids, service.organization_window(org))
+    promised = sync_all_promise(service, pq)
 
     result = service.sync_organization(ORG)
 
@@ -793,16 +798,7 @@ def test_a_quiet_sync_all_stays_inside_its_promise_with_the_check(
     """The check's requests are in what Sync all promises: a quiet run spends no more."""
     first = service.sync_organization(ORG)  # learns the practice's size
     assert first.status == "success", first.incomplete
-    with Session(pq.engine) as session:
-        org = session.scalars(select(Organization).filter_by(slug=ORG)).one()
-        patients = list(
-            session.scalars(
-                select(Affiliation.patient_id).where(Affiliation.organization_id == org.id)
-            )
-        )
-        promised = service.organization_requests(
-            session, patients, service.organization_window(org)
-        )
+    promised = sync_all_promise(service, pq)
 
     result = service.sync_organization(ORG)
 

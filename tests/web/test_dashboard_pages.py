@@ -22,19 +22,21 @@ from intakeq_sim import SimulatorServer
 from pqsync.bootstrap import App
 from pqsync.db.tables import Affiliation, Appointment, Organization, Patient
 from pqsync.services.directory import import_directory, parse_directory
+from pqsync.services.users import create_user
 
 PATIENTS = "/api/partner-dashboard/patients"
 INLINE = re.compile(r"<script(?![^>]*\bsrc=)|\sstyle=|\son[a-z]+=", re.IGNORECASE)
 
 
 def sign_in(client: TestClient, who: str) -> str:
-    """Sign in through the form; returns the session's CSRF token (from the page)."""
+    """Sign in through the form (`who`: a seeded role, or an email); returns the session's
+    CSRF token (from the page)."""
     form = client.get("/login")
     token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
     assert token is not None
     answer = client.post(
         "/login",
-        data={"email": USERS[who], "password": PASSWORD, "csrf_token": token.group(1)},
+        data={"email": USERS.get(who, who), "password": PASSWORD, "csrf_token": token.group(1)},
         follow_redirects=False,
     )
     assert answer.status_code == 303, answer.text
@@ -332,6 +334,36 @@ def test_partners_cannot_create_a_provider(client: TestClient, pq_app: App) -> N
     sign_in(client, "staff_admin")
     # The staff page lists every provider: the refused one is not among them.
     assert "mallory@clinic.example" not in client.get("/staff/practitioners").text
+
+
+def test_staff_who_may_only_read_cannot_change_the_practitioners_mapping(
+    client: TestClient, pq_app: App, simulator: SimulatorServer
+) -> None:
+    pq_app.sync_service().sync_organization("first-step-house")
+    with Session(pq_app.engine) as session:
+        create_user(session, email="auditor@clinic.example", role="staff_viewer", password=PASSWORD)
+        session.commit()
+    csrf = sign_in(client, "auditor@clinic.example")
+    unmapped = simulator.dataset.special.unmapped_practitioner
+    assert unmapped.id in client.get("/staff/practitioners").text  # they may read it
+
+    mapped = client.post(
+        "/staff/practitioners",
+        data={"practitioner_id": unmapped.id, "provider": "ops@clinic.example", "csrf_token": csrf},
+    )
+    created = client.post(
+        "/staff/practitioners/providers",
+        data={"name": "Dr. Mallory", "email": "mallory@clinic.example", "csrf_token": csrf},
+    )
+
+    assert mapped.status_code == 403
+    assert "Not mapped: your role may only read." in mapped.text
+    assert created.status_code == 403
+    assert "Provider not created: your role may only read." in created.text
+    assert 'value="Dr. Mallory"' in created.text  # what they typed is kept
+    page = client.get("/staff/practitioners").text
+    assert f'<th scope="row">{unmapped.id}</th>' in page  # still unmapped
+    assert "mallory@clinic.example" not in page
 
 
 def test_the_remembered_organisation_is_an_id_only_and_partners_ignore_it(

@@ -3,6 +3,7 @@ budget, and the practitioner mapping form."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated
 
@@ -197,6 +198,38 @@ def staff_practitioners(
     return practitioners_page(request, ctx, user, form=chosen if practitioner else None)
 
 
+def _practitioner_change(
+    request: Request,
+    ctx: WebContext,
+    user: Principal,
+    form: dict[str, str],
+    change: Callable[[Actor], str],
+    *,
+    refused: str,
+    prefix: str = "",
+) -> HTMLResponse:
+    """The answer of a form that changes the practitioners' mapping: refused for a role that
+    may only read (403); the service's error next to its field, with what was typed kept
+    (422); else the page with what `change` says it did."""
+    if not visibility.may_administer(user):
+        return practitioners_page(
+            request, ctx, user, error=f"{refused}: your role may only read.", form=form, status=403
+        )
+    try:
+        message = change(Actor(kind="user", user_id=user.user_id, name=user.name))
+    except PractitionerError as exc:
+        return practitioners_page(
+            request,
+            ctx,
+            user,
+            error=f"{refused}: {exc}.",
+            errors=_field_errors(exc, prefix),
+            form=form,
+            status=422,
+        )
+    return practitioners_page(request, ctx, user, message=message)
+
+
 @router.post("/practitioners")
 def staff_map_practitioner(
     request: Request,
@@ -207,31 +240,15 @@ def staff_map_practitioner(
     provider: Annotated[str, Form(max_length=320)] = "",
 ) -> HTMLResponse:
     check_form_token(user, csrf_token)
-    form = {"practitioner_id": practitioner_id, "provider": provider}
-    if not visibility.may_administer(user):
-        return practitioners_page(
-            request, ctx, user, error="Not mapped: your role may only read.", form=form, status=403
-        )
-    try:
+
+    def change(actor: Actor) -> str:
         relinked = map_practitioner(
-            ctx.app.engine,
-            practitioner_id,
-            provider.strip(),
-            actor=Actor(kind="user", user_id=user.user_id, name=user.name),
-            now=ctx.now(),
+            ctx.app.engine, practitioner_id, provider.strip(), actor=actor, now=ctx.now()
         )
-    except PractitionerError as exc:
-        return practitioners_page(
-            request,
-            ctx,
-            user,
-            error=f"Not mapped: {exc}.",
-            errors=_field_errors(exc),
-            form=form,
-            status=422,
-        )
-    message = f"Mapped. {relinked} appointment(s) now show their provider."
-    return practitioners_page(request, ctx, user, message=message)
+        return f"Mapped. {relinked} appointment(s) now show their provider."
+
+    form = {"practitioner_id": practitioner_id, "provider": provider}
+    return _practitioner_change(request, ctx, user, form, change, refused="Not mapped")
 
 
 @router.post("/practitioners/providers")
@@ -246,31 +263,17 @@ def staff_create_provider(
 ) -> HTMLResponse:
     """A new provider, mapped at once to the IntakeQ practitioner chosen with it (if any)."""
     check_form_token(user, csrf_token)
-    form = {"new_name": name, "new_email": email, "new_practitioner_id": practitioner_id}
-    if not visibility.may_administer(user):
-        return practitioners_page(
-            request, ctx, user, error="Not created: your role may only read.", form=form, status=403
-        )
-    try:
+
+    def change(actor: Actor) -> str:
         created = create_provider(
-            ctx.app.engine,
-            name,
-            email,
-            practitioner_id,
-            actor=Actor(kind="user", user_id=user.user_id, name=user.name),
-            now=ctx.now(),
+            ctx.app.engine, name, email, practitioner_id, actor=actor, now=ctx.now()
         )
-    except PractitionerError as exc:
-        return practitioners_page(
-            request,
-            ctx,
-            user,
-            error=f"Provider not created: {exc}.",
-            errors=_field_errors(exc, "new_"),
-            form=form,
-            status=422,
-        )
-    message = f"Provider {created.name} created."
-    if practitioner_id.strip():
-        message += f" Mapped. {created.relinked} appointment(s) now show their provider."
-    return practitioners_page(request, ctx, user, message=message)
+        message = f"Provider {created.name} created."
+        if practitioner_id.strip():
+            message += f" Mapped. {created.relinked} appointment(s) now show their provider."
+        return message
+
+    form = {"new_name": name, "new_email": email, "new_practitioner_id": practitioner_id}
+    return _practitioner_change(
+        request, ctx, user, form, change, refused="Provider not created", prefix="new_"
+    )
