@@ -173,6 +173,7 @@ class SyncMachine(RuleBasedStateMachine):
             for c in dataset.fsh_patients
         }
         self.added = 0
+        self.programmes: set[int] = set()  # clients given 110 visits
 
     def teardown(self) -> None:
         self.client.close()
@@ -319,6 +320,59 @@ class SyncMachine(RuleBasedStateMachine):
                 self.sim.app.store.update(target, AppointmentChanges(start=moved))
 
         self.hooks.after_page["1"] = change
+
+    @rule(
+        patient=st.integers(0, 11),
+        pick=st.integers(0, 10_000),
+        deleting=st.booleans(),
+        days=st.integers(-30, 30),
+    )
+    def the_patients_own_listing_changes_between_its_pages(
+        self, patient: int, pick: int, deleting: bool, days: int
+    ) -> None:
+        """An intensive programme (110 visits across the window, once) makes the patient's
+        own `client` listing take two pages; one of their appointments is deleted or moved
+        between them while their sync reads."""
+        client_id = self._live_client_of(patient)
+        if client_id is None:
+            return
+        ds = self.sim.dataset
+        if client_id not in self.programmes:
+            self.programmes.add(client_id)
+            today = self.clock().astimezone(ds.zone).date()
+            for number in range(110):
+                day = today + timedelta(days=number * 170 // 110 - 85)
+                start = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+                self.sim.app.store.create(
+                    client_id=client_id,
+                    practitioner_id=self.practitioners[number % len(self.practitioners)],
+                    service_id=self.services[0],
+                    location_id=ds.locations[0].id,
+                    status="Confirmed",
+                    start=start + timedelta(hours=14 + number % 5),
+                )
+
+        def change() -> None:
+            with ds.lock:
+                theirs = sorted(
+                    a.id
+                    for a in ds.appointments.values()
+                    if a.client_id == client_id and a.deleted_ms is None
+                )
+            if not theirs:
+                return
+            target = theirs[pick % len(theirs)]
+            if deleting:
+                self.sim.app.store.delete(target)
+            else:
+                moved = ds.appointments[target].start + timedelta(days=days)
+                self.sim.app.store.update(target, AppointmentChanges(start=moved))
+
+        self.hooks.after_client_page["1"] = change
+        try:
+            self.run(lambda: self.service.sync_patient(self.fsh_emails[patient]))
+        finally:
+            self.hooks.after_client_page.pop("1", None)
 
     def _live_client_of(self, patient: int) -> int | None:
         """The patient's IntakeQ client now (after merges, the profile they were merged into)."""
@@ -677,6 +731,7 @@ class SyncMachine(RuleBasedStateMachine):
         self.sim.configure(fail_rate=0.0)
         self.failing = False
         self.hooks.after_page.clear()
+        self.hooks.after_client_page.clear()
         result = self.service.sync_organization(ORG)
         with Session(World.engine) as session:
             org = session.scalars(select(Organization).filter_by(slug=ORG)).one()

@@ -19,10 +19,12 @@ page; a one-page listing is one answer, consistent in itself. It costs CHECK_REQ
 (more only when a day's changes fill a page), counted in what Sync all promises. When
 IntakeQ changed, the run ends `partial`: the next run reads the changes.
 
-The per-patient plan reads one `client` listing per patient; a patient whose listing took
-more than one page is checked right after it with the same two listings, filtered by that
-patient's email (`check_patient`): CHECK_REQUESTS for that patient, whatever the practice's
-day, and only that patient is `partial` when IntakeQ changed.
+The per-patient plan reads one `client` listing per patient, mostly one page. For a
+patient whose listing took more than one page, every page but the last is read again right
+after it (`pages_unchanged`): a change that shifted the pages while we read them changed
+what those pages hold (other appointments, or other versions). That costs the listing's
+pages less one (one request for a two-page patient, whatever the practice's day), and only
+that patient is `partial` when IntakeQ changed.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from datetime import date, datetime, timedelta
 from typing import Protocol
-from uuid import UUID
 
 from pqsync.domain.windows import Window
 from pqsync.intakeq.client import RequestTally
@@ -79,7 +80,7 @@ def check_unchanged(source: ListingSource, ctx: RunContext) -> None:
     (or the check could not finish). Raises what ends a run (budget, key)."""
     if not needs_check(ctx):
         return
-    listings = _listings(source, ctx, None)
+    listings = _listings(source, ctx)
     if listings is None:
         ctx.incomplete(None, NOT_CONFIRMED)
         return
@@ -97,30 +98,42 @@ def check_unchanged(source: ListingSource, ctx: RunContext) -> None:
         ctx.incomplete(None, CHANGED_WHILE_READING)
 
 
-def check_patient(
-    source: ListingSource,
-    ctx: RunContext,
-    patient_id: UUID,
-    email: str,
-    read: dict[str, set[datetime | None]],
-    window: Window,
-) -> bool:
-    """After one patient's own `client` listing took more than one page (`read`: the
-    versions it returned): whether the patient is `partial` because IntakeQ changed that
-    listing while we read it, or the check could not finish. Raises what ends a run."""
-    listings = _listings(source, ctx, email)
-    if listings is None:
-        ctx.incomplete(patient_id, NOT_CONFIRMED)
+Signature = tuple[str | None, datetime | None]
+
+
+def page_signature(page: list[Record]) -> list[Signature]:
+    """What a page holds, in order: each record's Id and version (LastModified)."""
+    return [
+        (r.id, r.last_modified) if isinstance(r, Appointment) else (r.appointment_id, None)
+        for r in page
+    ]
+
+
+def pages_unchanged(
+    source: ListingSource, ctx: RunContext, query: AppointmentQuery, read: list[list[Signature]]
+) -> bool | None:
+    """Read every page of `query` but the last again (`read`: what each page held the first
+    time): whether each still holds the same appointments in the same versions. None when
+    that could not be read within the run's promise (or IntakeQ failed); raises what ends
+    a run (budget, key)."""
+    pages = source.appointment_pages(query)
+    try:
+        for before in read[:-1]:
+            if not ctx.may_request():
+                return None
+            page = next(pages, None)
+            if page is None or page_signature(page) != before:
+                return False
         return True
-    moved, twice, gone = _differences(ctx, *listings, read, window)
-    if not (moved or twice or gone):
-        return False
-    ctx.warn(
-        f"patient {patient_id}: PracticeQ changed while we read their appointments: "
-        f"{len(set(moved + twice))} changed or added, {len(set(gone))} deleted; nothing deleted"
-    )
-    ctx.incomplete(patient_id, CHANGED_WHILE_READING)
-    return True
+    except (BudgetExhausted, IntakeQAuthError):
+        raise
+    except IntakeQError as exc:
+        ctx.warn(f"the check that PracticeQ did not change while we read it: {exc}")
+        return None
+    finally:
+        close = getattr(pages, "close", None)
+        if close is not None:
+            close()
 
 
 def _since(ctx: RunContext) -> date:
@@ -128,16 +141,14 @@ def _since(ctx: RunContext) -> date:
 
 
 def _listings(
-    source: ListingSource, ctx: RunContext, email: str | None
+    source: ListingSource, ctx: RunContext
 ) -> tuple[list[Appointment], list[Appointment]] | None:
-    """What changed and what was deleted since the run's day (of `email`'s listing, or the
-    practice's); None when either could not be read whole within the run's promise."""
+    """What changed and what was deleted in the practice since the run's day; None when
+    either could not be read whole within the run's promise."""
     since = _since(ctx)
     try:
-        changed = _read(source, ctx, AppointmentQuery(client=email, updated_since=since))
-        deleted = _read(
-            source, ctx, AppointmentQuery(client=email, updated_since=since, deleted_only=True)
-        )
+        changed = _read(source, ctx, AppointmentQuery(updated_since=since))
+        deleted = _read(source, ctx, AppointmentQuery(updated_since=since, deleted_only=True))
     except (BudgetExhausted, IntakeQAuthError):
         raise
     except (IntakeQError, _OverBudget) as exc:

@@ -97,14 +97,13 @@ class Planner:
     ) -> int:
         """Requests for one `client` query per patient: each patient's appointments in the
         range are what we store there or ASSUMED_VISITS_PER_DAY over its days, whichever is
-        more, so the cost grows with the range even where we store nothing yet. The query
-        of a patient known to hold more than a page is followed by its consistency check
-        (consistency.py); for one that pages unexpectedly, the run's promise keeps
-        CHECK_REQUESTS over (`organization_requests`)."""
+        more, so the cost grows with the range even where we store nothing yet. A patient
+        known to hold more than a page has every page but the last read again (the check
+        that IntakeQ did not change between them, consistency.py)."""
         counts = self.stored_counts(session, patient_ids, window)
         assumed = math.ceil(window.days * ASSUMED_VISITS_PER_DAY)
         pages = sum(max(counts.get(p, 0), assumed) // PAGE_SIZE + 1 for p in patient_ids)
-        checks = sum(check_requests(held // PAGE_SIZE + 1) for held in counts.values())
+        checks = sum(held // PAGE_SIZE for held in counts.values())
         return pages + checks
 
     def known_density(self, session: Session) -> float | None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from sqlalchemy.orm import Session
 
 from pqsync.domain.windows import Window
 from pqsync.intakeq.errors import IntakeQError
-from pqsync.intakeq.models import Appointment, AppointmentQuery
+from pqsync.intakeq.models import AppointmentQuery
 from pqsync.services.sync import consistency
 from pqsync.services.sync import records as sync_records
 from pqsync.services.sync.context import RunContext
@@ -34,12 +33,12 @@ UNKNOWN_TO_INTAKEQ = (
 @dataclass
 class Listing:
     """One patient's `client` listing as read: how many of its records were the patient's
-    (None: the run's promised requests ran out before its last page), whether it took more
-    than one page, and the versions (LastModified) of what it returned."""
+    (None: the run's promised requests ran out before its last page), and what each page
+    held (see consistency.page_signature)."""
 
-    own: int | None
-    paged: bool
-    versions: dict[str, set[datetime | None]] = field(default_factory=dict)
+    query: AppointmentQuery
+    own: int | None = None
+    pages: list[list[consistency.Signature]] = field(default_factory=list)
 
 
 class PerPatient:
@@ -68,8 +67,8 @@ class PerPatient:
             held = stored.get(patient_id, 0)
             try:
                 email = ctx.identity.email_of(patient_id)
-                # Each patient's listing is its own: one that pages keeps its check's
-                # requests back until the check, right after it (consistency.py).
+                # Each patient's listing is its own: one that pages keeps requests back for
+                # its check, right after it (consistency.pages_unchanged).
                 ctx.paged = False
                 listing = self.fetch_patient(session, ctx, patient_id, email, window, held)
                 own = listing.own
@@ -77,8 +76,8 @@ class PerPatient:
                     # The run reached the requests it promised: what was read is kept.
                     ctx.read_cut_short = True
                     ctx.incomplete(patient_id, NOT_READ)
-                elif listing.paged and self.changed_while_read(
-                    session, ctx, patient_id, email, listing, window
+                elif len(listing.pages) > 1 and self.changed_while_read(
+                    session, ctx, patient_id, listing
                 ):
                     pass  # partial, with the reason; absence proves nothing, nothing deleted
                 elif own == 0 and (held > 0 or self.email_moved(session, ctx, patient_id)):
@@ -125,23 +124,27 @@ class PerPatient:
             progress("patients", done + 1, len(patient_ids))
 
     def changed_while_read(
-        self,
-        session: Session,
-        ctx: RunContext,
-        patient_id: uuid.UUID,
-        email: str,
-        listing: Listing,
-        window: Window,
+        self, session: Session, ctx: RunContext, patient_id: uuid.UUID, listing: Listing
     ) -> bool:
-        """Whether IntakeQ changed the patient's listing between its pages (or that could not
-        be confirmed): the patient is then `partial` (asked outside any write transaction)."""
+        """Whether IntakeQ changed the patient's listing between its pages, or that could not
+        be confirmed (its pages but the last read again, outside any write transaction): the
+        patient is then `partial`."""
         session.commit()
-        try:
-            return consistency.check_patient(
-                self.parts.source, ctx, patient_id, email, listing.versions, window
-            )
-        finally:
-            ctx.paged = False  # checked: nothing more to keep back for it
+        ctx.paged = False  # the requests kept back for this check are spent now
+        unchanged = consistency.pages_unchanged(
+            self.parts.source, ctx, listing.query, listing.pages
+        )
+        if unchanged:
+            return False
+        if unchanged is None:
+            ctx.incomplete(patient_id, consistency.NOT_CONFIRMED)
+            return True
+        ctx.warn(
+            f"patient {patient_id}: PracticeQ changed while we read their appointments "
+            "(between two pages); nothing deleted"
+        )
+        ctx.incomplete(patient_id, consistency.CHANGED_WHILE_READING)
+        return True
 
     @staticmethod
     def email_moved(session: Session, ctx: RunContext, patient_id: uuid.UUID) -> bool:
@@ -182,14 +185,11 @@ class PerPatient:
         query = AppointmentQuery(client=email, start_date=window.start, end_date=window.end)
         limit = page_limit(held // PAGE_SIZE + 1)
         pages = self.parts.source.appointment_pages(query)
-        listing = Listing(own=None, paged=False)
+        listing = Listing(query)
         try:
             within = Promised(ctx, bounded(pages, limit))
             for page in within:
-                listing.paged = listing.paged or len(page) >= PAGE_SIZE
-                for record in page:
-                    if isinstance(record, Appointment):
-                        listing.versions.setdefault(record.id, set()).add(record.last_modified)
+                listing.pages.append(consistency.page_signature(page))
                 self.parts.writer.write_page(session, ctx, page, only_patient=patient_id)
         finally:
             pages.close()
