@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
-from intakeq_sim import ManualClock, SimulatorServer, demo_directory
+from intakeq_sim import AppointmentChanges, ManualClock, SimulatorServer, demo_directory
 from page_hooks import PageHooks
 from pqsync.bootstrap import App
 from pqsync.db.engine import begin_write
@@ -853,6 +853,35 @@ def test_a_patient_whose_own_listing_intakeq_changed_between_its_pages_is_partia
     assert shown(sim, pq.engine, patient.id) == truth(sim, austin.client_id)
     assert new in shown(sim, pq.engine, patient.id)
     assert (last_synced(pq.engine, patient.id) or stamped) > stamped
+
+
+@pytest.mark.parametrize("plan", ["organization", "patient"])
+def test_an_edit_between_pages_that_leaves_last_modified_alone_is_caught(
+    plan: str, hooked: SyncService, sim: SimulatorServer, pq: App, hooks: PageHooks
+) -> None:
+    """`LastModified` is only reported: IntakeQ may leave it out or unchanged. A booking on
+    the page already read, moved a day earlier between the pages in the instant it was made
+    (the simulator's clock stands still, so its LastModified stays the same), must still
+    make the run `partial`: a version is every field, not LastModified alone."""
+    ds = sim.dataset
+    austin = ds.special.plus_address
+    email = austin.directory_email or austin.email
+    if plan == "patient":  # a programme: the patient's own listing takes two pages
+        for n in range(120):
+            book(sim, austin.client_id, -85 + n % 170)
+    latest = datetime.combine(ds.today + timedelta(days=85), time(10), DENVER)
+    target = book_at(sim, austin.client_id, latest)  # near the top of the first page
+    before = ds.appointments[target].modified_ms
+    moved = latest - timedelta(days=1)
+    armed = hooks.after_client_page if plan == "patient" else hooks.after_page
+    armed["1"] = lambda: sim.app.store.update(target, AppointmentChanges(start=moved))
+
+    result = hooked.sync_patient(email) if plan == "patient" else hooked.sync_organization(ORG)
+
+    assert not armed, "IntakeQ changed between the first and second page"
+    assert ds.appointments[target].modified_ms == before, "the precondition: same LastModified"
+    assert live(pq.engine)[target].start_time != moved, "the precondition: read before the move"
+    assert result.status == "partial", (result.status, result.incomplete, result.warnings)
 
 
 def test_a_deletion_landing_while_an_incremental_nightly_reads_makes_it_partial(

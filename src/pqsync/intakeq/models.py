@@ -64,6 +64,12 @@ class Appointment:
         return value if isinstance(value, str) else None
 
 
+def version(appointment: Appointment) -> int:
+    """One number for this version of an appointment: every field compared, so an edit
+    shows even where IntakeQ left `LastModified` unchanged or out (it is only reported)."""
+    return hash(appointment)
+
+
 @dataclass(frozen=True)
 class AppointmentQuery:
     """Filters of `GET /appointments` (IntakeQ's query parameters)."""

@@ -31,13 +31,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Protocol
 
 from pqsync.domain.windows import Window
 from pqsync.intakeq.client import RequestTally
 from pqsync.intakeq.errors import BudgetExhausted, IntakeQAuthError, IntakeQError
-from pqsync.intakeq.models import Appointment, AppointmentQuery, MalformedRecord
+from pqsync.intakeq.models import Appointment, AppointmentQuery, MalformedRecord, version
 from pqsync.services.sync.context import RunContext
 from pqsync.services.sync.plan import PAGE_SIZE
 
@@ -98,13 +98,13 @@ def check_unchanged(source: ListingSource, ctx: RunContext) -> None:
         ctx.incomplete(None, CHANGED_WHILE_READING)
 
 
-Signature = tuple[str | None, datetime | None]
+Signature = tuple[str | None, int]
 
 
 def page_signature(page: list[Record]) -> list[Signature]:
-    """What a page holds, in order: each record's Id and version (LastModified)."""
+    """What a page holds, in order: each record's Id and version (models.version)."""
     return [
-        (r.id, r.last_modified) if isinstance(r, Appointment) else (r.appointment_id, None)
+        (r.id, version(r)) if isinstance(r, Appointment) else (r.appointment_id, hash(r.reason))
         for r in page
     ]
 
@@ -163,7 +163,7 @@ def _differences(
     ctx: RunContext,
     changed: list[Appointment],
     deleted: list[Appointment],
-    read: dict[str, set[datetime | None]],
+    read: dict[str, set[int]],
     window: Window,
 ) -> tuple[list[str], list[str], list[str]]:
     """Against the versions `read`: appointments changed or added in the window meanwhile,
@@ -172,7 +172,7 @@ def _differences(
     moved = [
         a.id
         for a in changed
-        if (a.id in read and read[a.id] != {a.last_modified})
+        if (a.id in read and read[a.id] != {version(a)})
         or (a.id not in read and first <= a.start < after)
     ]
     twice = [pq_id for pq_id, versions in read.items() if len(versions) > 1]

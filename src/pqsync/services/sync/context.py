@@ -68,9 +68,10 @@ class RunContext:
     lease: LeaseKeeper
     # Every Id IntakeQ returned in this run, matched or not: absence means only what it says.
     fetched_ids: set[str] = field(default_factory=set)
-    # The versions (LastModified) of each appointment listings returned in this run, and
-    # whether one of its listings took more than one page (see consistency.py).
-    seen_versions: dict[str, set[datetime | None]] = field(default_factory=dict)
+    # The versions (models.version: every field, LastModified or not) of each appointment
+    # listings returned in this run, and whether one of its listings took more than one page
+    # (see consistency.py).
+    seen_versions: dict[str, set[int]] = field(default_factory=dict)
     paged: bool = False
     # The appointments IntakeQ said were deleted (its `deletedOnly` list, 404s) when read.
     known_deleted: set[str] = field(default_factory=set)

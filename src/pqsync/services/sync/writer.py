@@ -18,7 +18,7 @@ from pqsync.db.tables import Appointment as AppointmentRow
 from pqsync.db.tables import Patient
 from pqsync.domain.diff import TRACKED_FIELDS, appointment_changes
 from pqsync.domain.status import map_status
-from pqsync.intakeq.models import Appointment, MalformedRecord
+from pqsync.intakeq.models import Appointment, MalformedRecord, version
 from pqsync.services.sync import audit as sync_audit
 from pqsync.services.sync.context import MAX_LISTED, Lookups, RunContext
 from pqsync.services.sync.identity import ClientIdChange, PatientIdentity
@@ -88,7 +88,7 @@ class AppointmentWriter:
                 self._note_malformed(ctx, record)
                 continue
             ctx.fetched_ids.add(record.id)
-            ctx.seen_versions.setdefault(record.id, set()).add(record.last_modified)
+            ctx.seen_versions.setdefault(record.id, set()).add(version(record))
             if record.id in seen:
                 continue  # IntakeQ listed it twice on one page
             seen.add(record.id)
